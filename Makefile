@@ -28,6 +28,9 @@ CTEST_ARGS ?=
 DEMO_ARGS ?=
 FORMAT_DIRS := src include tests bench examples tools
 
+# The makes that cmake --build runs inherit this: no "Entering directory" noise.
+MAKEFLAGS += --no-print-directory
+
 # GCC 12's ThreadSanitizer aborts with "FATAL: ThreadSanitizer: unexpected
 # memory mapping" when the kernel randomises mmap over more bits than it was
 # built for (vm.mmap_rnd_bits > 28, the default on some newer kernels). With
