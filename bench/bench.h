@@ -83,12 +83,12 @@ void bench_check_go(int err, const char *file, int line);
 
 /* ---------------------------------------------------------------- cases */
 
-int64_t bench_spawn(int64_t n);          /* spawn.c */
-int64_t bench_yield(int64_t n);          /* yield.c */
+int64_t bench_spawn(int64_t n);                 /* spawn.c */
+int64_t bench_yield(int64_t n);                 /* yield.c */
 void bench_sleep(const struct bench_case *c);   /* sleep.c */
-int64_t bench_fork_join(int64_t n);      /* fib.c */
-int64_t bench_fib_seq(int64_t n);        /* fib.c */
-int64_t bench_mutex(int64_t n);          /* mutex.c */
+int64_t bench_fork_join(int64_t n);             /* fib.c */
+int64_t bench_fib_seq(int64_t n);               /* fib.c */
+int64_t bench_mutex(int64_t n);                 /* mutex.c */
 void bench_mempark(const struct bench_case *c); /* mempark.c */
 
 #endif /* WEFT_BENCH_H */

@@ -53,7 +53,7 @@ static void pfib_child(void *p)
 
 static int pfib(int n)
 {
-	struct pfib_child c = { .n = n - 1, .result = 0, .wg = WEFT_WG_INIT };
+	struct pfib_child c = {.n = n - 1, .result = 0, .wg = WEFT_WG_INIT};
 	int y;
 
 	if (n <= FIB_CUTOFF)

@@ -35,14 +35,14 @@ struct bench_flags bench_flags = {
  * CancelFanout, TCP) are added here as the API that they need lands.
  */
 static const struct bench_case cases[] = {
-	{ .name = "Spawn",          .q = 1000, .timed = bench_spawn },
-	{ .name = "Yield",          .q = 2,    .timed = bench_yield },
-	{ .name = "MutexContended", .q = 8,    .timed = bench_mutex },
-	{ .name = "Sleep",          .run = bench_sleep },
-	{ .name = "MemPark100k",    .run = bench_mempark, .arg = 100000 },
-	{ .name = "MemPark1M",      .run = bench_mempark, .arg = 1000000 },
-	{ .name = "ForkJoin",       .q = 1,    .timed = bench_fork_join },
-	{ .name = "FibSeq",         .q = 1,    .timed = bench_fib_seq },
+	{.name = "Spawn", .q = 1000, .timed = bench_spawn},
+	{.name = "Yield", .q = 2, .timed = bench_yield},
+	{.name = "MutexContended", .q = 8, .timed = bench_mutex},
+	{.name = "Sleep", .run = bench_sleep},
+	{.name = "MemPark100k", .run = bench_mempark, .arg = 100000},
+	{.name = "MemPark1M", .run = bench_mempark, .arg = 1000000},
+	{.name = "ForkJoin", .q = 1, .timed = bench_fork_join},
+	{.name = "FibSeq", .q = 1, .timed = bench_fib_seq},
 };
 
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
@@ -122,7 +122,7 @@ void bench_run_timed(const char *name, int64_t q, bench_timed_fn f)
 			if (d >= 100 * BENCH_MS || n >= (INT64_C(1) << 30)) {
 				if (d > 0)
 					n = (int64_t)((double)n * (double)bench_flags.target_ns /
-						      (double)d);
+					              (double)d);
 				break;
 			}
 			mult = 10.0;
@@ -234,8 +234,8 @@ static int parse_duration(const char *s, int64_t *out)
 		const char *unit;
 		double ns;
 	} units[] = {
-		{ "ns", 1 }, { "us", 1e3 }, { "\xc2\xb5s", 1e3 }, { "\xce\xbcs", 1e3 },
-		{ "ms", 1e6 }, { "s", 1e9 }, { "m", 60e9 }, { "h", 3600e9 },
+		{"ns", 1},   {"us", 1e3}, {"\xc2\xb5s", 1e3}, {"\xce\xbcs", 1e3},
+		{"ms", 1e6}, {"s", 1e9},  {"m", 60e9},        {"h", 3600e9},
 	};
 	const char *p = s;
 	double total = 0;
@@ -313,7 +313,7 @@ static void set_flag(const char *name, const char *value)
 	}
 	if (err != 0)
 		flag_error("invalid value \"%s\" for flag -%s: %s", value, name,
-			   err == ERANGE ? "value out of range" : "parse error");
+		           err == ERANGE ? "value out of range" : "parse error");
 }
 
 /*
@@ -323,7 +323,7 @@ static void set_flag(const char *name, const char *value)
  */
 static void parse_flags(int argc, char **argv)
 {
-	static const char *const known[] = { "case", "threads", "reps", "target", "n" };
+	static const char *const known[] = {"case", "threads", "reps", "target", "n"};
 	int i = 1;
 
 	if (argc > 0 && argv[0] != NULL)
@@ -412,7 +412,7 @@ int main(int argc, char **argv)
 	err = weft_set_procs(bench_flags.threads, NULL);
 	if (err != 0) {
 		fprintf(stderr, "weft-bench: --threads %d: %s (1..%d)\n", bench_flags.threads,
-			strerror(err), WEFT_MAX_PROCS);
+		        strerror(err), WEFT_MAX_PROCS);
 		return 2;
 	}
 	return weft_main(bench_main, (void *)c);

@@ -41,7 +41,7 @@ void bench_mempark(const struct bench_case *c)
 	int r;
 
 	for (r = 0; r < bench_flags.reps; r++) {
-		struct mempark_state s = { WEFT_WG_INIT, WEFT_WG_INIT, WEFT_WG_INIT };
+		struct mempark_state s = {WEFT_WG_INIT, WEFT_WG_INIT, WEFT_WG_INIT};
 		int64_t rss0, rss1, start, d, g;
 
 		weft_wg_add(&s.ready, G);
@@ -56,9 +56,10 @@ void bench_mempark(const struct bench_case *c)
 		weft_sleep(5 * BENCH_MS); /* let all park */
 		rss1 = bench_rss_bytes();
 		snprintf(extra, sizeof(extra),
-			 "\t%.0f rss_bytes/goroutine\t%.1f create_ms\t%lld rss_before_kb\t%lld rss_after_kb",
-			 (double)(rss1 - rss0) / (double)G, (double)d / 1e6,
-			 (long long)(rss0 / 1024), (long long)(rss1 / 1024));
+		         "\t%.0f rss_bytes/goroutine\t%.1f create_ms\t%lld rss_before_kb\t%lld "
+		         "rss_after_kb",
+		         (double)(rss1 - rss0) / (double)G, (double)d / 1e6,
+		         (long long)(rss0 / 1024), (long long)(rss1 / 1024));
 		bench_report(c->name, G, (double)d / (double)G, extra);
 		weft_wg_done(&s.gate);
 		weft_wg_wait(&s.done);

@@ -32,7 +32,7 @@ static void worker(void *p)
 
 int64_t bench_mutex(int64_t n)
 {
-	struct mutex_state s = { .mu = WEFT_MUTEX_INIT, .per = n / MUTEX_G, .wg = WEFT_WG_INIT };
+	struct mutex_state s = {.mu = WEFT_MUTEX_INIT, .per = n / MUTEX_G, .wg = WEFT_WG_INIT};
 	int64_t start, d;
 	int g;
 

@@ -42,7 +42,7 @@ void bench_sleep(const struct bench_case *c)
 	int r, g;
 
 	for (r = 0; r < bench_flags.reps; r++) {
-		struct sleep_state s = { WEFT_WG_INIT, WEFT_WG_INIT, WEFT_WG_INIT };
+		struct sleep_state s = {WEFT_WG_INIT, WEFT_WG_INIT, WEFT_WG_INIT};
 		int64_t start, d, ideal = SLEEP_L * BENCH_MS;
 
 		weft_wg_add(&s.ready, SLEEP_G);
@@ -57,7 +57,7 @@ void bench_sleep(const struct bench_case *c)
 		weft_wg_wait(&s.done);
 		d = weft_now() - start;
 		snprintf(extra, sizeof(extra), "\t%.3f wall_ms\t%.3f overhead_ms", (double)d / 1e6,
-			 (double)(d - ideal) / 1e6);
+		         (double)(d - ideal) / 1e6);
 		bench_report(c->name, 1, (double)d, extra);
 	}
 }

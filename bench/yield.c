@@ -25,7 +25,7 @@ static void yielder(void *p)
 int64_t bench_yield(int64_t n)
 {
 	weft_wg wg = WEFT_WG_INIT;
-	struct yield_arg a = { .per = n / 2, .wg = &wg };
+	struct yield_arg a = {.per = n / 2, .wg = &wg};
 	int64_t start;
 	int k;
 
