@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * debug.c - what weft shows when things go wrong: goroutine dumps
+ * (weft_dump, SIGQUIT, fatal errors), the stack-overflow report, and
+ * backtraces of running hogs.
+ *
+ * Stack overflow: each M has an alternate signal stack, so a fault in a
+ * guard page can be handled although the goroutine's stack is exhausted. The
+ * SIGSEGV/SIGBUS handler checks whether the fault address (or the stack
+ * pointer) lies in the running goroutine's guard page; if so it prints
+ *   fatal error: goroutine 17 stack overflow (stack 64 KiB, created at f.c:42)
+ * and aborts. Any other fault goes to the handler that was installed before
+ * ours (a sanitizer's, or the default action).
+ *
+ * Backtraces walk frame pointers (the build keeps them), bounded by the
+ * goroutine's stack, and name frames with dladdr (executables need -rdynamic
+ * for their own symbols).
+ */
+
+#include "sched.h"
+
+#include <dlfcn.h>
+#include <execinfo.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "fatal.h"
+#include "sanitizer.h"
+
+#define ALTSTACK_BYTES (64 * 1024)
+#define MAX_FRAMES 64
+
+volatile sig_atomic_t weft__dump_requested;
+
+static struct sigaction old_segv, old_bus, old_quit;
+static int hog_signal = SIGURG;
+
+static const char *status_name(uint32_t st)
+{
+	switch (st) {
+	case G_IDLE: return "idle";
+	case G_RUNNABLE: return "runnable";
+	case G_RUNNING: return "running";
+	case G_WAITING: return "waiting";
+	case G_SYSCALL: return "syscall";
+	case G_DEAD: return "dead";
+	}
+	return "?";
+}
+
+static void print_frame(FILE *out, void *pc)
+{
+	Dl_info di;
+	/* pc is a return address: look up the call instruction before it. */
+	if (dladdr((char *)pc - 1, &di) && di.dli_sname)
+		fprintf(out, "%s+0x%lx\n\t%s\n", di.dli_sname,
+			(unsigned long)((char *)pc - (char *)di.dli_saddr),
+			di.dli_fname ? di.dli_fname : "?");
+	else if (dladdr((char *)pc - 1, &di) && di.dli_fname)
+		fprintf(out, "%p\n\t%s+0x%lx\n", pc, di.dli_fname,
+			(unsigned long)((char *)pc - (char *)di.dli_fbase));
+	else
+		fprintf(out, "%p\n", pc);
+}
+
+/* Walk the frame-pointer chain of a parked G (the layout of the switch
+ * frame is in switch_x86_64.S). Racy by nature when the G resumes while we
+ * read: every read stays inside its stack, so the worst is a garbled trace. */
+#if defined(WEFT_TSAN)
+__attribute__((no_sanitize("thread")))
+#endif
+#if defined(WEFT_ASAN)
+__attribute__((no_sanitize("address")))
+#endif
+static void walk_parked(FILE *out, struct weft__g *g)
+{
+#if defined(__x86_64__)
+	uintptr_t lo = (uintptr_t)g->stack_lo, hi = (uintptr_t)g;
+	uintptr_t sp = (uintptr_t)__atomic_load_n(&g->sp, __ATOMIC_RELAXED);
+	if (sp < lo || sp + 64 > hi)
+		return;
+	uintptr_t fp = ((uintptr_t *)sp)[6];
+	void *pc = (void *)((uintptr_t *)sp)[7];
+	for (int i = 0; i < MAX_FRAMES && pc; i++) {
+		print_frame(out, pc);
+		if (fp < lo || fp + 16 > hi || (fp & 7))
+			break;
+		uintptr_t next = ((uintptr_t *)fp)[0];
+		pc = (void *)((uintptr_t *)fp)[1];
+		if (next <= fp)
+			break;
+		fp = next;
+	}
+#else
+	(void)out;
+	(void)g;
+#endif
+}
+
+static void format_wait(char *buf, size_t n, struct weft__g *g, uint32_t st)
+{
+	const char *what = st == G_WAITING && g->wait_reason ? g->wait_reason : status_name(st);
+	int64_t since = g->wait_since;
+	int64_t waited = st == G_WAITING && since ? weft__coarse_now - since : 0;
+	if (waited >= 60LL * 1000000000)
+		snprintf(buf, n, "%s, %lld minutes", what, (long long)(waited / 60000000000LL));
+	else if (waited >= 1000000000)
+		snprintf(buf, n, "%s, %lld seconds", what, (long long)(waited / 1000000000));
+	else
+		snprintf(buf, n, "%s", what);
+}
+
+void weft__dump_fd(FILE *out)
+{
+	struct weft__sched *s = &weft__sched;
+	weft__lock(&s->allg_lock);
+	for (struct weft__g *g = s->allg; g; g = g->allnext) {
+		uint32_t st = __atomic_load_n(&g->status, __ATOMIC_ACQUIRE);
+		if (st == G_IDLE || st == G_DEAD)
+			continue;
+		char buf[128];
+		format_wait(buf, sizeof buf, g, st);
+		fprintf(out, "goroutine %llu [%s]%s%s%s:\n", (unsigned long long)g->id, buf,
+			g->name[0] ? " \"" : "", g->name, g->name[0] ? "\"" : "");
+		if (st == G_WAITING || st == G_RUNNABLE)
+			walk_parked(out, g);
+		else
+			fprintf(out, "\t(running on another thread: no backtrace)\n");
+		fprintf(out, "created at %s:%d\n\n", g->file ? g->file : "?", g->line);
+	}
+	weft__unlock(&s->allg_lock);
+	fflush(out);
+}
+
+void weft_dump(FILE *out)
+{
+	weft__start();
+	weft__dump_fd(out ? out : stderr);
+}
+
+static void dump_for_fatal(void)
+{
+	fprintf(stderr, "\n");
+	weft__dump_fd(stderr);
+}
+
+/* ---------------------------------------------------------------- signals */
+
+static void chain(int sig, siginfo_t *si, void *uc, struct sigaction *old)
+{
+	if (old->sa_flags & SA_SIGINFO) {
+		if (old->sa_sigaction) {
+			old->sa_sigaction(sig, si, uc);
+			return;
+		}
+	} else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+		old->sa_handler(sig);
+		return;
+	}
+	/* Default action: restore it and let the fault happen again. */
+	signal(sig, SIG_DFL);
+}
+
+static void fault_handler(int sig, siginfo_t *si, void *ucv)
+{
+	struct weft__m *m = weft__m_get();
+	struct weft__g *g = m ? m->curg : NULL;
+	if (g) {
+		uintptr_t sp = 0;
+#if defined(__x86_64__)
+		sp = (uintptr_t)((ucontext_t *)ucv)->uc_mcontext.gregs[REG_RSP];
+#endif
+		size_t pg = weft__page_size();
+		if (weft__stack_is_guard(g, si->si_addr) ||
+		    (sp && sp < (uintptr_t)g->stack_lo + 256 &&
+		     sp + 16 * pg >= (uintptr_t)g->stack_lo)) {
+			char buf[256];
+			size_t kib = g->stack_size / 1024;
+			int n = snprintf(buf, sizeof buf,
+					 "fatal error: goroutine %llu stack overflow (stack %zu KiB, "
+					 "created at %s:%d)\n", (unsigned long long)g->id, kib,
+					 g->file ? g->file : "?", g->line);
+			ssize_t r = write(STDERR_FILENO, buf, (size_t)n);
+			(void)r;
+			signal(SIGABRT, SIG_DFL);
+			abort();
+		}
+	}
+	chain(sig, si, ucv, sig == SIGBUS ? &old_bus : &old_segv);
+}
+
+static void quit_handler(int sig)
+{
+	(void)sig;
+	weft__dump_requested = 1;
+}
+
+static void hog_handler(int sig, siginfo_t *si, void *ucv)
+{
+	(void)sig;
+	(void)si;
+	void *frames[MAX_FRAMES];
+	int n = 0;
+#if defined(__x86_64__)
+	ucontext_t *uc = ucv;
+	struct weft__m *m = weft__m_get();
+	uintptr_t lo = 0, hi = 0;
+	if (m && m->curg) {
+		lo = (uintptr_t)m->curg->stack_lo;
+		hi = (uintptr_t)m->curg;
+	} else if (m) {
+		lo = (uintptr_t)m->g0_lo;
+		hi = lo + m->g0_size;
+	}
+	frames[n++] = (void *)uc->uc_mcontext.gregs[REG_RIP];
+	uintptr_t fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
+	while (n < MAX_FRAMES && fp >= lo && fp + 16 <= hi && !(fp & 7)) {
+		void *pc = (void *)((uintptr_t *)fp)[1];
+		if (!pc)
+			break;
+		frames[n++] = pc;
+		uintptr_t next = ((uintptr_t *)fp)[0];
+		if (next <= fp)
+			break;
+		fp = next;
+	}
+#else
+	(void)ucv;
+#endif
+	backtrace_symbols_fd(frames, n, STDERR_FILENO);
+}
+
+void weft__hog_backtrace(struct weft__m *m)
+{
+	if (m->tid > 0)
+		syscall(SYS_tgkill, getpid(), m->tid, hog_signal);
+}
+
+void weft__signals_init_thread(struct weft__m *m)
+{
+	void *st = mmap(NULL, ALTSTACK_BYTES, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (st == MAP_FAILED)
+		return; /* overflow reports degrade to a plain crash on this M */
+	stack_t ss = { .ss_sp = st, .ss_size = ALTSTACK_BYTES, .ss_flags = 0 };
+	if (sigaltstack(&ss, NULL) == 0)
+		m->altstack = st;
+}
+
+void weft__debug_init(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+	sa.sa_sigaction = fault_handler;
+	sigaction(SIGSEGV, &sa, &old_segv);
+	sigaction(SIGBUS, &sa, &old_bus);
+
+	struct sigaction q;
+	memset(&q, 0, sizeof q);
+	sigemptyset(&q.sa_mask);
+	q.sa_handler = quit_handler;
+	q.sa_flags = SA_RESTART;
+	sigaction(SIGQUIT, &q, &old_quit);
+
+	struct sigaction h;
+	memset(&h, 0, sizeof h);
+	sigemptyset(&h.sa_mask);
+	h.sa_sigaction = hog_handler;
+	h.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+	sigaction(hog_signal, &h, NULL);
+
+	weft__fatal_hook = dump_for_fatal;
+	/* Make sure backtrace_symbols_fd has loaded libgcc before a signal
+	 * handler needs it. */
+	void *f[1];
+	backtrace(f, 1);
+}

@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * runq.c - the run queues: a bounded lock-free ring per P plus a runnext
+ * slot, and the global queue behind sched.lock (Go's runqput/runqget/
+ * runqsteal in proc.go).
+ *
+ * Design. The owner P is the only producer: it writes a slot, then publishes
+ * it with a release store of runqtail. Consumers (the owner, and thieves on
+ * other Ms) read head and tail with acquire and claim slots by CAS on
+ * runqhead; a thief copies its slots out before the CAS, and the CAS fails if
+ * anyone consumed meanwhile, so a slot is never handed out twice. The ring is
+ * bounded (256): on overflow the owner moves half of it, plus the new G, to
+ * the global queue in one locked operation, so the global lock is taken once
+ * per 128 spawns at worst.
+ *
+ * runnext holds the G readied or spawned last by the running G: it runs next,
+ * ahead of the ring, which keeps a producer and its consumer in lock-step on
+ * one P and their data in cache (this is what makes ping-pong fast). A G
+ * displaced from runnext goes to the tail of the ring. Thieves take runnext
+ * only as a last resort.
+ *
+ * Rejected: a mutex per P queue (a lock round trip on every spawn and
+ * switch); an unbounded lock-free list (a CAS on every put by the owner).
+ */
+#include "sched.h"
+
+#include "fatal.h"
+
+static inline uint32_t load_acq(uint32_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+uint32_t weft__runq_len(struct weft__p *p)
+{
+	uint32_t h = load_acq(&p->runqhead), t = load_acq(&p->runqtail);
+	uint32_t n = t - h;
+	if (n > WEFT_RUNQ_SIZE)
+		n = 0; /* torn read: head moved past the tail we read */
+	return n + (__atomic_load_n(&p->runnext, __ATOMIC_RELAXED) != NULL);
+}
+
+int weft__runq_empty(struct weft__p *p)
+{
+	/* Read head, tail and runnext consistently: retry if tail moved, so a G
+	 * moving from runnext to the ring is not missed (Go's runqempty). */
+	for (;;) {
+		uint32_t h = load_acq(&p->runqhead);
+		uint32_t t = load_acq(&p->runqtail);
+		struct weft__g *next = __atomic_load_n(&p->runnext, __ATOMIC_ACQUIRE);
+		if (t == load_acq(&p->runqtail))
+			return h == t && next == NULL;
+	}
+}
+
+/* The ring is full: move half of it and g to the global queue. Returns 0 if
+ * a thief made room meanwhile (the caller retries). Owner P only. */
+static int put_slow(struct weft__p *p, struct weft__g *g, uint32_t h, uint32_t t)
+{
+	enum { HALF = WEFT_RUNQ_SIZE / 2 };
+	struct weft__g *batch[HALF + 1];
+	uint32_t n = t - h;
+	if (n != WEFT_RUNQ_SIZE)
+		weft__fatal("runq: put_slow on a queue that is not full");
+	n /= 2;
+	for (uint32_t i = 0; i < n; i++)
+		batch[i] = p->runq[(h + i) % WEFT_RUNQ_SIZE];
+	if (!__atomic_compare_exchange_n(&p->runqhead, &h, h + n, 0, __ATOMIC_RELEASE,
+					 __ATOMIC_RELAXED))
+		return 0;
+	batch[n] = g;
+	if (weft__sched.chaos) {
+		for (uint32_t i = n; i > 0; i--) {
+			uint32_t j = (uint32_t)(weft__fastrand() % (i + 1));
+			struct weft__g *x = batch[i];
+			batch[i] = batch[j];
+			batch[j] = x;
+		}
+	}
+	for (uint32_t i = 0; i < n; i++)
+		batch[i]->schedlink = batch[i + 1];
+	batch[n]->schedlink = NULL;
+	weft__lock(&weft__sched.lock);
+	weft__globrunq_putbatch(batch[0], batch[n], (int)n + 1);
+	weft__unlock(&weft__sched.lock);
+	return 1;
+}
+
+void weft__runq_put(struct weft__p *p, struct weft__g *g, int next)
+{
+	if (weft__sched.chaos && (weft__fastrand() & 1))
+		next = 0;
+	if (next) {
+		struct weft__g *old = __atomic_exchange_n(&p->runnext, g, __ATOMIC_ACQ_REL);
+		if (!old)
+			return;
+		g = old; /* the displaced one goes to the tail */
+	}
+	for (;;) {
+		uint32_t h = load_acq(&p->runqhead);
+		uint32_t t = p->runqtail;
+		if (t - h < WEFT_RUNQ_SIZE) {
+			p->runq[t % WEFT_RUNQ_SIZE] = g;
+			/* Publish the slot: pairs with the acquire loads of runqtail
+			 * in get and grab. */
+			__atomic_store_n(&p->runqtail, t + 1, __ATOMIC_RELEASE);
+			return;
+		}
+		if (put_slow(p, g, h, t))
+			return;
+	}
+}
+
+struct weft__g *weft__runq_get(struct weft__p *p)
+{
+	struct weft__g *next = __atomic_load_n(&p->runnext, __ATOMIC_RELAXED);
+	if (next && __atomic_compare_exchange_n(&p->runnext, &next, NULL, 0, __ATOMIC_ACQ_REL,
+						 __ATOMIC_RELAXED))
+		return next;
+	for (;;) {
+		uint32_t h = load_acq(&p->runqhead);
+		uint32_t t = p->runqtail;
+		if (t == h)
+			return NULL;
+		struct weft__g *g = p->runq[h % WEFT_RUNQ_SIZE];
+		if (__atomic_compare_exchange_n(&p->runqhead, &h, h + 1, 0, __ATOMIC_RELEASE,
+						__ATOMIC_RELAXED))
+			return g;
+	}
+}
+
+/* Copy about half of victim's ring into batch; returns how many were
+ * claimed. */
+static uint32_t grab(struct weft__p *victim, struct weft__g **batch, int steal_next)
+{
+	for (;;) {
+		uint32_t h = load_acq(&victim->runqhead);
+		uint32_t t = load_acq(&victim->runqtail);
+		uint32_t n = t - h;
+		n = n - n / 2;
+		if (n == 0) {
+			if (!steal_next)
+				return 0;
+			struct weft__g *next = __atomic_load_n(&victim->runnext, __ATOMIC_ACQUIRE);
+			if (!next)
+				return 0;
+			if (!__atomic_compare_exchange_n(&victim->runnext, &next, NULL, 0,
+							 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+				continue;
+			batch[0] = next;
+			return 1;
+		}
+		if (n > WEFT_RUNQ_SIZE / 2)
+			continue; /* read an inconsistent head/tail pair: retry */
+		for (uint32_t i = 0; i < n; i++)
+			batch[i] = victim->runq[(h + i) % WEFT_RUNQ_SIZE];
+		/* The CAS commits the claim; it fails if the owner or another
+		 * thief consumed any of these slots after our read. */
+		if (__atomic_compare_exchange_n(&victim->runqhead, &h, h + n, 0, __ATOMIC_RELEASE,
+						__ATOMIC_RELAXED))
+			return n;
+	}
+}
+
+struct weft__g *weft__runq_steal(struct weft__p *p, struct weft__p *victim, int steal_next)
+{
+	struct weft__g *batch[WEFT_RUNQ_SIZE / 2];
+	uint32_t n = grab(victim, batch, steal_next);
+	if (n == 0)
+		return NULL;
+	struct weft__g *g = batch[--n];
+	if (n) {
+		/* p's ring is empty when we steal (we only steal when idle), so
+		 * the batch fits. */
+		uint32_t t = p->runqtail;
+		for (uint32_t i = 0; i < n; i++)
+			p->runq[(t + i) % WEFT_RUNQ_SIZE] = batch[i];
+		__atomic_store_n(&p->runqtail, t + n, __ATOMIC_RELEASE);
+	}
+	__atomic_fetch_add(&p->nsteal, 1, __ATOMIC_RELAXED);
+	return g;
+}
+
+void weft__globrunq_put(struct weft__g *g)
+{
+	g->schedlink = NULL;
+	weft__globrunq_putbatch(g, g, 1);
+}
+
+void weft__globrunq_putbatch(struct weft__g *head, struct weft__g *tail, int n)
+{
+	struct weft__sched *s = &weft__sched;
+	tail->schedlink = NULL;
+	if (s->runqtail)
+		s->runqtail->schedlink = head;
+	else
+		s->runqhead = head;
+	s->runqtail = tail;
+	__atomic_store_n(&s->runqsize, s->runqsize + n, __ATOMIC_RELAXED);
+}
+
+struct weft__g *weft__globrunq_get(struct weft__p *p, int max)
+{
+	struct weft__sched *s = &weft__sched;
+	int64_t size = s->runqsize;
+	if (size == 0)
+		return NULL;
+	/* Take a fair share: the queue divided among the Ps, at most half a
+	 * ring, so one P does not hoard what the others could run. */
+	int64_t n = size / s->nprocs + 1;
+	if (n > size)
+		n = size;
+	if (max > 0 && n > max)
+		n = max;
+	if (n > WEFT_RUNQ_SIZE / 2)
+		n = WEFT_RUNQ_SIZE / 2;
+	__atomic_store_n(&s->runqsize, size - n, __ATOMIC_RELAXED);
+	struct weft__g *g = s->runqhead;
+	s->runqhead = g->schedlink;
+	if (!s->runqhead)
+		s->runqtail = NULL;
+	for (int64_t i = 1; i < n; i++) {
+		struct weft__g *x = s->runqhead;
+		s->runqhead = x->schedlink;
+		if (!s->runqhead)
+			s->runqtail = NULL;
+		weft__runq_put(p, x, 0);
+	}
+	return g;
+}
+
+int weft__runq_drain(struct weft__p *victim)
+{
+	struct weft__g *batch[WEFT_RUNQ_SIZE / 2];
+	int total = 0;
+	uint32_t n;
+	while ((n = grab(victim, batch, 1)) > 0) {
+		for (uint32_t i = 0; i + 1 < n; i++)
+			batch[i]->schedlink = batch[i + 1];
+		weft__lock(&weft__sched.lock);
+		weft__globrunq_putbatch(batch[0], batch[n - 1], (int)n);
+		weft__unlock(&weft__sched.lock);
+		total += (int)n;
+	}
+	return total;
+}

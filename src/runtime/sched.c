@@ -1,0 +1,1295 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sched.c - the goroutine scheduler (Go's G-M-P design, proc.go).
+ *
+ * Glossary.
+ *   G  a goroutine: a stack, a saved stack pointer and a record (sched.h).
+ *   M  an OS thread that runs Gs. Its own thread stack is its "g0": the
+ *      scheduler context, used when no G can run or when a hand-off needs a
+ *      stack that no G owns.
+ *   P  a processor: the right to run Gs, with the resources that go with it
+ *      (a run queue, a timer heap, a stack cache). There are weft_procs() Ps;
+ *      an M must hold a P to run Gs. An M in a blocking call keeps its P only
+ *      until sysmon retakes it.
+ *
+ * Switching. A G that stops running (yield, park, exit) picks the next G
+ * itself and switches to it directly, on its own stack: one switch, not two
+ * through g0. What must happen after the old G's registers are saved (putting
+ * it on a run queue, releasing the lock that guards its wait, arming its
+ * sleep timer, recycling its stack) is recorded in the M as an "after" action
+ * and done by whoever resumes next, first thing (run_after). That is what
+ * makes a park race-free: no one can see the G as runnable before its
+ * context is saved. Only when no G is runnable, or for hand-offs that
+ * involve another M, does the G switch to g0, where the M looks for work,
+ * steals, and finally parks on a futex.
+ *
+ * Finding work (findrunnable, on g0): the local queue, the global queue
+ * (also every 61st schedule for fairness, as in Go), then stealing: up to
+ * four rounds over the other Ps in random order, taking half of a victim's
+ * queue and running its overdue timers. Only a bounded number of Ms spin
+ * (at most half the busy Ps): the rest park. An M that stops spinning
+ * re-checks every queue after decrementing nmspinning; a producer that
+ * queues a G checks nmspinning after publishing it (weft__wakep). Both
+ * sides use sequentially consistent atomics, so one of them always sees
+ * the other: no G is left in a queue with every M asleep.
+ *
+ * Timers: an idle M sleeps on its futex until the earliest timer of all Ps
+ * (only one M does a timed sleep for a given deadline: sched.timer_wait_until),
+ * then takes an idle P and runs the overdue timers while stealing. sysmon
+ * covers Ps that are stuck in a long-running G.
+ *
+ * Locked Gs (weft_lock_thread): a locked G runs only on its M, and that M
+ * runs nothing else. When the locked G stops, its M gives its P away and
+ * sleeps; an M that picks the locked G from a queue hands its own P to the
+ * locked M and sleeps in turn (Go's startlockedm/stoplockedm).
+ *
+ * Rejected: switching through g0 on every switch (twice the switches, and
+ * Yield would cost more than Go's); one global run queue (a lock on every
+ * spawn); spinning idle Ms without bound (Boost.Fiber's stealing scheduler
+ * burns CPU and gets slower with more threads); signal preemption (not safe
+ * for arbitrary C code: sysmon detects hogs and moves work around them).
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "fatal.h"
+#include "sanitizer.h"
+
+struct weft__sched weft__sched = {
+	.timer_wait_until = INT64_MAX,
+};
+
+void weft__switch(void **save_sp, void *new_sp);
+void weft__gostart(void);
+void weft__goentry(void);
+
+static __thread struct weft__m *tls_m;
+
+/* ---------------------------------------------------------------- thread state */
+
+__attribute__((noinline)) struct weft__m *weft__m_get(void)
+{
+	struct weft__m *m = tls_m;
+	/* An opaque barrier: the compiler may not treat this function as pure
+	 * and reuse one thread's answer after a switch to another thread. */
+	__asm__ __volatile__("" : "+r"(m));
+	return m;
+}
+
+__attribute__((noinline)) static void m_set(struct weft__m *m)
+{
+	tls_m = m;
+	__asm__ __volatile__("" ::: "memory");
+}
+
+struct weft__g *weft__g_get(void)
+{
+	struct weft__m *m = weft__m_get();
+	return m ? m->curg : NULL;
+}
+
+/* errno's address for the thread we are on now: glibc declares
+ * __errno_location const, so the address must never be computed before a
+ * switch and used after it. */
+__attribute__((noinline)) static int *errno_addr(void)
+{
+	int *p = &errno;
+	__asm__ __volatile__("" : "+r"(p));
+	return p;
+}
+
+int64_t weft_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+const char *weft_version(void)
+{
+	return WEFT_VERSION_STRING;
+}
+
+uint64_t weft__fastrand(void)
+{
+	struct weft__m *m = weft__m_get();
+	if (m) {
+		uint64_t x = m->rand;
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		m->rand = x;
+		return x;
+	}
+	static uint64_t ctr = 0x9E3779B97F4A7C15ull;
+	uint64_t z = __atomic_add_fetch(&ctr, 0x9E3779B97F4A7C15ull, __ATOMIC_RELAXED);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+static int chaos(int one_in)
+{
+	return weft__sched.chaos && weft__fastrand() % (uint64_t)one_in == 0;
+}
+
+/* Owner-written counters: a relaxed store avoids a locked instruction. */
+static inline void stat_inc(int64_t *c)
+{
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
+
+/* ---------------------------------------------------------------- start */
+
+static struct weft__p *p_new(int id)
+{
+	struct weft__p *p = aligned_alloc(WEFT_CACHELINE, sizeof *p);
+	if (!p)
+		weft__fatal("out of memory allocating a P");
+	memset(p, 0, sizeof *p);
+	p->id = id;
+	p->status = P_DEAD;
+	weft__timers_init(&p->timers);
+	return p;
+}
+
+static void pidleput(struct weft__p *p);
+static void resize_locked(int n);
+
+static void parse_debug(void)
+{
+	struct weft__sched *s = &weft__sched;
+	const char *d = getenv("WEFT_DEBUG");
+	if (!d)
+		return;
+	char buf[256];
+	snprintf(buf, sizeof buf, "%s", d);
+	for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		if (!strcmp(tok, "chaos"))
+			s->chaos = 1;
+		else if (!strncmp(tok, "seed=", 5))
+			s->chaos_seed = strtoull(tok + 5, NULL, 10);
+		else if (!strcmp(tok, "hogs"))
+			s->hogs = 1;
+		else if (!strncmp(tok, "schedtrace=", 11))
+			s->schedtrace_ms = atoi(tok + 11);
+		else
+			fprintf(stderr, "weft: WEFT_DEBUG: unknown option '%s' (known: chaos, "
+				"seed=N, hogs, schedtrace=MS)\n", tok);
+	}
+	if (s->chaos && !s->chaos_seed)
+		s->chaos_seed = (uint64_t)weft_now() | 1;
+	if (s->chaos)
+		fprintf(stderr, "weft: chaos mode, seed=%llu\n", (unsigned long long)s->chaos_seed);
+}
+
+static int default_procs(void)
+{
+	const char *e = getenv("WEFT_PROCS");
+	if (e && *e) {
+		char *end;
+		long n = strtol(e, &end, 10);
+		if (*end == 0 && n >= 1 && n <= WEFT_MAX_PROCS)
+			return (int)n;
+		fprintf(stderr, "weft: WEFT_PROCS=%s is not a number from 1 to %d; ignored\n", e,
+			WEFT_MAX_PROCS);
+	}
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof set, &set) == 0) {
+		int n = CPU_COUNT(&set);
+		if (n >= 1)
+			return n > WEFT_MAX_PROCS ? WEFT_MAX_PROCS : n;
+	}
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > WEFT_MAX_PROCS ? WEFT_MAX_PROCS : (int)n;
+}
+
+static uint32_t start_state; /* 0 not started, 1 starting, 2 started */
+
+void weft__start(void)
+{
+	if (__builtin_expect(__atomic_load_n(&start_state, __ATOMIC_ACQUIRE) == 2, 1))
+		return;
+	uint32_t z = 0;
+	if (!__atomic_compare_exchange_n(&start_state, &z, 1, 0, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		while (__atomic_load_n(&start_state, __ATOMIC_ACQUIRE) != 2)
+			sched_yield();
+		return;
+	}
+	parse_debug();
+	weft__lock(&weft__sched.lock);
+	resize_locked(default_procs());
+	weft__unlock(&weft__sched.lock);
+	weft__debug_init();
+	weft__sysmon_start();
+	__atomic_store_n(&start_state, 2, __ATOMIC_RELEASE);
+}
+
+/* ---------------------------------------------------------------- P and M lists */
+
+static void acquirep(struct weft__m *m, struct weft__p *p)
+{
+	m->p = p;
+	p->m = m;
+	__atomic_store_n(&p->status, P_RUNNING, __ATOMIC_RELEASE);
+}
+
+static struct weft__p *releasep(struct weft__m *m)
+{
+	struct weft__p *p = m->p;
+	m->p = NULL;
+	p->m = NULL;
+	return p;
+}
+
+/* Retire a P beyond weft_procs(): its Gs go to the global queue, its timers
+ * to P 0, its stack cache to the global cache. sched.lock held. */
+static void retire_locked(struct weft__p *p)
+{
+	struct weft__g *g;
+	while ((g = weft__runq_get(p)) != NULL)
+		weft__globrunq_put(g);
+	weft__timers_move(&p->timers, &weft__sched.allp[0]->timers);
+	weft__stack_flush(p);
+	p->m = NULL;
+	__atomic_store_n(&p->status, P_DEAD, __ATOMIC_RELEASE);
+}
+
+/* sched.lock held. */
+static void pidleput(struct weft__p *p)
+{
+	struct weft__sched *s = &weft__sched;
+	if (p->id >= s->nprocs) {
+		retire_locked(p);
+		return;
+	}
+	p->m = NULL;
+	__atomic_store_n(&p->status, P_IDLE, __ATOMIC_RELEASE);
+	p->link = s->pidle;
+	s->pidle = p;
+	__atomic_add_fetch(&s->npidle, 1, __ATOMIC_SEQ_CST);
+}
+
+/* sched.lock held. */
+static struct weft__p *pidleget(void)
+{
+	struct weft__sched *s = &weft__sched;
+	struct weft__p *p = s->pidle;
+	if (p) {
+		s->pidle = p->link;
+		__atomic_sub_fetch(&s->npidle, 1, __ATOMIC_SEQ_CST);
+	}
+	return p;
+}
+
+static void resize_locked(int n)
+{
+	struct weft__sched *s = &weft__sched;
+	int old = s->nprocs;
+	while (s->nallp < n) {
+		s->allp[s->nallp] = p_new(s->nallp);
+		s->nallp++;
+	}
+	__atomic_store_n(&s->nprocs, n, __ATOMIC_SEQ_CST);
+	for (int i = old; i < n; i++)
+		if (s->allp[i]->status == P_DEAD)
+			pidleput(s->allp[i]);
+	if (n < old) {
+		/* Idle Ps beyond the new count leave the idle list now; running
+		 * ones retire at their next trip through the scheduler. */
+		struct weft__p **pp = &s->pidle;
+		while (*pp) {
+			struct weft__p *p = *pp;
+			if (p->id >= n) {
+				*pp = p->link;
+				__atomic_sub_fetch(&s->npidle, 1, __ATOMIC_SEQ_CST);
+				retire_locked(p);
+			} else {
+				pp = &p->link;
+			}
+		}
+	}
+}
+
+static void *m_main(void *arg);
+
+/* A new M (OS thread) that starts with P p. sched.lock not held. */
+static void newm(struct weft__p *p, int spinning)
+{
+	struct weft__sched *s = &weft__sched;
+	struct weft__m *m = weft__calloc(1, sizeof *m);
+	if (!m)
+		weft__fatal("out of memory creating a thread");
+	m->nextp = p;
+	m->spinning = spinning;
+	weft__lock(&s->lock);
+	m->id = __atomic_fetch_add(&s->mcount, 1, __ATOMIC_SEQ_CST);
+	m->alllink = s->allm;
+	s->allm = m;
+	weft__unlock(&s->lock);
+	m->rand = (s->chaos ? s->chaos_seed : (uint64_t)weft_now()) * 0x9E3779B97F4A7C15ull +
+		  (uint64_t)m->id * 0xBF58476D1CE4E5B9ull + 1;
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	int e = pthread_create(&m->thread, &a, m_main, m);
+	pthread_attr_destroy(&a);
+	if (e)
+		weft__fatal_errno("pthread_create for a new M", e);
+}
+
+/* Give P p to an idle M (or a new one); spinning when it is to look for work.
+ * sched.lock not held. */
+static void startm(struct weft__p *p, int spinning)
+{
+	struct weft__sched *s = &weft__sched;
+	weft__lock(&s->lock);
+	struct weft__m *m = s->midle;
+	if (m) {
+		s->midle = m->link;
+		s->nmidle--;
+	}
+	weft__unlock(&s->lock);
+	if (!m) {
+		newm(p, spinning);
+		return;
+	}
+	m->nextp = p;
+	m->spinning = spinning;
+	/* Pairs with the acquire load in stopm: nextp and spinning are
+	 * visible once park reads 1. */
+	__atomic_store_n(&m->park, 1, __ATOMIC_RELEASE);
+	weft__futex_wake(&m->park, 1);
+}
+
+void weft__wakep(void)
+{
+	struct weft__sched *s = &weft__sched;
+	if (__atomic_load_n(&s->npidle, __ATOMIC_SEQ_CST) == 0)
+		return;
+	int z = 0;
+	if (__atomic_load_n(&s->nmspinning, __ATOMIC_SEQ_CST) != 0 ||
+	    !__atomic_compare_exchange_n(&s->nmspinning, &z, 1, 0, __ATOMIC_SEQ_CST,
+					 __ATOMIC_RELAXED))
+		return;
+	weft__lock(&s->lock);
+	struct weft__p *p = pidleget();
+	weft__unlock(&s->lock);
+	if (!p) {
+		__atomic_sub_fetch(&s->nmspinning, 1, __ATOMIC_SEQ_CST);
+		return;
+	}
+	startm(p, 1);
+}
+
+/* Wake one idle M without a P, so it re-reads the timers (it takes an idle
+ * P if there is one). */
+static void wake_timer_m(void)
+{
+	struct weft__sched *s = &weft__sched;
+	weft__lock(&s->lock);
+	struct weft__m *m = s->midle;
+	if (m) {
+		s->midle = m->link;
+		s->nmidle--;
+	}
+	weft__unlock(&s->lock);
+	if (!m) {
+		weft__wakep();
+		return;
+	}
+	m->nextp = NULL;
+	m->spinning = 0;
+	__atomic_store_n(&m->park, 1, __ATOMIC_RELEASE);
+	weft__futex_wake(&m->park, 1);
+}
+
+void weft__handoffp(struct weft__p *p)
+{
+	struct weft__sched *s = &weft__sched;
+	if (!weft__runq_empty(p) || __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
+		startm(p, 0);
+		return;
+	}
+	/* No one is looking for work: this P looks, so nothing queued later
+	 * is stranded. */
+	int z = 0;
+	if (__atomic_load_n(&s->nmspinning, __ATOMIC_SEQ_CST) +
+		    __atomic_load_n(&s->npidle, __ATOMIC_SEQ_CST) == 0 &&
+	    __atomic_compare_exchange_n(&s->nmspinning, &z, 1, 0, __ATOMIC_SEQ_CST,
+					__ATOMIC_RELAXED)) {
+		startm(p, 1);
+		return;
+	}
+	weft__lock(&s->lock);
+	if (s->runqsize > 0) {
+		weft__unlock(&s->lock);
+		startm(p, 0);
+		return;
+	}
+	int64_t when = weft__timers_peek(&p->timers);
+	pidleput(p);
+	weft__unlock(&s->lock);
+	if (when < __atomic_load_n(&s->timer_wait_until, __ATOMIC_SEQ_CST))
+		wake_timer_m();
+}
+
+int64_t weft__timers_earliest(void)
+{
+	struct weft__sched *s = &weft__sched;
+	int64_t w = INT64_MAX;
+	int n = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
+	for (int i = 0; i < n; i++) {
+		int64_t t = weft__timers_peek(&s->allp[i]->timers);
+		if (t < w)
+			w = t;
+	}
+	return w;
+}
+
+void weft__run_timers_of(struct weft__p *p, int64_t now)
+{
+	weft__timers_run(&p->timers, now);
+}
+
+/*
+ * Park this M (it holds no P) until startm hands it a P, or until the
+ * earliest timer of all Ps is due. Returns with m->p set when it got one.
+ */
+static void stopm(struct weft__m *m)
+{
+	struct weft__sched *s = &weft__sched;
+	int64_t until = weft__timers_earliest();
+	int timed = 0;
+	int64_t cur = __atomic_load_n(&s->timer_wait_until, __ATOMIC_SEQ_CST);
+	while (until < cur) {
+		if (__atomic_compare_exchange_n(&s->timer_wait_until, &cur, until, 0,
+						__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+			timed = 1;
+			break;
+		}
+	}
+	weft__lock(&s->lock);
+	m->link = s->midle;
+	s->midle = m;
+	s->nmidle++;
+	weft__unlock(&s->lock);
+
+	for (;;) {
+		if (__atomic_load_n(&m->park, __ATOMIC_ACQUIRE))
+			break;
+		struct timespec ts, *tp = NULL;
+		if (timed) {
+			int64_t d = until - weft_now();
+			if (d <= 0)
+				goto timeout;
+			ts.tv_sec = d / 1000000000;
+			ts.tv_nsec = d % 1000000000;
+			tp = &ts;
+		}
+		if (weft__futex_wait(&m->park, 0, tp) != 0 && errno == ETIMEDOUT)
+			goto timeout;
+		continue;
+	timeout:
+		/* Leave the idle list, unless a waker already took us off it
+		 * (then its wake-up is on the way: wait for it). */
+		weft__lock(&s->lock);
+		struct weft__m **pp = &s->midle;
+		while (*pp && *pp != m)
+			pp = &(*pp)->link;
+		if (*pp) {
+			*pp = m->link;
+			s->nmidle--;
+			m->nextp = NULL;
+			m->spinning = 0;
+			__atomic_store_n(&m->park, 1, __ATOMIC_RELAXED);
+		}
+		weft__unlock(&s->lock);
+		timed = 0;
+	}
+	__atomic_store_n(&m->park, 0, __ATOMIC_RELAXED);
+	if (until != INT64_MAX) {
+		int64_t mine = until;
+		if (__atomic_compare_exchange_n(&s->timer_wait_until, &mine, INT64_MAX, 0,
+						__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST) &&
+		    m->nextp) {
+			/* We were the timer sleeper and got other work: pass the
+			 * duty to another idle M. */
+			wake_timer_m();
+		}
+	}
+	if (m->nextp) {
+		acquirep(m, m->nextp);
+		m->nextp = NULL;
+		return;
+	}
+	/* Woken for the timers (or timed out): take an idle P if one is left
+	 * and look around as a spinning M. */
+	weft__lock(&s->lock);
+	struct weft__p *p = pidleget();
+	weft__unlock(&s->lock);
+	if (p) {
+		acquirep(m, p);
+		m->spinning = 1;
+		__atomic_add_fetch(&s->nmspinning, 1, __ATOMIC_SEQ_CST);
+	}
+}
+
+/* ---------------------------------------------------------------- switching */
+
+static inline void san_start(struct weft__m *m, struct weft__g *from, struct weft__g *to)
+{
+#ifdef WEFT_ASAN
+	void **fake = from ? (from->status == G_DEAD ? NULL : &from->asan_fake_stack)
+			   : &m->asan_g0_fake;
+	if (to)
+		__sanitizer_start_switch_fiber(fake, to->stack_lo, to->stack_size);
+	else
+		__sanitizer_start_switch_fiber(fake, m->g0_lo, m->g0_size);
+#else
+	(void)m;
+	(void)from;
+#endif
+#ifdef WEFT_TSAN
+	__tsan_switch_to_fiber(to ? to->tsan_fiber : m->tsan_g0, 0);
+#else
+	(void)to;
+#endif
+}
+
+static inline void san_finish(struct weft__m *m, struct weft__g *cur)
+{
+#ifdef WEFT_ASAN
+	__sanitizer_finish_switch_fiber(cur ? cur->asan_fake_stack : m->asan_g0_fake, NULL, NULL);
+#else
+	(void)m;
+	(void)cur;
+#endif
+}
+
+static void run_after(struct weft__m *m)
+{
+	int a = m->after;
+	if (a == AFTER_NONE)
+		return;
+	struct weft__g *g = m->after_g;
+	m->after = AFTER_NONE;
+	switch (a) {
+	case AFTER_READY:
+		weft__runq_put(m->p, g, 0);
+		break;
+	case AFTER_GLOBAL:
+		weft__lock(&weft__sched.lock);
+		weft__globrunq_put(g);
+		weft__unlock(&weft__sched.lock);
+		weft__wakep();
+		break;
+	case AFTER_PARK:
+		if (m->park_fn)
+			m->park_fn(m->park_arg, g);
+		break;
+	case AFTER_FREE:
+		weft__stack_free(m->p, g);
+		break;
+	}
+}
+
+/*
+ * Switch from `from` (a G, or NULL for g0) to `to` (a G, or NULL for g0) on
+ * M m. Returns when `from` is resumed, possibly on another M, after the
+ * resumer's after-action has run. A dead `from` never returns.
+ */
+static void gogo(struct weft__m *m, struct weft__g *from, struct weft__g *to)
+{
+	int saved = 0;
+	if (from)
+		saved = *errno_addr();
+	if (to) {
+		m->curg = to;
+		__atomic_store_n(&to->status, G_RUNNING, __ATOMIC_RELAXED);
+		struct weft__p *p = m->p;
+		__atomic_store_n(&p->schedtick, p->schedtick + 1, __ATOMIC_RELAXED);
+		stat_inc(&p->nswitch);
+	} else {
+		m->curg = NULL;
+	}
+	san_start(m, from, to);
+	weft__switch(from ? &from->sp : &m->g0_sp, to ? to->sp : m->g0_sp);
+	/* Resumed: we may be on another thread now. */
+	m = weft__m_get();
+	san_finish(m, from);
+	run_after(m);
+	if (from)
+		*errno_addr() = saved;
+}
+
+/* The first code a new G runs (called from weft__gostart). */
+void weft__goentry(void)
+{
+	struct weft__m *m = weft__m_get();
+	san_finish(m, NULL);
+	run_after(m);
+	struct weft__g *g = m->curg;
+	*errno_addr() = 0;
+	g->fn(g->arg);
+	weft__goexit();
+}
+
+/* Pick the next G for a fast, direct switch: local queue, and the global
+ * one when it is our turn or the local is empty. NULL: go to g0. Owner P. */
+static struct weft__g *pick_fast(struct weft__m *m)
+{
+	struct weft__sched *s = &weft__sched;
+	struct weft__p *p = m->p;
+	if (p->id >= __atomic_load_n(&s->nprocs, __ATOMIC_RELAXED) || chaos(8))
+		return NULL;
+	if (weft__timers_peek(&p->timers) <= weft_now())
+		weft__timers_run(&p->timers, weft_now());
+	struct weft__g *g = NULL;
+	if ((p->schedtick % 61 == 0 || chaos(2)) &&
+	    __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
+		weft__lock(&s->lock);
+		g = weft__globrunq_get(p, 1);
+		weft__unlock(&s->lock);
+		if (g)
+			return g;
+	}
+	g = weft__runq_get(p);
+	if (!g && __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
+		weft__lock(&s->lock);
+		g = weft__globrunq_get(p, 0);
+		weft__unlock(&s->lock);
+	}
+	return g;
+}
+
+/*
+ * The running G `self` stops (its after-action is set): run the next G, or
+ * go to g0. Returns when self runs again (never for a dead self).
+ */
+static void schedule_out(struct weft__m *m, struct weft__g *self)
+{
+	if (!m->lockedg) {
+		struct weft__g *next = pick_fast(m);
+		if (next) {
+			if (!next->lockedm || next->lockedm == m) {
+				gogo(m, self, next);
+				return;
+			}
+			m->handoff_g = next;
+		}
+	}
+	gogo(m, self, NULL);
+}
+
+/* ---------------------------------------------------------------- g0: finding work */
+
+static void reset_spinning(struct weft__m *m)
+{
+	struct weft__sched *s = &weft__sched;
+	m->spinning = 0;
+	if (__atomic_sub_fetch(&s->nmspinning, 1, __ATOMIC_SEQ_CST) == 0)
+		weft__wakep(); /* keep one M looking while there may be more work */
+}
+
+/* Steal from the other Ps: run their overdue timers, then take half of a
+ * queue. Returns a G or NULL. */
+static struct weft__g *steal_work(struct weft__m *m)
+{
+	struct weft__sched *s = &weft__sched;
+	struct weft__p *p = m->p;
+	for (int round = 0; round < 4; round++) {
+		int n = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
+		if (n <= 1)
+			return NULL;
+		/* A random start and a stride coprime to n visit each P once. */
+		int start = (int)(weft__fastrand() % (uint64_t)n);
+		int stride = 1;
+		for (int k = 0; k < n; k++) {
+			struct weft__p *v = s->allp[(start + k * stride) % n];
+			if (v == p)
+				continue;
+			int64_t now = weft_now();
+			if (weft__timers_peek(&v->timers) <= now) {
+				weft__timers_run(&v->timers, now);
+				struct weft__g *g = weft__runq_get(p);
+				if (g)
+					return g;
+			}
+			struct weft__g *g = weft__runq_steal(p, v, round == 3);
+			if (g)
+				return g;
+		}
+	}
+	return NULL;
+}
+
+/* Find a runnable G for m, parking the M while there is none. On g0. */
+static struct weft__g *findrunnable(struct weft__m *m)
+{
+	struct weft__sched *s = &weft__sched;
+top:
+	if (!m->p) {
+		stopm(m);
+		goto top;
+	}
+	struct weft__p *p = m->p;
+	if (p->id >= __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE)) {
+		weft__lock(&s->lock);
+		releasep(m);
+		retire_locked(p);
+		weft__unlock(&s->lock);
+		if (m->spinning)
+			reset_spinning(m);
+		weft__wakep();
+		goto top;
+	}
+	int64_t now = weft_now();
+	if (weft__timers_peek(&p->timers) <= now)
+		weft__timers_run(&p->timers, now);
+	struct weft__g *g = NULL;
+	if ((p->schedtick % 61 == 0 || chaos(2)) &&
+	    __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
+		weft__lock(&s->lock);
+		g = weft__globrunq_get(p, 1);
+		weft__unlock(&s->lock);
+	}
+	if (!g)
+		g = weft__runq_get(p);
+	if (!g && __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
+		weft__lock(&s->lock);
+		g = weft__globrunq_get(p, 0);
+		weft__unlock(&s->lock);
+	}
+	if (g)
+		goto found;
+
+	/* Steal, if not too many Ms are already spinning. */
+	int busy = __atomic_load_n(&s->nprocs, __ATOMIC_RELAXED) -
+		   __atomic_load_n(&s->npidle, __ATOMIC_RELAXED);
+	if (m->spinning || 2 * __atomic_load_n(&s->nmspinning, __ATOMIC_RELAXED) < busy) {
+		if (!m->spinning) {
+			m->spinning = 1;
+			__atomic_add_fetch(&s->nmspinning, 1, __ATOMIC_SEQ_CST);
+		}
+		g = steal_work(m);
+		if (g)
+			goto found;
+	}
+
+	/* Nothing: give up the P. */
+	weft__lock(&s->lock);
+	if (s->runqsize > 0) {
+		g = weft__globrunq_get(p, 0);
+		weft__unlock(&s->lock);
+		goto found;
+	}
+	releasep(m);
+	pidleput(p);
+	weft__unlock(&s->lock);
+
+	if (m->spinning) {
+		m->spinning = 0;
+		__atomic_sub_fetch(&s->nmspinning, 1, __ATOMIC_SEQ_CST);
+		/* Re-check every queue after dropping out of the spinning count:
+		 * a producer that saw us spinning did not wake anyone. */
+		int n = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
+		for (int i = 0; i < n; i++) {
+			if (!weft__runq_empty(s->allp[i]) ||
+			    __atomic_load_n(&s->runqsize, __ATOMIC_SEQ_CST) > 0) {
+				weft__lock(&s->lock);
+				struct weft__p *q = pidleget();
+				weft__unlock(&s->lock);
+				if (q) {
+					acquirep(m, q);
+					m->spinning = 1;
+					__atomic_add_fetch(&s->nmspinning, 1, __ATOMIC_SEQ_CST);
+					goto top;
+				}
+				break;
+			}
+		}
+	}
+	stopm(m);
+	goto top;
+
+found:
+	if (m->spinning)
+		reset_spinning(m);
+	return g;
+}
+
+/* Give our P to the M that g is locked to, and wake it. */
+static void startlockedm(struct weft__m *m, struct weft__g *g)
+{
+	struct weft__m *lm = g->lockedm;
+	struct weft__p *p = releasep(m);
+	lm->nextp = p;
+	__atomic_store_n(&lm->park, 1, __ATOMIC_RELEASE);
+	weft__futex_wake(&lm->park, 1);
+}
+
+/* Our locked G is not running: give the P away and sleep until an M hands
+ * us a P because our G is runnable. */
+static void stoplockedm(struct weft__m *m)
+{
+	if (m->p)
+		weft__handoffp(releasep(m));
+	while (!__atomic_load_n(&m->park, __ATOMIC_ACQUIRE))
+		weft__futex_wait(&m->park, 0, NULL);
+	__atomic_store_n(&m->park, 0, __ATOMIC_RELAXED);
+	acquirep(m, m->nextp);
+	m->nextp = NULL;
+}
+
+static void m_exit(struct weft__m *m)
+{
+	struct weft__sched *s = &weft__sched;
+	if (m->p)
+		weft__handoffp(releasep(m));
+	__atomic_sub_fetch(&s->mcount, 1, __ATOMIC_SEQ_CST);
+	/* The M record stays on allm (dumps walk it without locks). */
+	m->tid = 0;
+	m_set(NULL);
+	pthread_exit(NULL);
+}
+
+/* The scheduler loop on g0. */
+static void m_loop(struct weft__m *m)
+{
+	for (;;) {
+		if (m->exiting)
+			m_exit(m);
+		struct weft__g *g;
+		if (m->handoff_g) {
+			g = m->handoff_g;
+			m->handoff_g = NULL;
+			startlockedm(m, g);
+			continue; /* no P now: findrunnable parks */
+		}
+		if (m->lockedg) {
+			stoplockedm(m);
+			g = m->lockedg;
+		} else {
+			g = findrunnable(m);
+			if (g->lockedm && g->lockedm != m) {
+				startlockedm(m, g);
+				continue;
+			}
+		}
+		gogo(m, NULL, g);
+		m = weft__m_get();
+	}
+}
+
+static void *m_main(void *arg)
+{
+	struct weft__m *m = arg;
+	m_set(m);
+	m->tid = (pid_t)syscall(SYS_gettid);
+	weft__signals_init_thread(m);
+#ifdef WEFT_TSAN
+	m->tsan_g0 = __tsan_get_current_fiber();
+#endif
+	pthread_attr_t a;
+	if (pthread_getattr_np(pthread_self(), &a) == 0) {
+		void *lo;
+		size_t sz;
+		pthread_attr_getstack(&a, &lo, &sz);
+		m->g0_lo = lo;
+		m->g0_size = sz;
+		pthread_attr_destroy(&a);
+	}
+	acquirep(m, m->nextp);
+	m->nextp = NULL;
+	m_loop(m);
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- public: goroutines */
+
+static void init_context(struct weft__g *g)
+{
+	/* Frame that weft__switch pops (see switch_x86_64.S): control word,
+	 * r15..r12, rbx, rbp = 0 (ends backtraces), then weft__gostart as the
+	 * return address, leaving rsp 16-byte aligned there. */
+	uintptr_t top = (uintptr_t)g & ~(uintptr_t)15;
+	uint64_t *sp = (uint64_t *)top;
+	*--sp = (uint64_t)(uintptr_t)weft__gostart;
+	for (int i = 0; i < 6; i++)
+		*--sp = 0;
+	*--sp = 0x1F80 | ((uint64_t)0x037F << 32); /* default MXCSR and x87 CW */
+	g->sp = sp;
+}
+
+int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *file, int line)
+{
+	struct weft__sched *s = &weft__sched;
+	weft__start();
+	size_t size = 0;
+	if (opts && opts->stack_size) {
+		if (opts->stack_size < WEFT_MIN_STACK || opts->stack_size > WEFT_MAX_STACK)
+			return EINVAL;
+		size = opts->stack_size;
+	}
+	if (!fn)
+		return EINVAL;
+	struct weft__m *m = weft__m_get();
+	struct weft__p *p = m && m->curg && !m->in_blocking ? m->p : NULL;
+	int err = ENOMEM;
+	struct weft__g *g = weft__stack_alloc(p, size, &err);
+	if (!g)
+		return err;
+	g->id = __atomic_add_fetch(&s->goid, 1, __ATOMIC_RELAXED);
+	g->fn = fn;
+	g->arg = arg;
+	g->file = file;
+	g->line = line;
+	if (opts && opts->name)
+		snprintf(g->name, sizeof g->name, "%s", opts->name);
+	init_context(g);
+	__atomic_add_fetch(&s->ngoroutines, 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELEASE);
+	if (p && !chaos(4)) {
+		stat_inc(&p->nspawn);
+		weft__runq_put(p, g, 1);
+	} else {
+		weft__lock(&s->lock);
+		weft__globrunq_put(g);
+		weft__unlock(&s->lock);
+	}
+	weft__wakep();
+	return 0;
+}
+
+void weft__goexit(void)
+{
+	struct weft__m *m = weft__m_get();
+	struct weft__g *g = m->curg;
+	__atomic_sub_fetch(&weft__sched.ngoroutines, 1, __ATOMIC_RELAXED);
+	if (g->lockedm) {
+		/* A G that ends pinned takes its thread with it (Go's rule): the
+		 * thread may have been changed in ways no other G should see. */
+		m->lockedg = NULL;
+		m->exiting = 1;
+	}
+	__atomic_store_n(&g->status, G_DEAD, __ATOMIC_RELEASE);
+	m->after = AFTER_FREE;
+	m->after_g = g;
+	if (m->exiting)
+		gogo(m, g, NULL);
+	else
+		schedule_out(m, g);
+	__builtin_unreachable();
+}
+
+void weft_yield(void)
+{
+	struct weft__m *m = weft__m_get();
+	if (!m || !m->curg) {
+		sched_yield();
+		return;
+	}
+	struct weft__g *g = m->curg;
+	if (m->lockedg) {
+		/* Only this G may run here: let the others run elsewhere. */
+		__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELAXED);
+		m->after = AFTER_GLOBAL;
+		m->after_g = g;
+		gogo(m, g, NULL);
+		return;
+	}
+	struct weft__g *next = pick_fast(m);
+	if (!next) {
+		if (!chaos(2))
+			return; /* nothing else to run here: carry on */
+		__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELAXED);
+		m->after = AFTER_GLOBAL;
+		m->after_g = g;
+		gogo(m, g, NULL);
+		return;
+	}
+	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELAXED);
+	m->after = chaos(2) ? AFTER_GLOBAL : AFTER_READY;
+	m->after_g = g;
+	if (next->lockedm && next->lockedm != m) {
+		m->handoff_g = next;
+		gogo(m, g, NULL);
+		return;
+	}
+	gogo(m, g, next);
+}
+
+/* ---------------------------------------------------------------- parking */
+
+int64_t weft__coarse_now;
+
+void weft__park(const char *reason, void (*park_fn)(void *arg, struct weft__g *g), void *park_arg)
+{
+	struct weft__m *m = weft__m_get();
+	struct weft__g *g = m->curg;
+	g->wait_reason = reason;
+	g->wait_since = __atomic_load_n(&weft__coarse_now, __ATOMIC_RELAXED);
+	__atomic_store_n(&g->status, G_WAITING, __ATOMIC_RELEASE);
+	stat_inc(&m->p->npark);
+	m->after = AFTER_PARK;
+	m->after_g = g;
+	m->park_fn = park_fn;
+	m->park_arg = park_arg;
+	schedule_out(m, g);
+}
+
+void weft__ready(struct weft__g *g)
+{
+	struct weft__sched *s = &weft__sched;
+	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELEASE);
+	struct weft__m *m = weft__m_get();
+	if (m && m->p && !m->in_blocking && !chaos(2)) {
+		weft__runq_put(m->p, g, 1);
+	} else {
+		weft__lock(&s->lock);
+		weft__globrunq_put(g);
+		weft__unlock(&s->lock);
+	}
+	weft__wakep();
+}
+
+/* ---------------------------------------------------------------- sleep */
+
+static void sleep_fire(struct weft__timer *t)
+{
+	weft__ready(t->arg);
+}
+
+static void sleep_arm(void *arg, struct weft__g *g)
+{
+	(void)arg;
+	struct weft__m *m = weft__m_get();
+	if (weft__timer_add(&m->p->timers, &g->timer, g->timer.when))
+		weft__fatal("out of memory adding a timer");
+}
+
+void weft_sleep_until(int64_t deadline_ns)
+{
+	struct weft__m *m = weft__m_get();
+	if (!m || !m->curg) {
+		struct timespec ts = { deadline_ns / 1000000000, deadline_ns % 1000000000 };
+		if (deadline_ns <= 0)
+			return;
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+			;
+		return;
+	}
+	if (deadline_ns <= weft_now()) {
+		weft_yield();
+		return;
+	}
+	struct weft__g *g = m->curg;
+	g->timer.fn = sleep_fire;
+	g->timer.arg = g;
+	g->timer.when = deadline_ns;
+	weft__park("sleep", sleep_arm, NULL);
+}
+
+void weft_sleep(int64_t duration_ns)
+{
+	if (duration_ns <= 0) {
+		weft_yield();
+		return;
+	}
+	weft_sleep_until(weft_now() + duration_ns);
+}
+
+/* ---------------------------------------------------------------- blocking calls */
+
+void weft_blocking_begin(void)
+{
+	struct weft__m *m = weft__m_get();
+	if (!m || !m->curg)
+		return;
+	if (m->in_blocking)
+		weft__fatal("weft_blocking_begin: already inside a blocking call (they do not nest)");
+	struct weft__p *p = m->p;
+	__atomic_store_n(&m->blocking_since, weft_now(), __ATOMIC_RELAXED);
+	m->in_blocking = 1;
+	__atomic_add_fetch(&weft__sched.nblocking, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&m->curg->status, G_SYSCALL, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->syscalltick, p->syscalltick + 1, __ATOMIC_RELAXED);
+	/* From here sysmon may CAS the P away (release pairs with its acquire). */
+	__atomic_store_n(&p->status, P_SYSCALL, __ATOMIC_RELEASE);
+}
+
+void weft_blocking_end(void)
+{
+	struct weft__sched *s = &weft__sched;
+	struct weft__m *m = weft__m_get();
+	if (!m || !m->curg)
+		return;
+	if (!m->in_blocking)
+		weft__fatal("weft_blocking_end without weft_blocking_begin");
+	struct weft__g *g = m->curg;
+	struct weft__p *p = m->p;
+	uint32_t st = P_SYSCALL;
+	int kept = __atomic_compare_exchange_n(&p->status, &st, P_RUNNING, 0, __ATOMIC_ACQ_REL,
+					       __ATOMIC_ACQUIRE);
+	m->in_blocking = 0;
+	m->blocking_reported = 0;
+	__atomic_sub_fetch(&s->nblocking, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&g->status, G_RUNNING, __ATOMIC_RELAXED);
+	if (kept)
+		return;
+	/* sysmon gave our P away: take an idle one, or queue ourselves. */
+	m->p = NULL;
+	weft__lock(&s->lock);
+	struct weft__p *q = pidleget();
+	weft__unlock(&s->lock);
+	if (q) {
+		acquirep(m, q);
+		return;
+	}
+	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELAXED);
+	m->after = AFTER_GLOBAL;
+	m->after_g = g;
+	gogo(m, g, NULL);
+}
+
+/* ---------------------------------------------------------------- locked threads */
+
+void weft_lock_thread(void)
+{
+	struct weft__m *m = weft__m_get();
+	if (!m || !m->curg)
+		return;
+	struct weft__g *g = m->curg;
+	if (g->lock_count++ == 0) {
+		g->lockedm = m;
+		m->lockedg = g;
+	}
+}
+
+void weft_unlock_thread(void)
+{
+	struct weft__m *m = weft__m_get();
+	if (!m || !m->curg)
+		return;
+	struct weft__g *g = m->curg;
+	if (g->lock_count == 0)
+		weft__fatal("weft_unlock_thread: goroutine %llu is not locked to its thread",
+			    (unsigned long long)g->id);
+	if (--g->lock_count == 0) {
+		g->lockedm = NULL;
+		m->lockedg = NULL;
+	}
+}
+
+/* ---------------------------------------------------------------- public: misc */
+
+static int main_trampoline_done;
+
+struct main_call {
+	int (*fn)(void *);
+	void *arg;
+	int ret;
+	weft_wg wg;
+};
+
+static void main_trampoline(void *arg)
+{
+	struct main_call *c = arg;
+	c->ret = c->fn(c->arg);
+	__atomic_store_n(&main_trampoline_done, 1, __ATOMIC_RELAXED);
+	weft_wg_done(&c->wg);
+}
+
+int weft_main(int (*main_fn)(void *arg), void *arg)
+{
+	struct main_call c = { .fn = main_fn, .arg = arg };
+	weft_go_options o = { .name = "main" };
+	weft_wg_add(&c.wg, 1);
+	int e = weft_go_opts(main_trampoline, &c, &o);
+	if (e) {
+		fprintf(stderr, "weft_main: cannot start the main goroutine: %s\n", strerror(e));
+		return 1;
+	}
+	weft_wg_wait(&c.wg);
+	return c.ret;
+}
+
+int weft_procs(void)
+{
+	weft__start();
+	return __atomic_load_n(&weft__sched.nprocs, __ATOMIC_ACQUIRE);
+}
+
+int weft_set_procs(int n, int *old)
+{
+	weft__start();
+	if (n < 1 || n > WEFT_MAX_PROCS)
+		return EINVAL;
+	weft__lock(&weft__sched.lock);
+	if (old)
+		*old = weft__sched.nprocs;
+	resize_locked(n);
+	weft__unlock(&weft__sched.lock);
+	weft__wakep();
+	return 0;
+}
+
+int64_t weft_num_goroutines(void)
+{
+	return __atomic_load_n(&weft__sched.ngoroutines, __ATOMIC_RELAXED);
+}
+
+uint64_t weft_self_id(void)
+{
+	struct weft__g *g = weft__g_get();
+	return g ? g->id : 0;
+}
+
+int weft_self_proc(void)
+{
+	struct weft__m *m = weft__m_get();
+	return m && m->curg && m->p ? m->p->id : -1;
+}
+
+void weft__sched_note_foreign_block(int delta)
+{
+	__atomic_add_fetch(&weft__sched.nforeign_blocked, delta, __ATOMIC_SEQ_CST);
+}
+
+void weft_stats_get(weft_stats *out)
+{
+	struct weft__sched *s = &weft__sched;
+	weft__start();
+	memset(out, 0, sizeof *out);
+	out->goroutines = weft_num_goroutines();
+	out->threads = __atomic_load_n(&s->mcount, __ATOMIC_RELAXED);
+	out->procs = __atomic_load_n(&s->nprocs, __ATOMIC_RELAXED);
+	out->idle_procs = __atomic_load_n(&s->npidle, __ATOMIC_RELAXED);
+	out->handoffs = __atomic_load_n(&s->nhandoff, __ATOMIC_RELAXED);
+	out->global_runq = __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED);
+	weft__lock(&s->lock);
+	int n = s->nallp;
+	weft__unlock(&s->lock);
+	for (int i = 0; i < n; i++) {
+		struct weft__p *p = s->allp[i];
+		out->spawned += __atomic_load_n(&p->nspawn, __ATOMIC_RELAXED);
+		out->switches += __atomic_load_n(&p->nswitch, __ATOMIC_RELAXED);
+		out->steals += __atomic_load_n(&p->nsteal, __ATOMIC_RELAXED);
+		out->parks += __atomic_load_n(&p->npark, __ATOMIC_RELAXED);
+		if (p->status != P_DEAD)
+			out->local_runq += weft__runq_len(p);
+	}
+	(void)main_trampoline_done;
+}

@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sched.h - the runtime's internal types: G (goroutine), M (OS thread), P
+ * (processor: the right to run goroutines), the global scheduler state, and
+ * the calls the other runtime files and the upper layers (sync, chan, ...)
+ * use to park and ready goroutines. See the design comment in sched.c.
+ */
+#ifndef WEFT_RUNTIME_SCHED_H
+#define WEFT_RUNTIME_SCHED_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+
+#include "weft.h"
+#include "lock.h"
+#include "timer.h"
+
+#define WEFT_CACHELINE 64
+#define WEFT_RUNQ_SIZE 256 /* per-P ring; a power of two */
+
+struct weft__m;
+struct weft__p;
+
+/*
+ * G states. Transitions:
+ *   IDLE     -> RUNNABLE   weft_go (a fresh or recycled G)
+ *   RUNNABLE -> RUNNING    an M switches to it
+ *   RUNNING  -> RUNNABLE   weft_yield, or preemption of a locked-thread hand-off
+ *   RUNNING  -> WAITING    weft__park (the after-switch hook finishes the park)
+ *   WAITING  -> RUNNABLE   weft__ready
+ *   RUNNING  -> SYSCALL    weft_blocking_begin; SYSCALL -> RUNNING at the end
+ *   RUNNING  -> DEAD       fn returned; the G and its stack go back to a cache
+ * Written by whoever owns the transition; read racily by dumps and sysmon.
+ */
+enum {
+	G_IDLE,
+	G_RUNNABLE,
+	G_RUNNING,
+	G_WAITING,
+	G_SYSCALL,
+	G_DEAD,
+};
+
+/*
+ * A goroutine. The record lives at the top of its own stack (so a parked
+ * goroutine costs one page: the record and its few frames share it) and is
+ * recycled with the stack.
+ */
+struct weft__g {
+	void *sp;                   /* saved stack pointer; owner: the G's M while switching */
+	struct weft__g *schedlink;  /* global run queue / free-list link; owner: sched.lock or the P */
+	uint64_t id;                /* set at spawn, read-only while alive */
+	uint32_t status;            /* G_*, atomic */
+	int saved_errno;            /* errno while switched out; owner: the G */
+	weft_fn fn;                 /* entry; set at spawn */
+	void *arg;
+	char *stack_lo;             /* lowest usable byte (the guard page is just below) */
+	size_t stack_size;          /* usable bytes from stack_lo to the end of this record */
+	const char *wait_reason;    /* why it is WAITING; written by the G before parking */
+	int64_t wait_since;         /* weft_now() when it parked */
+	const char *file;           /* creation site */
+	int line;
+	char name[32];              /* optional, NUL-terminated */
+	struct weft__m *lockedm;    /* the M it is pinned to, or NULL; owner: the G */
+	int lock_count;             /* weft_lock_thread nesting; owner: the G */
+	int custom_stack;           /* not a default-size stack: unmapped at exit */
+	int stack_trimmed;          /* in the global cache with its memory given back */
+	struct weft__timer timer;   /* sleep timer; owner: the G while it sleeps */
+	struct weft__g *allnext;    /* all-G list, under sched.allg_lock */
+	void *tsan_fiber;           /* sanitizer fiber state */
+	void *asan_fake_stack;
+	int64_t run_since;          /* weft_now() when it last started running (sysmon/dumps) */
+};
+
+/* P states. */
+enum {
+	P_IDLE,    /* in the idle list, no M */
+	P_RUNNING, /* owned by an M running goroutines or the scheduler */
+	P_SYSCALL, /* its M is in a blocking call; sysmon may retake it */
+	P_DEAD,    /* beyond weft_procs(); holds nothing */
+};
+
+struct weft__p {
+	/* Run queue: a ring written at tail only by the owner and consumed at
+	 * head by the owner and by thieves (CAS on head). */
+	uint32_t runqhead;                     /* atomic */
+	uint32_t runqtail;                     /* atomic; written only by the owner */
+	struct weft__g *runq[WEFT_RUNQ_SIZE];  /* slots; published by the tail store */
+	struct weft__g *runnext;               /* atomic; the next G to run */
+
+	int id;                   /* index in sched.allp; fixed */
+	uint32_t status;          /* P_*, atomic */
+	struct weft__m *m;        /* owner M or NULL; under the owner/sched.lock */
+	struct weft__p *link;     /* idle list; under sched.lock */
+	uint32_t schedtick;       /* atomic; incremented on every switch to a G */
+	uint32_t syscalltick;     /* atomic; incremented on every blocking_begin */
+
+	struct weft__timers timers; /* its own lock */
+
+	/* Stack cache: free G+stack units of the default size; owner P only. */
+	struct weft__g *gfree;
+	int ngfree;
+
+	/* Statistics; atomic relaxed, written by the owner. */
+	int64_t nswitch;
+	int64_t nsteal;
+	int64_t npark;
+	int64_t nspawn;
+
+	/* sysmon's view; written by sysmon only. */
+	uint32_t sm_schedtick, sm_syscalltick;
+	int64_t sm_when;
+	int sm_hog_reported;
+} __attribute__((aligned(WEFT_CACHELINE)));
+
+/* What the G that is resumed next must finish for the G that switched out. */
+enum {
+	AFTER_NONE,
+	AFTER_READY,    /* put prev on the local run queue (yield) */
+	AFTER_GLOBAL,   /* put prev on the global run queue (chaos, syscall exit) */
+	AFTER_PARK,     /* call park_fn(park_arg, prev) (release the waiter's lock) */
+	AFTER_FREE,     /* prev has exited: recycle its G and stack */
+};
+
+struct weft__m {
+	void *g0_sp;              /* saved sp of the scheduler context (the thread's own stack) */
+	struct weft__g *curg;     /* running G, or NULL on g0; owner: this M */
+	struct weft__p *p;        /* owned P or NULL; owner: this M */
+	struct weft__p *nextp;    /* P handed over by startm; under sched.lock */
+	struct weft__m *link;     /* idle list; under sched.lock */
+	struct weft__m *alllink;  /* all-M list; append only under sched.lock */
+	uint32_t park;            /* futex word: 1 = woken */
+	int spinning;             /* counted in sched.nmspinning; owner: this M */
+	int id;
+	pid_t tid;
+	pthread_t thread;
+	struct weft__g *lockedg;  /* G pinned to this M, or NULL */
+	struct weft__g *handoff_g; /* g0 hand-off request: a G pinned to another M */
+	int exiting;              /* the pinned G ended: the thread exits */
+	int in_blocking;          /* a blocking call is running on this M (atomic) */
+	int64_t blocking_since;   /* atomic */
+	int blocking_reported;
+
+	/* The after-switch hook, set by the switcher, run by the resumer. */
+	int after;
+	struct weft__g *after_g;
+	void (*park_fn)(void *arg, struct weft__g *g);
+	void *park_arg;
+
+	uint64_t rand;            /* xorshift state; owner: this M */
+	void *altstack;           /* signal stack for overflow reports */
+	char *g0_lo;              /* the thread stack's bounds (sanitizers) */
+	size_t g0_size;
+	void *tsan_g0;
+	void *asan_g0_fake;
+};
+
+struct weft__sched {
+	uint32_t lock; /* protects the idle lists, the global queue, M creation */
+
+	struct weft__p *allp[WEFT_MAX_PROCS]; /* allocated up to nallp; never freed */
+	int nallp;
+	int nprocs;          /* atomic: the P count in force */
+	struct weft__p *pidle;
+	int npidle;          /* atomic */
+	struct weft__m *midle;
+	int nmidle;
+	int nmspinning;      /* atomic */
+	struct weft__m *allm;
+	int mcount;          /* atomic: Ms started and not exited */
+
+	struct weft__g *runqhead, *runqtail; /* global run queue */
+	int64_t runqsize;    /* atomic (read racily by the fast checks) */
+
+	uint32_t allg_lock;
+	struct weft__g *allg;
+	int64_t ngoroutines; /* atomic */
+	uint64_t goid;       /* atomic id generator */
+
+	int64_t timer_wait_until; /* atomic: deadline the timer-waiting idle M sleeps to */
+	int nblocking;       /* atomic: Ms inside weft_blocking_begin/end */
+	int nforeign_blocked; /* atomic: foreign threads parked inside weft */
+	int64_t nhandoff;    /* atomic */
+
+	/* Debug options from WEFT_DEBUG, read-only after start. */
+	int chaos;
+	uint64_t chaos_seed;
+	int hogs;
+	int schedtrace_ms;
+};
+
+extern struct weft__sched weft__sched;
+
+/* ---------------------------------------------------------------- thread state */
+
+/* The current M, or NULL on a foreign thread. Never inlined and never
+ * cached by the compiler across a call that can park (DESIGN, TLS). */
+struct weft__m *weft__m_get(void);
+/* The current G or NULL on a foreign thread / the scheduler context. */
+struct weft__g *weft__g_get(void);
+
+/* Start the runtime if it is not started. Idempotent and thread-safe. */
+void weft__start(void);
+
+/* ---------------------------------------------------------------- parking */
+
+/*
+ * Park the running G. After its context is saved, the next G to run on this M
+ * calls park_fn(park_arg, g) before anything else: release the lock that
+ * guards the wait there, or arm the timer that will wake it. park_fn may be
+ * NULL. reason appears in dumps. Returns when someone weft__ready()s the G.
+ * Precondition: called on a goroutine, holding no weft__lock other than the
+ * one park_fn releases.
+ */
+void weft__park(const char *reason, void (*park_fn)(void *arg, struct weft__g *g), void *park_arg);
+
+/* Make a WAITING G runnable (next on the caller's P when it has one,
+ * otherwise on the global queue) and wake an idle P if one is available. */
+void weft__ready(struct weft__g *g);
+
+/* ---------------------------------------------------------------- run queues (runq.c) */
+
+/* Put g on p's queue; as runnext when next (the previous runnext moves to the
+ * tail). Overflow moves half the ring to the global queue. Owner P only. */
+void weft__runq_put(struct weft__p *p, struct weft__g *g, int next);
+/* Take a G from p: runnext first, then the head. Owner P only. */
+struct weft__g *weft__runq_get(struct weft__p *p);
+/* Steal about half of victim's queue into p's; returns one G to run now or
+ * NULL. steal_next allows taking victim's runnext. p must be owned by the caller. */
+struct weft__g *weft__runq_steal(struct weft__p *p, struct weft__p *victim, int steal_next);
+/* Number of Gs in p's queue including runnext (racy). */
+uint32_t weft__runq_len(struct weft__p *p);
+/* Move everything queued on victim (runnext too) to the global queue; returns
+ * how many. Any thread; sched.lock not held. */
+int weft__runq_drain(struct weft__p *victim);
+/* Is p's queue empty (racy, including runnext)? */
+int weft__runq_empty(struct weft__p *p);
+/* Global queue; sched.lock must be held. */
+void weft__globrunq_put(struct weft__g *g);
+void weft__globrunq_putbatch(struct weft__g *head, struct weft__g *tail, int n);
+struct weft__g *weft__globrunq_get(struct weft__p *p, int max);
+
+/* ---------------------------------------------------------------- stacks (stack.c) */
+
+/* A G record with a fresh or cached stack of size bytes (0 = default); NULL
+ * and *err set on failure. p may be NULL (foreign thread). */
+struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err);
+/* Return g's record and stack. Precondition: no one runs on that stack. */
+void weft__stack_free(struct weft__p *p, struct weft__g *g);
+/* Give back the memory of stacks idle in the global cache (sysmon). */
+void weft__stack_trim(void);
+/* Move p's cache to the global cache (P retired). */
+void weft__stack_flush(struct weft__p *p);
+/* The G whose guard page holds addr, for the overflow report; or NULL. */
+int weft__stack_is_guard(struct weft__g *g, const void *addr);
+size_t weft__page_size(void);
+
+/* ---------------------------------------------------------------- internal to runtime */
+
+void weft__sysmon_start(void);
+void weft__debug_init(void);
+void weft__signals_init_thread(struct weft__m *m);
+void weft__dump_fd(FILE *out);
+int weft__check_deadlock(void);
+int64_t weft__timers_earliest(void);
+void weft__run_timers_of(struct weft__p *p, int64_t now);
+void weft__handoffp(struct weft__p *p);
+void weft__wakep(void);
+void weft__sched_note_foreign_block(int delta);
+/* End the running goroutine (its fn returned). */
+__attribute__((noreturn)) void weft__goexit(void);
+/* weft_now() as of sysmon's last tick: cheap, coarse (up to 10 ms old). */
+extern int64_t weft__coarse_now;
+/* Set by the SIGQUIT handler; sysmon dumps and exits. */
+extern volatile sig_atomic_t weft__dump_requested;
+/* Report a running hog's backtrace from its own thread (signal). */
+void weft__hog_backtrace(struct weft__m *m);
+uint64_t weft__fastrand(void);
+
+#endif

@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * stack.c - goroutine stacks and the G records that live at their tops.
+ *
+ * Layout of one unit (addresses grow to the right):
+ *   [guard page][ usable stack ............ [G record] ]
+ *                ^stack_lo                             ^stack_lo + stack_size
+ * The record shares the top page with the goroutine's first frames, so a
+ * parked goroutine costs one page of RSS.
+ *
+ * Default-size units are carved in batches from 1 GiB MAP_NORESERVE
+ * reservations (one VMA each). A guard page is installed with
+ * MADV_GUARD_INSTALL (Linux 6.13+), which adds no VMA, batched through one
+ * process_madvise() call per batch where the kernel allows it; older kernels
+ * get mprotect(PROT_NONE) guards, each of which splits the reservation's VMA,
+ * so vm.max_map_count bounds the number of stacks: we count them and refuse
+ * with EAGAIN (and one line on stderr) before the kernel refuses.
+ *
+ * Units are never unmapped: a per-P cache (no locking, owner P only) spills
+ * to and refills from a global cache in batches, like Go's stackcache.
+ * sysmon calls weft__stack_trim() about once a second; it gives back
+ * (MADV_FREE) the memory below the record page of units that have sat in
+ * the global cache for a whole period. Stacks of a non-default size are
+ * mapped one by one and unmapped when their goroutine ends.
+ *
+ * Every record is on the all-G list (for dumps) from its carving on;
+ * custom-size ones leave it when unmapped.
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "fatal.h"
+#include "sanitizer.h"
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+#ifndef SYS_process_madvise
+#define SYS_process_madvise 440
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+#define RESERVE_BYTES ((size_t)1 << 30)
+#define BATCH 64
+#define PCACHE_MAX 256
+#define RECORD_BYTES ((sizeof(struct weft__g) + 63) & ~(size_t)63)
+
+enum { GUARD_UNKNOWN, GUARD_MADV_BATCH, GUARD_MADV, GUARD_MPROTECT };
+
+static struct {
+	uint32_t lock;          /* protects everything below */
+	char *cur, *end;        /* bump region of the current reservation */
+	struct weft__g *free;   /* global cache, linked by schedlink, newest first */
+	int64_t nfree;
+	struct weft__g *trim_mark; /* the head at the last trim pass */
+	int guard_mode;
+	int pidfd;
+	long map_count_max;
+	long mprotect_guards;
+	int map_count_warned;
+	size_t unit;            /* guard + usable, for the default size */
+} st = { .pidfd = -1 };
+
+static size_t page_size;
+
+size_t weft__page_size(void)
+{
+	if (!page_size)
+		page_size = (size_t)sysconf(_SC_PAGESIZE);
+	return page_size;
+}
+
+static size_t round_page(size_t n)
+{
+	size_t pg = weft__page_size();
+	return (n + pg - 1) & ~(pg - 1);
+}
+
+static long read_max_map_count(void)
+{
+	long v = 65530;
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = 65530;
+		fclose(f);
+	}
+	return v;
+}
+
+static void warn_map_count(void)
+{
+	if (st.map_count_warned++)
+		return;
+	fprintf(stderr, "weft: cannot create more goroutine stacks: this kernel lacks "
+		"MADV_GUARD_INSTALL (Linux 6.13+), so each guard page costs memory maps, and "
+		"vm.max_map_count=%ld is nearly used up; raise it (sysctl vm.max_map_count) or "
+		"use a newer kernel\n", st.map_count_max);
+}
+
+/* Install guard pages at the given addresses. st.lock held. Returns 0 or an
+ * error number. */
+static int install_guards(char **at, int n)
+{
+	size_t pg = weft__page_size();
+	if (st.guard_mode == GUARD_UNKNOWN) {
+		st.pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+		st.guard_mode = GUARD_MADV_BATCH;
+		st.map_count_max = read_max_map_count();
+	}
+	if (st.guard_mode == GUARD_MADV_BATCH) {
+		struct iovec iov[BATCH];
+		for (int i = 0; i < n; i++) {
+			iov[i].iov_base = at[i];
+			iov[i].iov_len = pg;
+		}
+		long r = st.pidfd >= 0 ?
+			syscall(SYS_process_madvise, st.pidfd, iov, (size_t)n, MADV_GUARD_INSTALL, 0) : -1;
+		if (r == (long)(pg * (size_t)n))
+			return 0;
+		st.guard_mode = GUARD_MADV;
+	}
+	if (st.guard_mode == GUARD_MADV) {
+		int i = 0;
+		for (; i < n; i++)
+			if (madvise(at[i], pg, MADV_GUARD_INSTALL) != 0)
+				break;
+		if (i == n)
+			return 0;
+		if (i > 0)
+			return errno == ENOMEM ? ENOMEM : EAGAIN;
+		st.guard_mode = GUARD_MPROTECT;
+	}
+	/* Each mprotect guard splits a VMA in two: stop well before the limit. */
+	if ((st.mprotect_guards + n) * 2 + 1024 > st.map_count_max) {
+		warn_map_count();
+		return EAGAIN;
+	}
+	for (int i = 0; i < n; i++) {
+		if (mprotect(at[i], pg, PROT_NONE) != 0) {
+			if (errno == ENOMEM)
+				warn_map_count();
+			return EAGAIN;
+		}
+		st.mprotect_guards++;
+	}
+	return 0;
+}
+
+/* Fill in a fresh record at the top of [lo, lo+usable). */
+static struct weft__g *record_init(char *lo, size_t usable)
+{
+	struct weft__g *g = (struct weft__g *)(lo + usable - RECORD_BYTES);
+	memset(g, 0, sizeof *g);
+	g->stack_lo = lo;
+	g->stack_size = usable;
+	g->status = G_IDLE;
+	g->timer.idx = -1;
+	weft__san_fiber_create(g);
+#ifdef WEFT_HAVE_VALGRIND_H
+	VALGRIND_STACK_REGISTER(lo, lo + usable);
+#endif
+	return g;
+}
+
+static void allg_link(struct weft__g *first, struct weft__g *last)
+{
+	weft__lock(&weft__sched.allg_lock);
+	last->allnext = weft__sched.allg;
+	__atomic_store_n(&weft__sched.allg, first, __ATOMIC_RELEASE);
+	weft__unlock(&weft__sched.allg_lock);
+}
+
+/* Carve a batch of default units, linked by schedlink; st.lock held.
+ * Returns the number carved (0 with *err on failure). */
+static int carve(struct weft__g **head, struct weft__g **tail, int *err)
+{
+	size_t pg = weft__page_size();
+	if (!st.unit)
+		st.unit = pg + round_page(WEFT_DEFAULT_STACK);
+	if (st.cur == NULL || (size_t)(st.end - st.cur) < st.unit * BATCH) {
+		void *r = mmap(NULL, RESERVE_BYTES, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (r == MAP_FAILED) {
+			*err = errno == ENOMEM ? ENOMEM : EAGAIN;
+			return 0;
+		}
+		st.cur = r;
+		st.end = (char *)r + RESERVE_BYTES;
+	}
+	char *guards[BATCH];
+	for (int i = 0; i < BATCH; i++)
+		guards[i] = st.cur + (size_t)i * st.unit;
+	int e = install_guards(guards, BATCH);
+	if (e) {
+		*err = e;
+		return 0;
+	}
+	struct weft__g *first = NULL, *prev = NULL;
+	for (int i = 0; i < BATCH; i++) {
+		struct weft__g *g = record_init(guards[i] + pg, st.unit - pg);
+		if (prev) {
+			prev->schedlink = g;
+			prev->allnext = g;
+		} else {
+			first = g;
+		}
+		prev = g;
+	}
+	prev->schedlink = NULL;
+	st.cur += st.unit * BATCH;
+	allg_link(first, prev);
+	*head = first;
+	*tail = prev;
+	return BATCH;
+}
+
+static struct weft__g *alloc_custom(size_t size, int *err)
+{
+	size_t pg = weft__page_size();
+	size_t usable = round_page(size);
+	char *m = mmap(NULL, usable + pg, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED) {
+		*err = errno == ENOMEM ? ENOMEM : EAGAIN;
+		return NULL;
+	}
+	/* A separate mapping costs a VMA anyway; mprotect works everywhere. */
+	if (madvise(m, pg, MADV_GUARD_INSTALL) != 0 && mprotect(m, pg, PROT_NONE) != 0) {
+		munmap(m, usable + pg);
+		*err = EAGAIN;
+		return NULL;
+	}
+	struct weft__g *g = record_init(m + pg, usable);
+	g->custom_stack = 1;
+	allg_link(g, g);
+	return g;
+}
+
+static void reset_record(struct weft__g *g)
+{
+	g->schedlink = NULL;
+	g->saved_errno = 0;
+	g->wait_reason = NULL;
+	g->name[0] = 0;
+	g->lockedm = NULL;
+	g->lock_count = 0;
+	g->timer.idx = -1;
+	g->timer.heap = NULL;
+	g->asan_fake_stack = NULL;
+	g->stack_trimmed = 0;
+}
+
+/* Unlink the head of the global cache; st.lock held, st.free not NULL. */
+static struct weft__g *global_pop(void)
+{
+	struct weft__g *g = st.free;
+	if (st.trim_mark == g)
+		st.trim_mark = g->schedlink;
+	st.free = g->schedlink;
+	st.nfree--;
+	return g;
+}
+
+struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err)
+{
+	struct weft__g *g;
+	if (size != 0 && round_page(size) != round_page(WEFT_DEFAULT_STACK)) {
+		g = alloc_custom(size, err);
+		if (g)
+			reset_record(g);
+		return g;
+	}
+	if (p && p->gfree) {
+		g = p->gfree;
+		p->gfree = g->schedlink;
+		p->ngfree--;
+		reset_record(g);
+		return g;
+	}
+	weft__lock(&st.lock);
+	if (!st.free) {
+		struct weft__g *h, *t;
+		int n = carve(&h, &t, err);
+		if (!n) {
+			weft__unlock(&st.lock);
+			return NULL;
+		}
+		t->schedlink = st.free;
+		st.free = h;
+		st.nfree += n;
+	}
+	/* Take one, and refill the P's cache with up to a batch more. */
+	g = global_pop();
+	for (int i = 0; p && i < BATCH && st.free; i++) {
+		struct weft__g *x = global_pop();
+		x->schedlink = p->gfree;
+		p->gfree = x;
+		p->ngfree++;
+	}
+	weft__unlock(&st.lock);
+	reset_record(g);
+	return g;
+}
+
+static void unmap_custom(struct weft__g *g)
+{
+	size_t pg = weft__page_size();
+	/* Unlink from the all-G list: the record goes away with the mapping. */
+	weft__lock(&weft__sched.allg_lock);
+	struct weft__g **pp = &weft__sched.allg;
+	while (*pp && *pp != g)
+		pp = &(*pp)->allnext;
+	if (*pp)
+		*pp = g->allnext;
+	weft__unlock(&weft__sched.allg_lock);
+	weft__san_fiber_destroy(g);
+	munmap(g->stack_lo - pg, g->stack_size + pg);
+}
+
+void weft__stack_free(struct weft__p *p, struct weft__g *g)
+{
+	/* Frames that never returned (the exit path) leave poisoned redzones. */
+	weft__san_stack_reset(g->stack_lo, g->stack_size - RECORD_BYTES);
+	if (g->custom_stack) {
+		unmap_custom(g);
+		return;
+	}
+	if (p) {
+		g->schedlink = p->gfree;
+		p->gfree = g;
+		if (++p->ngfree <= PCACHE_MAX)
+			return;
+		/* Spill half the cache to the global one. */
+		struct weft__g *h = p->gfree, *t = h;
+		int n = 1;
+		while (n < PCACHE_MAX / 2) {
+			t = t->schedlink;
+			n++;
+		}
+		p->gfree = t->schedlink;
+		p->ngfree -= n;
+		weft__lock(&st.lock);
+		t->schedlink = st.free;
+		st.free = h;
+		st.nfree += n;
+		weft__unlock(&st.lock);
+		return;
+	}
+	weft__lock(&st.lock);
+	g->schedlink = st.free;
+	st.free = g;
+	st.nfree++;
+	weft__unlock(&st.lock);
+}
+
+void weft__stack_flush(struct weft__p *p)
+{
+	while (p->gfree) {
+		struct weft__g *g = p->gfree;
+		p->gfree = g->schedlink;
+		p->ngfree--;
+		weft__stack_free(NULL, g);
+	}
+}
+
+void weft__stack_trim(void)
+{
+	size_t pg = weft__page_size();
+	weft__lock(&st.lock);
+	/* Units are pushed at the head, so everything from the mark on has sat
+	 * in the cache since the last pass. Older units further on were
+	 * trimmed by earlier passes: stop at the first. */
+	for (struct weft__g *g = st.trim_mark; g && !g->stack_trimmed; g = g->schedlink) {
+		char *rec_page = (char *)((uintptr_t)g & ~(uintptr_t)(pg - 1));
+		if (rec_page > g->stack_lo)
+			madvise(g->stack_lo, (size_t)(rec_page - g->stack_lo), MADV_FREE);
+		g->stack_trimmed = 1;
+	}
+	st.trim_mark = st.free;
+	weft__unlock(&st.lock);
+}
+
+int weft__stack_is_guard(struct weft__g *g, const void *addr)
+{
+	const char *a = addr;
+	size_t pg = weft__page_size();
+	return a >= g->stack_lo - pg && a < g->stack_lo;
+}

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * switch_x86_64.S - the goroutine context switch for x86-64 (System V ABI).
+ *
+ * A switch saves only what the ABI says a callee must preserve: rbx, rbp,
+ * r12-r15, the stack pointer, and the control bits of MXCSR and the x87
+ * control word (rounding modes and exception masks are callee-saved too).
+ * Everything else is already saved by the compiler around the call. No signal
+ * mask is touched: that is the system call ucontext would make per switch.
+ *
+ * Saved frame, from the saved sp upwards:
+ *   sp+0  MXCSR (4 bytes), x87 CW (2 bytes), pad
+ *   sp+8  r15, r14, r13, r12, rbx, rbp
+ *   sp+56 return address
+ * weft_dump reads rbp at sp+48 and the return address at sp+56 to walk a
+ * parked goroutine's frames; keep debug.c in step with this layout.
+ */
+	.text
+
+/* void weft__switch(void **save_sp, void *new_sp) */
+	.globl	weft__switch
+	.hidden	weft__switch
+	.type	weft__switch, @function
+	.p2align 4
+weft__switch:
+	.cfi_startproc
+	/* Push the callee-saved registers on the current stack. */
+	pushq	%rbp
+	.cfi_adjust_cfa_offset 8
+	pushq	%rbx
+	.cfi_adjust_cfa_offset 8
+	pushq	%r12
+	.cfi_adjust_cfa_offset 8
+	pushq	%r13
+	.cfi_adjust_cfa_offset 8
+	pushq	%r14
+	.cfi_adjust_cfa_offset 8
+	pushq	%r15
+	.cfi_adjust_cfa_offset 8
+	/* Save the floating-point control state below them. */
+	subq	$8, %rsp
+	.cfi_adjust_cfa_offset 8
+	stmxcsr	(%rsp)
+	fnstcw	4(%rsp)
+	/* Publish the old stack pointer, take the new one. */
+	movq	%rsp, (%rdi)
+	movq	%rsi, %rsp
+	/* Restore the new context's control state and registers. */
+	ldmxcsr	(%rsp)
+	fldcw	4(%rsp)
+	addq	$8, %rsp
+	popq	%r15
+	popq	%r14
+	popq	%r13
+	popq	%r12
+	popq	%rbx
+	popq	%rbp
+	ret
+	.cfi_endproc
+	.size	weft__switch, .-weft__switch
+
+/*
+ * weft__gostart - where a new goroutine's first switch "returns" to. The
+ * initial frame built by weft__ctx_init makes rsp 16-byte aligned here and
+ * rbp zero, so backtraces stop at this frame. weft__goentry never returns.
+ */
+	.globl	weft__gostart
+	.hidden	weft__gostart
+	.type	weft__gostart, @function
+	.p2align 4
+weft__gostart:
+	.cfi_startproc
+	.cfi_undefined rip
+	xorl	%ebp, %ebp
+	call	weft__goentry
+	ud2
+	.cfi_endproc
+	.size	weft__gostart, .-weft__gostart
+
+	.section .note.GNU-stack,"",@progbits

@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sysmon.c - the system monitor: a thread without a P that wakes every 20 us
+ * to 10 ms (backing off while there is nothing to do, as Go's sysmon does).
+ *
+ * Each tick it:
+ *  - retakes the P of an M blocked in a weft_blocking_begin/end call that
+ *    has lasted a whole tick (>= 20 us) and hands it to another M;
+ *  - notices a P that has run the same G for over 10 ms: it cannot preempt C
+ *    code, so it moves that P's queued goroutines to the global queue and
+ *    fires its overdue timers, so the others run elsewhere and sleepers wake
+ *    on time; with WEFT_DEBUG=hogs it reports the hog with a backtrace;
+ *  - reports blocking calls stuck for over 1 s (WEFT_DEBUG=hogs);
+ *  - makes sure no overdue timer waits on an idle P;
+ *  - detects deadlock: every P idle, nothing queued, no timer, no blocking
+ *    call, and every thread of the process either a weft M or a foreign
+ *    thread parked inside weft, twice in a row with no scheduling between;
+ *  - gives back the memory of idle cached stacks (about once a second);
+ *  - prints WEFT_DEBUG=schedtrace lines, and serves SIGQUIT dumps.
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fatal.h"
+#include "sanitizer.h"
+
+#define RETAKE_NS 20000
+#define HOG_NS 10000000
+#define STUCK_NS 1000000000
+
+static int san_extra_threads;
+
+/* Threads in this process, from /proc/self/stat (field 20). */
+static int count_threads(void)
+{
+	char buf[1024];
+	FILE *f = fopen("/proc/self/stat", "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	/* After ")": field 3 (state) ... field 20 (num_threads). */
+	int field = 2;
+	for (p++; *p && field < 20; p++)
+		if (*p == ' ')
+			field++;
+	return atoi(p);
+}
+
+static int all_idle(void)
+{
+	struct weft__sched *s = &weft__sched;
+	return __atomic_load_n(&s->npidle, __ATOMIC_SEQ_CST) ==
+		       __atomic_load_n(&s->nprocs, __ATOMIC_SEQ_CST) &&
+	       __atomic_load_n(&s->nmspinning, __ATOMIC_SEQ_CST) == 0 &&
+	       __atomic_load_n(&s->nblocking, __ATOMIC_SEQ_CST) == 0 &&
+	       __atomic_load_n(&s->runqsize, __ATOMIC_SEQ_CST) == 0;
+}
+
+static uint64_t activity(void)
+{
+	struct weft__sched *s = &weft__sched;
+	uint64_t a = __atomic_load_n(&s->goid, __ATOMIC_SEQ_CST);
+	for (int i = 0; i < s->nallp; i++)
+		a += __atomic_load_n(&s->allp[i]->schedtick, __ATOMIC_SEQ_CST);
+	return a;
+}
+
+static int deadlocked_now(void)
+{
+	struct weft__sched *s = &weft__sched;
+	if (!all_idle())
+		return 0;
+	if (weft__timers_earliest() != INT64_MAX)
+		return 0;
+	int foreign = __atomic_load_n(&s->nforeign_blocked, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&s->ngoroutines, __ATOMIC_SEQ_CST) == 0 && foreign == 0)
+		return 0;
+	for (int i = 0; i < s->nallp; i++)
+		if (s->allp[i]->status != P_DEAD && !weft__runq_empty(s->allp[i]))
+			return 0;
+	int threads = count_threads();
+	int ours = __atomic_load_n(&s->mcount, __ATOMIC_SEQ_CST) + 1 /* sysmon */ + foreign +
+		   san_extra_threads;
+	return threads == ours;
+}
+
+/* Deadlock needs two consecutive checks, 10 ms apart, with no scheduling
+ * activity in between: a state seen once may be a moment of transition. */
+int weft__check_deadlock(void)
+{
+	static int seen;
+	static uint64_t seen_activity;
+	if (!deadlocked_now()) {
+		seen = 0;
+		return 0;
+	}
+	uint64_t a = activity();
+	if (!seen || a != seen_activity) {
+		seen = 1;
+		seen_activity = a;
+		return 0;
+	}
+	return 1;
+}
+
+static void retake(int64_t now, int *retaken)
+{
+	struct weft__sched *s = &weft__sched;
+	int n = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
+	for (int i = 0; i < n; i++) {
+		struct weft__p *p = s->allp[i];
+		uint32_t st = __atomic_load_n(&p->status, __ATOMIC_ACQUIRE);
+		if (st == P_SYSCALL) {
+			uint32_t t = __atomic_load_n(&p->syscalltick, __ATOMIC_RELAXED);
+			if (t != p->sm_syscalltick) {
+				p->sm_syscalltick = t;
+				p->sm_when = now;
+				continue;
+			}
+			if (now - p->sm_when < RETAKE_NS)
+				continue;
+			/* Not worth a thread when there is nothing to do and
+			 * others are free, unless the call is long. */
+			if (weft__runq_empty(p) &&
+			    weft__timers_peek(&p->timers) == INT64_MAX &&
+			    __atomic_load_n(&s->nmspinning, __ATOMIC_RELAXED) +
+					    __atomic_load_n(&s->npidle, __ATOMIC_RELAXED) > 0 &&
+			    now - p->sm_when < HOG_NS)
+				continue;
+			uint32_t expect = P_SYSCALL;
+			if (__atomic_compare_exchange_n(&p->status, &expect, P_IDLE, 0,
+							__ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+				__atomic_add_fetch(&s->nhandoff, 1, __ATOMIC_RELAXED);
+				(*retaken)++;
+				weft__handoffp(p);
+			}
+			continue;
+		}
+		if (st != P_RUNNING) {
+			p->sm_hog_reported = 0;
+			continue;
+		}
+		uint32_t t = __atomic_load_n(&p->schedtick, __ATOMIC_RELAXED);
+		if (t != p->sm_schedtick) {
+			p->sm_schedtick = t;
+			p->sm_when = now;
+			p->sm_hog_reported = 0;
+			continue;
+		}
+		if (now - p->sm_when < HOG_NS)
+			continue;
+		/* A hog: nothing else can run on this P until it switches. */
+		struct weft__m *m = p->m;
+		if (!m || !m->curg)
+			continue;
+		if (weft__runq_drain(p) > 0)
+			weft__wakep();
+		if (weft__timers_peek(&p->timers) <= now)
+			weft__timers_run(&p->timers, now);
+		if (s->hogs && !p->sm_hog_reported) {
+			p->sm_hog_reported = 1;
+			struct weft__g *g = m->curg;
+			if (g) {
+				fprintf(stderr, "weft: goroutine %llu%s%s%s (created at %s:%d) has run "
+					"for %lld ms without a switch on P %d\n",
+					(unsigned long long)g->id, g->name[0] ? " \"" : "", g->name,
+					g->name[0] ? "\"" : "", g->file ? g->file : "?", g->line,
+					(long long)((now - p->sm_when) / 1000000), p->id);
+				weft__hog_backtrace(m);
+			}
+		}
+	}
+}
+
+static void report_stuck(int64_t now)
+{
+	struct weft__sched *s = &weft__sched;
+	for (struct weft__m *m = __atomic_load_n(&s->allm, __ATOMIC_ACQUIRE); m; m = m->alllink) {
+		if (!__atomic_load_n(&m->in_blocking, __ATOMIC_ACQUIRE) || m->blocking_reported)
+			continue;
+		int64_t since = __atomic_load_n(&m->blocking_since, __ATOMIC_RELAXED);
+		if (now - since < STUCK_NS)
+			continue;
+		m->blocking_reported = 1;
+		struct weft__g *g = m->curg;
+		fprintf(stderr, "weft: goroutine %llu (created at %s:%d) has been in a blocking "
+			"call for %lld ms on thread %d\n", g ? (unsigned long long)g->id : 0ull,
+			g && g->file ? g->file : "?", g ? g->line : 0,
+			(long long)((now - since) / 1000000), (int)m->tid);
+		weft__hog_backtrace(m);
+	}
+}
+
+/* Overdue timers on a P that nobody is running (idle, or its M is away):
+ * get a spinning M to fire them. */
+static void timers_safety(int64_t now)
+{
+	struct weft__sched *s = &weft__sched;
+	int n = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
+	for (int i = 0; i < n; i++) {
+		struct weft__p *p = s->allp[i];
+		if (weft__timers_peek(&p->timers) + 1000000 <= now &&
+		    __atomic_load_n(&p->status, __ATOMIC_ACQUIRE) == P_IDLE) {
+			weft__wakep();
+			return;
+		}
+	}
+}
+
+static void schedtrace(int64_t now, int64_t start)
+{
+	struct weft__sched *s = &weft__sched;
+	char line[2048];
+	int k = snprintf(line, sizeof line,
+			 "SCHED %lldms: procs=%d idleprocs=%d threads=%d spinningthreads=%d "
+			 "blocking=%d goroutines=%lld runqueue=%lld [",
+			 (long long)((now - start) / 1000000), s->nprocs, s->npidle, s->mcount,
+			 s->nmspinning, s->nblocking, (long long)s->ngoroutines,
+			 (long long)s->runqsize);
+	for (int i = 0; i < s->nprocs && k < (int)sizeof line - 32; i++)
+		k += snprintf(line + k, sizeof line - (size_t)k, "%s%u", i ? " " : "",
+			      weft__runq_len(s->allp[i]));
+	snprintf(line + k, sizeof line - (size_t)k, "]\n");
+	fputs(line, stderr);
+}
+
+static void *sysmon_main(void *arg)
+{
+	(void)arg;
+	struct weft__sched *s = &weft__sched;
+	int64_t start = weft_now(), last_trim = start, last_trace = start;
+	int64_t delay_us = 20;
+	int idle_ticks = 0;
+	for (;;) {
+		struct timespec ts = { 0, delay_us * 1000 };
+		nanosleep(&ts, NULL);
+		int64_t now = weft_now();
+		__atomic_store_n(&weft__coarse_now, now, __ATOMIC_RELAXED);
+		if (weft__dump_requested) {
+			fprintf(stderr, "SIGQUIT: quit\n\n");
+			weft__dump_fd(stderr);
+			fflush(stderr);
+			_exit(2);
+		}
+		int retaken = 0;
+		retake(now, &retaken);
+		/* Back off while nothing needs retaking: 20 us for the first
+		 * millisecond, then doubling up to 10 ms. */
+		if (retaken)
+			idle_ticks = 0;
+		else
+			idle_ticks++;
+		if (idle_ticks == 0)
+			delay_us = 20;
+		else if (idle_ticks > 50)
+			delay_us = delay_us * 2 > 10000 ? 10000 : delay_us * 2;
+		timers_safety(now);
+		if (s->hogs)
+			report_stuck(now);
+		if (weft__check_deadlock()) {
+			weft__fatal_exit(2, "all goroutines are asleep - deadlock!");
+		}
+		if (now - last_trim > 1000000000) {
+			last_trim = now;
+			weft__stack_trim();
+		}
+		if (s->schedtrace_ms > 0 && now - last_trace >= (int64_t)s->schedtrace_ms * 1000000) {
+			last_trace = now;
+			schedtrace(now, start);
+		}
+	}
+	return NULL;
+}
+
+void weft__sysmon_start(void)
+{
+#ifdef WEFT_TSAN
+	/* ThreadSanitizer runs a background thread of its own. */
+	int n = count_threads();
+	san_extra_threads = n > 1 ? n - 1 : 0;
+#endif
+	weft__coarse_now = weft_now();
+	pthread_t t;
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	int e = pthread_create(&t, &a, sysmon_main, NULL);
+	pthread_attr_destroy(&a);
+	if (e)
+		weft__fatal_errno("pthread_create for sysmon", e);
+}

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * timer.h - per-P timer heaps. Each P keeps a binary min-heap of timers
+ * ordered by deadline, behind its own lock so that other Ps (stealing),
+ * idle Ms and sysmon can run a busy P's overdue timers. A timer's callback
+ * runs with no lock held, on whichever thread ran the heap.
+ */
+#ifndef WEFT_RUNTIME_TIMER_H
+#define WEFT_RUNTIME_TIMER_H
+
+#include <stdint.h>
+
+struct weft__timer;
+typedef void (*weft__timer_fn)(struct weft__timer *t);
+
+struct weft__timer {
+	int64_t when;                /* deadline, weft_now() ns; under the heap lock */
+	weft__timer_fn fn;           /* called once when it fires */
+	void *arg;                   /* for fn */
+	struct weft__timers *heap;   /* the heap it is in, or NULL; under that heap's lock */
+	int32_t idx;                 /* index in heap->v; under that heap's lock */
+};
+
+struct weft__timers {
+	uint32_t lock;
+	int32_t len, cap;            /* under lock */
+	struct weft__timer **v;      /* under lock */
+	int64_t earliest;            /* atomic: v[0]->when or INT64_MAX, for lock-free peeks */
+};
+
+/* Add t (not in any heap) to h with deadline when. Returns 0 or ENOMEM. */
+int weft__timer_add(struct weft__timers *h, struct weft__timer *t, int64_t when);
+/* Remove t if it is still pending; returns 1 if removed, 0 if it had fired
+ * (or is firing). */
+int weft__timer_del(struct weft__timer *t);
+/* Run the timers of h due at now; returns how many ran. */
+int weft__timers_run(struct weft__timers *h, int64_t now);
+/* Move every timer of from into to (a P going away). */
+void weft__timers_move(struct weft__timers *from, struct weft__timers *to);
+static inline int64_t weft__timers_peek(struct weft__timers *h)
+{
+	return __atomic_load_n(&h->earliest, __ATOMIC_ACQUIRE);
+}
+void weft__timers_init(struct weft__timers *h);
+
+#endif

@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mutex.c - weft_mutex, Go's sync.Mutex, with its two modes.
+ *
+ * state_: bit 0 locked, bit 1 woken (a waiter has been woken and is on its
+ * way: unlock need not wake another), bit 2 starving, bits 3.. the number of
+ * waiters. sema_ and waiters_ form the semaphore the waiters sleep on.
+ *
+ * Normal mode: waiters queue FIFO, but a woken waiter competes with
+ * newcomers that are already on a CPU, and usually loses; that keeps the
+ * lock hot and throughput high. A waiter that has waited over 1 ms switches
+ * the mutex to starvation mode: unlock hands ownership straight to the
+ * front waiter, newcomers queue at the back without trying. The last waiter,
+ * or one that waited under 1 ms, switches back to normal mode.
+ * A contended locker spins briefly first, only when there is another P
+ * running (the holder may be about to release) and its own P has nothing
+ * else to run (Go's canSpin).
+ */
+#include "weft.h"
+
+#include <errno.h>
+
+#include "fatal.h"
+#include "lock.h"
+#include "park.h"
+
+#define LOCKED 1u
+#define WOKEN 2u
+#define STARVING 4u
+#define WAITER_SHIFT 3
+#define STARVE_NS 1000000
+
+static int can_spin(int iter)
+{
+	/* Spinning only helps when the holder can run at the same time. */
+	return iter < 4 && weft_procs() > 1;
+}
+
+static void lock_slow(weft_mutex *m)
+{
+	uint32_t *st = &m->state_;
+	int64_t wait_start = 0;
+	int starving = 0, awoke = 0, iter = 0;
+	uint32_t old = __atomic_load_n(st, __ATOMIC_RELAXED);
+	for (;;) {
+		if ((old & (LOCKED | STARVING)) == LOCKED && can_spin(iter)) {
+			/* Tell unlock not to wake anyone: we are awake. */
+			if (!awoke && !(old & WOKEN) && (old >> WAITER_SHIFT) != 0 &&
+			    __atomic_compare_exchange_n(st, &old, old | WOKEN, 0,
+							__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+				awoke = 1;
+			for (int i = 0; i < 30; i++)
+				weft__cpu_relax();
+			iter++;
+			old = __atomic_load_n(st, __ATOMIC_RELAXED);
+			continue;
+		}
+		uint32_t new = old;
+		if (!(old & STARVING))
+			new |= LOCKED; /* newcomers do not grab a starving mutex */
+		if (old & (LOCKED | STARVING))
+			new += 1u << WAITER_SHIFT;
+		if (starving && (old & LOCKED))
+			new |= STARVING;
+		if (awoke) {
+			if (!(new & WOKEN))
+				weft__fatal("sync: inconsistent mutex state");
+			new &= ~WOKEN;
+		}
+		if (!__atomic_compare_exchange_n(st, &old, new, 0, __ATOMIC_ACQUIRE,
+						 __ATOMIC_RELAXED))
+			continue; /* old reloaded by the failed CAS */
+		if (!(old & (LOCKED | STARVING)))
+			return; /* locked it */
+		/* Queue: at the front if we waited before. */
+		int lifo = wait_start != 0;
+		if (!wait_start)
+			wait_start = weft_now();
+		weft__sema_acquire(&m->sema_, &m->waiters_, lifo, "sync.Mutex.Lock");
+		starving = starving || weft_now() - wait_start > STARVE_NS;
+		old = __atomic_load_n(st, __ATOMIC_ACQUIRE);
+		if (old & STARVING) {
+			/* Ownership was handed to us; we are counted as a waiter. */
+			if ((old & (LOCKED | WOKEN)) || (old >> WAITER_SHIFT) == 0)
+				weft__fatal("sync: inconsistent mutex state");
+			uint32_t delta = LOCKED - (1u << WAITER_SHIFT);
+			if (!starving || (old >> WAITER_SHIFT) == 1)
+				delta -= STARVING; /* leave starvation mode */
+			__atomic_add_fetch(st, delta, __ATOMIC_ACQUIRE);
+			return;
+		}
+		awoke = 1;
+		iter = 0;
+	}
+}
+
+void weft_mutex_lock(weft_mutex *m)
+{
+	uint32_t z = 0;
+	if (__builtin_expect(__atomic_compare_exchange_n(&m->state_, &z, LOCKED, 0,
+							 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED), 1))
+		return;
+	lock_slow(m);
+}
+
+int weft_mutex_trylock(weft_mutex *m)
+{
+	uint32_t old = __atomic_load_n(&m->state_, __ATOMIC_RELAXED);
+	if (old & (LOCKED | STARVING))
+		return EBUSY;
+	if (!__atomic_compare_exchange_n(&m->state_, &old, old | LOCKED, 0, __ATOMIC_ACQUIRE,
+					 __ATOMIC_RELAXED))
+		return EBUSY;
+	return 0;
+}
+
+static void unlock_slow(weft_mutex *m, uint32_t new)
+{
+	uint32_t *st = &m->state_;
+	if (new & STARVING) {
+		/* Hand off: the front waiter owns the mutex now, and runs next. */
+		weft__sema_release(&m->sema_, &m->waiters_, 1);
+		return;
+	}
+	uint32_t old = new;
+	for (;;) {
+		/* Nobody to wake, or someone already woken, or the lock was
+		 * taken meanwhile (that holder will wake someone). */
+		if ((old >> WAITER_SHIFT) == 0 || (old & (LOCKED | WOKEN | STARVING)))
+			return;
+		new = (old - (1u << WAITER_SHIFT)) | WOKEN;
+		if (__atomic_compare_exchange_n(st, &old, new, 0, __ATOMIC_RELEASE,
+						__ATOMIC_RELAXED)) {
+			weft__sema_release(&m->sema_, &m->waiters_, 0);
+			return;
+		}
+	}
+}
+
+void weft_mutex_unlock(weft_mutex *m)
+{
+	uint32_t new = __atomic_sub_fetch(&m->state_, LOCKED, __ATOMIC_RELEASE);
+	if (((new + LOCKED) & LOCKED) == 0)
+		weft__fatal("sync: unlock of unlocked mutex");
+	if (new != 0)
+		unlock_slow(m, new);
+}

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lock.h - the runtime's small locks and futex helpers.
+ *
+ * weft__lock is a 4-byte futex mutex (Drepper's "Futexes are tricky",
+ * mutex #3: 0 unlocked, 1 locked, 2 locked with waiters) with a short spin
+ * first. All-zero is unlocked, so it can live inside user value types
+ * (weft_wg, weft_mutex). It is for short critical sections that never park
+ * a goroutine while held; holding one across a switch is a bug.
+ * Acquire pairs with the release in weft__unlock.
+ */
+#ifndef WEFT_UTIL_LOCK_H
+#define WEFT_UTIL_LOCK_H
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static inline long weft__futex_wait(uint32_t *addr, uint32_t val, const struct timespec *rel)
+{
+	return syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, rel, NULL, 0);
+}
+
+static inline long weft__futex_wake(uint32_t *addr, int n)
+{
+	return syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+static inline void weft__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+void weft__lock_slow(uint32_t *l);
+
+static inline void weft__lock(uint32_t *l)
+{
+	uint32_t z = 0;
+	if (__builtin_expect(__atomic_compare_exchange_n(l, &z, 1, 0, __ATOMIC_ACQUIRE,
+							 __ATOMIC_RELAXED), 1))
+		return;
+	weft__lock_slow(l);
+}
+
+static inline int weft__trylock(uint32_t *l)
+{
+	uint32_t z = 0;
+	return __atomic_compare_exchange_n(l, &z, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+
+static inline void weft__unlock(uint32_t *l)
+{
+	if (__builtin_expect(__atomic_exchange_n(l, 0, __ATOMIC_RELEASE) == 2, 0))
+		weft__futex_wake(l, 1);
+}
+
+#endif
