@@ -1,0 +1,481 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fatal_test.c - fatal errors, each in a child process whose stderr and exit
+ * status are checked: deadlock detection (it fires on real deadlocks, with
+ * exit status 2, and never on a live program waiting on a timer or a foreign
+ * thread), stack overflow reports (goroutine id, stack size, creation site,
+ * SIGABRT), and API misuse (unlock of an unlocked mutex, a negative
+ * WaitGroup counter, weft_unlock_thread without weft_lock_thread).
+ */
+#include "test.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEADLOCK_MSG "fatal error: all goroutines are asleep - deadlock!"
+#define CHILD_TIMEOUT_MS 10000
+
+static const char *const procs2[] = { "WEFT_PROCS=2", NULL };
+static const char *const procs1[] = { "WEFT_PROCS=1", NULL };
+
+/* ---------------------------------------------------------------- deadlocks */
+
+static weft_wg wa, wb, wall;
+
+static void wait_b_then_done_a(void *arg)
+{
+	(void)arg;
+	weft_wg_wait(&wb);
+	weft_wg_done(&wa);
+	weft_wg_done(&wall);
+}
+
+static void wait_a_then_done_b(void *arg)
+{
+	(void)arg;
+	weft_wg_wait(&wa);
+	weft_wg_done(&wb);
+	weft_wg_done(&wall);
+}
+
+static int cycle_main(void *arg)
+{
+	(void)arg;
+	weft_wg_add(&wa, 1);
+	weft_wg_add(&wb, 1);
+	weft_wg_add(&wall, 2);
+	GO(wait_b_then_done_a, NULL);
+	GO(wait_a_then_done_b, NULL);
+	weft_wg_wait(&wall);
+	printf("main returned\n");
+	return 0;
+}
+
+CHILD(deadlock_wg_cycle)
+{
+	return weft_main(cycle_main, NULL);
+}
+
+static int lonely_main(void *arg)
+{
+	(void)arg;
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 1);
+	weft_wg_wait(&wg);
+	printf("main returned\n");
+	return 0;
+}
+
+CHILD(deadlock_main_wg)
+{
+	return weft_main(lonely_main, NULL);
+}
+
+static weft_mutex self_mu;
+
+static void lock_twice(void *arg)
+{
+	(void)arg;
+	weft_mutex_lock(&self_mu);
+	weft_mutex_lock(&self_mu);
+	weft_wg_done(&wall);
+}
+
+static int mutex_main(void *arg)
+{
+	(void)arg;
+	weft_wg_add(&wall, 1);
+	GO(lock_twice, NULL);
+	weft_wg_wait(&wall);
+	printf("main returned\n");
+	return 0;
+}
+
+CHILD(deadlock_mutex)
+{
+	return weft_main(mutex_main, NULL);
+}
+
+static void sleep_then_block(void *arg)
+{
+	(void)arg;
+	weft_sleep(100 * TEST_MS);
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 1);
+	weft_wg_wait(&wg);
+}
+
+static int late_main(void *arg)
+{
+	(void)arg;
+	weft_wg_add(&wall, 1);
+	GO(sleep_then_block, NULL);
+	weft_wg_wait(&wall);
+	printf("main returned\n");
+	return 0;
+}
+
+/* Deadlocked only after a timer fired: detection must run again later. */
+CHILD(deadlock_after_timer)
+{
+	return weft_main(late_main, NULL);
+}
+
+static void expect_deadlock(const char *child, const char *const *env)
+{
+	test_child c;
+	test_child_run(child, env, CHILD_TIMEOUT_MS, &c);
+	ASSERT_CHILD_EXIT(&c, 2);
+	ASSERT_CONTAINS(c.err, DEADLOCK_MSG);
+	ASSERT_CONTAINS(c.err, "goroutine ");
+	ASSERT_NOT_CONTAINS(c.out, "main returned");
+	test_child_free(&c);
+}
+
+/*
+ * Two goroutines each waiting on the WaitGroup the other would complete, and
+ * main waiting for both: the runtime reports the deadlock with a dump and
+ * exit status 2, at 1 and at 2 Ps. Guards: no detection (the child hangs
+ * until the harness kills it), a wrong message or exit status.
+ */
+TEST_THREAD(deadlock_detected_wg_cycle)
+{
+	expect_deadlock("deadlock_wg_cycle", procs1);
+	expect_deadlock("deadlock_wg_cycle", procs2);
+}
+
+/* Main alone waiting on a WaitGroup nobody will complete. */
+TEST_THREAD(deadlock_detected_main_wg)
+{
+	expect_deadlock("deadlock_main_wg", procs1);
+	expect_deadlock("deadlock_main_wg", procs2);
+}
+
+/* A goroutine locking a mutex it holds; main waits for it. */
+TEST_THREAD(deadlock_detected_mutex)
+{
+	expect_deadlock("deadlock_mutex", procs2);
+}
+
+/* The deadlock appears only after a 100 ms sleep ends. Guards: detection
+ * that runs only once, or is suppressed forever after a timer existed. */
+TEST_THREAD(deadlock_detected_after_timer)
+{
+	expect_deadlock("deadlock_after_timer", procs2);
+}
+
+/* -------------------------------------------------------- live programs */
+
+static int sleepy_main(void *arg)
+{
+	(void)arg;
+	weft_sleep(200 * TEST_MS);
+	printf("main returned\n");
+	return 0;
+}
+
+/* The only goroutine sleeps 200 ms, then finishes. */
+CHILD(live_only_sleeper)
+{
+	return weft_main(sleepy_main, NULL);
+}
+
+static void sleep_200_done(void *arg)
+{
+	weft_sleep(200 * TEST_MS);
+	weft_wg_done(arg);
+}
+
+static int wait_sleeper_main(void *arg)
+{
+	(void)arg;
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 1);
+	GO(sleep_200_done, &wg);
+	weft_wg_wait(&wg);
+	printf("main returned\n");
+	return 0;
+}
+
+/* Main waits on a WaitGroup that a goroutine completes after a 200 ms sleep:
+ * every goroutine is blocked, but a timer is pending. */
+CHILD(live_wait_on_sleeper)
+{
+	return weft_main(wait_sleeper_main, NULL);
+}
+
+static weft_wg foreign_wg; /* completed by a pthread after 200 ms */
+
+static void *done_after_200ms(void *arg)
+{
+	(void)arg;
+	test_os_sleep_ms(200);
+	weft_wg_done(&foreign_wg);
+	return NULL;
+}
+
+static void wait_foreign(void *arg)
+{
+	weft_wg_wait(&foreign_wg);
+	weft_wg_done(arg);
+}
+
+static int foreign_main(void *arg)
+{
+	bool start_thread_here = arg != NULL;
+	pthread_t th;
+	if (start_thread_here)
+		ASSERT_EQ(pthread_create(&th, NULL, done_after_200ms, NULL), 0);
+	weft_wg all = WEFT_WG_INIT;
+	weft_wg_add(&all, 3);
+	for (int i = 0; i < 3; i++)
+		GO(wait_foreign, &all);
+	weft_wg_wait(&all);
+	if (start_thread_here)
+		pthread_join(th, NULL);
+	printf("main returned\n");
+	return 0;
+}
+
+/* Goroutines wait on a WaitGroup that a pthread, started before the runtime,
+ * completes after 200 ms (the pthread never called weft before). */
+CHILD(live_foreign_thread_before)
+{
+	weft_wg_add(&foreign_wg, 1);
+	pthread_t th;
+	ASSERT_EQ(pthread_create(&th, NULL, done_after_200ms, NULL), 0);
+	int r = weft_main(foreign_main, NULL);
+	pthread_join(th, NULL);
+	return r;
+}
+
+/* The same with the pthread started by the main goroutine. */
+CHILD(live_foreign_thread_inside)
+{
+	weft_wg_add(&foreign_wg, 1);
+	return weft_main(foreign_main, (void *)1);
+}
+
+static void expect_live(const char *child, const char *const *env)
+{
+	test_child c;
+	test_child_run(child, env, CHILD_TIMEOUT_MS, &c);
+	ASSERT_CHILD_EXIT(&c, 0);
+	ASSERT_NOT_CONTAINS(c.err, "deadlock");
+	ASSERT_NOT_CONTAINS(c.err, "fatal error");
+	ASSERT_CONTAINS(c.out, "main returned");
+	test_child_free(&c);
+}
+
+/*
+ * No deadlock report for a program that is only waiting on a timer. Guards:
+ * detection that ignores pending timers (a false "deadlock" after a sleep).
+ */
+TEST_THREAD(no_deadlock_waiting_on_timer)
+{
+	expect_live("live_only_sleeper", procs1);
+	expect_live("live_only_sleeper", procs2);
+	expect_live("live_wait_on_sleeper", procs1);
+	expect_live("live_wait_on_sleeper", procs2);
+}
+
+/*
+ * No deadlock report while a foreign thread may still wake the goroutines:
+ * a pthread completes their WaitGroup after 200 ms. Guards: detection that
+ * counts only goroutines and forgets that any other thread can call
+ * weft_wg_done.
+ */
+TEST_THREAD(no_deadlock_waiting_on_foreign_thread)
+{
+	expect_live("live_foreign_thread_before", procs2);
+	expect_live("live_foreign_thread_inside", procs1);
+}
+
+/* ---------------------------------------------------------------- overflow */
+
+/* Keeps the frame alive and the call out of tail position. */
+static __attribute__((noinline)) void keep(volatile char *p)
+{
+	__asm__ volatile("" : : "r"(p) : "memory");
+}
+
+static volatile int never; /* stays 0: unbounded, as far as the compiler knows */
+
+static __attribute__((noinline)) int recurse(int n)
+{
+	volatile char buf[256];
+	if (never)
+		return 0;
+	buf[0] = (char)n;
+	keep(buf);
+	int r = recurse(n + 1);
+	keep(buf);
+	return r + buf[0];
+}
+
+static void overflower(void *arg)
+{
+	(void)arg;
+	printf("gid=%llu\n", (unsigned long long)weft_self_id());
+	fflush(stdout);
+	recurse(0);
+}
+
+static int overflow_main(void *arg)
+{
+	(void)arg;
+	weft_wg wg = WEFT_WG_INIT;
+	weft_go_options o = { .stack_size = 64 * 1024, .name = "deep" };
+	weft_wg_add(&wg, 1);
+	printf("line=%d\n", __LINE__ + 2);
+	fflush(stdout);
+	ASSERT_EQ(weft_go_opts(overflower, NULL, &o), 0);
+	weft_wg_wait(&wg);
+	return 0;
+}
+
+CHILD(stack_overflow)
+{
+	return weft_main(overflow_main, NULL);
+}
+
+/*
+ * A goroutine with a 64 KiB stack recursing without bound: stderr says
+ * "stack overflow" with the goroutine's id, "64 KiB" and the file:line that
+ * created it, and the process dies by SIGABRT (not a bare SIGSEGV). Guards:
+ * no guard page (memory corruption or a plain segfault), no alternate signal
+ * stack for the handler (the handler itself faults: SIGSEGV), wrong id or
+ * size or site in the message.
+ */
+TEST_THREAD(stack_overflow_reported)
+{
+	test_child c;
+	test_child_run("stack_overflow", NULL, CHILD_TIMEOUT_MS, &c);
+	unsigned long long gid = 0;
+	int line = 0;
+	const char *g = strstr(c.out, "gid=");
+	const char *l = strstr(c.out, "line=");
+	ASSERT(g && sscanf(g, "gid=%llu", &gid) == 1);
+	ASSERT(l && sscanf(l, "line=%d", &line) == 1);
+	ASSERT_CHILD_SIGNAL(&c, SIGABRT);
+	char want[128];
+	ASSERT_CONTAINS(c.err, "stack overflow");
+	snprintf(want, sizeof want, "goroutine %llu ", gid);
+	ASSERT_CONTAINS(c.err, want);
+	ASSERT_CONTAINS(c.err, "64 KiB");
+	snprintf(want, sizeof want, "fatal_test.c:%d", line);
+	ASSERT_CONTAINS(c.err, want);
+	test_child_free(&c);
+}
+
+/* ---------------------------------------------------------------- misuse */
+
+static int unlock_unlocked_main(void *arg)
+{
+	(void)arg;
+	weft_mutex m = WEFT_MUTEX_INIT;
+	weft_mutex_lock(&m);
+	weft_mutex_unlock(&m);
+	weft_mutex_unlock(&m);
+	printf("survived\n");
+	return 0;
+}
+
+CHILD(unlock_unlocked_goroutine)
+{
+	return weft_main(unlock_unlocked_main, NULL);
+}
+
+CHILD(unlock_unlocked_foreign)
+{
+	weft_mutex m = WEFT_MUTEX_INIT;
+	weft_mutex_unlock(&m);
+	printf("survived\n");
+	return 0;
+}
+
+static int negative_wg_main(void *arg)
+{
+	(void)arg;
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 1);
+	weft_wg_done(&wg);
+	weft_wg_done(&wg);
+	printf("survived\n");
+	return 0;
+}
+
+CHILD(negative_wg_goroutine)
+{
+	return weft_main(negative_wg_main, NULL);
+}
+
+CHILD(negative_wg_foreign)
+{
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, -1);
+	printf("survived\n");
+	return 0;
+}
+
+static int unlock_thread_main(void *arg)
+{
+	int locks = (int)(intptr_t)arg;
+	for (int i = 0; i < locks; i++)
+		weft_lock_thread();
+	for (int i = 0; i <= locks; i++)
+		weft_unlock_thread();
+	printf("survived\n");
+	return 0;
+}
+
+CHILD(unlock_thread_never_locked)
+{
+	return weft_main(unlock_thread_main, (void *)0);
+}
+
+CHILD(unlock_thread_once_too_often)
+{
+	return weft_main(unlock_thread_main, (void *)2);
+}
+
+static void expect_fatal(const char *child, const char *msg)
+{
+	test_child c;
+	test_child_run(child, NULL, CHILD_TIMEOUT_MS, &c);
+	ASSERT_NOT_CONTAINS(c.out, "survived");
+	ASSERT_CHILD_SIGNAL(&c, SIGABRT);
+	ASSERT_CONTAINS(c.err, msg);
+	test_child_free(&c);
+}
+
+/*
+ * Unlocking an unlocked mutex is fatal (Go's message), from a goroutine and
+ * from a foreign thread. Guards: a silent unlock that corrupts the state
+ * (the child prints "survived").
+ */
+TEST_THREAD(fatal_unlock_of_unlocked_mutex)
+{
+	expect_fatal("unlock_unlocked_goroutine",
+		     "fatal error: sync: unlock of unlocked mutex");
+	expect_fatal("unlock_unlocked_foreign",
+		     "fatal error: sync: unlock of unlocked mutex");
+}
+
+/* A WaitGroup counter below zero is fatal (one done too many, or add(-1)). */
+TEST_THREAD(fatal_negative_wg_counter)
+{
+	expect_fatal("negative_wg_goroutine", "sync: negative WaitGroup counter");
+	expect_fatal("negative_wg_foreign", "sync: negative WaitGroup counter");
+}
+
+/* weft_unlock_thread without a matching lock (none at all, or one unlock
+ * too many after nesting) is fatal on a goroutine. */
+TEST_THREAD(fatal_unlock_thread_without_lock)
+{
+	expect_fatal("unlock_thread_never_locked", "fatal error");
+	expect_fatal("unlock_thread_once_too_often", "fatal error");
+}

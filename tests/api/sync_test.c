@@ -1,0 +1,387 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sync_test.c - weft_wg (WaitGroup) and weft_mutex: many waiters, reuse,
+ * mutual exclusion under contention, trylock, fairness (starvation mode),
+ * parking instead of spinning, and goroutines and foreign pthreads mixing on
+ * one mutex and one WaitGroup.
+ */
+#include "test.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+/* ---------------------------------------------------------------- WaitGroup */
+
+struct waiters {
+	weft_wg wg;       /* what everybody waits on */
+	weft_wg done;     /* the waiters, joined */
+	atomic_int started;
+	atomic_int released;
+};
+
+static void wg_waiter(void *arg)
+{
+	struct waiters *w = arg;
+	atomic_fetch_add(&w->started, 1);
+	weft_wg_wait(&w->wg);
+	atomic_fetch_add(&w->released, 1);
+	weft_wg_done(&w->done);
+}
+
+static void *wg_waiter_thread(void *arg)
+{
+	wg_waiter(arg);
+	return NULL;
+}
+
+/*
+ * 200 goroutines and 3 pthreads wait on one WaitGroup; none is released
+ * while the counter is 1 (checked for 20 ms), all are released by the one
+ * Done. Guards: wait returning early, a Done that wakes only one waiter, a
+ * foreign waiter on a futex never woken.
+ */
+TEST(wg_many_waiters)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	enum { G = 200, T = 3 };
+	static struct waiters w;
+	w = (struct waiters){ 0 };
+	weft_wg_add(&w.wg, 1);
+	weft_wg_add(&w.done, G + T);
+	pthread_t th[T];
+	for (int i = 0; i < T; i++)
+		ASSERT_EQ(pthread_create(&th[i], NULL, wg_waiter_thread, &w), 0);
+	for (int i = 0; i < G; i++)
+		GO(wg_waiter, &w);
+	while (atomic_load(&w.started) < G + T)
+		weft_sleep(TEST_MS);
+	weft_sleep(20 * TEST_MS);
+	ASSERT_EQ(atomic_load(&w.released), 0);
+	weft_wg_done(&w.wg);
+	weft_wg_wait(&w.done);
+	ASSERT_EQ(atomic_load(&w.released), G + T);
+	for (int i = 0; i < T; i++)
+		pthread_join(th[i], NULL);
+}
+
+struct round {
+	weft_wg *wg;
+	atomic_int *hits;
+};
+
+static void round_worker(void *arg)
+{
+	struct round *r = arg;
+	atomic_fetch_add(r->hits, 1);
+	weft_wg_done(r->wg);
+}
+
+/*
+ * One WaitGroup reused for 200 rounds of add(10), 10 Dones, wait: each wait
+ * returns only after all 10 of its round. Guards: state left over from the
+ * previous round (a stale waiter count, a wake-up generation not reset).
+ */
+TEST(wg_reuse)
+{
+	weft_wg wg = WEFT_WG_INIT;
+	atomic_int hits = 0;
+	struct round r = { &wg, &hits };
+	for (int round = 1; round <= 200; round++) {
+		weft_wg_add(&wg, 10);
+		for (int i = 0; i < 10; i++)
+			GO(round_worker, &r);
+		weft_wg_wait(&wg);
+		ASSERT_EQ(atomic_load(&hits), round * 10);
+	}
+}
+
+static void wg_add_neg5(void *arg)
+{
+	weft_sleep(5 * TEST_MS);
+	weft_wg_add(arg, -5);
+}
+
+/*
+ * Wait on a zero counter returns at once; a counter brought to zero by a
+ * negative add (not only by done) releases waiters. Guards: wake-up only in
+ * weft_wg_done.
+ */
+TEST(wg_zero_and_negative_add)
+{
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_wait(&wg);
+	weft_wg_add(&wg, 3);
+	weft_wg_add(&wg, -3);
+	weft_wg_wait(&wg);
+	weft_wg_add(&wg, 5);
+	GO(wg_add_neg5, &wg);
+	weft_wg_wait(&wg);
+}
+
+/* ---------------------------------------------------------------- Mutex */
+
+struct counter {
+	weft_mutex mu;
+	long value;         /* protected by mu, deliberately not atomic */
+	atomic_int inside;  /* goroutines between lock and unlock */
+	atomic_long overlaps;
+	int iters;
+	weft_wg wg;
+};
+
+static void locked_increments(struct counter *c)
+{
+	for (int i = 0; i < c->iters; i++) {
+		weft_mutex_lock(&c->mu);
+		if (atomic_fetch_add(&c->inside, 1) != 0)
+			atomic_fetch_add(&c->overlaps, 1);
+		long v = c->value;
+		if (i % 64 == 0)
+			weft_yield(); /* hold the lock across a switch */
+		c->value = v + 1;
+		atomic_fetch_sub(&c->inside, 1);
+		weft_mutex_unlock(&c->mu);
+	}
+}
+
+static void mutex_worker(void *arg)
+{
+	struct counter *c = arg;
+	locked_increments(c);
+	weft_wg_done(&c->wg);
+}
+
+static void *mutex_thread(void *arg)
+{
+	mutex_worker(arg);
+	return NULL;
+}
+
+/*
+ * 64 goroutines at 2 Ps each add 1 to a plain counter 2,000 times under one
+ * mutex, sometimes yielding while holding it: the total is exact and no two
+ * are ever inside at once. Guards: broken mutual exclusion (lost updates,
+ * overlaps), a lost wake-up (hang).
+ */
+TEST(mutex_counter_contended)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	enum { G = 64 };
+	static struct counter c;
+	c = (struct counter){ 0 };
+	c.iters = TEST_SIZE(2000, 500);
+	weft_wg_add(&c.wg, G);
+	for (int i = 0; i < G; i++)
+		GO(mutex_worker, &c);
+	weft_wg_wait(&c.wg);
+	ASSERT_EQ(atomic_load(&c.overlaps), 0);
+	ASSERT_EQ(c.value, (long)G * c.iters);
+}
+
+/*
+ * 8 goroutines and 3 pthreads share one mutex and one WaitGroup; the
+ * pthreads also wait on a second WaitGroup that only goroutines complete.
+ * Guards: a foreign thread's lock that ignores the goroutine waiters (or the
+ * reverse), a foreign thread parked on the mutex never woken by a goroutine's
+ * unlock.
+ */
+TEST(mutex_and_wg_shared_with_pthreads)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	enum { G = 8, T = 3 };
+	static struct counter c;
+	c = (struct counter){ 0 };
+	c.iters = TEST_SIZE(5000, 1000);
+	weft_wg_add(&c.wg, G + T);
+	pthread_t th[T];
+	for (int i = 0; i < T; i++)
+		ASSERT_EQ(pthread_create(&th[i], NULL, mutex_thread, &c), 0);
+	for (int i = 0; i < G; i++)
+		GO(mutex_worker, &c);
+	weft_wg_wait(&c.wg);
+	for (int i = 0; i < T; i++)
+		pthread_join(th[i], NULL);
+	ASSERT_EQ(atomic_load(&c.overlaps), 0);
+	ASSERT_EQ(c.value, (long)(G + T) * c.iters);
+}
+
+/* The same counter driven only from pthreads: the foreign path alone. */
+TEST_THREAD(mutex_foreign_threads_only)
+{
+	enum { T = 4 };
+	static struct counter c;
+	c = (struct counter){ 0 };
+	c.iters = TEST_SIZE(5000, 1000);
+	weft_wg_add(&c.wg, T);
+	pthread_t th[T];
+	for (int i = 0; i < T; i++)
+		ASSERT_EQ(pthread_create(&th[i], NULL, mutex_thread, &c), 0);
+	weft_wg_wait(&c.wg);
+	for (int i = 0; i < T; i++)
+		pthread_join(th[i], NULL);
+	ASSERT_EQ(atomic_load(&c.overlaps), 0);
+	ASSERT_EQ(c.value, (long)T * c.iters);
+}
+
+struct try_ctx {
+	weft_mutex *mu;
+	int result;
+	weft_wg wg;
+};
+
+static void try_from_other(void *arg)
+{
+	struct try_ctx *t = arg;
+	t->result = weft_mutex_trylock(t->mu);
+	weft_wg_done(&t->wg);
+}
+
+static void unlock_from_other(void *arg)
+{
+	struct try_ctx *t = arg;
+	weft_mutex_unlock(t->mu);
+	weft_wg_done(&t->wg);
+}
+
+/*
+ * trylock: 0 on a free mutex, EBUSY on a held one (also from another
+ * goroutine), 0 again after unlock; a mutex locked by one goroutine may be
+ * unlocked by another. Guards: a recursive trylock, a trylock that ignores
+ * the holder, an owner check that Go does not have.
+ */
+TEST(mutex_trylock)
+{
+	weft_mutex mu = WEFT_MUTEX_INIT;
+	ASSERT_EQ(weft_mutex_trylock(&mu), 0);
+	ASSERT_EQ(weft_mutex_trylock(&mu), EBUSY);
+	struct try_ctx t = { &mu, -1, WEFT_WG_INIT };
+	weft_wg_add(&t.wg, 1);
+	GO(try_from_other, &t);
+	weft_wg_wait(&t.wg);
+	ASSERT_EQ(t.result, EBUSY);
+	weft_mutex_unlock(&mu);
+	ASSERT_EQ(weft_mutex_trylock(&mu), 0);
+	weft_wg_add(&t.wg, 1);
+	GO(unlock_from_other, &t);
+	weft_wg_wait(&t.wg);
+	ASSERT_EQ(weft_mutex_trylock(&mu), 0);
+	weft_mutex_unlock(&mu);
+	weft_mutex_lock(&mu);
+	weft_mutex_unlock(&mu);
+}
+
+struct starve {
+	weft_mutex mu;
+	atomic_int stop;
+	int64_t waited_ns;
+	weft_wg wg;
+};
+
+static void hammer(void *arg)
+{
+	struct starve *s = arg;
+	while (!atomic_load(&s->stop)) {
+		weft_mutex_lock(&s->mu);
+		test_spin_ns(20000);
+		weft_mutex_unlock(&s->mu);
+	}
+	weft_wg_done(&s->wg);
+}
+
+static void late_locker(void *arg)
+{
+	struct starve *s = arg;
+	weft_sleep(20 * TEST_MS);
+	int64_t t0 = test_now_ns();
+	weft_mutex_lock(&s->mu);
+	s->waited_ns = test_now_ns() - t0;
+	weft_mutex_unlock(&s->mu);
+	atomic_store(&s->stop, 1);
+	weft_wg_done(&s->wg);
+}
+
+/*
+ * Starvation mode: two goroutines at 2 Ps lock and unlock in a tight loop
+ * (holding 20 us each time); a third that asks for the lock gets it within
+ * 50 ms (Go hands the lock to a waiter that has waited over 1 ms; 50 ms
+ * leaves ample room). Guards: a normal-mode-only mutex where the woken
+ * waiter always loses to the running hammers (it waits until the 2 s cut-off
+ * at which the hammers stop by themselves).
+ */
+TEST(mutex_no_starvation)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	static struct starve s;
+	s = (struct starve){ 0 };
+	weft_wg_add(&s.wg, 3);
+	GO(hammer, &s);
+	GO(hammer, &s);
+	GO(late_locker, &s);
+	/* Cut-off: stop the hammers after 2 s whatever happens. */
+	for (int i = 0; i < 200 && !atomic_load(&s.stop); i++)
+		weft_sleep(10 * TEST_MS);
+	atomic_store(&s.stop, 1);
+	weft_wg_wait(&s.wg);
+	printf("    late locker waited %.2f ms\n", (double)s.waited_ns / 1e6);
+	ASSERT_DURATION(s.waited_ns, 0, 50);
+}
+
+struct park_ctx {
+	weft_mutex mu;
+	atomic_int holder_has_it;
+	atomic_int stop;
+	atomic_long ticks;
+	weft_wg wg;
+};
+
+static void holder(void *arg)
+{
+	struct park_ctx *p = arg;
+	weft_mutex_lock(&p->mu);
+	atomic_store(&p->holder_has_it, 1);
+	weft_sleep(100 * TEST_MS);
+	weft_mutex_unlock(&p->mu);
+	weft_wg_done(&p->wg);
+}
+
+static void blocked_locker(void *arg)
+{
+	struct park_ctx *p = arg;
+	while (!atomic_load(&p->holder_has_it))
+		weft_yield();
+	weft_mutex_lock(&p->mu);
+	weft_mutex_unlock(&p->mu);
+	atomic_store(&p->stop, 1);
+	weft_wg_done(&p->wg);
+}
+
+static void ticker(void *arg)
+{
+	struct park_ctx *p = arg;
+	while (!atomic_load(&p->stop)) {
+		atomic_fetch_add(&p->ticks, 1);
+		weft_sleep(TEST_MS);
+	}
+	weft_wg_done(&p->wg);
+}
+
+/*
+ * At 1 P a goroutine waiting for a mutex held 100 ms by a sleeping holder
+ * parks: a third goroutine keeps ticking (>= 20 ticks of 1 ms) meanwhile.
+ * Guards: a lock that blocks the OS thread (futex wait without giving up the
+ * P): the ticker and the holder's own wake-up would be stuck.
+ */
+TEST(mutex_waiter_parks)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	static struct park_ctx p;
+	p = (struct park_ctx){ 0 };
+	weft_wg_add(&p.wg, 3);
+	GO(ticker, &p);
+	GO(holder, &p);
+	GO(blocked_locker, &p);
+	weft_wg_wait(&p.wg);
+	ASSERT_GE(atomic_load(&p.ticks), 20);
+}

@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * time_test.c - weft_now, weft_sleep, weft_sleep_until: monotonic time, sleeps
+ * that are never early and not much late, sleeps <= 0, many timers at once,
+ * and timers that fire while the run queue never empties.
+ *
+ * Lateness tolerance: 10 ms (x test_slowdown()) for a lone sleep; timers in
+ * weft sit in per-P heaps checked on every scheduling round and by idle Ps
+ * sleeping until the earliest deadline, so a few hundred microseconds is
+ * typical; 10 ms leaves room for a loaded 2-core CI machine.
+ */
+#include "test.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define LATE_MS 10
+
+/*
+ * weft_now is CLOCK_MONOTONIC in ns: it lies between two direct reads of
+ * that clock. Guards: another clock (REALTIME, a cached tick), wrong units.
+ */
+TEST(now_is_clock_monotonic)
+{
+	for (int i = 0; i < 1000; i++) {
+		int64_t a = test_now_ns();
+		int64_t n = weft_now();
+		int64_t b = test_now_ns();
+		ASSERT_LE(a, n);
+		ASSERT_LE(n, b);
+	}
+}
+
+struct mono {
+	atomic_long backwards;
+	weft_wg wg;
+};
+
+static void read_now_loop(void *arg)
+{
+	struct mono *m = arg;
+	int64_t prev = weft_now();
+	for (int i = 0; i < 20000; i++) {
+		int64_t n = weft_now();
+		if (n < prev)
+			atomic_fetch_add(&m->backwards, 1);
+		prev = n;
+		if (i % 64 == 0)
+			weft_yield(); /* may resume on another thread */
+	}
+	weft_wg_done(&m->wg);
+}
+
+/*
+ * weft_now never goes backwards for a goroutine, even as it moves between
+ * threads (8 goroutines, 2 Ps, yielding). Guards: a per-thread clock base or
+ * cached value that differs between threads.
+ */
+TEST(now_monotonic_across_threads)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	static struct mono m;
+	m = (struct mono){ 0 };
+	weft_wg_add(&m.wg, 8);
+	for (int i = 0; i < 8; i++)
+		GO(read_now_loop, &m);
+	weft_wg_wait(&m.wg);
+	ASSERT_EQ(atomic_load(&m.backwards), 0);
+}
+
+/*
+ * weft_sleep(20 ms) on a goroutine takes at least 20 ms and at most 10 ms
+ * more. Guards: sleeps that return early (units wrong, timer fired at
+ * insertion) or never (timer lost: the test times out).
+ */
+TEST(sleep_duration)
+{
+	for (int i = 0; i < 3; i++) {
+		int64_t t0 = test_now_ns();
+		weft_sleep(20 * TEST_MS);
+		int64_t el = test_now_ns() - t0;
+		ASSERT_GE(el, 20 * TEST_MS);
+		ASSERT_DURATION(el, 20, LATE_MS);
+	}
+	/* Sub-millisecond sleeps are not rounded down to zero. */
+	int64_t t0 = test_now_ns();
+	weft_sleep(300000);
+	ASSERT_GE(test_now_ns() - t0, 300000);
+}
+
+/* The same from a foreign thread (the OS thread sleeps). */
+TEST_THREAD(sleep_duration_foreign)
+{
+	int64_t t0 = test_now_ns();
+	weft_sleep(20 * TEST_MS);
+	int64_t el = test_now_ns() - t0;
+	ASSERT_GE(el, 20 * TEST_MS);
+	ASSERT_DURATION(el, 20, LATE_MS);
+}
+
+/*
+ * weft_sleep_until returns once weft_now() >= deadline, not earlier, not
+ * much later; a deadline in the past returns at once. Guards: the deadline
+ * treated as a duration (sleeps ~forever), or off by the current time.
+ */
+TEST(sleep_until)
+{
+	int64_t d = weft_now() + 30 * TEST_MS;
+	weft_sleep_until(d);
+	int64_t n = weft_now();
+	ASSERT_GE(n, d);
+	ASSERT_DURATION(n - d, 0, LATE_MS);
+
+	int64_t t0 = test_now_ns();
+	weft_sleep_until(weft_now() - 1000 * TEST_MS);
+	weft_sleep_until(0);
+	weft_sleep_until(INT64_MIN);
+	ASSERT_DURATION(test_now_ns() - t0, 0, 5);
+}
+
+TEST_THREAD(sleep_until_foreign)
+{
+	int64_t d = weft_now() + 30 * TEST_MS;
+	weft_sleep_until(d);
+	ASSERT_GE(weft_now(), d);
+	ASSERT_DURATION(weft_now() - d, 0, LATE_MS);
+	int64_t t0 = test_now_ns();
+	weft_sleep_until(weft_now() - 1000 * TEST_MS);
+	ASSERT_DURATION(test_now_ns() - t0, 0, 5);
+}
+
+static atomic_int zero_flag;
+
+static void set_zero_flag(void *arg)
+{
+	(void)arg;
+	atomic_store(&zero_flag, 1);
+}
+
+/*
+ * Sleeps of 0, -1 and INT64_MIN return at once, and on a goroutine they
+ * yield: at 1 P a loop of weft_sleep(0) lets another goroutine run (bounded
+ * to 100,000 tries). Guards: a negative duration turned into a huge unsigned
+ * one (hang), sleep(0) that does not yield (the flag is never set).
+ */
+TEST(sleep_zero_and_negative)
+{
+	int64_t t0 = test_now_ns();
+	weft_sleep(0);
+	weft_sleep(-1);
+	weft_sleep(-1000 * TEST_MS);
+	weft_sleep(INT64_MIN);
+	ASSERT_DURATION(test_now_ns() - t0, 0, 5);
+
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	atomic_store(&zero_flag, 0);
+	GO(set_zero_flag, NULL);
+	long tries = 0;
+	while (!atomic_load(&zero_flag) && tries < 100000) {
+		weft_sleep(0);
+		tries++;
+	}
+	ASSERT_EQ(atomic_load(&zero_flag), 1);
+}
+
+TEST_THREAD(sleep_zero_foreign)
+{
+	int64_t t0 = test_now_ns();
+	weft_sleep(0);
+	weft_sleep(-5);
+	weft_sleep(INT64_MIN);
+	ASSERT_DURATION(test_now_ns() - t0, 0, 5);
+}
+
+struct sleeper_arg {
+	int64_t dur_ns;
+	int64_t late_ns;
+	atomic_long *early;
+	weft_wg *wg;
+};
+
+static void timed_sleeper(void *arg)
+{
+	struct sleeper_arg *s = arg;
+	int64_t t0 = test_now_ns();
+	weft_sleep(s->dur_ns);
+	int64_t el = test_now_ns() - t0;
+	if (el < s->dur_ns)
+		atomic_fetch_add(s->early, 1);
+	s->late_ns = el - s->dur_ns;
+	weft_wg_done(s->wg);
+}
+
+/*
+ * 2,000 goroutines sleep 1..100 ms (pseudo-random) at 2 Ps: none wakes
+ * early, all are done within 100 ms + 25 ms, and the median lateness is
+ * under 5 ms. Guards: heap ordering bugs (early or very late wake-ups), lost
+ * timers (timeout), timers of one P never run by the other.
+ */
+TEST(many_sleepers)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	int n = TEST_SIZE(2000, 500);
+	struct sleeper_arg *s = calloc((size_t)n, sizeof *s);
+	ASSERT(s != NULL);
+	atomic_long early = 0;
+	weft_wg wg = WEFT_WG_INIT;
+	uint32_t r = 12345;
+	weft_wg_add(&wg, n);
+	int64_t t0 = test_now_ns();
+	for (int i = 0; i < n; i++) {
+		r = r * 1103515245 + 12345;
+		s[i] = (struct sleeper_arg){ (int64_t)(1 + (r >> 8) % 100) * TEST_MS,
+					     0, &early, &wg };
+		GO(timed_sleeper, &s[i]);
+	}
+	weft_wg_wait(&wg);
+	int64_t total = test_now_ns() - t0;
+	ASSERT_EQ(atomic_load(&early), 0);
+	ASSERT_DURATION(total, 100, 25);
+	int below = 0;
+	for (int i = 0; i < n; i++)
+		below += s[i].late_ns < 5 * TEST_MS * test_slowdown();
+	ASSERT_GE(below, n / 2);
+	free(s);
+}
+
+struct spinner {
+	atomic_int stop;
+	atomic_long yields;
+};
+
+static void yield_spinner(void *arg)
+{
+	struct spinner *sp = arg;
+	while (!atomic_load(&sp->stop)) {
+		atomic_fetch_add(&sp->yields, 1);
+		weft_yield();
+	}
+}
+
+/*
+ * At 1 P, with two goroutines yielding in a loop (the run queue is never
+ * empty), a 20 ms sleep still ends within 10 ms of its deadline. Guards:
+ * timers checked only when a P goes idle.
+ */
+TEST(timers_fire_while_runq_busy)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	static struct spinner sp;
+	sp = (struct spinner){ 0 };
+	GO(yield_spinner, &sp);
+	GO(yield_spinner, &sp);
+	weft_yield();
+	for (int i = 0; i < 3; i++) {
+		int64_t t0 = test_now_ns();
+		weft_sleep(20 * TEST_MS);
+		int64_t el = test_now_ns() - t0;
+		ASSERT_GE(el, 20 * TEST_MS);
+		ASSERT_DURATION(el, 20, LATE_MS);
+	}
+	atomic_store(&sp.stop, 1);
+	ASSERT_GT(atomic_load(&sp.yields), 0);
+	weft_sleep(TEST_MS);
+}
+
+struct order_arg {
+	int64_t deadline;
+	int64_t woke;
+	weft_wg *wg;
+};
+
+static void until_sleeper(void *arg)
+{
+	struct order_arg *o = arg;
+	weft_sleep_until(o->deadline);
+	o->woke = weft_now();
+	weft_wg_done(o->wg);
+}
+
+/*
+ * At 1 P, sleepers with deadlines 5 ms apart, started in reverse order, wake
+ * in deadline order. Guards: a timer heap that is a FIFO or a LIFO.
+ */
+TEST(timers_fire_in_deadline_order)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	enum { N = 8 };
+	struct order_arg o[N];
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, N);
+	int64_t base = weft_now() + 10 * TEST_MS;
+	for (int i = N - 1; i >= 0; i--) {
+		o[i] = (struct order_arg){ base + i * 5 * TEST_MS, 0, &wg };
+		GO(until_sleeper, &o[i]);
+	}
+	weft_wg_wait(&wg);
+	for (int i = 0; i < N; i++) {
+		ASSERT_GE(o[i].woke, o[i].deadline);
+		if (i > 0)
+			ASSERT_LT(o[i - 1].woke, o[i].woke);
+	}
+}

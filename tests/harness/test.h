@@ -1,0 +1,287 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test.h - the harness every weft test executable links: TEST() registration,
+ * assertions that print both sides (libuv task.h), a duration assert with a
+ * tolerance (libdill time_assert), child processes for fatal-error tests, and
+ * the goroutine leak check that ends every test.
+ *
+ * How a test executable runs (test.c holds main()):
+ *   ./go_test                 run every TEST of the file, each in its own
+ *                             forked process (a fresh runtime, a crash or a
+ *                             failed ASSERT in any goroutine fails only that
+ *                             test, and a hang is cut off by a per-test
+ *                             timeout that first sends SIGQUIT for a dump)
+ *   ./go_test NAME...         run only the named tests
+ *   ./go_test --list          list the tests
+ *   TEST_NOFORK=1 ./go_test   run in this process, one after the other (for
+ *                             gdb); the first failure ends the run
+ *   ./go_test --child NAME    run the CHILD function NAME (used by
+ *                             test_child_run(); exit status = its return)
+ * The last line printed is exactly "N passed, N failed" (skipped tests count
+ * as passed and say "SKIP" with a reason).
+ *
+ * The parent process never calls into weft, so each forked test starts the
+ * runtime afresh. Child processes for fatal-error tests are made with fork()
+ * plus exec of /proc/self/exe, never a bare fork(): a process in which the
+ * runtime already runs keeps only one thread across fork().
+ *
+ * TEST(name) runs its body as the main goroutine (inside weft_main());
+ * TEST_THREAD(name) runs it on the process's main thread, which is a foreign
+ * thread to weft. After either, the number of goroutines must come back to
+ * what it was before the test within a bounded wait, else the test fails
+ * naming the count (and a weft_dump() shows who is left).
+ *
+ * Environment:
+ *   WEFT_TEST_QUICK=1        smaller stress sizes (also on in sanitizer builds)
+ *   WEFT_TEST_SLOWDOWN=N     multiply time tolerances and timeouts by N
+ *                            (default: 1, x4 under ASan, x8 under TSan, x2
+ *                            more in chaos mode)
+ *   TEST_TIMEOUT_S=N         per-test timeout in seconds (default 30 x slowdown)
+ */
+#ifndef WEFT_TEST_H
+#define WEFT_TEST_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <weft.h>
+
+/* ---------------------------------------------------------------- sanitizers */
+
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+#if defined(__SANITIZE_THREAD__) || __has_feature(thread_sanitizer)
+#define TEST_TSAN 1
+#else
+#define TEST_TSAN 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#else
+#define TEST_ASAN 0
+#endif
+
+/* ---------------------------------------------------------------- registration */
+
+enum test_kind {
+	TEST_KIND_GOROUTINE, /* body runs inside weft_main() */
+	TEST_KIND_THREAD,    /* body runs on the main thread (a foreign thread) */
+};
+
+void test__register(const char *name, void (*fn)(void), enum test_kind kind,
+		    const char *file, int line);
+void test__register_child(const char *name, int (*fn)(void));
+
+#define TEST_REGISTER_(name, kind)                                              \
+	static void test_##name(void);                                          \
+	__attribute__((constructor)) static void test_reg_##name(void)          \
+	{                                                                       \
+		test__register(#name, test_##name, kind, __FILE__, __LINE__);   \
+	}                                                                       \
+	static void test_##name(void)
+
+#define TEST(name) TEST_REGISTER_(name, TEST_KIND_GOROUTINE)
+#define TEST_THREAD(name) TEST_REGISTER_(name, TEST_KIND_THREAD)
+
+/*
+ * CHILD(name) { ... return status; } - a function run in a separate process
+ * by test_child_run(NAME). It starts on the main thread of a fresh process
+ * (call weft_main() in it to run as a goroutine); its return value is the
+ * exit status.
+ */
+#define CHILD(name)                                                             \
+	static int child_##name(void);                                          \
+	__attribute__((constructor)) static void child_reg_##name(void)         \
+	{                                                                       \
+		test__register_child(#name, child_##name);                      \
+	}                                                                       \
+	static int child_##name(void)
+
+/* ---------------------------------------------------------------- failing */
+
+/* Print "FAIL <test>: file:line: message" and end the test (the process). */
+__attribute__((noreturn, format(printf, 3, 4))) void
+test__fail(const char *file, int line, const char *fmt, ...);
+__attribute__((noreturn)) void test__fail_cmp(const char *file, int line,
+					      const char *a, const char *op,
+					      const char *b, int64_t va, int64_t vb);
+__attribute__((noreturn)) void test__fail_str(const char *file, int line,
+					      const char *what, const char *hay,
+					      const char *hay_expr,
+					      const char *needle);
+
+/* Mark the running test as skipped (it still counts as passed) and say why;
+ * the test body must return right after. */
+void test__skip(const char *why);
+#define SKIP(why)                                                               \
+	do {                                                                    \
+		test__skip(why);                                                \
+		return;                                                         \
+	} while (0)
+
+#define FAIL(...) test__fail(__FILE__, __LINE__, __VA_ARGS__)
+
+#define ASSERT(cond)                                                            \
+	do {                                                                    \
+		if (!(cond))                                                    \
+			test__fail(__FILE__, __LINE__, "assertion failed: %s",  \
+				   #cond);                                      \
+	} while (0)
+
+/* Integer comparisons: both sides are evaluated once, converted to int64_t
+ * and printed on failure. */
+#define TEST_CMP_(a, op, b)                                                     \
+	do {                                                                    \
+		int64_t test_a_ = (int64_t)(a);                                 \
+		int64_t test_b_ = (int64_t)(b);                                 \
+		if (!(test_a_ op test_b_))                                      \
+			test__fail_cmp(__FILE__, __LINE__, #a, #op, #b,         \
+				       test_a_, test_b_);                       \
+	} while (0)
+
+#define ASSERT_EQ(a, b) TEST_CMP_(a, ==, b)
+#define ASSERT_NE(a, b) TEST_CMP_(a, !=, b)
+#define ASSERT_LT(a, b) TEST_CMP_(a, <, b)
+#define ASSERT_LE(a, b) TEST_CMP_(a, <=, b)
+#define ASSERT_GT(a, b) TEST_CMP_(a, >, b)
+#define ASSERT_GE(a, b) TEST_CMP_(a, >=, b)
+
+#define ASSERT_PTR_EQ(a, b)                                                     \
+	do {                                                                    \
+		const void *test_pa_ = (a), *test_pb_ = (b);                    \
+		if (test_pa_ != test_pb_)                                       \
+			test__fail(__FILE__, __LINE__, "%s == %s (%p vs %p)",   \
+				   #a, #b, test_pa_, test_pb_);                 \
+	} while (0)
+
+/* Substring checks; on failure the whole haystack is printed. */
+#define ASSERT_CONTAINS(hay, needle)                                            \
+	do {                                                                    \
+		const char *test_h_ = (hay), *test_n_ = (needle);               \
+		if (!test_h_ || !strstr(test_h_, test_n_))                      \
+			test__fail_str(__FILE__, __LINE__, "contains", test_h_, \
+				       #hay, test_n_);                          \
+	} while (0)
+#define ASSERT_NOT_CONTAINS(hay, needle)                                        \
+	do {                                                                    \
+		const char *test_h_ = (hay), *test_n_ = (needle);               \
+		if (test_h_ && strstr(test_h_, test_n_))                        \
+			test__fail_str(__FILE__, __LINE__, "does not contain",  \
+				       test_h_, #hay, test_n_);                 \
+	} while (0)
+
+/*
+ * ASSERT_DURATION(elapsed_ns, expected_ms, tolerance_ms) - libdill's
+ * time_assert: elapsed must lie within [expected - tolerance,
+ * expected + tolerance * test_slowdown()]. The low side is not scaled: being
+ * early is never excused by a slow machine. For "never early" checks pass the
+ * low bound separately with ASSERT_GE.
+ */
+__attribute__((noreturn)) void test__fail_duration(const char *file, int line,
+						   const char *expr,
+						   int64_t elapsed_ns,
+						   double expected_ms,
+						   double tolerance_ms,
+						   int slowdown);
+#define ASSERT_DURATION(elapsed_ns, expected_ms, tolerance_ms)                  \
+	do {                                                                    \
+		int64_t test_e_ = (elapsed_ns);                                 \
+		double test_x_ = (expected_ms), test_t_ = (tolerance_ms);       \
+		int test_s_ = test_slowdown();                                  \
+		if ((double)test_e_ < (test_x_ - test_t_) * 1e6 ||              \
+		    (double)test_e_ > (test_x_ + test_t_ * test_s_) * 1e6)      \
+			test__fail_duration(__FILE__, __LINE__, #elapsed_ns,    \
+					    test_e_, test_x_, test_t_,          \
+					    test_s_);                           \
+	} while (0)
+
+/* weft_go() that must succeed. */
+#define GO(fn, arg) ASSERT_EQ(weft_go((fn), (arg)), 0)
+
+/* ---------------------------------------------------------------- environment */
+
+/* Multiplier for time tolerances and timeouts (see the file comment). */
+int test_slowdown(void);
+/* True when stress sizes should shrink: WEFT_TEST_QUICK set, or a sanitizer
+ * build. */
+bool test_quick(void);
+/* full, or quick when test_quick(). */
+#define TEST_SIZE(full, quick) (test_quick() ? (quick) : (full))
+/* True when WEFT_DEBUG asks for chaos mode. */
+bool test_chaos(void);
+/* The number of CPUs this process may run on (sched_getaffinity). */
+int test_cpus(void);
+
+/* ---------------------------------------------------------------- helpers */
+
+/* CLOCK_MONOTONIC in ns, read directly (independent of weft_now()). */
+int64_t test_now_ns(void);
+#define TEST_MS ((int64_t)1000000)
+/* The calling OS thread's kernel id. */
+int test_gettid(void);
+/* nanosleep() for ms milliseconds: blocks the OS thread, not a goroutine. */
+void test_os_sleep_ms(int64_t ms);
+/* Spin on the CPU for ns nanoseconds without calling into weft. */
+void test_spin_ns(int64_t ns);
+/* The name of the running test ("" in a child process). */
+const char *test_name(void);
+
+/* ---------------------------------------------------------------- children */
+
+typedef struct test_child {
+	bool exited;    /* exited normally; exit_code is valid */
+	int exit_code;
+	bool signaled;  /* killed by signal signo */
+	int signo;
+	bool timed_out; /* ran past its time and was killed by the harness */
+	char *out;      /* everything it wrote to stdout, NUL-terminated */
+	char *err;      /* everything it wrote to stderr, NUL-terminated */
+	char desc[64];  /* "exited with status 2", "killed by signal 6 (Aborted)" */
+} test_child;
+
+/*
+ * test_child_run - run CHILD(name) of this executable in a new process (fork
+ * and exec of /proc/self/exe --child name), wait for it for at most
+ * timeout_ms (times test_slowdown()), and capture its stdout, stderr and how
+ * it ended. env, when not NULL, is a NULL-terminated list of "NAME=value"
+ * added to (or replacing in) this process's environment. A child that runs
+ * too long gets SIGQUIT (so weft dumps its goroutines into err), then SIGKILL
+ * a second later. Fails the test if the process cannot be started.
+ * Works from a goroutine (the waiting is bracketed by weft_blocking_begin/end)
+ * and from a foreign thread. Free the result with test_child_free().
+ */
+void test_child_run(const char *name, const char *const *env, int timeout_ms,
+		    test_child *out);
+void test_child_free(test_child *c);
+
+/* The child must have exited with code / been killed by signal sig; on
+ * failure print how it ended and its stderr. */
+#define ASSERT_CHILD_EXIT(c, code)                                              \
+	do {                                                                    \
+		const test_child *test_c_ = (c);                                \
+		if (!test_c_->exited || test_c_->exit_code != (code))           \
+			test__fail(__FILE__, __LINE__,                          \
+				   "child %s, expected exit status %d\n"        \
+				   "--- child stderr ---\n%s--- end ---",       \
+				   test_c_->desc, (code), test_c_->err);        \
+	} while (0)
+#define ASSERT_CHILD_SIGNAL(c, sig)                                             \
+	do {                                                                    \
+		const test_child *test_c_ = (c);                                \
+		if (!test_c_->signaled || test_c_->signo != (sig))              \
+			test__fail(__FILE__, __LINE__,                          \
+				   "child %s, expected death by signal %d\n"    \
+				   "--- child stderr ---\n%s--- end ---",       \
+				   test_c_->desc, (sig), test_c_->err);         \
+	} while (0)
+
+#include <string.h> /* strstr for ASSERT_CONTAINS */
+
+#endif /* WEFT_TEST_H */
