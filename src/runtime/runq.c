@@ -24,6 +24,7 @@
  */
 #include "sched.h"
 
+#include "alloc.h"
 #include "fatal.h"
 
 static inline uint32_t load_acq(uint32_t *p)
@@ -54,35 +55,38 @@ int weft__runq_empty(struct weft__p *p)
 }
 
 /* The ring is full: move half of it and g to the global queue. Returns 0 if
- * a thief made room meanwhile (the caller retries). Owner P only. */
+ * a thief made room meanwhile (the caller retries). Owner P only.
+ * No batch array: once the CAS on head succeeds the claimed slots can only
+ * be rewritten by us (the only producer), so they are copied straight into
+ * the global queue. This runs on goroutine stacks, which must stay shallow:
+ * a parked goroutine should fit in one page. */
 static int put_slow(struct weft__p *p, struct weft__g *g, uint32_t h, uint32_t t)
 {
-	enum { HALF = WEFT_RUNQ_SIZE / 2 };
-	struct weft__g *batch[HALF + 1];
+	struct weft__sched *s = &weft__sched;
 	uint32_t n = t - h;
 	if (n != WEFT_RUNQ_SIZE)
 		weft__fatal("runq: put_slow on a queue that is not full");
 	n /= 2;
-	for (uint32_t i = 0; i < n; i++)
-		batch[i] = p->runq[(h + i) % WEFT_RUNQ_SIZE];
-	if (!__atomic_compare_exchange_n(&p->runqhead, &h, h + n, 0, __ATOMIC_RELEASE,
+	if (!__atomic_compare_exchange_n(&p->runqhead, &h, h + n, 0, __ATOMIC_ACQ_REL,
 					 __ATOMIC_RELAXED))
 		return 0;
-	batch[n] = g;
-	if (weft__sched.chaos) {
+	weft__lock(&s->lock);
+	for (uint32_t i = 0; i < n; i++)
+		weft__globrunq_put(p->runq[(h + i) % WEFT_RUNQ_SIZE]);
+	weft__globrunq_put(g);
+	if (s->chaos) {
+		/* Shuffle what we just appended. */
+		int64_t base = s->gq_head + s->runqsize - (n + 1);
 		for (uint32_t i = n; i > 0; i--) {
 			uint32_t j = (uint32_t)(weft__fastrand() % (i + 1));
-			struct weft__g *x = batch[i];
-			batch[i] = batch[j];
-			batch[j] = x;
+			struct weft__g **a = &s->gq[(base + i) % s->gq_cap];
+			struct weft__g **b = &s->gq[(base + j) % s->gq_cap];
+			struct weft__g *x = *a;
+			*a = *b;
+			*b = x;
 		}
 	}
-	for (uint32_t i = 0; i < n; i++)
-		batch[i]->schedlink = batch[i + 1];
-	batch[n]->schedlink = NULL;
-	weft__lock(&weft__sched.lock);
-	weft__globrunq_putbatch(batch[0], batch[n], (int)n + 1);
-	weft__unlock(&weft__sched.lock);
+	weft__unlock(&s->lock);
 	return 1;
 }
 
@@ -129,9 +133,11 @@ struct weft__g *weft__runq_get(struct weft__p *p)
 	}
 }
 
-/* Copy about half of victim's ring into batch; returns how many were
- * claimed. */
-static uint32_t grab(struct weft__p *victim, struct weft__g **batch, int steal_next)
+/* Claim about half of victim's ring, copying the Gs into dst starting at
+ * index dst_at (mod the ring size); returns how many were claimed. dst is
+ * the thief's own ring (slots it has not published) or a plain array. */
+static uint32_t grab(struct weft__p *victim, struct weft__g **dst, uint32_t dst_at,
+		     uint32_t dst_mask, int steal_next)
 {
 	for (;;) {
 		uint32_t h = load_acq(&victim->runqhead);
@@ -147,16 +153,16 @@ static uint32_t grab(struct weft__p *victim, struct weft__g **batch, int steal_n
 			if (!__atomic_compare_exchange_n(&victim->runnext, &next, NULL, 0,
 							 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
 				continue;
-			batch[0] = next;
+			dst[dst_at & dst_mask] = next;
 			return 1;
 		}
 		if (n > WEFT_RUNQ_SIZE / 2)
 			continue; /* read an inconsistent head/tail pair: retry */
 		for (uint32_t i = 0; i < n; i++)
-			batch[i] = victim->runq[(h + i) % WEFT_RUNQ_SIZE];
+			dst[(dst_at + i) & dst_mask] = victim->runq[(h + i) % WEFT_RUNQ_SIZE];
 		/* The CAS commits the claim; it fails if the owner or another
 		 * thief consumed any of these slots after our read. */
-		if (__atomic_compare_exchange_n(&victim->runqhead, &h, h + n, 0, __ATOMIC_RELEASE,
+		if (__atomic_compare_exchange_n(&victim->runqhead, &h, h + n, 0, __ATOMIC_ACQ_REL,
 						__ATOMIC_RELAXED))
 			return n;
 	}
@@ -164,39 +170,62 @@ static uint32_t grab(struct weft__p *victim, struct weft__g **batch, int steal_n
 
 struct weft__g *weft__runq_steal(struct weft__p *p, struct weft__p *victim, int steal_next)
 {
-	struct weft__g *batch[WEFT_RUNQ_SIZE / 2];
-	uint32_t n = grab(victim, batch, steal_next);
+	/* Copy straight into our own ring past its published tail (we only
+	 * steal when our ring is empty, so half a victim's ring fits), then
+	 * publish all but the last, which we run. */
+	uint32_t t = p->runqtail;
+	uint32_t n = grab(victim, p->runq, t, WEFT_RUNQ_SIZE - 1, steal_next);
 	if (n == 0)
 		return NULL;
-	struct weft__g *g = batch[--n];
-	if (n) {
-		/* p's ring is empty when we steal (we only steal when idle), so
-		 * the batch fits. */
-		uint32_t t = p->runqtail;
-		for (uint32_t i = 0; i < n; i++)
-			p->runq[(t + i) % WEFT_RUNQ_SIZE] = batch[i];
+	n--;
+	struct weft__g *g = p->runq[(t + n) % WEFT_RUNQ_SIZE];
+	if (n)
 		__atomic_store_n(&p->runqtail, t + n, __ATOMIC_RELEASE);
-	}
 	__atomic_fetch_add(&p->nsteal, 1, __ATOMIC_RELAXED);
 	return g;
 }
 
 void weft__globrunq_put(struct weft__g *g)
 {
-	g->schedlink = NULL;
-	weft__globrunq_putbatch(g, g, 1);
+	weft__globrunq_putbatch(&g, 1);
 }
 
-void weft__globrunq_putbatch(struct weft__g *head, struct weft__g *tail, int n)
+/* Make room for n more; sched.lock held. */
+static void gq_reserve(int64_t n)
 {
 	struct weft__sched *s = &weft__sched;
-	tail->schedlink = NULL;
-	if (s->runqtail)
-		s->runqtail->schedlink = head;
-	else
-		s->runqhead = head;
-	s->runqtail = tail;
-	__atomic_store_n(&s->runqsize, s->runqsize + n, __ATOMIC_RELAXED);
+	if (s->runqsize + n <= s->gq_cap)
+		return;
+	int64_t ncap = s->gq_cap ? s->gq_cap : 1024;
+	while (ncap < s->runqsize + n)
+		ncap *= 2;
+	struct weft__g **nv = weft__alloc(sizeof *nv * (size_t)ncap);
+	if (!nv)
+		weft__fatal("out of memory growing the global run queue");
+	for (int64_t i = 0; i < s->runqsize; i++)
+		nv[i] = s->gq[(s->gq_head + i) % s->gq_cap];
+	weft__free(s->gq);
+	s->gq = nv;
+	s->gq_cap = ncap;
+	s->gq_head = 0;
+}
+
+void weft__globrunq_putbatch(struct weft__g **v, int n)
+{
+	struct weft__sched *s = &weft__sched;
+	gq_reserve(n);
+	for (int i = 0; i < n; i++)
+		s->gq[(s->gq_head + s->runqsize + i) % s->gq_cap] = v[i];
+	__atomic_store_n(&s->runqsize, s->runqsize + n, __ATOMIC_SEQ_CST);
+}
+
+static struct weft__g *gq_pop(void)
+{
+	struct weft__sched *s = &weft__sched;
+	struct weft__g *g = s->gq[s->gq_head];
+	s->gq_head = (s->gq_head + 1) % s->gq_cap;
+	__atomic_store_n(&s->runqsize, s->runqsize - 1, __ATOMIC_RELAXED);
+	return g;
 }
 
 struct weft__g *weft__globrunq_get(struct weft__p *p, int max)
@@ -214,18 +243,9 @@ struct weft__g *weft__globrunq_get(struct weft__p *p, int max)
 		n = max;
 	if (n > WEFT_RUNQ_SIZE / 2)
 		n = WEFT_RUNQ_SIZE / 2;
-	__atomic_store_n(&s->runqsize, size - n, __ATOMIC_RELAXED);
-	struct weft__g *g = s->runqhead;
-	s->runqhead = g->schedlink;
-	if (!s->runqhead)
-		s->runqtail = NULL;
-	for (int64_t i = 1; i < n; i++) {
-		struct weft__g *x = s->runqhead;
-		s->runqhead = x->schedlink;
-		if (!s->runqhead)
-			s->runqtail = NULL;
-		weft__runq_put(p, x, 0);
-	}
+	struct weft__g *g = gq_pop();
+	for (int64_t i = 1; i < n; i++)
+		weft__runq_put(p, gq_pop(), 0);
 	return g;
 }
 
@@ -234,11 +254,9 @@ int weft__runq_drain(struct weft__p *victim)
 	struct weft__g *batch[WEFT_RUNQ_SIZE / 2];
 	int total = 0;
 	uint32_t n;
-	while ((n = grab(victim, batch, 1)) > 0) {
-		for (uint32_t i = 0; i + 1 < n; i++)
-			batch[i]->schedlink = batch[i + 1];
+	while ((n = grab(victim, batch, 0, ~0u, 1)) > 0) {
 		weft__lock(&weft__sched.lock);
-		weft__globrunq_putbatch(batch[0], batch[n - 1], (int)n);
+		weft__globrunq_putbatch(batch, (int)n);
 		weft__unlock(&weft__sched.lock);
 		total += (int)n;
 	}

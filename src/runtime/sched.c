@@ -99,7 +99,8 @@ struct weft__g *weft__g_get(void)
 
 /* errno's address for the thread we are on now: glibc declares
  * __errno_location const, so the address must never be computed before a
- * switch and used after it. */
+ * switch and used after it. Gs read it through their current M
+ * (m->errno_ptr, set by the M's own thread); this is for the rest. */
 __attribute__((noinline)) static int *errno_addr(void)
 {
 	int *p = &errno;
@@ -614,13 +615,12 @@ static void gogo(struct weft__m *m, struct weft__g *from, struct weft__g *to)
 {
 	int saved = 0;
 	if (from)
-		saved = *errno_addr();
+		saved = *m->errno_ptr;
 	if (to) {
 		m->curg = to;
 		__atomic_store_n(&to->status, G_RUNNING, __ATOMIC_RELAXED);
 		struct weft__p *p = m->p;
 		__atomic_store_n(&p->schedtick, p->schedtick + 1, __ATOMIC_RELAXED);
-		stat_inc(&p->nswitch);
 	} else {
 		m->curg = NULL;
 	}
@@ -631,7 +631,7 @@ static void gogo(struct weft__m *m, struct weft__g *from, struct weft__g *to)
 	san_finish(m, from);
 	run_after(m);
 	if (from)
-		*errno_addr() = saved;
+		*m->errno_ptr = saved;
 }
 
 /* The first code a new G runs (called from weft__gostart). */
@@ -641,7 +641,7 @@ void weft__goentry(void)
 	san_finish(m, NULL);
 	run_after(m);
 	struct weft__g *g = m->curg;
-	*errno_addr() = 0;
+	*m->errno_ptr = 0;
 	g->fn(g->arg);
 	weft__goexit();
 }
@@ -654,8 +654,12 @@ static struct weft__g *pick_fast(struct weft__m *m)
 	struct weft__p *p = m->p;
 	if (p->id >= __atomic_load_n(&s->nprocs, __ATOMIC_RELAXED) || chaos(8))
 		return NULL;
-	if (weft__timers_peek(&p->timers) <= weft_now())
-		weft__timers_run(&p->timers, weft_now());
+	/* Due timers are fired on g0: their callbacks go deep (ready, queue
+	 * overflow) and goroutine stacks must stay shallow. Read the clock only
+	 * when there is a timer: it costs ~25 ns here. */
+	int64_t when = weft__timers_peek(&p->timers);
+	if (when != INT64_MAX && when <= weft_now())
+		return NULL;
 	struct weft__g *g = NULL;
 	if ((p->schedtick % 61 == 0 || chaos(2)) &&
 	    __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
@@ -897,6 +901,7 @@ static void *m_main(void *arg)
 {
 	struct weft__m *m = arg;
 	m_set(m);
+	m->errno_ptr = errno_addr();
 	m->tid = (pid_t)syscall(SYS_gettid);
 	weft__signals_init_thread(m);
 #ifdef WEFT_TSAN
@@ -1285,7 +1290,7 @@ void weft_stats_get(weft_stats *out)
 	for (int i = 0; i < n; i++) {
 		struct weft__p *p = s->allp[i];
 		out->spawned += __atomic_load_n(&p->nspawn, __ATOMIC_RELAXED);
-		out->switches += __atomic_load_n(&p->nswitch, __ATOMIC_RELAXED);
+		out->switches += __atomic_load_n(&p->schedtick, __ATOMIC_RELAXED);
 		out->steals += __atomic_load_n(&p->nsteal, __ATOMIC_RELAXED);
 		out->parks += __atomic_load_n(&p->npark, __ATOMIC_RELAXED);
 		if (p->status != P_DEAD)

@@ -48,30 +48,31 @@ enum {
  * recycled with the stack.
  */
 struct weft__g {
+	/* First cache line: what a switch, a park and a sleep touch. */
 	void *sp;                   /* saved stack pointer; owner: the G's M while switching */
-	struct weft__g *schedlink;  /* global run queue / free-list link; owner: sched.lock or the P */
-	uint64_t id;                /* set at spawn, read-only while alive */
 	uint32_t status;            /* G_*, atomic */
-	int saved_errno;            /* errno while switched out; owner: the G */
+	int lock_count;             /* weft_lock_thread nesting; owner: the G */
+	struct weft__m *lockedm;    /* the M it is pinned to, or NULL; owner: the G */
+	struct weft__timer timer;   /* sleep timer; owner: the G while it sleeps */
+
+	struct weft__g *schedlink;  /* free-list link; owner: the P or the stack cache */
+	uint64_t id;                /* set at spawn, read-only while alive */
 	weft_fn fn;                 /* entry; set at spawn */
 	void *arg;
+	const char *wait_reason;    /* why it is WAITING; written by the G before parking */
+	int64_t wait_since;         /* weft__coarse_now when it parked */
 	char *stack_lo;             /* lowest usable byte (the guard page is just below) */
 	size_t stack_size;          /* usable bytes from stack_lo to the end of this record */
-	const char *wait_reason;    /* why it is WAITING; written by the G before parking */
-	int64_t wait_since;         /* weft_now() when it parked */
 	const char *file;           /* creation site */
 	int line;
-	char name[32];              /* optional, NUL-terminated */
-	struct weft__m *lockedm;    /* the M it is pinned to, or NULL; owner: the G */
-	int lock_count;             /* weft_lock_thread nesting; owner: the G */
+	int saved_errno;            /* unused: errno is saved on the switching stack */
 	int custom_stack;           /* not a default-size stack: unmapped at exit */
 	int stack_trimmed;          /* in the global cache with its memory given back */
-	struct weft__timer timer;   /* sleep timer; owner: the G while it sleeps */
+	char name[32];              /* optional, NUL-terminated */
 	struct weft__g *allnext;    /* all-G list, under sched.allg_lock */
 	void *tsan_fiber;           /* sanitizer fiber state */
 	void *asan_fake_stack;
-	int64_t run_since;          /* weft_now() when it last started running (sysmon/dumps) */
-};
+} __attribute__((aligned(64)));
 
 /* P states. */
 enum {
@@ -154,6 +155,7 @@ struct weft__m {
 	size_t g0_size;
 	void *tsan_g0;
 	void *asan_g0_fake;
+	int *errno_ptr;            /* this thread's errno (an M never changes thread) */
 };
 
 struct weft__sched {
@@ -170,7 +172,11 @@ struct weft__sched {
 	struct weft__m *allm;
 	int mcount;          /* atomic: Ms started and not exited */
 
-	struct weft__g *runqhead, *runqtail; /* global run queue */
+	/* The global run queue: a growable ring of G pointers (not a list
+	 * through the Gs: each G lives in its own stack page, and walking them
+	 * costs a TLB miss apiece). */
+	struct weft__g **gq;
+	int64_t gq_cap, gq_head;
 	int64_t runqsize;    /* atomic (read racily by the fast checks) */
 
 	uint32_t allg_lock;
@@ -238,7 +244,7 @@ int weft__runq_drain(struct weft__p *victim);
 int weft__runq_empty(struct weft__p *p);
 /* Global queue; sched.lock must be held. */
 void weft__globrunq_put(struct weft__g *g);
-void weft__globrunq_putbatch(struct weft__g *head, struct weft__g *tail, int n);
+void weft__globrunq_putbatch(struct weft__g **v, int n);
 struct weft__g *weft__globrunq_get(struct weft__p *p, int max);
 
 /* ---------------------------------------------------------------- stacks (stack.c) */

@@ -3,7 +3,7 @@
  * timer.c - per-P timer heaps: the clock behind weft_sleep and, later, every
  * deadline in weft (channel receives, I/O, contexts).
  *
- * Design. Each P owns one binary min-heap keyed by deadline. Go went from one
+ * Design. Each P owns one 4-ary min-heap keyed by deadline. Go went from one
  * global heap (a contended lock on every sleep) to per-P heaps for the same
  * reason we start there. The heap has its own lock rather than being owned
  * lock-free by the P, because three other parties must be able to fire a P's
@@ -11,13 +11,25 @@
  * deadline of all Ps, and sysmon when the owner is stuck in a CPU-bound
  * goroutine (a sleeping goroutine's wake-up must not wait for a hog).
  *
- * Invariants:
- *  - t->heap != NULL exactly while t is in that heap, and then
- *    heap->v[t->idx] == t. Both change only under heap->lock.
- *  - heap->earliest == v[0]->when (or INT64_MAX when empty); it is stored
- *    under the lock and read without it as a hint (release/acquire).
- *  - A timer's fn runs at most once per add, after it left the heap and with
- *    the lock released, so fn may add timers (even to the same heap).
+ * A slot holds the deadline inline, next to the timer pointer, and timers do
+ * not record their slot index: sifting moves 24-byte slots within one array
+ * and never touches a timer. With 10,000 sleepers each timer sits in a
+ * different goroutine's stack page, so an index update per move would cost a
+ * TLB miss per level (it was a quarter of the Sleep benchmark's time). The
+ * price is lazy deletion: weft__timer_del bumps the timer's seq, which turns
+ * its slot into a "zombie" that is dropped when it surfaces, and the heap is
+ * rebuilt without zombies when they are over half of it. 4-ary rather than
+ * binary: half the levels, and the four children share a cache line or two.
+ *
+ * Invariants (under heap->lock):
+ *  - a timer t is pending in h exactly when t->heap == h; then exactly one
+ *    slot e of h has e.t == t and e.seq == t->seq (the live one); any other
+ *    slot naming t is a zombie, counted in h->zombies.
+ *  - h->earliest is the deadline of v[0] (or INT64_MAX when empty); v[0] is
+ *    never a zombie after an operation returns (zombies are dropped from the
+ *    top eagerly), so the lock-free peek never reports a deleted deadline.
+ *  - fn runs at most once per add, after its slot left the heap, with the
+ *    lock released, so fn may add timers (even to the same heap).
  */
 #include "timer.h"
 
@@ -30,83 +42,104 @@
 
 void weft__timers_init(struct weft__timers *h)
 {
-	h->len = h->cap = 0;
+	h->len = h->cap = h->zombies = 0;
 	h->v = NULL;
 	h->earliest = INT64_MAX;
 }
 
-static void set_earliest(struct weft__timers *h)
+static int is_live(struct weft__timers *h, const struct weft__tentry *e)
 {
-	/* Pairs with the acquire in weft__timers_peek. */
-	__atomic_store_n(&h->earliest, h->len ? h->v[0]->when : INT64_MAX, __ATOMIC_RELEASE);
+	return e->t->heap == h && e->t->seq == e->seq;
 }
 
-static void place(struct weft__timers *h, int32_t i, struct weft__timer *t)
+static void sift_up(struct weft__tentry *v, int32_t i)
 {
-	h->v[i] = t;
-	t->idx = i;
-}
-
-static void sift_up(struct weft__timers *h, int32_t i)
-{
-	struct weft__timer *t = h->v[i];
+	struct weft__tentry x = v[i];
 	while (i > 0) {
-		int32_t parent = (i - 1) / 2;
-		if (h->v[parent]->when <= t->when)
+		int32_t parent = (i - 1) / 4;
+		if (v[parent].when <= x.when)
 			break;
-		place(h, i, h->v[parent]);
+		v[i] = v[parent];
 		i = parent;
 	}
-	place(h, i, t);
+	v[i] = x;
 }
 
-static void sift_down(struct weft__timers *h, int32_t i)
+static void sift_down(struct weft__tentry *v, int32_t len, int32_t i)
 {
-	struct weft__timer *t = h->v[i];
+	struct weft__tentry x = v[i];
 	for (;;) {
-		int32_t c = 2 * i + 1;
-		if (c >= h->len)
+		int32_t c = 4 * i + 1;
+		if (c >= len)
 			break;
-		if (c + 1 < h->len && h->v[c + 1]->when < h->v[c]->when)
-			c++;
-		if (t->when <= h->v[c]->when)
+		int32_t best = c;
+		int32_t end = c + 4 < len ? c + 4 : len;
+		for (int32_t k = c + 1; k < end; k++)
+			if (v[k].when < v[best].when)
+				best = k;
+		if (x.when <= v[best].when)
 			break;
-		place(h, i, h->v[c]);
-		i = c;
+		v[i] = v[best];
+		i = best;
 	}
-	place(h, i, t);
+	v[i] = x;
 }
 
-/* Remove the timer at index i. h->lock must be held. */
-static void remove_at(struct weft__timers *h, int32_t i)
+static void pop_top(struct weft__timers *h)
 {
-	struct weft__timer *t = h->v[i];
 	h->len--;
-	if (i != h->len) {
-		place(h, i, h->v[h->len]);
-		sift_down(h, i);
-		sift_up(h, h->v[i]->idx);
+	if (h->len > 0) {
+		h->v[0] = h->v[h->len];
+		sift_down(h->v, h->len, 0);
 	}
-	t->heap = NULL;
-	t->idx = -1;
+}
+
+/* Drop zombies from the top and publish the new earliest deadline. */
+static void settle(struct weft__timers *h)
+{
+	while (h->zombies && h->len && !is_live(h, &h->v[0])) {
+		pop_top(h);
+		h->zombies--;
+	}
+	/* Pairs with the acquire in weft__timers_peek. */
+	__atomic_store_n(&h->earliest, h->len ? h->v[0].when : INT64_MAX, __ATOMIC_RELEASE);
+}
+
+/* Rebuild without zombies (Floyd's heapify). */
+static void compact(struct weft__timers *h)
+{
+	int32_t n = 0;
+	for (int32_t i = 0; i < h->len; i++)
+		if (is_live(h, &h->v[i]))
+			h->v[n++] = h->v[i];
+	h->len = n;
+	h->zombies = 0;
+	for (int32_t i = (n - 2) / 4; i >= 0; i--)
+		sift_down(h->v, n, i);
 }
 
 static int push(struct weft__timers *h, struct weft__timer *t)
 {
 	if (h->len == h->cap) {
-		int32_t ncap = h->cap ? h->cap * 2 : 64;
-		struct weft__timer **nv = weft__alloc(sizeof *nv * (size_t)ncap);
-		if (!nv)
-			return ENOMEM;
-		for (int32_t i = 0; i < h->len; i++)
-			nv[i] = h->v[i];
-		weft__free(h->v);
-		h->v = nv;
-		h->cap = ncap;
+		if (h->zombies > 0) {
+			compact(h);
+		}
+		if (h->len == h->cap) {
+			int32_t ncap = h->cap ? h->cap * 2 : 64;
+			struct weft__tentry *nv = weft__alloc(sizeof *nv * (size_t)ncap);
+			if (!nv)
+				return ENOMEM;
+			for (int32_t i = 0; i < h->len; i++)
+				nv[i] = h->v[i];
+			weft__free(h->v);
+			h->v = nv;
+			h->cap = ncap;
+		}
 	}
-	t->heap = h;
-	place(h, h->len++, t);
-	sift_up(h, t->idx);
+	t->seq++;
+	__atomic_store_n(&t->heap, h, __ATOMIC_RELEASE);
+	h->v[h->len] = (struct weft__tentry){ .when = t->when, .t = t, .seq = t->seq };
+	sift_up(h->v, h->len++);
 	return 0;
 }
 
@@ -114,9 +147,10 @@ int weft__timer_add(struct weft__timers *h, struct weft__timer *t, int64_t when)
 {
 	weft__lock(&h->lock);
 	t->when = when;
+	t->idx = -1;
 	int err = push(h, t);
 	if (!err)
-		set_earliest(h);
+		settle(h);
 	weft__unlock(&h->lock);
 	return err;
 }
@@ -133,8 +167,12 @@ int weft__timer_del(struct weft__timer *t)
 			weft__unlock(&h->lock);
 			continue;
 		}
-		remove_at(h, t->idx);
-		set_earliest(h);
+		__atomic_store_n(&t->heap, NULL, __ATOMIC_RELAXED);
+		t->seq++;
+		h->zombies++;
+		if (h->zombies > 16 && h->zombies > h->len / 2)
+			compact(h);
+		settle(h);
 		weft__unlock(&h->lock);
 		return 1;
 	}
@@ -146,10 +184,12 @@ int weft__timers_run(struct weft__timers *h, int64_t now)
 	if (weft__timers_peek(h) > now)
 		return 0;
 	weft__lock(&h->lock);
-	while (h->len && h->v[0]->when <= now) {
-		struct weft__timer *t = h->v[0];
-		remove_at(h, 0);
-		set_earliest(h);
+	while (h->len && h->v[0].when <= now) {
+		struct weft__timer *t = h->v[0].t;
+		pop_top(h);
+		/* settle() keeps the top live, so this slot is t's live one. */
+		__atomic_store_n(&t->heap, NULL, __ATOMIC_RELAXED);
+		settle(h);
 		weft__unlock(&h->lock);
 		t->fn(t);
 		ran++;
@@ -161,20 +201,21 @@ int weft__timers_run(struct weft__timers *h, int64_t now)
 
 void weft__timers_move(struct weft__timers *from, struct weft__timers *to)
 {
-	/* Lock order: always the lower address first, so two moves in opposite
+	/* Lock order: the lower address first, so two moves in opposite
 	 * directions cannot deadlock. */
 	struct weft__timers *a = from < to ? from : to, *b = from < to ? to : from;
 	weft__lock(&a->lock);
 	weft__lock(&b->lock);
-	while (from->len) {
-		struct weft__timer *t = from->v[from->len - 1];
-		from->len--;
-		t->heap = NULL;
-		if (push(to, t))
+	for (int32_t i = 0; i < from->len; i++) {
+		if (!is_live(from, &from->v[i]))
+			continue;
+		if (push(to, from->v[i].t))
 			weft__fatal("out of memory moving timers");
 	}
-	set_earliest(from);
-	set_earliest(to);
+	from->len = 0;
+	from->zombies = 0;
+	settle(from);
+	settle(to);
 	weft__unlock(&b->lock);
 	weft__unlock(&a->lock);
 }

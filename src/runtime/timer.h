@@ -17,15 +17,26 @@ struct weft__timer {
 	int64_t when;                /* deadline, weft_now() ns; under the heap lock */
 	weft__timer_fn fn;           /* called once when it fires */
 	void *arg;                   /* for fn */
-	struct weft__timers *heap;   /* the heap it is in, or NULL; under that heap's lock */
-	int32_t idx;                 /* index in heap->v; under that heap's lock */
+	struct weft__timers *heap;   /* the heap it is pending in, or NULL; written under
+	                              * that heap's lock, read atomically by weft__timer_del */
+	uint32_t seq;                /* bumped on every add and delete; under the heap lock */
+	int32_t idx;                 /* unused; kept -1 for debuggers */
+};
+
+/* A heap slot: the deadline is stored inline, so sifting never touches the
+ * timers themselves (each lives in a different goroutine's stack page). */
+struct weft__tentry {
+	int64_t when;
+	struct weft__timer *t;
+	uint32_t seq;                /* t->seq when added: a mismatch means deleted */
 };
 
 struct weft__timers {
 	uint32_t lock;
 	int32_t len, cap;            /* under lock */
-	struct weft__timer **v;      /* under lock */
-	int64_t earliest;            /* atomic: v[0]->when or INT64_MAX, for lock-free peeks */
+	int32_t zombies;             /* deleted entries still in v; under lock */
+	struct weft__tentry *v;      /* a 4-ary min-heap on when; under lock */
+	int64_t earliest;            /* atomic: v[0].when or INT64_MAX, for lock-free peeks */
 };
 
 /* Add t (not in any heap) to h with deadline when. Returns 0 or ENOMEM. */
