@@ -646,20 +646,25 @@ void weft__goentry(void)
 	weft__goexit();
 }
 
+/* pick_fast's answer when the M must go through g0: its P is retired, a
+ * timer is due, or chaos mode says so. */
+#define GO_G0 ((struct weft__g *)1)
+
 /* Pick the next G for a fast, direct switch: local queue, and the global
- * one when it is our turn or the local is empty. NULL: go to g0. Owner P. */
+ * one when it is our turn or the local is empty. NULL: nothing runnable
+ * here; GO_G0: switch to g0. Owner P. */
 static struct weft__g *pick_fast(struct weft__m *m)
 {
 	struct weft__sched *s = &weft__sched;
 	struct weft__p *p = m->p;
 	if (p->id >= __atomic_load_n(&s->nprocs, __ATOMIC_RELAXED) || chaos(8))
-		return NULL;
+		return GO_G0;
 	/* Due timers are fired on g0: their callbacks go deep (ready, queue
 	 * overflow) and goroutine stacks must stay shallow. Read the clock only
 	 * when there is a timer: it costs ~25 ns here. */
 	int64_t when = weft__timers_peek(&p->timers);
 	if (when != INT64_MAX && when <= weft_now())
-		return NULL;
+		return GO_G0;
 	struct weft__g *g = NULL;
 	if ((p->schedtick % 61 == 0 || chaos(2)) &&
 	    __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
@@ -686,7 +691,7 @@ static void schedule_out(struct weft__m *m, struct weft__g *self)
 {
 	if (!m->lockedg) {
 		struct weft__g *next = pick_fast(m);
-		if (next) {
+		if (next && next != GO_G0) {
 			if (!next->lockedm || next->lockedm == m) {
 				gogo(m, self, next);
 				return;
@@ -1016,18 +1021,17 @@ void weft_yield(void)
 		return;
 	}
 	struct weft__g *next = pick_fast(m);
-	if (!next) {
-		if (!chaos(2))
-			return; /* nothing else to run here: carry on */
-		__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELAXED);
-		m->after = AFTER_GLOBAL;
-		m->after_g = g;
-		gogo(m, g, NULL);
-		return;
-	}
+	if (!next && !chaos(2))
+		return; /* nothing else to run here: carry on */
 	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELAXED);
 	m->after = chaos(2) ? AFTER_GLOBAL : AFTER_READY;
 	m->after_g = g;
+	if (!next || next == GO_G0) {
+		/* g0 fires the timers, retires the P, or (chaos) moves us. A
+		 * retired P's queue goes global, so AFTER_READY is safe. */
+		gogo(m, g, NULL);
+		return;
+	}
 	if (next->lockedm && next->lockedm != m) {
 		m->handoff_g = next;
 		gogo(m, g, NULL);
