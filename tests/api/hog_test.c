@@ -9,6 +9,9 @@
  * Tolerance: 20 ms = the 10 ms hog threshold plus up to 10 ms for sysmon to
  * look (its period backs off to at most 10 ms in Go), multiplied by
  * test_slowdown() in sanitizer and chaos builds. Being early is never allowed.
+ * Each check takes the best of up to 3 runs (TEST_BEST_OF): load from other
+ * processes only adds delay, while a runtime that lets the hog block its P's
+ * work is ~250 ms late on every run.
  */
 #include "test.h"
 
@@ -103,7 +106,8 @@ static void start_yielder(struct hog_ctx *c)
 		weft_sleep(TEST_MS);
 }
 
-static void sleeper_scenario(bool with_yielder)
+/* One run: returns how late the sleeper woke, in ns. */
+static int64_t sleeper_scenario(bool with_yielder)
 {
 	ASSERT_EQ(weft_set_procs(2, NULL), 0);
 	static struct hog_ctx c;
@@ -119,8 +123,17 @@ static void sleeper_scenario(bool with_yielder)
 	       c.victim_p, c.hog_p, atomic_load(&c.yielder_p),
 	       (double)c.late_ns / 1e6);
 	ASSERT_GE(c.late_ns, 0);
-	ASSERT(c.hog_running_at_wake);
-	ASSERT_DURATION(c.late_ns + SLEEP_MS * TEST_MS, SLEEP_MS, TOLERANCE_MS);
+	/* Else the hog did not hold anything up and the run shows nothing. */
+	ASSERT(c.hog_running_at_wake || c.late_ns > TOLERANCE_MS * TEST_MS);
+	return c.late_ns;
+}
+
+/* Up to 3 runs (see TEST_BEST_OF); the best must be within tolerance. */
+static void sleeper_test(bool with_yielder)
+{
+	int64_t bound = TOLERANCE_MS * TEST_MS * test_slowdown();
+	int64_t late = TEST_BEST_OF(3, bound, sleeper_scenario(with_yielder));
+	ASSERT_DURATION(late, 0, TOLERANCE_MS);
 }
 
 /*
@@ -131,7 +144,7 @@ static void sleeper_scenario(bool with_yielder)
  */
 TEST(hog_does_not_delay_sleeper)
 {
-	sleeper_scenario(false);
+	sleeper_test(false);
 }
 
 /*
@@ -141,10 +154,11 @@ TEST(hog_does_not_delay_sleeper)
  */
 TEST(hog_does_not_delay_sleeper_other_p_busy)
 {
-	sleeper_scenario(true);
+	sleeper_test(true);
 }
 
-static void queued_scenario(bool with_yielder)
+/* One run: returns the worst delay from spawn to start, in ns. */
+static int64_t queued_scenario(bool with_yielder)
 {
 	ASSERT_EQ(weft_set_procs(2, NULL), 0);
 	static struct hog_ctx c;
@@ -165,6 +179,13 @@ static void queued_scenario(bool with_yielder)
 	printf("    hog on P%d, yielder on P%d: queued goroutines started "
 	       "at worst %.2f ms after spawn\n",
 	       c.hog_p, atomic_load(&c.yielder_p), (double)worst / 1e6);
+	return worst;
+}
+
+static void queued_test(bool with_yielder)
+{
+	int64_t bound = TOLERANCE_MS * TEST_MS * test_slowdown();
+	int64_t worst = TEST_BEST_OF(3, bound, queued_scenario(with_yielder));
 	ASSERT_DURATION(worst, 0, TOLERANCE_MS);
 }
 
@@ -175,12 +196,12 @@ static void queued_scenario(bool with_yielder)
  */
 TEST(hog_does_not_hold_queue_hostage)
 {
-	queued_scenario(false);
+	queued_test(false);
 }
 
 /* The same with the other P busy with a yielder: only sysmon's hand-off can
  * rescue the queue. Guards: sysmon detecting hogs but not moving their work. */
 TEST(hog_does_not_hold_queue_hostage_other_p_busy)
 {
-	queued_scenario(true);
+	queued_test(true);
 }

@@ -7,7 +7,8 @@
  * Lateness tolerance: 10 ms (x test_slowdown()) for a lone sleep; timers in
  * weft sit in per-P heaps checked on every scheduling round and by idle Ps
  * sleeping until the earliest deadline, so a few hundred microseconds is
- * typical; 10 ms leaves room for a loaded 2-core CI machine.
+ * typical; 10 ms leaves room for a loaded 2-core CI machine. Lateness checks
+ * take the best of 3 runs (TEST_BEST_OF): being early is never forgiven.
  */
 #include "test.h"
 
@@ -18,6 +19,27 @@
 #include <time.h>
 
 #define LATE_MS 10
+#define LATE_BOUND (LATE_MS * TEST_MS * test_slowdown())
+
+/* Sleep 20 ms; fails if early; returns the lateness. */
+static int64_t sleep20_late(void)
+{
+	int64_t t0 = test_now_ns();
+	weft_sleep(20 * TEST_MS);
+	int64_t el = test_now_ns() - t0;
+	ASSERT_GE(el, 20 * TEST_MS);
+	return el - 20 * TEST_MS;
+}
+
+/* Sleep until now + 30 ms; fails if early; returns the lateness. */
+static int64_t sleep_until_late(void)
+{
+	int64_t d = weft_now() + 30 * TEST_MS;
+	weft_sleep_until(d);
+	int64_t n = weft_now();
+	ASSERT_GE(n, d);
+	return n - d;
+}
 
 /*
  * weft_now is CLOCK_MONOTONIC in ns: it lies between two direct reads of
@@ -78,13 +100,7 @@ TEST(now_monotonic_across_threads)
  */
 TEST(sleep_duration)
 {
-	for (int i = 0; i < 3; i++) {
-		int64_t t0 = test_now_ns();
-		weft_sleep(20 * TEST_MS);
-		int64_t el = test_now_ns() - t0;
-		ASSERT_GE(el, 20 * TEST_MS);
-		ASSERT_DURATION(el, 20, LATE_MS);
-	}
+	ASSERT_DURATION(TEST_BEST_OF(3, LATE_BOUND, sleep20_late()), 0, LATE_MS);
 	/* Sub-millisecond sleeps are not rounded down to zero. */
 	int64_t t0 = test_now_ns();
 	weft_sleep(300000);
@@ -94,11 +110,7 @@ TEST(sleep_duration)
 /* The same from a foreign thread (the OS thread sleeps). */
 TEST_THREAD(sleep_duration_foreign)
 {
-	int64_t t0 = test_now_ns();
-	weft_sleep(20 * TEST_MS);
-	int64_t el = test_now_ns() - t0;
-	ASSERT_GE(el, 20 * TEST_MS);
-	ASSERT_DURATION(el, 20, LATE_MS);
+	ASSERT_DURATION(TEST_BEST_OF(3, LATE_BOUND, sleep20_late()), 0, LATE_MS);
 }
 
 /*
@@ -108,28 +120,21 @@ TEST_THREAD(sleep_duration_foreign)
  */
 TEST(sleep_until)
 {
-	int64_t d = weft_now() + 30 * TEST_MS;
-	weft_sleep_until(d);
-	int64_t n = weft_now();
-	ASSERT_GE(n, d);
-	ASSERT_DURATION(n - d, 0, LATE_MS);
+	ASSERT_DURATION(TEST_BEST_OF(3, LATE_BOUND, sleep_until_late()), 0, LATE_MS);
 
 	int64_t t0 = test_now_ns();
 	weft_sleep_until(weft_now() - 1000 * TEST_MS);
 	weft_sleep_until(0);
 	weft_sleep_until(INT64_MIN);
-	ASSERT_DURATION(test_now_ns() - t0, 0, 5);
+	ASSERT_DURATION(test_now_ns() - t0, 0, 20);
 }
 
 TEST_THREAD(sleep_until_foreign)
 {
-	int64_t d = weft_now() + 30 * TEST_MS;
-	weft_sleep_until(d);
-	ASSERT_GE(weft_now(), d);
-	ASSERT_DURATION(weft_now() - d, 0, LATE_MS);
+	ASSERT_DURATION(TEST_BEST_OF(3, LATE_BOUND, sleep_until_late()), 0, LATE_MS);
 	int64_t t0 = test_now_ns();
 	weft_sleep_until(weft_now() - 1000 * TEST_MS);
-	ASSERT_DURATION(test_now_ns() - t0, 0, 5);
+	ASSERT_DURATION(test_now_ns() - t0, 0, 20);
 }
 
 static atomic_int zero_flag;
@@ -153,7 +158,7 @@ TEST(sleep_zero_and_negative)
 	weft_sleep(-1);
 	weft_sleep(-1000 * TEST_MS);
 	weft_sleep(INT64_MIN);
-	ASSERT_DURATION(test_now_ns() - t0, 0, 5);
+	ASSERT_DURATION(test_now_ns() - t0, 0, 20);
 
 	ASSERT_EQ(weft_set_procs(1, NULL), 0);
 	atomic_store(&zero_flag, 0);
@@ -168,11 +173,12 @@ TEST(sleep_zero_and_negative)
 
 TEST_THREAD(sleep_zero_foreign)
 {
+	ASSERT_GE(weft_procs(), 1); /* start the runtime outside the timing */
 	int64_t t0 = test_now_ns();
 	weft_sleep(0);
 	weft_sleep(-5);
 	weft_sleep(INT64_MIN);
-	ASSERT_DURATION(test_now_ns() - t0, 0, 5);
+	ASSERT_DURATION(test_now_ns() - t0, 0, 20);
 }
 
 struct sleeper_arg {
@@ -196,13 +202,12 @@ static void timed_sleeper(void *arg)
 
 /*
  * 2,000 goroutines sleep 1..100 ms (pseudo-random) at 2 Ps: none wakes
- * early, all are done within 100 ms + 25 ms, and the median lateness is
- * under 5 ms. Guards: heap ordering bugs (early or very late wake-ups), lost
+ * early, all are done within 100 ms + 50 ms (2,000 wake-ups on a loaded
+ * 2-core machine), and the median lateness is under 5 ms. Guards: heap ordering bugs (early or very late wake-ups), lost
  * timers (timeout), timers of one P never run by the other.
  */
-TEST(many_sleepers)
+static int64_t many_sleepers_run(void)
 {
-	ASSERT_EQ(weft_set_procs(2, NULL), 0);
 	int n = TEST_SIZE(2000, 500);
 	struct sleeper_arg *s = calloc((size_t)n, sizeof *s);
 	ASSERT(s != NULL);
@@ -220,12 +225,22 @@ TEST(many_sleepers)
 	weft_wg_wait(&wg);
 	int64_t total = test_now_ns() - t0;
 	ASSERT_EQ(atomic_load(&early), 0);
-	ASSERT_DURATION(total, 100, 25);
 	int below = 0;
 	for (int i = 0; i < n; i++)
 		below += s[i].late_ns < 5 * TEST_MS * test_slowdown();
-	ASSERT_GE(below, n / 2);
 	free(s);
+	/* Score: the total's excess over 100 ms, or "bad" when the median
+	 * lateness is over 5 ms. */
+	return below >= n / 2 ? total - 100 * TEST_MS : INT64_MAX / 2;
+}
+
+TEST(many_sleepers)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	int64_t excess = TEST_BEST_OF(3, 50 * TEST_MS * test_slowdown(),
+				      many_sleepers_run());
+	ASSERT_LT(excess, INT64_MAX / 2); /* median lateness under 5 ms */
+	ASSERT_DURATION(excess + 100 * TEST_MS, 100, 50);
 }
 
 struct spinner {
@@ -255,13 +270,7 @@ TEST(timers_fire_while_runq_busy)
 	GO(yield_spinner, &sp);
 	GO(yield_spinner, &sp);
 	weft_yield();
-	for (int i = 0; i < 3; i++) {
-		int64_t t0 = test_now_ns();
-		weft_sleep(20 * TEST_MS);
-		int64_t el = test_now_ns() - t0;
-		ASSERT_GE(el, 20 * TEST_MS);
-		ASSERT_DURATION(el, 20, LATE_MS);
-	}
+	ASSERT_DURATION(TEST_BEST_OF(3, LATE_BOUND, sleep20_late()), 0, LATE_MS);
 	atomic_store(&sp.stop, 1);
 	ASSERT_GT(atomic_load(&sp.yields), 0);
 	weft_sleep(TEST_MS);
@@ -281,26 +290,36 @@ static void until_sleeper(void *arg)
 	weft_wg_done(o->wg);
 }
 
-/*
- * At 1 P, sleepers with deadlines 5 ms apart, started in reverse order, wake
- * in deadline order. Guards: a timer heap that is a FIFO or a LIFO.
- */
-TEST(timers_fire_in_deadline_order)
+/* One run: 8 sleepers with deadlines 10 ms apart, started in reverse
+ * order; returns the number of neighbours that woke out of order. */
+static int64_t deadline_order_run(void)
 {
-	ASSERT_EQ(weft_set_procs(1, NULL), 0);
 	enum { N = 8 };
 	struct order_arg o[N];
 	weft_wg wg = WEFT_WG_INIT;
 	weft_wg_add(&wg, N);
 	int64_t base = weft_now() + 10 * TEST_MS;
 	for (int i = N - 1; i >= 0; i--) {
-		o[i] = (struct order_arg){ base + i * 5 * TEST_MS, 0, &wg };
+		o[i] = (struct order_arg){ base + i * 10 * TEST_MS, 0, &wg };
 		GO(until_sleeper, &o[i]);
 	}
 	weft_wg_wait(&wg);
+	int64_t misordered = 0;
 	for (int i = 0; i < N; i++) {
 		ASSERT_GE(o[i].woke, o[i].deadline);
-		if (i > 0)
-			ASSERT_LT(o[i - 1].woke, o[i].woke);
+		if (i > 0 && o[i - 1].woke >= o[i].woke)
+			misordered++;
 	}
+	return misordered;
+}
+
+/*
+ * At 1 P, sleepers wake in deadline order (best of 3 runs: two wake-ups 10 ms
+ * apart can only swap when the machine stalls the P for longer than that).
+ * Guards: a timer heap that is a FIFO or a LIFO.
+ */
+TEST(timers_fire_in_deadline_order)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	ASSERT_EQ(TEST_BEST_OF(3, 0, deadline_order_run()), 0);
 }

@@ -136,22 +136,22 @@ void test__skip(const char *why);
 	} while (0)
 
 /* Integer comparisons: both sides are evaluated once, converted to int64_t
- * and printed on failure. */
-#define TEST_CMP_(a, op, b)                                                     \
+ * and printed on failure (with the expressions as written, not expanded). */
+#define TEST_CMP_(a, op, b, sa, sb)                                             \
 	do {                                                                    \
 		int64_t test_a_ = (int64_t)(a);                                 \
 		int64_t test_b_ = (int64_t)(b);                                 \
 		if (!(test_a_ op test_b_))                                      \
-			test__fail_cmp(__FILE__, __LINE__, #a, #op, #b,         \
+			test__fail_cmp(__FILE__, __LINE__, sa, #op, sb,         \
 				       test_a_, test_b_);                       \
 	} while (0)
 
-#define ASSERT_EQ(a, b) TEST_CMP_(a, ==, b)
-#define ASSERT_NE(a, b) TEST_CMP_(a, !=, b)
-#define ASSERT_LT(a, b) TEST_CMP_(a, <, b)
-#define ASSERT_LE(a, b) TEST_CMP_(a, <=, b)
-#define ASSERT_GT(a, b) TEST_CMP_(a, >, b)
-#define ASSERT_GE(a, b) TEST_CMP_(a, >=, b)
+#define ASSERT_EQ(a, b) TEST_CMP_(a, ==, b, #a, #b)
+#define ASSERT_NE(a, b) TEST_CMP_(a, !=, b, #a, #b)
+#define ASSERT_LT(a, b) TEST_CMP_(a, <, b, #a, #b)
+#define ASSERT_LE(a, b) TEST_CMP_(a, <=, b, #a, #b)
+#define ASSERT_GT(a, b) TEST_CMP_(a, >, b, #a, #b)
+#define ASSERT_GE(a, b) TEST_CMP_(a, >=, b, #a, #b)
 
 #define ASSERT_PTR_EQ(a, b)                                                     \
 	do {                                                                    \
@@ -202,8 +202,34 @@ __attribute__((noreturn)) void test__fail_duration(const char *file, int line,
 					    test_s_);                           \
 	} while (0)
 
+/*
+ * TEST_BEST_OF(tries, bound, expr) - evaluate the int64_t measurement expr
+ * (a lateness, a duration, a count of misorders: smaller is better) up to
+ * tries times, stopping as soon as it is <= bound; yields the smallest value
+ * seen, for the caller to assert on. For timing checks on a shared or loaded
+ * machine: noise from other processes only ever adds delay, so a runtime that
+ * is really late fails every try, while one unlucky try is forgiven. Each
+ * retry is printed.
+ */
+#define TEST_BEST_OF(tries, bound, expr)                                        \
+	__extension__({                                                         \
+		int64_t test_best_ = INT64_MAX;                                 \
+		int64_t test_bound_ = (bound);                                  \
+		for (int test_try_ = 1; test_try_ <= (tries); test_try_++) {    \
+			int64_t test_v_ = (expr);                               \
+			if (test_v_ < test_best_)                               \
+				test_best_ = test_v_;                           \
+			if (test_best_ <= test_bound_)                          \
+				break;                                          \
+			printf("    try %d of %s: %lld > %lld, retrying\n",     \
+			       test_try_, #expr, (long long)test_v_,            \
+			       (long long)test_bound_);                         \
+		}                                                               \
+		test_best_;                                                     \
+	})
+
 /* weft_go() that must succeed. */
-#define GO(fn, arg) ASSERT_EQ(weft_go((fn), (arg)), 0)
+#define GO(fn, arg) TEST_CMP_(weft_go((fn), (arg)), ==, 0, "weft_go(" #fn ", " #arg ")", "0")
 
 /* ---------------------------------------------------------------- environment */
 
