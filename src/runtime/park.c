@@ -75,12 +75,14 @@ void weft__waitq_block(struct weft__waitq *q, struct weft__waiter *w, const char
 		weft__park(reason, unlock_q, q);
 		return;
 	}
+	/* Counted as parked from here until the waker uncounts it: the waker,
+	 * not this thread, so that a woken thread the OS has not run yet is
+	 * never mistaken for one still asleep (deadlock detection). */
 	weft__sched_note_foreign_block(1);
 	weft__unlock(&q->lock_);
 	/* Pairs with the release store in weft__waiter_wake. */
 	while (!__atomic_load_n(&w->futex, __ATOMIC_ACQUIRE))
 		weft__futex_wait(&w->futex, 0, NULL);
-	weft__sched_note_foreign_block(-1);
 }
 
 void weft__waiter_wake(struct weft__waiter *w)
@@ -90,6 +92,7 @@ void weft__waiter_wake(struct weft__waiter *w)
 		weft__ready(g);
 		return;
 	}
+	weft__sched_note_foreign_block(-1);
 	__atomic_store_n(&w->futex, 1, __ATOMIC_RELEASE);
 	/* The record may be gone once the store is seen; a wake on a stale
 	 * address is harmless (at worst a spurious wake-up elsewhere). */

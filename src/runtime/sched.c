@@ -341,6 +341,7 @@ static void newm(struct weft__p *p, int spinning)
 	weft__unlock(&s->lock);
 	m->rand = (s->chaos ? s->chaos_seed : (uint64_t)weft_now()) * 0x9E3779B97F4A7C15ull +
 		  (uint64_t)m->id * 0xBF58476D1CE4E5B9ull + 1;
+	int saved_errno = *errno_addr();
 	pthread_attr_t a;
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
@@ -348,6 +349,7 @@ static void newm(struct weft__p *p, int spinning)
 	pthread_attr_destroy(&a);
 	if (e)
 		weft__fatal_errno("pthread_create for a new M", e);
+	*errno_addr() = saved_errno;
 }
 
 /* Give P p to an idle M (or a new one); spinning when it is to look for work.
@@ -499,7 +501,7 @@ static void stopm(struct weft__m *m)
 			ts.tv_nsec = d % 1000000000;
 			tp = &ts;
 		}
-		if (weft__futex_wait(&m->park, 0, tp) != 0 && errno == ETIMEDOUT)
+		if (weft__futex_wait(&m->park, 0, tp) == -ETIMEDOUT)
 			goto timeout;
 		continue;
 	timeout:
@@ -958,7 +960,10 @@ int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *f
 	struct weft__m *m = weft__m_get();
 	struct weft__p *p = m && m->curg && !m->in_blocking ? m->p : NULL;
 	int err = ENOMEM;
+	/* Carving stacks makes system calls; the caller's errno is its own. */
+	int saved_errno = *errno_addr();
 	struct weft__g *g = weft__stack_alloc(p, size, &err);
+	*errno_addr() = saved_errno;
 	if (!g)
 		return err;
 	g->id = __atomic_add_fetch(&s->goid, 1, __ATOMIC_RELAXED);
@@ -972,7 +977,6 @@ int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *f
 	__atomic_add_fetch(&s->ngoroutines, 1, __ATOMIC_RELAXED);
 	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELEASE);
 	if (p && !chaos(4)) {
-		stat_inc(&p->nspawn);
 		weft__runq_put(p, g, 1);
 	} else {
 		weft__lock(&s->lock);
@@ -1283,6 +1287,7 @@ void weft_stats_get(weft_stats *out)
 	weft__start();
 	memset(out, 0, sizeof *out);
 	out->goroutines = weft_num_goroutines();
+	out->spawned = (int64_t)__atomic_load_n(&s->goid, __ATOMIC_RELAXED);
 	out->threads = __atomic_load_n(&s->mcount, __ATOMIC_RELAXED);
 	out->procs = __atomic_load_n(&s->nprocs, __ATOMIC_RELAXED);
 	out->idle_procs = __atomic_load_n(&s->npidle, __ATOMIC_RELAXED);
@@ -1293,7 +1298,6 @@ void weft_stats_get(weft_stats *out)
 	weft__unlock(&s->lock);
 	for (int i = 0; i < n; i++) {
 		struct weft__p *p = s->allp[i];
-		out->spawned += __atomic_load_n(&p->nspawn, __ATOMIC_RELAXED);
 		out->switches += __atomic_load_n(&p->schedtick, __ATOMIC_RELAXED);
 		out->steals += __atomic_load_n(&p->nsteal, __ATOMIC_RELAXED);
 		out->parks += __atomic_load_n(&p->npark, __ATOMIC_RELAXED);

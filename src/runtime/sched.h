@@ -104,10 +104,8 @@ struct weft__p {
 	int ngfree;
 
 	/* Statistics; atomic relaxed, written by the owner. */
-	int64_t nswitch;
 	int64_t nsteal;
 	int64_t npark;
-	int64_t nspawn;
 
 	/* sysmon's view; written by sysmon only. */
 	uint32_t sm_schedtick, sm_syscalltick;

@@ -20,14 +20,45 @@
 #include <time.h>
 #include <unistd.h>
 
+/*
+ * Raw futex calls: they return 0 or -errno and never write errno. They run
+ * on goroutines' threads (inside weft_wg_done, weft_yield ...), and errno
+ * is the goroutine's: a stray EAGAIN from a contended runtime lock must not
+ * show up in user code.
+ */
+static inline long weft__raw_futex(uint32_t *addr, int op, uint32_t val,
+				   const struct timespec *rel)
+{
+#if defined(__x86_64__)
+	long ret;
+	register long r10 __asm__("r10") = (long)rel;
+	register long r8 __asm__("r8") = 0;
+	register long r9 __asm__("r9") = 0;
+	__asm__ __volatile__("syscall"
+			     : "=a"(ret)
+			     : "a"((long)SYS_futex), "D"(addr), "S"((long)op), "d"((long)val),
+			       "r"(r10), "r"(r8), "r"(r9)
+			     : "rcx", "r11", "memory");
+	return ret;
+#else
+	int saved = errno;
+	long r = syscall(SYS_futex, addr, op, val, rel, NULL, 0);
+	if (r < 0)
+		r = -errno;
+	errno = saved;
+	return r;
+#endif
+}
+
+/* Sleep while *addr == val; 0, or -ETIMEDOUT / -EAGAIN / -EINTR. */
 static inline long weft__futex_wait(uint32_t *addr, uint32_t val, const struct timespec *rel)
 {
-	return syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, rel, NULL, 0);
+	return weft__raw_futex(addr, FUTEX_WAIT_PRIVATE, val, rel);
 }
 
 static inline long weft__futex_wake(uint32_t *addr, int n)
 {
-	return syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+	return weft__raw_futex(addr, FUTEX_WAKE_PRIVATE, (uint32_t)n, NULL);
 }
 
 static inline void weft__cpu_relax(void)
