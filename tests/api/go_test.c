@@ -434,7 +434,9 @@ TEST(num_goroutines_counts)
 /*
  * On a foreign thread in a fresh process nothing is counted: no goroutine
  * exists before the first weft_go, and the foreign thread itself is not one.
- * Guards: foreign threads or runtime-internal goroutines counted.
+ * weft_stats_get's spawned total includes goroutines started from a
+ * foreign thread. Guards: foreign threads or runtime-internal goroutines
+ * counted, spawns that bypass a P's local queue left out of the statistics.
  */
 TEST_THREAD(num_goroutines_foreign_zero)
 {
@@ -448,6 +450,10 @@ TEST_THREAD(num_goroutines_foreign_zero)
 	for (int i = 0; i < 3; i++)
 		GO(wait_at_gate, &g);
 	weft_wg_wait(&g.done);
+	/* Goroutines started from a foreign thread count as spawned too. */
+	weft_stats st;
+	weft_stats_get(&st);
+	ASSERT_GE(st.spawned, 3);
 	int64_t deadline = test_now_ns() + 2000 * TEST_MS;
 	while (weft_num_goroutines() != 0 && test_now_ns() < deadline)
 		test_os_sleep_ms(1);

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -300,6 +301,7 @@ struct errno_arg {
 	struct errno_ctx *c;
 	int value;
 	int first_bad; /* the wrong value seen, for the message */
+	const char *bad_after; /* the call after which it was seen */
 };
 
 static void errno_churner(void *arg)
@@ -323,7 +325,9 @@ static void errno_tester(void *arg)
 	long tries = TEST_SIZE(20000, 5000);
 	errno_set(a->value);
 	int tid = test_gettid();
-	for (long i = 0; i < tries && atomic_load(&c->moves) < 200; i++) {
+	static const char *const calls[] = { "weft_yield", "weft_sleep",
+					     "weft_blocking_end" };
+	for (long i = 0; i < tries && atomic_load(&c->moves) < 2000; i++) {
 		switch (i % 3) {
 		case 0:
 			weft_yield();
@@ -351,8 +355,10 @@ static void errno_tester(void *arg)
 		atomic_fetch_add(&c->checks, 1);
 		int e = errno_get();
 		if (e != a->value) {
-			if (atomic_fetch_add(&c->bad, 1) == 0)
+			if (atomic_fetch_add(&c->bad, 1) == 0) {
 				a->first_bad = e;
+				a->bad_after = calls[i % 3];
+			}
 			errno_set(a->value);
 		}
 	}
@@ -379,7 +385,7 @@ TEST(errno_survives_thread_moves)
 		GO(errno_churner, &c);
 	weft_wg_add(&c.testers, T);
 	for (int i = 0; i < T; i++) {
-		args[i] = (struct errno_arg){ &c, 12345 + i, 0 };
+		args[i] = (struct errno_arg){ &c, 12345 + i, 0, NULL };
 		GO(errno_tester, &args[i]);
 	}
 	weft_wg_wait(&c.testers);
@@ -389,13 +395,83 @@ TEST(errno_survives_thread_moves)
 	       atomic_load(&c.moves));
 	for (int i = 0; i < T; i++)
 		if (args[i].first_bad)
-			FAIL("goroutine with errno %d saw %d after a switch",
-			     args[i].value, args[i].first_bad);
+			FAIL("goroutine with errno %d saw %d after %s",
+			     args[i].value, args[i].first_bad, args[i].bad_after);
 	ASSERT_EQ(atomic_load(&c.bad), 0);
 	if (atomic_load(&c.moves) == 0)
 		FAIL("no goroutine ever changed threads in %ld switches: cannot "
 		     "show errno surviving a move",
 		     atomic_load(&c.checks));
+}
+
+struct contended {
+	weft_mutex mu;
+	weft_wg wg;
+	atomic_long bad;
+	int first_bad;
+	const char *bad_after;
+	int iters;
+};
+
+static void check_errno(struct contended *c, int value, const char *after)
+{
+	int e = errno_get();
+	if (e != value) {
+		if (atomic_fetch_add(&c->bad, 1) == 0) {
+			c->first_bad = e;
+			c->bad_after = after;
+		}
+		errno_set(value);
+	}
+}
+
+static void errno_contender(void *arg)
+{
+	struct contended *c = arg;
+	int value = 20000 + (int)weft_self_id();
+	errno_set(value);
+	for (int i = 0; i < c->iters; i++) {
+		weft_mutex_lock(&c->mu);
+		check_errno(c, value, "weft_mutex_lock");
+		weft_mutex_unlock(&c->mu);
+		check_errno(c, value, "weft_mutex_unlock");
+		weft_blocking_begin();
+		weft_blocking_end();
+		check_errno(c, value, "weft_blocking_begin/end");
+		weft_yield();
+		check_errno(c, value, "weft_yield");
+		weft_wg wg = WEFT_WG_INIT;
+		weft_wg_add(&wg, 1);
+		weft_wg_done(&wg);
+		weft_wg_wait(&wg);
+		check_errno(c, value, "weft_wg_add/done/wait");
+	}
+	weft_wg_done(&c->wg);
+}
+
+/*
+ * errno is the goroutine's own across every weft call, not only across the
+ * switches: 16 goroutines at 2 Ps hammer a mutex, blocking calls, yields and
+ * WaitGroups (contending for weft's internal locks) and check errno after
+ * each call. Guards: the runtime's own system calls (a futex wait that fails
+ * with EAGAIN in a contended internal lock, a futex wake) overwriting the
+ * goroutine's errno before it is saved or after it is restored.
+ */
+TEST(errno_survives_contended_runtime_calls)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	static struct contended c;
+	c = (struct contended){ 0 };
+	c.iters = TEST_SIZE(20000, 3000);
+	enum { G = 16 };
+	weft_wg_add(&c.wg, G);
+	for (int i = 0; i < G; i++)
+		GO(errno_contender, &c);
+	weft_wg_wait(&c.wg);
+	if (atomic_load(&c.bad))
+		FAIL("errno changed %ld times; first: %d (%s) after %s",
+		     atomic_load(&c.bad), c.first_bad, strerror(c.first_bad),
+		     c.bad_after);
 }
 
 struct pingpong {
