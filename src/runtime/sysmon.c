@@ -210,7 +210,7 @@ static void timers_safety(int64_t now)
 	int n = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
 	for (int i = 0; i < n; i++) {
 		struct weft__p *p = s->allp[i];
-		if (weft__timers_peek(&p->timers) + 1000000 <= now &&
+		if (weft__timers_peek(&p->timers) <= now - 1000000 &&
 		    __atomic_load_n(&p->status, __ATOMIC_ACQUIRE) == P_IDLE) {
 			weft__wakep();
 			return;
