@@ -16,7 +16,9 @@
 #include <string.h>
 
 #define DEADLOCK_MSG "fatal error: all goroutines are asleep - deadlock!"
-#define CHILD_TIMEOUT_MS 10000
+/* Deadlock detection takes ~20 ms; a child that has not finished in 2 s
+ * (times test_slowdown()) will not. */
+#define CHILD_TIMEOUT_MS 2000
 
 static const char *const procs2[] = { "WEFT_PROCS=2", NULL };
 static const char *const procs1[] = { "WEFT_PROCS=1", NULL };

@@ -40,7 +40,7 @@ static void count_once(void *arg)
  */
 TEST(spawn_join_100k)
 {
-	long n = TEST_SIZE(100000, 20000);
+	long n = TEST_SIZE(100000, 5000);
 	sc.hits = calloc((size_t)n, 1);
 	ASSERT(sc.hits != NULL);
 	atomic_store(&sc.total, 0);
@@ -96,7 +96,7 @@ static void tree(void *arg)
  */
 TEST(spawn_tree)
 {
-	int depth = TEST_SIZE(16, 12);
+	int depth = TEST_SIZE(16, 11);
 	atomic_long count = 0;
 	struct tree_node root = { depth, &count, NULL };
 	tree(&root);
@@ -135,7 +135,7 @@ static void *foreign_spawner(void *arg)
  */
 TEST_THREAD(spawn_from_foreign_threads)
 {
-	long n = TEST_SIZE(10000, 2000);
+	long n = TEST_SIZE(10000, 1000);
 	ASSERT_EQ(weft_self_id(), 0);
 	atomic_store(&foreign_count, 0);
 	foreign_wg = (weft_wg)WEFT_WG_INIT;

@@ -449,7 +449,7 @@ static int run_forked(struct test_entry *t, int64_t *elapsed_ns)
 		exit(0);
 	}
 
-	int timeout_s = 30;
+	int timeout_s = 20;
 	const char *s = getenv("TEST_TIMEOUT_S");
 	if (s && atoi(s) > 0)
 		timeout_s = atoi(s);

@@ -36,7 +36,7 @@
  *   WEFT_TEST_SLOWDOWN=N     multiply time tolerances and timeouts by N
  *                            (default: 1, x4 under ASan, x8 under TSan, x2
  *                            more in chaos mode)
- *   TEST_TIMEOUT_S=N         per-test timeout in seconds (default 30 x slowdown)
+ *   TEST_TIMEOUT_S=N         per-test timeout in seconds (default 20 x slowdown)
  */
 #ifndef WEFT_TEST_H
 #define WEFT_TEST_H
