@@ -105,6 +105,8 @@ static void sleep_then_block(void *arg)
 {
 	(void)arg;
 	weft_sleep(100 * TEST_MS);
+	printf("slept\n");
+	fflush(stdout);
 	weft_wg wg = WEFT_WG_INIT;
 	weft_wg_add(&wg, 1);
 	weft_wg_wait(&wg);
@@ -162,11 +164,19 @@ TEST_THREAD(deadlock_detected_mutex)
 	expect_deadlock("deadlock_mutex", procs2);
 }
 
-/* The deadlock appears only after a 100 ms sleep ends. Guards: detection
- * that runs only once, or is suppressed forever after a timer existed. */
+/* The deadlock appears only after a 100 ms sleep ends, and must not be
+ * reported before (the child says "slept" first). Guards: detection that runs
+ * only once, or is suppressed forever after a timer existed, or that ignores
+ * the pending timer and fires early. */
 TEST_THREAD(deadlock_detected_after_timer)
 {
-	expect_deadlock("deadlock_after_timer", procs2);
+	test_child c;
+	test_child_run("deadlock_after_timer", procs2, CHILD_TIMEOUT_MS, &c);
+	ASSERT_CHILD_EXIT(&c, 2);
+	ASSERT_CONTAINS(c.out, "slept");
+	ASSERT_CONTAINS(c.err, DEADLOCK_MSG);
+	ASSERT_NOT_CONTAINS(c.out, "main returned");
+	test_child_free(&c);
 }
 
 /* -------------------------------------------------------- live programs */

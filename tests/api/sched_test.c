@@ -52,7 +52,9 @@ static void fj_worker(void *arg)
 	struct fj_task *t = arg;
 	uint64_t x = (uint64_t)(uintptr_t)t | 1;
 	for (int c = 0; c < t->chunks; c++) {
-		x = burn(x, 20000); /* ~20-60 us */
+		x = burn(x, 10000); /* ~10-30 us: a task stays far below sysmon's
+				     * 10 ms hog threshold, so only stealing
+				     * can spread the work */
 		count_chunk();
 	}
 	atomic_fetch_add(&sink, x);
@@ -67,7 +69,7 @@ static void reset_counts(void)
 }
 
 /*
- * At 2 Ps, 64 CPU-bound tasks that never yield, all spawned by one goroutine
+ * At 2 Ps, 128 CPU-bound tasks that never yield, all spawned by one goroutine
  * onto its own P: the other P must be woken and steal, so each P does a
  * substantial share (at least 20% of the chunks each; an even split is 50%).
  * Guards: no wake-up of idle Ps on new work, no stealing (P1 does 0%),
@@ -78,7 +80,7 @@ static void reset_counts(void)
 static int64_t fork_join_run(void)
 {
 	reset_counts();
-	enum { TASKS = 64, CHUNKS = 40 };
+	enum { TASKS = 128, CHUNKS = 40 };
 	static struct fj_task tasks[TASKS];
 	weft_wg wg = WEFT_WG_INIT;
 	weft_wg_add(&wg, TASKS);

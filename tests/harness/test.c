@@ -269,7 +269,10 @@ static char **child_environ(const char *const *env)
 
 static void describe(test_child *c)
 {
-	if (c->timed_out)
+	if (c->timed_out && c->exited)
+		snprintf(c->desc, sizeof c->desc,
+			 "timed out (then exited with status %d)", c->exit_code);
+	else if (c->timed_out)
 		snprintf(c->desc, sizeof c->desc, "timed out (killed by signal %d)",
 			 c->signo);
 	else if (c->exited)

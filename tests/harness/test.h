@@ -287,12 +287,14 @@ void test_child_run(const char *name, const char *const *env, int timeout_ms,
 		    test_child *out);
 void test_child_free(test_child *c);
 
-/* The child must have exited with code / been killed by signal sig; on
- * failure print how it ended and its stderr. */
+/* The child must have exited with code / been killed by signal sig, by
+ * itself (not by the harness's timeout: weft answers that SIGQUIT with exit
+ * status 2); on failure print how it ended and its stderr. */
 #define ASSERT_CHILD_EXIT(c, code)                                              \
 	do {                                                                    \
 		const test_child *test_c_ = (c);                                \
-		if (!test_c_->exited || test_c_->exit_code != (code))           \
+		if (test_c_->timed_out || !test_c_->exited ||                   \
+		    test_c_->exit_code != (code))                               \
 			test__fail(__FILE__, __LINE__,                          \
 				   "child %s, expected exit status %d\n"        \
 				   "--- child stderr ---\n%s--- end ---",       \
@@ -301,7 +303,8 @@ void test_child_free(test_child *c);
 #define ASSERT_CHILD_SIGNAL(c, sig)                                             \
 	do {                                                                    \
 		const test_child *test_c_ = (c);                                \
-		if (!test_c_->signaled || test_c_->signo != (sig))              \
+		if (test_c_->timed_out || !test_c_->signaled ||                 \
+		    test_c_->signo != (sig))                                    \
 			test__fail(__FILE__, __LINE__,                          \
 				   "child %s, expected death by signal %d\n"    \
 				   "--- child stderr ---\n%s--- end ---",       \
