@@ -105,9 +105,11 @@ static void walk_parked(FILE *out, struct weft__g *g)
 
 static void format_wait(char *buf, size_t n, struct weft__g *g, uint32_t st)
 {
-	const char *what = st == G_WAITING && g->wait_reason ? g->wait_reason : status_name(st);
-	int64_t since = g->wait_since;
-	int64_t waited = st == G_WAITING && since ? weft__coarse_now - since : 0;
+	const char *reason = __atomic_load_n(&g->wait_reason, __ATOMIC_RELAXED);
+	const char *what = st == G_WAITING && reason ? reason : status_name(st);
+	int64_t since = __atomic_load_n(&g->wait_since, __ATOMIC_RELAXED);
+	int64_t now = __atomic_load_n(&weft__coarse_now, __ATOMIC_RELAXED);
+	int64_t waited = st == G_WAITING && since ? now - since : 0;
 	if (waited >= 60LL * 1000000000)
 		snprintf(buf, n, "%s, %lld minutes", what, (long long)(waited / 60000000000LL));
 	else if (waited >= 1000000000)
@@ -124,10 +126,15 @@ void weft__dump_fd(FILE *out)
 		uint32_t st = __atomic_load_n(&g->status, __ATOMIC_ACQUIRE);
 		if (st == G_IDLE || st == G_DEAD)
 			continue;
-		char buf[128];
+		char buf[128], name[sizeof g->name];
 		format_wait(buf, sizeof buf, g, st);
+		/* Copy the name byte by byte here (this file is not instrumented
+		 * under TSan; fprintf is, and the name's writer is another G). */
+		for (size_t i = 0; i < sizeof name; i++)
+			name[i] = g->name[i];
+		name[sizeof name - 1] = 0;
 		fprintf(out, "goroutine %llu [%s]%s%s%s:\n", (unsigned long long)g->id, buf,
-			g->name[0] ? " \"" : "", g->name, g->name[0] ? "\"" : "");
+			name[0] ? " \"" : "", name, name[0] ? "\"" : "");
 		if (st == G_WAITING || st == G_RUNNABLE)
 			walk_parked(out, g);
 		else

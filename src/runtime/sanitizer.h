@@ -4,10 +4,16 @@
  * AddressSanitizer and Valgrind follow goroutine switches. In a build without
  * a sanitizer every hook is an empty inline function.
  *
- * ThreadSanitizer: every G has a fiber (created with its record, reused with
- * it). Switches synchronise (flag 0): TSan then orders everything one M does,
- * like the code of one thread, and reports races between goroutines that run
- * on different Ms, which is where real races live.
+ * ThreadSanitizer, as Go's race detector does it: the runtime layers are
+ * built without TSan instrumentation (their own accesses are invisible),
+ * every G has a fiber (created with its record, reused with it), and a
+ * switch does not synchronise (__tsan_switch_to_fiber_no_sync). Two
+ * goroutines are then ordered only by real synchronisation, which the
+ * runtime declares with weft__race_release/acquire: weft_go (the spawner
+ * before the child), WaitGroup (every Add/Done before the Wait that
+ * returns), Mutex (an Unlock before the next Lock). So a race between
+ * goroutines is reported even when both run on one thread, one after the
+ * other, exactly as `go test -race` reports it.
  * AddressSanitizer: each switch is bracketed by start/finish_switch_fiber
  * with the target's stack bounds; an exiting G passes NULL so its fake stack
  * is freed; a recycled stack is unpoisoned before reuse.
@@ -43,6 +49,7 @@
 #include <valgrind/valgrind.h>
 #endif
 
+struct weft__g;
 static inline void weft__san_fiber_create(struct weft__g *g)
 {
 #ifdef WEFT_TSAN
@@ -58,6 +65,26 @@ static inline void weft__san_fiber_destroy(struct weft__g *g)
 	__tsan_destroy_fiber(g->tsan_fiber);
 #else
 	(void)g;
+#endif
+}
+
+/* Declare a happens-before edge: everything before release(addr) happens
+ * before everything after a later acquire(addr). */
+static inline void weft__race_release(const void *addr)
+{
+#ifdef WEFT_TSAN
+	__tsan_release((void *)addr);
+#else
+	(void)addr;
+#endif
+}
+
+static inline void weft__race_acquire(const void *addr)
+{
+#ifdef WEFT_TSAN
+	__tsan_acquire((void *)addr);
+#else
+	(void)addr;
 #endif
 }
 

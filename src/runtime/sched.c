@@ -74,6 +74,11 @@ void weft__goentry(void);
 
 static __thread struct weft__m *tls_m;
 
+#ifdef WEFT_TSAN
+void AnnotateBenignRaceSized(const char *file, int line, const volatile void *mem,
+			     unsigned long size, const char *desc);
+#endif
+
 /* ---------------------------------------------------------------- thread state */
 
 __attribute__((noinline)) struct weft__m *weft__m_get(void)
@@ -242,7 +247,7 @@ void weft__start(void)
 static void acquirep(struct weft__m *m, struct weft__p *p)
 {
 	m->p = p;
-	p->m = m;
+	__atomic_store_n(&p->m, m, __ATOMIC_RELEASE); /* read by sysmon */
 	__atomic_store_n(&p->status, P_RUNNING, __ATOMIC_RELEASE);
 }
 
@@ -250,7 +255,7 @@ static struct weft__p *releasep(struct weft__m *m)
 {
 	struct weft__p *p = m->p;
 	m->p = NULL;
-	p->m = NULL;
+	__atomic_store_n(&p->m, NULL, __ATOMIC_RELEASE);
 	return p;
 }
 
@@ -263,7 +268,7 @@ static void retire_locked(struct weft__p *p)
 		weft__globrunq_put(g);
 	weft__timers_move(&p->timers, &weft__sched.allp[0]->timers);
 	weft__stack_flush(p);
-	p->m = NULL;
+	__atomic_store_n(&p->m, NULL, __ATOMIC_RELEASE);
 	__atomic_store_n(&p->status, P_DEAD, __ATOMIC_RELEASE);
 }
 
@@ -275,7 +280,7 @@ static void pidleput(struct weft__p *p)
 		retire_locked(p);
 		return;
 	}
-	p->m = NULL;
+	__atomic_store_n(&p->m, NULL, __ATOMIC_RELEASE);
 	__atomic_store_n(&p->status, P_IDLE, __ATOMIC_RELEASE);
 	p->link = s->pidle;
 	s->pidle = p;
@@ -300,11 +305,12 @@ static void resize_locked(int n)
 	int old = s->nprocs;
 	while (s->nallp < n) {
 		s->allp[s->nallp] = p_new(s->nallp);
-		s->nallp++;
+		/* Publish the P before the count: sysmon reads without the lock. */
+		__atomic_store_n(&s->nallp, s->nallp + 1, __ATOMIC_RELEASE);
 	}
 	__atomic_store_n(&s->nprocs, n, __ATOMIC_SEQ_CST);
 	for (int i = old; i < n; i++)
-		if (s->allp[i]->status == P_DEAD)
+		if (__atomic_load_n(&s->allp[i]->status, __ATOMIC_ACQUIRE) == P_DEAD)
 			pidleput(s->allp[i]);
 	if (n < old) {
 		/* Idle Ps beyond the new count leave the idle list now; running
@@ -565,7 +571,7 @@ static inline void san_start(struct weft__m *m, struct weft__g *from, struct wef
 	(void)from;
 #endif
 #ifdef WEFT_TSAN
-	__tsan_switch_to_fiber(to ? to->tsan_fiber : m->tsan_g0, 0);
+	__tsan_switch_to_fiber(to ? to->tsan_fiber : m->tsan_g0, __tsan_switch_to_fiber_no_sync);
 #else
 	(void)to;
 #endif
@@ -619,12 +625,13 @@ static void gogo(struct weft__m *m, struct weft__g *from, struct weft__g *to)
 	if (from)
 		saved = *m->errno_ptr;
 	if (to) {
-		m->curg = to;
+		/* curg is read by sysmon and the hog reporter: atomic. */
+		__atomic_store_n(&m->curg, to, __ATOMIC_RELEASE);
 		__atomic_store_n(&to->status, G_RUNNING, __ATOMIC_RELAXED);
 		struct weft__p *p = m->p;
 		__atomic_store_n(&p->schedtick, p->schedtick + 1, __ATOMIC_RELAXED);
 	} else {
-		m->curg = NULL;
+		__atomic_store_n(&m->curg, NULL, __ATOMIC_RELEASE);
 	}
 	san_start(m, from, to);
 	weft__switch(from ? &from->sp : &m->g0_sp, to ? to->sp : m->g0_sp);
@@ -644,6 +651,7 @@ void weft__goentry(void)
 	run_after(m);
 	struct weft__g *g = m->curg;
 	*m->errno_ptr = 0;
+	weft__race_acquire(g); /* pairs with the spawner's release */
 	g->fn(g->arg);
 	weft__goexit();
 }
@@ -909,6 +917,14 @@ static void *m_main(void *arg)
 	struct weft__m *m = arg;
 	m_set(m);
 	m->errno_ptr = errno_addr();
+#ifdef WEFT_TSAN
+	/* This thread's errno slot is shared by every goroutine that runs here;
+	 * the runtime saves and restores it per goroutine at each switch, in
+	 * code TSan does not see. Accesses from different goroutines are not
+	 * races. */
+	AnnotateBenignRaceSized(__FILE__, __LINE__, m->errno_ptr, sizeof(int),
+				"errno is switched per goroutine by weft");
+#endif
 	m->tid = (pid_t)syscall(SYS_gettid);
 	weft__signals_init_thread(m);
 #ifdef WEFT_TSAN
@@ -974,6 +990,7 @@ int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *f
 	if (opts && opts->name)
 		snprintf(g->name, sizeof g->name, "%s", opts->name);
 	init_context(g);
+	weft__race_release(g); /* the spawner's past happens before the child */
 	__atomic_add_fetch(&s->ngoroutines, 1, __ATOMIC_RELAXED);
 	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELEASE);
 	if (p && !chaos(4)) {
@@ -1052,8 +1069,10 @@ void weft__park(const char *reason, void (*park_fn)(void *arg, struct weft__g *g
 {
 	struct weft__m *m = weft__m_get();
 	struct weft__g *g = m->curg;
-	g->wait_reason = reason;
-	g->wait_since = __atomic_load_n(&weft__coarse_now, __ATOMIC_RELAXED);
+	/* Read by dumps on other threads: atomic. */
+	__atomic_store_n(&g->wait_reason, reason, __ATOMIC_RELAXED);
+	__atomic_store_n(&g->wait_since, __atomic_load_n(&weft__coarse_now, __ATOMIC_RELAXED),
+			 __ATOMIC_RELAXED);
 	__atomic_store_n(&g->status, G_WAITING, __ATOMIC_RELEASE);
 	stat_inc(&m->p->npark);
 	m->after = AFTER_PARK;
@@ -1256,6 +1275,11 @@ int weft_set_procs(int n, int *old)
 	resize_locked(n);
 	weft__unlock(&weft__sched.lock);
 	weft__wakep();
+	/* A caller whose own P just went away moves to one that remains now,
+	 * as in Go, rather than at its next switch. */
+	struct weft__m *m = weft__m_get();
+	if (m && m->curg && !m->in_blocking && m->p && m->p->id >= n)
+		weft_yield();
 	return 0;
 }
 
@@ -1301,7 +1325,7 @@ void weft_stats_get(weft_stats *out)
 		out->switches += __atomic_load_n(&p->schedtick, __ATOMIC_RELAXED);
 		out->steals += __atomic_load_n(&p->nsteal, __ATOMIC_RELAXED);
 		out->parks += __atomic_load_n(&p->npark, __ATOMIC_RELAXED);
-		if (p->status != P_DEAD)
+		if (__atomic_load_n(&p->status, __ATOMIC_ACQUIRE) != P_DEAD)
 			out->local_runq += weft__runq_len(p);
 	}
 	(void)main_trampoline_done;

@@ -71,7 +71,7 @@ static uint64_t activity(void)
 {
 	struct weft__sched *s = &weft__sched;
 	uint64_t a = __atomic_load_n(&s->goid, __ATOMIC_SEQ_CST);
-	for (int i = 0; i < s->nallp; i++)
+	for (int i = 0; i < __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE); i++)
 		a += __atomic_load_n(&s->allp[i]->schedtick, __ATOMIC_SEQ_CST);
 	return a;
 }
@@ -86,8 +86,9 @@ static int deadlocked_now(void)
 	int foreign = __atomic_load_n(&s->nforeign_blocked, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&s->ngoroutines, __ATOMIC_SEQ_CST) == 0 && foreign == 0)
 		return 0;
-	for (int i = 0; i < s->nallp; i++)
-		if (s->allp[i]->status != P_DEAD && !weft__runq_empty(s->allp[i]))
+	for (int i = 0; i < __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE); i++)
+		if (__atomic_load_n(&s->allp[i]->status, __ATOMIC_ACQUIRE) != P_DEAD &&
+		    !weft__runq_empty(s->allp[i]))
 			return 0;
 	int threads = count_threads();
 	int ours = __atomic_load_n(&s->mcount, __ATOMIC_SEQ_CST) + 1 /* sysmon */ + foreign +
@@ -161,8 +162,8 @@ static void retake(int64_t now, int *retaken)
 		if (now - p->sm_when < HOG_NS)
 			continue;
 		/* A hog: nothing else can run on this P until it switches. */
-		struct weft__m *m = p->m;
-		if (!m || !m->curg)
+		struct weft__m *m = __atomic_load_n(&p->m, __ATOMIC_ACQUIRE);
+		if (!m || !__atomic_load_n(&m->curg, __ATOMIC_ACQUIRE))
 			continue;
 		if (weft__runq_drain(p) > 0)
 			weft__wakep();
@@ -170,7 +171,7 @@ static void retake(int64_t now, int *retaken)
 			weft__timers_run(&p->timers, now);
 		if (s->hogs && !p->sm_hog_reported) {
 			p->sm_hog_reported = 1;
-			struct weft__g *g = m->curg;
+			struct weft__g *g = __atomic_load_n(&m->curg, __ATOMIC_ACQUIRE);
 			if (g) {
 				fprintf(stderr, "weft: goroutine %llu%s%s%s (created at %s:%d) has run "
 					"for %lld ms without a switch on P %d\n",
@@ -193,7 +194,7 @@ static void report_stuck(int64_t now)
 		if (now - since < STUCK_NS)
 			continue;
 		m->blocking_reported = 1;
-		struct weft__g *g = m->curg;
+		struct weft__g *g = __atomic_load_n(&m->curg, __ATOMIC_ACQUIRE);
 		fprintf(stderr, "weft: goroutine %llu (created at %s:%d) has been in a blocking "
 			"call for %lld ms on thread %d\n", g ? (unsigned long long)g->id : 0ull,
 			g && g->file ? g->file : "?", g ? g->line : 0,
@@ -286,9 +287,10 @@ static void *sysmon_main(void *arg)
 void weft__sysmon_start(void)
 {
 #ifdef WEFT_TSAN
-	/* ThreadSanitizer runs a background thread of its own. */
-	int n = count_threads();
-	san_extra_threads = n > 1 ? n - 1 : 0;
+	/* ThreadSanitizer runs one background thread of its own, started by
+	 * the first pthread_create (at the latest, ours just below). It cannot
+	 * be told from a user's thread by name, so it is counted here. */
+	san_extra_threads = 1;
 #endif
 	weft__coarse_now = weft_now();
 	pthread_t t;

@@ -23,6 +23,8 @@
 #include "fatal.h"
 #include "lock.h"
 #include "park.h"
+#include "sched.h"
+#include "sanitizer.h"
 
 #define LOCKED 1u
 #define WOKEN 2u
@@ -97,10 +99,10 @@ static void lock_slow(weft_mutex *m)
 void weft_mutex_lock(weft_mutex *m)
 {
 	uint32_t z = 0;
-	if (__builtin_expect(__atomic_compare_exchange_n(&m->state_, &z, LOCKED, 0,
-							 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED), 1))
-		return;
-	lock_slow(m);
+	if (__builtin_expect(!__atomic_compare_exchange_n(&m->state_, &z, LOCKED, 0,
+							  __ATOMIC_ACQUIRE, __ATOMIC_RELAXED), 0))
+		lock_slow(m);
+	weft__race_acquire(m); /* pairs with the release in unlock */
 }
 
 int weft_mutex_trylock(weft_mutex *m)
@@ -111,6 +113,7 @@ int weft_mutex_trylock(weft_mutex *m)
 	if (!__atomic_compare_exchange_n(&m->state_, &old, old | LOCKED, 0, __ATOMIC_ACQUIRE,
 					 __ATOMIC_RELAXED))
 		return EBUSY;
+	weft__race_acquire(m);
 	return 0;
 }
 
@@ -139,6 +142,7 @@ static void unlock_slow(weft_mutex *m, uint32_t new)
 
 void weft_mutex_unlock(weft_mutex *m)
 {
+	weft__race_release(m);
 	uint32_t new = __atomic_sub_fetch(&m->state_, LOCKED, __ATOMIC_RELEASE);
 	if (((new + LOCKED) & LOCKED) == 0)
 		weft__fatal("sync: unlock of unlocked mutex");

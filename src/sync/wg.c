@@ -18,6 +18,8 @@
 
 #include "fatal.h"
 #include "park.h"
+#include "sched.h"
+#include "sanitizer.h"
 
 #define WAITER_MASK 0xffffffffull
 
@@ -31,6 +33,7 @@ void weft_wg_add(weft_wg *wg, int64_t delta)
 	uint64_t *st = (uint64_t *)&wg->counter_;
 	if (delta > INT32_MAX || delta < -(int64_t)INT32_MAX)
 		weft__fatal("sync: WaitGroup delta %lld out of range", (long long)delta);
+	weft__race_release(wg); /* every Add/Done happens before Wait returns */
 	uint64_t s = __atomic_add_fetch(st, (uint64_t)delta << 32, __ATOMIC_ACQ_REL);
 	int32_t v = counter_of(s);
 	uint32_t w = (uint32_t)(s & WAITER_MASK);
@@ -66,8 +69,10 @@ void weft_wg_done(weft_wg *wg)
 void weft_wg_wait(weft_wg *wg)
 {
 	uint64_t *st = (uint64_t *)&wg->counter_;
-	if (counter_of(__atomic_load_n(st, __ATOMIC_ACQUIRE)) == 0)
+	if (counter_of(__atomic_load_n(st, __ATOMIC_ACQUIRE)) == 0) {
+		weft__race_acquire(wg);
 		return;
+	}
 	struct weft__waiter w;
 	weft__waiter_init(&w);
 	struct weft__waitq *q = &wg->waiters_;
@@ -76,6 +81,7 @@ void weft_wg_wait(weft_wg *wg)
 	for (;;) {
 		if (counter_of(s) == 0) {
 			weft__waitq_unlock(q);
+			weft__race_acquire(wg);
 			return;
 		}
 		if (__atomic_compare_exchange_n(st, &s, s + 1, 0, __ATOMIC_ACQ_REL,
@@ -84,4 +90,5 @@ void weft_wg_wait(weft_wg *wg)
 	}
 	weft__waitq_push(q, &w, 0);
 	weft__waitq_block(q, &w, "semacquire");
+	weft__race_acquire(wg);
 }

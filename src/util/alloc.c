@@ -7,6 +7,18 @@
 
 #include <stdlib.h>
 
+#ifdef WEFT_TSAN
+#include <sanitizer/tsan_interface.h>
+/* The runtime is not instrumented, so TSan sees only the malloc and the
+ * free of its buffers, often on different goroutines' fibers: declare the
+ * ordering that the runtime's own locks provide. */
+#define RACE_ALLOCATED(p) __tsan_release(p)
+#define RACE_FREEING(p) __tsan_acquire(p)
+#else
+#define RACE_ALLOCATED(p) ((void)(p))
+#define RACE_FREEING(p) ((void)(p))
+#endif
+
 static long fail_countdown; /* atomic; 0 = off */
 static int fail_sticky;     /* atomic */
 
@@ -26,16 +38,24 @@ static int should_fail(void)
 
 void *weft__alloc(size_t size)
 {
-	return should_fail() ? NULL : malloc(size);
+	void *p = should_fail() ? NULL : malloc(size);
+	if (p)
+		RACE_ALLOCATED(p);
+	return p;
 }
 
 void *weft__calloc(size_t n, size_t size)
 {
-	return should_fail() ? NULL : calloc(n, size);
+	void *p = should_fail() ? NULL : calloc(n, size);
+	if (p)
+		RACE_ALLOCATED(p);
+	return p;
 }
 
 void weft__free(void *p)
 {
+	if (p)
+		RACE_FREEING(p);
 	free(p);
 }
 

@@ -50,10 +50,28 @@ static inline long weft__raw_futex(uint32_t *addr, int op, uint32_t val,
 #endif
 }
 
-/* Sleep while *addr == val; 0, or -ETIMEDOUT / -EAGAIN / -EINTR. */
+/* Sleep while *addr == val; 0, or -ETIMEDOUT / -EAGAIN / -EINTR. Callers
+ * re-check their condition: a return of 0 may be spurious. */
 static inline long weft__futex_wait(uint32_t *addr, uint32_t val, const struct timespec *rel)
 {
+#ifdef WEFT_TSAN
+	/* ThreadSanitizer delivers signals to a thread only when it passes
+	 * through one of its interceptors, and a raw futex wait is invisible to
+	 * it: a thread parked here forever would never run a SIGQUIT handler.
+	 * So TSan builds sleep at most 50 ms at a time and then pass through
+	 * an intercepted call (a zero nanosleep). */
+	const struct timespec cap = { 0, 50 * 1000 * 1000 };
+	int capped = !rel || rel->tv_sec > 0 || rel->tv_nsec > cap.tv_nsec;
+	long r = weft__raw_futex(addr, FUTEX_WAIT_PRIVATE, val, capped ? &cap : rel);
+	if (capped && r == -ETIMEDOUT) {
+		struct timespec zero = { 0, 0 };
+		nanosleep(&zero, NULL);
+		return 0;
+	}
+	return r;
+#else
 	return weft__raw_futex(addr, FUTEX_WAIT_PRIVATE, val, rel);
+#endif
 }
 
 static inline long weft__futex_wake(uint32_t *addr, int n)
