@@ -982,7 +982,15 @@ int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *f
 	*errno_addr() = saved_errno;
 	if (!g)
 		return err;
-	g->id = __atomic_add_fetch(&s->goid, 1, __ATOMIC_RELAXED);
+	if (p) {
+		if (p->goid_next == p->goid_end) {
+			p->goid_next = __atomic_fetch_add(&s->goid, 16, __ATOMIC_RELAXED) + 1;
+			p->goid_end = p->goid_next + 16;
+		}
+		g->id = p->goid_next++;
+	} else {
+		g->id = __atomic_add_fetch(&s->goid, 1, __ATOMIC_RELAXED);
+	}
 	g->fn = fn;
 	g->arg = arg;
 	g->file = file;
@@ -991,7 +999,12 @@ int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *f
 		snprintf(g->name, sizeof g->name, "%s", opts->name);
 	init_context(g);
 	weft__race_release(g); /* the spawner's past happens before the child */
-	__atomic_add_fetch(&s->ngoroutines, 1, __ATOMIC_RELAXED);
+	if (p) {
+		stat_inc(&p->ngo);
+		stat_inc(&p->nspawned);
+	} else {
+		__atomic_add_fetch(&s->ngoroutines, 1, __ATOMIC_RELAXED);
+	}
 	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELEASE);
 	if (p && !chaos(4)) {
 		weft__runq_put(p, g, 1);
@@ -1008,7 +1021,8 @@ void weft__goexit(void)
 {
 	struct weft__m *m = weft__m_get();
 	struct weft__g *g = m->curg;
-	__atomic_sub_fetch(&weft__sched.ngoroutines, 1, __ATOMIC_RELAXED);
+	/* Every G ends on an M that holds a P. */
+	__atomic_store_n(&m->p->ngo, m->p->ngo - 1, __ATOMIC_RELAXED);
 	if (g->lockedm) {
 		/* A G that ends pinned takes its thread with it (Go's rule): the
 		 * thread may have been changed in ways no other G should see. */
@@ -1285,7 +1299,27 @@ int weft_set_procs(int n, int *old)
 
 int64_t weft_num_goroutines(void)
 {
-	return __atomic_load_n(&weft__sched.ngoroutines, __ATOMIC_RELAXED);
+	return weft__count_goroutines();
+}
+
+int64_t weft__count_goroutines(void)
+{
+	struct weft__sched *s = &weft__sched;
+	int64_t n = __atomic_load_n(&s->ngoroutines, __ATOMIC_SEQ_CST);
+	int np = __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE);
+	for (int i = 0; i < np; i++)
+		n += __atomic_load_n(&s->allp[i]->ngo, __ATOMIC_SEQ_CST);
+	return n;
+}
+
+int64_t weft__count_spawned(void)
+{
+	struct weft__sched *s = &weft__sched;
+	int64_t n = __atomic_load_n(&s->ngoroutines, __ATOMIC_RELAXED);
+	int np = __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE);
+	for (int i = 0; i < np; i++)
+		n += __atomic_load_n(&s->allp[i]->nspawned, __ATOMIC_RELAXED);
+	return n;
 }
 
 uint64_t weft_self_id(void)
@@ -1311,7 +1345,7 @@ void weft_stats_get(weft_stats *out)
 	weft__start();
 	memset(out, 0, sizeof *out);
 	out->goroutines = weft_num_goroutines();
-	out->spawned = (int64_t)__atomic_load_n(&s->goid, __ATOMIC_RELAXED);
+	out->spawned = weft__count_spawned();
 	out->threads = __atomic_load_n(&s->mcount, __ATOMIC_RELAXED);
 	out->procs = __atomic_load_n(&s->nprocs, __ATOMIC_RELAXED);
 	out->idle_procs = __atomic_load_n(&s->npidle, __ATOMIC_RELAXED);

@@ -103,6 +103,14 @@ struct weft__p {
 	struct weft__g *gfree;
 	int ngfree;
 
+	/* Goroutine ids handed out in batches (Go's goidcache): no shared
+	 * counter bounces between CPUs on every spawn. Owner P only. */
+	uint64_t goid_next, goid_end;
+	/* Goroutines spawned minus goroutines ended on this P; owner writes
+	 * (relaxed), anyone sums (weft_num_goroutines). */
+	int64_t ngo;
+	int64_t nspawned;
+
 	/* Statistics; atomic relaxed, written by the owner. */
 	int64_t nsteal;
 	int64_t npark;
@@ -179,7 +187,7 @@ struct weft__sched {
 
 	uint32_t allg_lock;
 	struct weft__g *allg;
-	int64_t ngoroutines; /* atomic */
+	int64_t ngoroutines; /* atomic: goroutines spawned without a P (foreign threads) */
 	uint64_t goid;       /* atomic id generator */
 
 	int64_t timer_wait_until; /* atomic: deadline the timer-waiting idle M sleeps to */
@@ -272,6 +280,10 @@ void weft__run_timers_of(struct weft__p *p, int64_t now);
 void weft__handoffp(struct weft__p *p);
 void weft__wakep(void);
 void weft__sched_note_foreign_block(int delta);
+/* Goroutines alive: the per-P counts and the foreign ones, summed (racy
+ * while goroutines start and end; exact when nothing runs). */
+int64_t weft__count_goroutines(void);
+int64_t weft__count_spawned(void);
 /* End the running goroutine (its fn returned). */
 __attribute__((noreturn)) void weft__goexit(void);
 /* weft_now() as of sysmon's last tick: cheap, coarse (up to 10 ms old). */

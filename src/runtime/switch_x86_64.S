@@ -37,18 +37,27 @@ weft__switch:
 	.cfi_adjust_cfa_offset 8
 	pushq	%r15
 	.cfi_adjust_cfa_offset 8
-	/* Save the floating-point control state below them. */
+	/* Save the floating-point control state below them, and keep it in
+	 * eax/edx (caller-saved) to compare with the new context's. */
 	subq	$8, %rsp
 	.cfi_adjust_cfa_offset 8
 	stmxcsr	(%rsp)
 	fnstcw	4(%rsp)
+	movl	(%rsp), %eax
+	movzwl	4(%rsp), %edx
 	/* Publish the old stack pointer, take the new one. */
 	movq	%rsp, (%rdi)
 	movq	%rsi, %rsp
-	/* Restore the new context's control state and registers. */
+	/* Restore the new context's control state, only where it differs:
+	 * ldmxcsr and especially fldcw are slow, and the state is nearly
+	 * always the same. */
+	cmpl	(%rsp), %eax
+	je	1f
 	ldmxcsr	(%rsp)
+1:	cmpw	4(%rsp), %dx
+	je	2f
 	fldcw	4(%rsp)
-	addq	$8, %rsp
+2:	addq	$8, %rsp
 	popq	%r15
 	popq	%r14
 	popq	%r13

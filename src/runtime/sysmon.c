@@ -70,7 +70,7 @@ static int all_idle(void)
 static uint64_t activity(void)
 {
 	struct weft__sched *s = &weft__sched;
-	uint64_t a = __atomic_load_n(&s->goid, __ATOMIC_SEQ_CST);
+	uint64_t a = (uint64_t)weft__count_spawned();
 	for (int i = 0; i < __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE); i++)
 		a += __atomic_load_n(&s->allp[i]->schedtick, __ATOMIC_SEQ_CST);
 	return a;
@@ -84,7 +84,7 @@ static int deadlocked_now(void)
 	if (weft__timers_earliest() != INT64_MAX)
 		return 0;
 	int foreign = __atomic_load_n(&s->nforeign_blocked, __ATOMIC_SEQ_CST);
-	if (__atomic_load_n(&s->ngoroutines, __ATOMIC_SEQ_CST) == 0 && foreign == 0)
+	if (weft__count_goroutines() == 0 && foreign == 0)
 		return 0;
 	for (int i = 0; i < __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE); i++)
 		if (__atomic_load_n(&s->allp[i]->status, __ATOMIC_ACQUIRE) != P_DEAD &&
@@ -227,7 +227,7 @@ static void schedtrace(int64_t now, int64_t start)
 			 "SCHED %lldms: procs=%d idleprocs=%d threads=%d spinningthreads=%d "
 			 "blocking=%d goroutines=%lld runqueue=%lld [",
 			 (long long)((now - start) / 1000000), s->nprocs, s->npidle, s->mcount,
-			 s->nmspinning, s->nblocking, (long long)s->ngoroutines,
+			 s->nmspinning, s->nblocking, (long long)weft__count_goroutines(),
 			 (long long)s->runqsize);
 	for (int i = 0; i < s->nprocs && k < (int)sizeof line - 32; i++)
 		k += snprintf(line + k, sizeof line - (size_t)k, "%s%u", i ? " " : "",

@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * runq_test.c - the per-P run queue (src/runtime/runq.c) on its own, like
+ * Go's RunSchedLocalQueueTest and RunSchedLocalQueueStealTest: FIFO order,
+ * runnext, overflow to the global queue, and concurrent stealing where every
+ * G must come out exactly once.
+ */
+#include "test.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched.h"
+
+enum { NG = 20000 };
+static struct weft__g gs[NG];
+
+static struct weft__p *new_p(int id)
+{
+	struct weft__p *p = aligned_alloc(64, sizeof *p);
+	memset(p, 0, sizeof *p);
+	p->id = id;
+	return p;
+}
+
+static void drain_global(int *seen)
+{
+	struct weft__p *tmp = new_p(99);
+	weft__lock(&weft__sched.lock);
+	for (;;) {
+		struct weft__g *g = weft__globrunq_get(tmp, 1);
+		if (!g)
+			break;
+		seen[g - gs]++;
+	}
+	weft__unlock(&weft__sched.lock);
+	free(tmp);
+}
+
+/*
+ * FIFO through the ring; runnext first; a displaced runnext goes to the
+ * tail. Guards: LIFO pops, runnext ignored or lost.
+ */
+TEST_THREAD(fifo_and_runnext)
+{
+	struct weft__p *p = new_p(0);
+	for (int i = 0; i < 10; i++)
+		weft__runq_put(p, &gs[i], 0);
+	weft__runq_put(p, &gs[100], 1);
+	weft__runq_put(p, &gs[101], 1); /* displaces 100 to the tail */
+	ASSERT_EQ(weft__runq_len(p), 12u);
+	ASSERT_PTR_EQ(weft__runq_get(p), &gs[101]);
+	for (int i = 0; i < 10; i++)
+		ASSERT_PTR_EQ(weft__runq_get(p), &gs[i]);
+	ASSERT_PTR_EQ(weft__runq_get(p), &gs[100]);
+	ASSERT_PTR_EQ(weft__runq_get(p), NULL);
+	ASSERT(weft__runq_empty(p));
+	free(p);
+}
+
+/*
+ * More than the ring holds: the overflow goes to the global queue, and
+ * every G is found exactly once across the two. Guards: put_slow losing or
+ * duplicating Gs.
+ */
+TEST_THREAD(overflow_to_global)
+{
+	static int seen[NG];
+	memset(seen, 0, sizeof seen);
+	weft__sched.nprocs = 1;
+	struct weft__p *p = new_p(0);
+	for (int i = 0; i < 1000; i++)
+		weft__runq_put(p, &gs[i], 0);
+	ASSERT(weft__sched.runqsize > 0);
+	struct weft__g *g;
+	while ((g = weft__runq_get(p)) != NULL)
+		seen[g - gs]++;
+	drain_global(seen);
+	for (int i = 0; i < 1000; i++)
+		ASSERT_EQ(seen[i], 1);
+	free(p);
+}
+
+struct thief {
+	struct weft__p *victim, *own;
+	atomic_int *stop;
+	int *seen; /* owned by this thief */
+};
+
+static void *steal_loop(void *arg)
+{
+	struct thief *t = arg;
+	for (;;) {
+		int stopping = atomic_load(t->stop);
+		struct weft__g *g = weft__runq_steal(t->own, t->victim, 1);
+		if (g) {
+			t->seen[g - gs]++;
+			while ((g = weft__runq_get(t->own)) != NULL)
+				t->seen[g - gs]++;
+		} else if (stopping) {
+			return NULL;
+		}
+	}
+}
+
+/*
+ * One owner putting and getting, two thieves stealing, concurrently: every G
+ * comes out exactly once. Guards: a steal that claims slots without the CAS
+ * on head (duplicates), a steal that publishes before copying (lost Gs).
+ */
+TEST_THREAD(concurrent_steal_exactly_once)
+{
+	static int seen_owner[NG], seen_a[NG], seen_b[NG];
+	memset(seen_owner, 0, sizeof seen_owner);
+	memset(seen_a, 0, sizeof seen_a);
+	memset(seen_b, 0, sizeof seen_b);
+	weft__sched.nprocs = 3;
+	struct weft__p *owner = new_p(0), *pa = new_p(1), *pb = new_p(2);
+	atomic_int stop = 0;
+	struct thief a = { owner, pa, &stop, seen_a }, b = { owner, pb, &stop, seen_b };
+	pthread_t ta, tb;
+	ASSERT_EQ(pthread_create(&ta, NULL, steal_loop, &a), 0);
+	ASSERT_EQ(pthread_create(&tb, NULL, steal_loop, &b), 0);
+	for (int i = 0; i < NG; i++) {
+		weft__runq_put(owner, &gs[i], i % 7 == 0);
+		if (i % 3 == 0) {
+			struct weft__g *g = weft__runq_get(owner);
+			if (g)
+				seen_owner[g - gs]++;
+		}
+	}
+	struct weft__g *g;
+	while ((g = weft__runq_get(owner)) != NULL)
+		seen_owner[g - gs]++;
+	atomic_store(&stop, 1);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	drain_global(seen_owner);
+	long stolen = 0;
+	for (int i = 0; i < NG; i++) {
+		ASSERT_EQ(seen_owner[i] + seen_a[i] + seen_b[i], 1);
+		stolen += seen_a[i] + seen_b[i];
+	}
+	printf("    stolen: %ld of %d\n", stolen, NG);
+	free(owner);
+	free(pa);
+	free(pb);
+}
