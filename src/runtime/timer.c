@@ -42,9 +42,16 @@
 
 void weft__timers_init(struct weft__timers *h)
 {
+	h->lock = 0;
 	h->len = h->cap = h->zombies = 0;
 	h->v = NULL;
 	h->earliest = INT64_MAX;
+}
+
+void weft__timers_destroy(struct weft__timers *h)
+{
+	weft__free(h->v);
+	weft__timers_init(h);
 }
 
 static int is_live(struct weft__timers *h, const struct weft__tentry *e)

@@ -53,5 +53,7 @@ static inline int64_t weft__timers_peek(struct weft__timers *h)
 	return __atomic_load_n(&h->earliest, __ATOMIC_ACQUIRE);
 }
 void weft__timers_init(struct weft__timers *h);
+/* Free h's storage; h must hold no timers that anyone will delete or run. */
+void weft__timers_destroy(struct weft__timers *h);
 
 #endif

@@ -70,6 +70,7 @@ TEST_THREAD(order_and_lazy_deletion)
 		ASSERT_EQ(tm[i].arg != NULL, i % 3 != 0);
 	ASSERT_EQ(weft__timers_peek(&h), INT64_MAX);
 	ASSERT_EQ(h.len, 0);
+	weft__timers_destroy(&h);
 }
 
 /*
@@ -88,6 +89,7 @@ TEST_THREAD(exact_order_in_one_run)
 	ASSERT_EQ(weft__timers_run(&h, INT64_MAX - 1), N);
 	for (int i = 1; i < nfired; i++)
 		ASSERT_LE(fired_when[i - 1], fired_when[i]);
+	weft__timers_destroy(&h);
 }
 
 /*
@@ -112,6 +114,7 @@ TEST_THREAD(readd_after_delete)
 	ASSERT_EQ(weft__timers_run(&h, 5000), 1);
 	ASSERT_EQ(nfired, 1);
 	ASSERT_EQ(fired_when[0], 1);
+	weft__timers_destroy(&h);
 }
 
 /* Moving a heap keeps every live timer and none of the deleted ones. */
@@ -132,6 +135,8 @@ TEST_THREAD(move_heap)
 	ASSERT_EQ(weft__timers_peek(&b), 11);
 	ASSERT_EQ(weft__timers_run(&b, 1000), 75);
 	ASSERT_EQ(weft__timer_del(&tm[1]), 0);
+	weft__timers_destroy(&a);
+	weft__timers_destroy(&b);
 }
 
 /*
@@ -157,4 +162,5 @@ TEST_THREAD(zombie_does_not_fire_early)
 	ASSERT_EQ(fired_when[0], 50);
 	ASSERT_EQ(weft__timers_run(&h, 1500), 1);
 	ASSERT_EQ(fired_when[1], 1000);
+	weft__timers_destroy(&h);
 }
