@@ -131,7 +131,7 @@ void weft__dump_fd(FILE *out)
 		/* Copy the name byte by byte here (this file is not instrumented
 		 * under TSan; fprintf is, and the name's writer is another G). */
 		for (size_t i = 0; i < sizeof name; i++)
-			name[i] = g->name[i];
+			name[i] = g->named ? g->name[i] : 0;
 		name[sizeof name - 1] = 0;
 		fprintf(out, "goroutine %llu [%s]%s%s%s:\n", (unsigned long long)g->id, buf,
 			name[0] ? " \"" : "", name, name[0] ? "\"" : "");

@@ -995,8 +995,12 @@ int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *f
 	g->arg = arg;
 	g->file = file;
 	g->line = line;
-	if (opts && opts->name)
+	if (opts && opts->name) {
 		snprintf(g->name, sizeof g->name, "%s", opts->name);
+		g->named = 1;
+	} else if (g->named) {
+		g->named = 0;
+	}
 	init_context(g);
 	weft__race_release(g); /* the spawner's past happens before the child */
 	if (p) {
@@ -1028,7 +1032,11 @@ void weft__goexit(void)
 		 * thread may have been changed in ways no other G should see. */
 		m->lockedg = NULL;
 		m->exiting = 1;
+		g->lockedm = NULL;
+		g->lock_count = 0;
 	}
+	if (g->wait_reason)
+		__atomic_store_n(&g->wait_reason, NULL, __ATOMIC_RELAXED);
 	__atomic_store_n(&g->status, G_DEAD, __ATOMIC_RELEASE);
 	m->after = AFTER_FREE;
 	m->after_g = g;

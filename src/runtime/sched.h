@@ -17,7 +17,11 @@
 #include "timer.h"
 
 #define WEFT_CACHELINE 64
-#define WEFT_RUNQ_SIZE 256 /* per-P ring; a power of two */
+/* Per-P ring; a power of two. Go uses 256; 1024 lets a burst of a thousand
+ * spawns stay local instead of round-tripping through the global queue. */
+#define WEFT_RUNQ_SIZE 1024
+/* Per-P cache of free goroutine stacks. */
+#define WEFT_PCACHE 1024
 
 struct weft__m;
 struct weft__p;
@@ -48,27 +52,30 @@ enum {
  * recycled with the stack.
  */
 struct weft__g {
-	/* First cache line: what a switch, a park and a sleep touch. */
+	/* First cache line: all that spawning, running and ending a goroutine
+	 * touch (the record of a recycled G is usually cold). */
 	void *sp;                   /* saved stack pointer; owner: the G's M while switching */
 	uint32_t status;            /* G_*, atomic */
-	int lock_count;             /* weft_lock_thread nesting; owner: the G */
+	int32_t line;               /* creation site: line */
 	struct weft__m *lockedm;    /* the M it is pinned to, or NULL; owner: the G */
-	struct weft__timer timer;   /* sleep timer; owner: the G while it sleeps */
-
 	struct weft__g *schedlink;  /* free-list link; owner: the P or the stack cache */
-	uint64_t id;                /* set at spawn, read-only while alive */
 	weft_fn fn;                 /* entry; set at spawn */
 	void *arg;
-	const char *wait_reason;    /* why it is WAITING; written by the G before parking */
-	int64_t wait_since;         /* weft__coarse_now when it parked */
+	uint64_t id;                /* set at spawn, read-only while alive */
+	const char *file;           /* creation site: file (a literal) */
+
+	/* Second line: parking and sleeping. */
+	struct weft__timer timer;   /* sleep timer; owner: the G while it sleeps */
+	const char *wait_reason;    /* why it is WAITING; atomic (read by dumps) */
+	int64_t wait_since;         /* weft__coarse_now when it parked; atomic */
+	int lock_count;             /* weft_lock_thread nesting; owner: the G */
+	uint8_t custom_stack;       /* not a default-size stack: unmapped at exit */
+	uint8_t stack_trimmed;      /* in the global cache with its memory given back */
+	uint8_t named;              /* name[] holds a name */
+
 	char *stack_lo;             /* lowest usable byte (the guard page is just below) */
 	size_t stack_size;          /* usable bytes from stack_lo to the end of this record */
-	const char *file;           /* creation site */
-	int line;
-	int saved_errno;            /* unused: errno is saved on the switching stack */
-	int custom_stack;           /* not a default-size stack: unmapped at exit */
-	int stack_trimmed;          /* in the global cache with its memory given back */
-	char name[32];              /* optional, NUL-terminated */
+	char name[32];              /* optional, NUL-terminated; valid when named */
 	struct weft__g *allnext;    /* all-G list, under sched.allg_lock */
 	void *tsan_fiber;           /* sanitizer fiber state */
 	void *asan_fake_stack;
@@ -99,9 +106,11 @@ struct weft__p {
 
 	struct weft__timers timers; /* its own lock */
 
-	/* Stack cache: free G+stack units of the default size; owner P only. */
-	struct weft__g *gfree;
+	/* Stack cache: free G+stack units of the default size, as an array of
+	 * pointers (a list through the records would touch a cold page per
+	 * unit); owner P only. */
 	int ngfree;
+	struct weft__g *gfree[WEFT_PCACHE];
 
 	/* Goroutine ids handed out in batches (Go's goidcache): no shared
 	 * counter bounces between CPUs on every spawn. Owner P only. */

@@ -17,10 +17,12 @@
  * with EAGAIN (and one line on stderr) before the kernel refuses.
  *
  * Units are never unmapped: a per-P cache (no locking, owner P only) spills
- * to and refills from a global cache in batches, like Go's stackcache.
- * sysmon calls weft__stack_trim() about once a second; it gives back
- * (MADV_FREE) the memory below the record page of units that have sat in
- * the global cache for a whole period. Stacks of a non-default size are
+ * to and refills from a global cache in batches, like Go's stackcache. Both
+ * caches are arrays of pointers, so moving a batch never touches the units
+ * themselves (each is a cold page). sysmon calls weft__stack_trim() about
+ * once a second; it gives back (MADV_FREE) the memory below the record page
+ * of units that have sat in the global cache for a whole period: the global
+ * cache is a stack, so those are the entries below its low-water mark. Stacks of a non-default size are
  * mapped one by one and unmapped when their goroutine ends.
  *
  * Every record is on the all-G list (for dumps) from its carving on;
@@ -53,7 +55,6 @@
 
 #define RESERVE_BYTES ((size_t)1 << 30)
 #define BATCH 64
-#define PCACHE_MAX 256
 #define RECORD_BYTES ((sizeof(struct weft__g) + 63) & ~(size_t)63)
 
 enum { GUARD_UNKNOWN, GUARD_MADV_BATCH, GUARD_MADV, GUARD_MPROTECT };
@@ -61,9 +62,10 @@ enum { GUARD_UNKNOWN, GUARD_MADV_BATCH, GUARD_MADV, GUARD_MPROTECT };
 static struct {
 	uint32_t lock;          /* protects everything below */
 	char *cur, *end;        /* bump region of the current reservation */
-	struct weft__g *free;   /* global cache, linked by schedlink, newest first */
-	int64_t nfree;
-	struct weft__g *trim_mark; /* the head at the last trim pass */
+	struct weft__g **free;  /* global cache: a stack of pointers, newest last */
+	int64_t nfree, cap;
+	int64_t low_water;      /* the fewest entries since the last trim pass */
+	int64_t trimmed;        /* free[0, trimmed) have had their memory given back */
 	int guard_mode;
 	int pidfd;
 	long map_count_max;
@@ -182,20 +184,39 @@ static void allg_link(struct weft__g *first, struct weft__g *last)
 	weft__unlock(&weft__sched.allg_lock);
 }
 
-/* Carve a batch of default units, linked by schedlink; st.lock held.
- * Returns the number carved (0 with *err on failure). */
-static int carve(struct weft__g **head, struct weft__g **tail, int *err)
+/* Make room for n more entries in the global cache; st.lock held. */
+static int reserve(int64_t n)
+{
+	if (st.nfree + n <= st.cap)
+		return 0;
+	int64_t ncap = st.cap ? st.cap * 2 : 4096;
+	while (ncap < st.nfree + n)
+		ncap *= 2;
+	struct weft__g **nv = weft__alloc(sizeof *nv * (size_t)ncap);
+	if (!nv)
+		return ENOMEM;
+	for (int64_t i = 0; i < st.nfree; i++)
+		nv[i] = st.free[i];
+	weft__free(st.free);
+	st.free = nv;
+	st.cap = ncap;
+	return 0;
+}
+
+/* Carve a batch of default units onto the global cache; st.lock held.
+ * Returns 0 or an error number. */
+static int carve(void)
 {
 	size_t pg = weft__page_size();
 	if (!st.unit)
 		st.unit = pg + round_page(WEFT_DEFAULT_STACK);
+	if (reserve(BATCH))
+		return ENOMEM;
 	if (st.cur == NULL || (size_t)(st.end - st.cur) < st.unit * BATCH) {
 		void *r = mmap(NULL, RESERVE_BYTES, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (r == MAP_FAILED) {
-			*err = errno == ENOMEM ? ENOMEM : EAGAIN;
-			return 0;
-		}
+		if (r == MAP_FAILED)
+			return errno == ENOMEM ? ENOMEM : EAGAIN;
 		st.cur = r;
 		st.end = (char *)r + RESERVE_BYTES;
 	}
@@ -203,27 +224,22 @@ static int carve(struct weft__g **head, struct weft__g **tail, int *err)
 	for (int i = 0; i < BATCH; i++)
 		guards[i] = st.cur + (size_t)i * st.unit;
 	int e = install_guards(guards, BATCH);
-	if (e) {
-		*err = e;
-		return 0;
-	}
+	if (e)
+		return e;
 	struct weft__g *first = NULL, *prev = NULL;
-	for (int i = 0; i < BATCH; i++) {
+	/* Push in reverse so the lowest addresses are handed out first. */
+	for (int i = BATCH - 1; i >= 0; i--) {
 		struct weft__g *g = record_init(guards[i] + pg, st.unit - pg);
-		if (prev) {
-			prev->schedlink = g;
+		if (prev)
 			prev->allnext = g;
-		} else {
+		else
 			first = g;
-		}
 		prev = g;
+		st.free[st.nfree++] = g;
 	}
-	prev->schedlink = NULL;
 	st.cur += st.unit * BATCH;
 	allg_link(first, prev);
-	*head = first;
-	*tail = prev;
-	return BATCH;
+	return 0;
 }
 
 static struct weft__g *alloc_custom(size_t size, int *err)
@@ -248,28 +264,26 @@ static struct weft__g *alloc_custom(size_t size, int *err)
 	return g;
 }
 
+/* Make a recycled record ready for weft_go. Only the first line and what
+ * is not already clean at exit are written: a G ends with no timer
+ * pending, not locked (goexit clears lockedm), with no wait reason. */
 static void reset_record(struct weft__g *g)
 {
 	g->schedlink = NULL;
-	g->saved_errno = 0;
-	g->wait_reason = NULL;
-	g->name[0] = 0;
 	g->lockedm = NULL;
-	g->lock_count = 0;
-	g->timer.idx = -1;
-	g->timer.heap = NULL;
+#ifdef WEFT_ASAN
 	g->asan_fake_stack = NULL;
-	g->stack_trimmed = 0;
+#endif
 }
 
-/* Unlink the head of the global cache; st.lock held, st.free not NULL. */
+/* Take the newest entry of the global cache; st.lock held, nfree > 0. */
 static struct weft__g *global_pop(void)
 {
-	struct weft__g *g = st.free;
-	if (st.trim_mark == g)
-		st.trim_mark = g->schedlink;
-	st.free = g->schedlink;
-	st.nfree--;
+	struct weft__g *g = st.free[--st.nfree];
+	if (st.nfree < st.low_water)
+		st.low_water = st.nfree;
+	if (st.nfree < st.trimmed)
+		st.trimmed = st.nfree;
 	return g;
 }
 
@@ -282,34 +296,27 @@ struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err)
 			reset_record(g);
 		return g;
 	}
-	if (p && p->gfree) {
-		g = p->gfree;
-		p->gfree = g->schedlink;
-		p->ngfree--;
+	if (p && p->ngfree) {
+		g = p->gfree[--p->ngfree];
 		reset_record(g);
 		return g;
 	}
 	weft__lock(&st.lock);
-	if (!st.free) {
-		struct weft__g *h, *t;
-		int n = carve(&h, &t, err);
-		if (!n) {
+	if (!st.nfree) {
+		int e = carve();
+		if (e) {
 			weft__unlock(&st.lock);
+			*err = e;
 			return NULL;
 		}
-		t->schedlink = st.free;
-		st.free = h;
-		st.nfree += n;
 	}
 	/* Take one, and refill the P's cache with up to a batch more. */
 	g = global_pop();
-	for (int i = 0; p && i < BATCH && st.free; i++) {
-		struct weft__g *x = global_pop();
-		x->schedlink = p->gfree;
-		p->gfree = x;
-		p->ngfree++;
-	}
+	for (int i = 0; p && i < BATCH && st.nfree; i++)
+		p->gfree[p->ngfree++] = global_pop();
 	weft__unlock(&st.lock);
+	if (g->stack_trimmed)
+		g->stack_trimmed = 0;
 	reset_record(g);
 	return g;
 }
@@ -329,6 +336,16 @@ static void unmap_custom(struct weft__g *g)
 	munmap(g->stack_lo - pg, g->stack_size + pg);
 }
 
+/* Push n units onto the global cache; st.lock held. A failure to grow the
+ * array is fatal: the units cannot be dropped (they are on the all-G list). */
+static void global_push(struct weft__g **v, int n)
+{
+	if (reserve(n))
+		weft__fatal("out of memory caching goroutine stacks");
+	for (int i = 0; i < n; i++)
+		st.free[st.nfree++] = v[i];
+}
+
 void weft__stack_free(struct weft__p *p, struct weft__g *g)
 {
 	/* Frames that never returned (the exit path) leave poisoned redzones. */
@@ -338,57 +355,48 @@ void weft__stack_free(struct weft__p *p, struct weft__g *g)
 		return;
 	}
 	if (p) {
-		g->schedlink = p->gfree;
-		p->gfree = g;
-		if (++p->ngfree <= PCACHE_MAX)
-			return;
-		/* Spill half the cache to the global one. */
-		struct weft__g *h = p->gfree, *t = h;
-		int n = 1;
-		while (n < PCACHE_MAX / 2) {
-			t = t->schedlink;
-			n++;
+		if (p->ngfree == WEFT_PCACHE) {
+			/* Spill the older half to the global cache. */
+			int half = WEFT_PCACHE / 2;
+			weft__lock(&st.lock);
+			global_push(p->gfree, half);
+			weft__unlock(&st.lock);
+			for (int i = half; i < WEFT_PCACHE; i++)
+				p->gfree[i - half] = p->gfree[i];
+			p->ngfree -= half;
 		}
-		p->gfree = t->schedlink;
-		p->ngfree -= n;
-		weft__lock(&st.lock);
-		t->schedlink = st.free;
-		st.free = h;
-		st.nfree += n;
-		weft__unlock(&st.lock);
+		p->gfree[p->ngfree++] = g;
 		return;
 	}
 	weft__lock(&st.lock);
-	g->schedlink = st.free;
-	st.free = g;
-	st.nfree++;
+	global_push(&g, 1);
 	weft__unlock(&st.lock);
 }
 
 void weft__stack_flush(struct weft__p *p)
 {
-	while (p->gfree) {
-		struct weft__g *g = p->gfree;
-		p->gfree = g->schedlink;
-		p->ngfree--;
-		weft__stack_free(NULL, g);
-	}
+	weft__lock(&st.lock);
+	global_push(p->gfree, p->ngfree);
+	weft__unlock(&st.lock);
+	p->ngfree = 0;
 }
 
 void weft__stack_trim(void)
 {
 	size_t pg = weft__page_size();
 	weft__lock(&st.lock);
-	/* Units are pushed at the head, so everything from the mark on has sat
-	 * in the cache since the last pass. Older units further on were
-	 * trimmed by earlier passes: stop at the first. */
-	for (struct weft__g *g = st.trim_mark; g && !g->stack_trimmed; g = g->schedlink) {
+	/* Entries below the low-water mark have sat in the cache since the
+	 * last pass; those below `trimmed` were given back already. */
+	for (int64_t i = st.trimmed; i < st.low_water; i++) {
+		struct weft__g *g = st.free[i];
 		char *rec_page = (char *)((uintptr_t)g & ~(uintptr_t)(pg - 1));
 		if (rec_page > g->stack_lo)
 			madvise(g->stack_lo, (size_t)(rec_page - g->stack_lo), MADV_FREE);
 		g->stack_trimmed = 1;
 	}
-	st.trim_mark = st.free;
+	if (st.low_water > st.trimmed)
+		st.trimmed = st.low_water;
+	st.low_water = st.nfree;
 	weft__unlock(&st.lock);
 }
 

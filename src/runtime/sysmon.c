@@ -175,8 +175,8 @@ static void retake(int64_t now, int *retaken)
 			if (g) {
 				fprintf(stderr, "weft: goroutine %llu%s%s%s (created at %s:%d) has run "
 					"for %lld ms without a switch on P %d\n",
-					(unsigned long long)g->id, g->name[0] ? " \"" : "", g->name,
-					g->name[0] ? "\"" : "", g->file ? g->file : "?", g->line,
+					(unsigned long long)g->id, g->named ? " \"" : "",
+					g->named ? g->name : "", g->named ? "\"" : "", g->file ? g->file : "?", g->line,
 					(long long)((now - p->sm_when) / 1000000), p->id);
 				weft__hog_backtrace(m);
 			}

@@ -71,14 +71,15 @@ TEST_THREAD(overflow_to_global)
 	memset(seen, 0, sizeof seen);
 	weft__sched.nprocs = 1;
 	struct weft__p *p = new_p(0);
-	for (int i = 0; i < 1000; i++)
+	enum { M = 3 * WEFT_RUNQ_SIZE };
+	for (int i = 0; i < M; i++)
 		weft__runq_put(p, &gs[i], 0);
 	ASSERT(weft__sched.runqsize > 0);
 	struct weft__g *g;
 	while ((g = weft__runq_get(p)) != NULL)
 		seen[g - gs]++;
 	drain_global(seen);
-	for (int i = 0; i < 1000; i++)
+	for (int i = 0; i < M; i++)
 		ASSERT_EQ(seen[i], 1);
 	free(p);
 }
