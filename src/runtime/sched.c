@@ -995,12 +995,11 @@ int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *f
 	g->arg = arg;
 	g->file = file;
 	g->line = line;
-	if (opts && opts->name) {
+	/* A blind store: reading the flag would stall on the record's second
+	 * (cold) line; a store goes through the store buffer. */
+	g->named = opts && opts->name;
+	if (g->named)
 		snprintf(g->name, sizeof g->name, "%s", opts->name);
-		g->named = 1;
-	} else if (g->named) {
-		g->named = 0;
-	}
 	init_context(g);
 	weft__race_release(g); /* the spawner's past happens before the child */
 	if (p) {
