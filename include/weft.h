@@ -25,6 +25,10 @@
  * that caches per-thread state) across such a call. Read errno again after the
  * call instead; its value survives the move. weft_lock_thread() pins a
  * goroutine to its thread when a foreign library needs thread affinity.
+ *
+ * fork(): once goroutines run, a child process has only the thread that
+ * called fork(), and the runtime's other threads are gone; the child may
+ * only call exec (or _exit), as in Go.
  */
 #ifndef WEFT_H
 #define WEFT_H

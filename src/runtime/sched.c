@@ -53,6 +53,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -656,6 +657,31 @@ void weft__goentry(void)
 	weft__goexit();
 }
 
+/* The next queued G for P p: one from the global queue every 61st
+ * schedule (so it is never starved by busy local queues, as in Go), else
+ * the local queue (runnext first), else a share of the global queue. Owner P.
+ */
+static struct weft__g *next_queued(struct weft__p *p)
+{
+	struct weft__sched *s = &weft__sched;
+	struct weft__g *g = NULL;
+	if ((p->schedtick % 61 == 0 || chaos(2)) &&
+	    __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
+		weft__lock(&s->lock);
+		g = weft__globrunq_get(p, 1);
+		weft__unlock(&s->lock);
+		if (g)
+			return g;
+	}
+	g = weft__runq_get(p);
+	if (!g && __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
+		weft__lock(&s->lock);
+		g = weft__globrunq_get(p, 0);
+		weft__unlock(&s->lock);
+	}
+	return g;
+}
+
 /* pick_fast's answer when the M must go through g0: its P is retired, a
  * timer is due, or chaos mode says so. */
 #define GO_G0 ((struct weft__g *)1)
@@ -675,22 +701,7 @@ static struct weft__g *pick_fast(struct weft__m *m)
 	int64_t when = weft__timers_peek(&p->timers);
 	if (when != INT64_MAX && when <= weft_now())
 		return GO_G0;
-	struct weft__g *g = NULL;
-	if ((p->schedtick % 61 == 0 || chaos(2)) &&
-	    __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
-		weft__lock(&s->lock);
-		g = weft__globrunq_get(p, 1);
-		weft__unlock(&s->lock);
-		if (g)
-			return g;
-	}
-	g = weft__runq_get(p);
-	if (!g && __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
-		weft__lock(&s->lock);
-		g = weft__globrunq_get(p, 0);
-		weft__unlock(&s->lock);
-	}
-	return g;
+	return next_queued(p);
 }
 
 /*
@@ -777,20 +788,7 @@ top:
 	int64_t now = weft_now();
 	if (weft__timers_peek(&p->timers) <= now)
 		weft__timers_run(&p->timers, now);
-	struct weft__g *g = NULL;
-	if ((p->schedtick % 61 == 0 || chaos(2)) &&
-	    __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
-		weft__lock(&s->lock);
-		g = weft__globrunq_get(p, 1);
-		weft__unlock(&s->lock);
-	}
-	if (!g)
-		g = weft__runq_get(p);
-	if (!g && __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
-		weft__lock(&s->lock);
-		g = weft__globrunq_get(p, 0);
-		weft__unlock(&s->lock);
-	}
+	struct weft__g *g = next_queued(p);
 	if (g)
 		goto found;
 
@@ -1309,24 +1307,26 @@ int64_t weft_num_goroutines(void)
 	return weft__count_goroutines();
 }
 
-int64_t weft__count_goroutines(void)
+/* Sum one owner-written per-P counter over every P ever created, plus the
+ * global count of goroutines started without a P. */
+static int64_t sum_ps(size_t offset)
 {
 	struct weft__sched *s = &weft__sched;
 	int64_t n = __atomic_load_n(&s->ngoroutines, __ATOMIC_SEQ_CST);
 	int np = __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE);
 	for (int i = 0; i < np; i++)
-		n += __atomic_load_n(&s->allp[i]->ngo, __ATOMIC_SEQ_CST);
+		n += __atomic_load_n((int64_t *)((char *)s->allp[i] + offset), __ATOMIC_SEQ_CST);
 	return n;
+}
+
+int64_t weft__count_goroutines(void)
+{
+	return sum_ps(offsetof(struct weft__p, ngo));
 }
 
 int64_t weft__count_spawned(void)
 {
-	struct weft__sched *s = &weft__sched;
-	int64_t n = __atomic_load_n(&s->ngoroutines, __ATOMIC_RELAXED);
-	int np = __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE);
-	for (int i = 0; i < np; i++)
-		n += __atomic_load_n(&s->allp[i]->nspawned, __ATOMIC_RELAXED);
-	return n;
+	return sum_ps(offsetof(struct weft__p, nspawned));
 }
 
 uint64_t weft_self_id(void)
