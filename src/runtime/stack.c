@@ -66,6 +66,8 @@ static struct {
 	int64_t nfree, cap;
 	int64_t low_water;      /* the fewest entries since the last trim pass */
 	int64_t trimmed;        /* free[0, trimmed) have had their memory given back */
+	uint32_t carve_lock;    /* the bump region and guard-mode state; taken without
+	                         * st.lock, so slow page faults never block the cache */
 	int guard_mode;
 	int pidfd;
 	long map_count_max;
@@ -111,7 +113,7 @@ static void warn_map_count(void)
 		"use a newer kernel\n", st.map_count_max);
 }
 
-/* Install guard pages at the given addresses. st.lock held. Returns 0 or an
+/* Install guard pages at the given addresses. carve_lock held. Returns 0 or an
  * error number. */
 static int install_guards(char **at, int n)
 {
@@ -203,44 +205,55 @@ static int reserve(int64_t n)
 	return 0;
 }
 
-/* Carve a batch of default units onto the global cache; st.lock held.
+/* Carve a batch of default units into out[BATCH]. No lock held on entry:
+ * the address range and the guards are taken under carve_lock, and the
+ * records are written (the first-touch page faults, 2-5 us each on a VM)
+ * with no lock held, so other Ps keep using the stack cache meanwhile.
  * Returns 0 or an error number. */
-static int carve(void)
+static int carve(struct weft__g **out)
 {
 	size_t pg = weft__page_size();
+	char *guards[BATCH];
+	weft__lock(&st.carve_lock);
 	if (!st.unit)
 		st.unit = pg + round_page(WEFT_DEFAULT_STACK);
-	if (reserve(BATCH))
-		return ENOMEM;
 	if (st.cur == NULL || (size_t)(st.end - st.cur) < st.unit * BATCH) {
 		void *r = mmap(NULL, RESERVE_BYTES, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (r == MAP_FAILED)
+		if (r == MAP_FAILED) {
+			weft__unlock(&st.carve_lock);
 			return errno == ENOMEM ? ENOMEM : EAGAIN;
+		}
 		st.cur = r;
 		st.end = (char *)r + RESERVE_BYTES;
 	}
-	char *guards[BATCH];
 	for (int i = 0; i < BATCH; i++)
 		guards[i] = st.cur + (size_t)i * st.unit;
 	int e = install_guards(guards, BATCH);
-	if (e)
+	if (e) {
+		weft__unlock(&st.carve_lock);
 		return e;
+	}
+	st.cur += st.unit * BATCH;
+	size_t unit = st.unit;
+	weft__unlock(&st.carve_lock);
+
 	struct weft__g *first = NULL, *prev = NULL;
-	/* Push in reverse so the lowest addresses are handed out first. */
+	/* Reverse order, so that popping hands out the lowest addresses first. */
 	for (int i = BATCH - 1; i >= 0; i--) {
-		struct weft__g *g = record_init(guards[i] + pg, st.unit - pg);
+		struct weft__g *g = record_init(guards[i] + pg, unit - pg);
 		if (prev)
 			prev->allnext = g;
 		else
 			first = g;
 		prev = g;
-		st.free[st.nfree++] = g;
+		out[BATCH - 1 - i] = g;
 	}
-	st.cur += st.unit * BATCH;
 	allg_link(first, prev);
 	return 0;
 }
+
+static void global_push(struct weft__g **v, int n);
 
 static struct weft__g *alloc_custom(size_t size, int *err)
 {
@@ -303,12 +316,16 @@ struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err)
 	}
 	weft__lock(&st.lock);
 	if (!st.nfree) {
-		int e = carve();
+		/* Carve without holding the cache lock (the faults are slow). */
+		weft__unlock(&st.lock);
+		struct weft__g *batch[BATCH];
+		int e = carve(batch);
 		if (e) {
-			weft__unlock(&st.lock);
 			*err = e;
 			return NULL;
 		}
+		weft__lock(&st.lock);
+		global_push(batch, BATCH);
 	}
 	/* Take one, and refill the P's cache with up to a batch more. */
 	g = global_pop();
