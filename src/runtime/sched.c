@@ -359,9 +359,8 @@ static void newm(struct weft__p *p, int spinning)
 	*errno_addr() = saved_errno;
 }
 
-/* Give P p to an idle M (or a new one); spinning when it is to look for work.
- * sched.lock not held. */
-static void startm(struct weft__p *p, int spinning)
+/* Take an idle M off the list, or NULL. sched.lock not held. */
+static struct weft__m *midle_pop(void)
 {
 	struct weft__sched *s = &weft__sched;
 	weft__lock(&s->lock);
@@ -371,16 +370,29 @@ static void startm(struct weft__p *p, int spinning)
 		s->nmidle--;
 	}
 	weft__unlock(&s->lock);
-	if (!m) {
-		newm(p, spinning);
-		return;
-	}
+	return m;
+}
+
+/* Wake an M taken off the idle list, handing it P p (or none). */
+static void m_wake(struct weft__m *m, struct weft__p *p, int spinning)
+{
 	m->nextp = p;
 	m->spinning = spinning;
 	/* Pairs with the acquire load in stopm: nextp and spinning are
 	 * visible once park reads 1. */
 	__atomic_store_n(&m->park, 1, __ATOMIC_RELEASE);
 	weft__futex_wake(&m->park, 1);
+}
+
+/* Give P p to an idle M (or a new one); spinning when it is to look for work.
+ * sched.lock not held. */
+static void startm(struct weft__p *p, int spinning)
+{
+	struct weft__m *m = midle_pop();
+	if (m)
+		m_wake(m, p, spinning);
+	else
+		newm(p, spinning);
 }
 
 void weft__wakep(void)
@@ -407,22 +419,11 @@ void weft__wakep(void)
  * P if there is one). */
 static void wake_timer_m(void)
 {
-	struct weft__sched *s = &weft__sched;
-	weft__lock(&s->lock);
-	struct weft__m *m = s->midle;
-	if (m) {
-		s->midle = m->link;
-		s->nmidle--;
-	}
-	weft__unlock(&s->lock);
-	if (!m) {
+	struct weft__m *m = midle_pop();
+	if (m)
+		m_wake(m, NULL, 0);
+	else
 		weft__wakep();
-		return;
-	}
-	m->nextp = NULL;
-	m->spinning = 0;
-	__atomic_store_n(&m->park, 1, __ATOMIC_RELEASE);
-	weft__futex_wake(&m->park, 1);
 }
 
 void weft__handoffp(struct weft__p *p)
