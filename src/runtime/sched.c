@@ -469,11 +469,6 @@ int64_t weft__timers_earliest(void)
 	return w;
 }
 
-void weft__run_timers_of(struct weft__p *p, int64_t now)
-{
-	weft__timers_run(&p->timers, now);
-}
-
 /*
  * Park this M (it holds no P) until startm hands it a P, or until the
  * earliest timer of all Ps is due. Returns with m->p set when it got one.
@@ -706,22 +701,28 @@ static struct weft__g *pick_fast(struct weft__m *m)
 }
 
 /*
- * The running G `self` stops (its after-action is set): run the next G, or
- * go to g0. Returns when self runs again (never for a dead self).
+ * The running G `self` stops (its after-action is set) and `next`, a result
+ * of pick_fast, runs instead: directly, or through g0 when there is none,
+ * when pick_fast said GO_G0, or when next is pinned to another M (g0 hands
+ * it over). Returns when self runs again (never for a dead self).
  */
-static void schedule_out(struct weft__m *m, struct weft__g *self)
+static void switch_out(struct weft__m *m, struct weft__g *self, struct weft__g *next)
 {
-	if (!m->lockedg) {
-		struct weft__g *next = pick_fast(m);
-		if (next && next != GO_G0) {
-			if (!next->lockedm || next->lockedm == m) {
-				gogo(m, self, next);
-				return;
-			}
-			m->handoff_g = next;
+	if (next && next != GO_G0) {
+		if (!next->lockedm || next->lockedm == m) {
+			gogo(m, self, next);
+			return;
 		}
+		m->handoff_g = next;
 	}
 	gogo(m, self, NULL);
+}
+
+/* switch_out to whatever runs next here. A pinned self must go through g0:
+ * nothing else may run on its M. */
+static void schedule_out(struct weft__m *m, struct weft__g *self)
+{
+	switch_out(m, self, m->lockedg ? NULL : pick_fast(m));
 }
 
 /* ---------------------------------------------------------------- g0: finding work */
@@ -1065,20 +1066,11 @@ void weft_yield(void)
 	if (!next && !chaos(2))
 		return; /* nothing else to run here: carry on */
 	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELAXED);
+	/* Through g0 when next is NULL or GO_G0: it fires the timers, retires
+	 * the P (whose queue, with us on it, goes global), or (chaos) moves us. */
 	m->after = chaos(2) ? AFTER_GLOBAL : AFTER_READY;
 	m->after_g = g;
-	if (!next || next == GO_G0) {
-		/* g0 fires the timers, retires the P, or (chaos) moves us. A
-		 * retired P's queue goes global, so AFTER_READY is safe. */
-		gogo(m, g, NULL);
-		return;
-	}
-	if (next->lockedm && next->lockedm != m) {
-		m->handoff_g = next;
-		gogo(m, g, NULL);
-		return;
-	}
-	gogo(m, g, next);
+	switch_out(m, g, next);
 }
 
 /* ---------------------------------------------------------------- parking */
@@ -1247,8 +1239,6 @@ void weft_unlock_thread(void)
 
 /* ---------------------------------------------------------------- public: misc */
 
-static int main_trampoline_done;
-
 struct main_call {
 	int (*fn)(void *);
 	void *arg;
@@ -1260,7 +1250,6 @@ static void main_trampoline(void *arg)
 {
 	struct main_call *c = arg;
 	c->ret = c->fn(c->arg);
-	__atomic_store_n(&main_trampoline_done, 1, __ATOMIC_RELAXED);
 	weft_wg_done(&c->wg);
 }
 
@@ -1370,5 +1359,4 @@ void weft_stats_get(weft_stats *out)
 		if (__atomic_load_n(&p->status, __ATOMIC_ACQUIRE) != P_DEAD)
 			out->local_runq += weft__runq_len(p);
 	}
-	(void)main_trampoline_done;
 }

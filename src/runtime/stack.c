@@ -170,7 +170,6 @@ static struct weft__g *record_init(char *lo, size_t usable)
 	g->stack_lo = lo;
 	g->stack_size = usable;
 	g->status = G_IDLE;
-	g->timer.idx = -1;
 	weft__san_fiber_create(g);
 #ifdef WEFT_HAVE_VALGRIND_H
 	VALGRIND_STACK_REGISTER(lo, lo + usable);

@@ -98,7 +98,7 @@ static int deadlocked_now(void)
 
 /* Deadlock needs two consecutive checks, 10 ms apart, with no scheduling
  * activity in between: a state seen once may be a moment of transition. */
-int weft__check_deadlock(void)
+static int check_deadlock(void)
 {
 	static int seen;
 	static uint64_t seen_activity;
@@ -269,7 +269,7 @@ static void *sysmon_main(void *arg)
 		timers_safety(now);
 		if (s->hogs)
 			report_stuck(now);
-		if (weft__check_deadlock()) {
+		if (check_deadlock()) {
 			weft__fatal_exit(2, "all goroutines are asleep - deadlock!");
 		}
 		if (now - last_trim > 1000000000) {

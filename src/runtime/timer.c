@@ -154,7 +154,6 @@ int weft__timer_add(struct weft__timers *h, struct weft__timer *t, int64_t when)
 {
 	weft__lock(&h->lock);
 	t->when = when;
-	t->idx = -1;
 	int err = push(h, t);
 	if (!err)
 		settle(h);

@@ -20,7 +20,6 @@ struct weft__timer {
 	struct weft__timers *heap;   /* the heap it is pending in, or NULL; written under
 	                              * that heap's lock, read atomically by weft__timer_del */
 	uint32_t seq;                /* bumped on every add and delete; under the heap lock */
-	int32_t idx;                 /* unused; kept -1 for debuggers */
 };
 
 /* A heap slot: the deadline is stored inline, so sifting never touches the

@@ -154,7 +154,9 @@ static void check_dump(const char *dump, struct dump_ctx *c, uint64_t self)
  * or sites lost, backtraces that are not taken from the parked goroutine's
  * own stack.
  */
-TEST(dump_shows_goroutines)
+/* Start the dump goroutines, dump into memory from the caller (a goroutine
+ * or a foreign thread), check the dump, release the goroutines. */
+static void dump_and_check(void)
 {
 	static struct dump_ctx c;
 	c = (struct dump_ctx){ 0 };
@@ -171,22 +173,16 @@ TEST(dump_shows_goroutines)
 	weft_wg_wait(&c.done);
 }
 
-/* The same dump taken from a foreign thread (no caller goroutine). */
+TEST(dump_shows_goroutines)
+{
+	dump_and_check();
+}
+
+/* The same dump taken from a foreign thread (no caller goroutine, so
+ * weft_self_id() is 0 there). */
 TEST_THREAD(dump_from_foreign_thread)
 {
-	static struct dump_ctx c;
-	c = (struct dump_ctx){ 0 };
-	start_dump_goroutines(&c);
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	ASSERT(f != NULL);
-	weft_dump(f);
-	fclose(f);
-	check_dump(buf, &c, 0);
-	free(buf);
-	weft_wg_done(&c.gate);
-	weft_wg_wait(&c.done);
+	dump_and_check();
 }
 
 static int dump_null_main(void *arg)

@@ -76,19 +76,27 @@ static void reset_counts(void)
  * weft_self_proc out of range. Best of 3 runs: on a loaded machine one M may
  * get no CPU for a whole run.
  */
-/* One run; returns how many chunks the less busy P is short of 20%. */
-static int64_t fork_join_run(void)
+/* Spawn 128 CPU-bound tasks of `chunks` chunks each from this goroutine
+ * and join them, with the per-P counters reset first. */
+enum { FJ_TASKS = 128 };
+static void fork_join_tasks(int chunks)
 {
+	static struct fj_task tasks[FJ_TASKS];
 	reset_counts();
-	enum { TASKS = 128, CHUNKS = 40 };
-	static struct fj_task tasks[TASKS];
 	weft_wg wg = WEFT_WG_INIT;
-	weft_wg_add(&wg, TASKS);
-	for (int i = 0; i < TASKS; i++) {
-		tasks[i] = (struct fj_task){ CHUNKS, &wg };
+	weft_wg_add(&wg, FJ_TASKS);
+	for (int i = 0; i < FJ_TASKS; i++) {
+		tasks[i] = (struct fj_task){ chunks, &wg };
 		GO(fj_worker, &tasks[i]);
 	}
 	weft_wg_wait(&wg);
+}
+
+/* One run; returns how many chunks the less busy P is short of 20%. */
+static int64_t fork_join_run(void)
+{
+	enum { TASKS = FJ_TASKS, CHUNKS = 40 };
+	fork_join_tasks(CHUNKS);
 	long p0 = atomic_load(&work_per_p[0]), p1 = atomic_load(&work_per_p[1]);
 	long total = (long)TASKS * CHUNKS;
 	printf("    chunks per P: %ld %ld\n", p0, p1);
@@ -401,16 +409,7 @@ TEST(set_procs_up_uses_new_ps)
 {
 	ASSERT_EQ(weft_set_procs(1, NULL), 0);
 	ASSERT_EQ(weft_set_procs(4, NULL), 0);
-	reset_counts();
-	enum { TASKS = 128, CHUNKS = 20 };
-	static struct fj_task tasks[TASKS];
-	weft_wg wg = WEFT_WG_INIT;
-	weft_wg_add(&wg, TASKS);
-	for (int i = 0; i < TASKS; i++) {
-		tasks[i] = (struct fj_task){ CHUNKS, &wg };
-		GO(fj_worker, &tasks[i]);
-	}
-	weft_wg_wait(&wg);
+	fork_join_tasks(20);
 	int used = 0;
 	for (int p = 0; p < WEFT_MAX_PROCS; p++) {
 		if (p >= 4 && atomic_load(&work_per_p[p]))
