@@ -28,6 +28,16 @@ static uint64_t burn(uint64_t x, long iters)
 
 static atomic_uint_fast64_t sink;
 
+/*
+ * Under ThreadSanitizer a spawn costs ~0.7 ms (each goroutine gets a TSan
+ * fiber, whose state is allocated and cleared) while burn() runs at full
+ * speed: with release-build sizes the spawning goroutine's P would do most
+ * of the "work" and the per-P shares would measure TSan, not stealing. So
+ * TSan builds give every task 10x more work (fork-join) or grow the leaves
+ * of a smaller tree (recursive fork-join).
+ */
+enum { WORK_SCALE = TEST_TSAN ? 10 : 1 };
+
 /* ---------------------------------------------------------------- fork-join */
 
 static atomic_long work_per_p[WEFT_MAX_PROCS];
@@ -52,7 +62,7 @@ static void fj_worker(void *arg)
 	struct fj_task *t = arg;
 	uint64_t x = (uint64_t)(uintptr_t)t | 1;
 	for (int c = 0; c < t->chunks; c++) {
-		x = burn(x, 10000); /* ~10-30 us: a task stays far below sysmon's
+		x = burn(x, 10000L * WORK_SCALE); /* ~10-30 us: a task stays far below sysmon's
 				     * 10 ms hog threshold, so only stealing
 				     * can spread the work */
 		count_chunk();
@@ -113,6 +123,11 @@ TEST(fork_join_uses_both_ps)
 	ASSERT_EQ(TEST_BEST_OF(3, 0, fork_join_run()), 0);
 }
 
+/* Leaves are calls below FIB_LEAF; fib(FIB_N) has 610 of them (89 under
+ * TSan, each 400x heavier). */
+enum { FIB_LEAF = 12, FIB_N = TEST_TSAN ? 20 : 24 };
+#define FIB_LEAF_BURN (TEST_TSAN ? 2000000L : 5000L)
+
 struct fib_arg {
 	int n;
 	long result;
@@ -121,7 +136,7 @@ struct fib_arg {
 static void fib(void *arg)
 {
 	struct fib_arg *a = arg;
-	if (a->n < 12) {
+	if (a->n < FIB_LEAF) {
 		/* Leaves compute sequentially and count as a chunk. */
 		long x = 0, y = 1;
 		for (int i = 0; i < a->n; i++) {
@@ -129,7 +144,7 @@ static void fib(void *arg)
 			x = y;
 			y = t;
 		}
-		atomic_fetch_add(&sink, burn((uint64_t)a->n + 1, 5000));
+		atomic_fetch_add(&sink, burn((uint64_t)a->n + 1, FIB_LEAF_BURN));
 		a->result = x;
 		count_chunk();
 		return;
@@ -159,7 +174,7 @@ void fib_job(void *arg)
 }
 
 /*
- * A recursive fork-join (Go's ForkJoin benchmark shape): fib(24) with a
+ * A recursive fork-join (Go's ForkJoin benchmark shape): fib(FIB_N) with a
  * goroutine per call above the leaves. The result must be right and both Ps
  * must run leaves (at least 10% each; best of 3 runs). Guards: lost results
  * (a child reusing a stack still in use), no stealing from a P whose
@@ -168,9 +183,15 @@ void fib_job(void *arg)
 static int64_t fork_join_recursive_run(void)
 {
 	reset_counts();
-	struct fib_arg a = { 24, 0 };
+	struct fib_arg a = { FIB_N, 0 };
 	fib(&a);
-	ASSERT_EQ(a.result, 46368);
+	long x = 0, y = 1;
+	for (int i = 0; i < FIB_N; i++) {
+		long t = x + y;
+		x = y;
+		y = t;
+	}
+	ASSERT_EQ(a.result, x);
 	long p0 = atomic_load(&work_per_p[0]), p1 = atomic_load(&work_per_p[1]);
 	printf("    leaves per P: %ld %ld\n", p0, p1);
 	ASSERT_EQ(atomic_load(&bad_proc), 0);
