@@ -36,5 +36,6 @@
 #include "weft/common.h"
 #include "weft/runtime.h"
 #include "weft/sync.h"
+#include "weft/chan.h"
 
 #endif /* WEFT_H */

@@ -102,6 +102,13 @@ WEFT_API void weft_yield(void);
  */
 WEFT_API int64_t weft_now(void);
 
+/* Durations in nanoseconds, as Go's time package names them:
+ * weft_sleep(250 * WEFT_MILLISECOND). */
+#define WEFT_NANOSECOND ((int64_t)1)
+#define WEFT_MICROSECOND ((int64_t)1000)
+#define WEFT_MILLISECOND ((int64_t)1000000)
+#define WEFT_SECOND ((int64_t)1000000000)
+
 /*
  * weft_sleep - pause the caller for at least duration_ns nanoseconds; a value
  * <= 0 returns at once (after a yield, on a goroutine).

@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * weft/chan.h - channels, select, and time as channels (after, Timer,
+ * Ticker): Go's semantics, for goroutines and foreign threads alike.
+ *
+ * A channel carries elements of one fixed size, set at creation (0 is allowed:
+ * a "signal" channel, Go's chan struct{}). Unbuffered (capacity 0) channels
+ * are rendezvous points: a send completes when a receiver takes the value. A
+ * buffered channel is a FIFO ring of `cap` elements. A value passes from a
+ * sender straight to a parked receiver (and from a parked sender to a
+ * receiver) with one copy.
+ *
+ * Results, everywhere in this header:
+ *   0          the operation happened (for a receive: a value came)
+ *   EPIPE      the channel is closed: a send sent nothing; a receive found the
+ *              channel closed and drained and stored a zero element (Go's
+ *              `v, ok := <-c` with ok == false). Go panics on a send to a closed
+ *              channel; weft returns EPIPE instead.
+ *   EAGAIN     a try form would have had to wait
+ *   ETIMEDOUT  an _until form reached its deadline first
+ *
+ * A NULL channel is Go's nil channel: sending to or receiving from it blocks
+ * forever (try forms return EAGAIN, _until forms wait for the deadline), and a
+ * select case on it is never ready.
+ *
+ * Deadlines are absolute times on weft_now()'s clock (nanoseconds,
+ * CLOCK_MONOTONIC): weft_now() + 50 * WEFT_MILLISECOND. A deadline in the past
+ * makes an _until form behave as its try form.
+ *
+ * Ownership: weft_chan_make() returns one reference. weft_chan_retain() adds
+ * one, weft_chan_release() drops one; the last release frees the channel and
+ * any elements still buffered (elements are plain bytes: weft never frees what
+ * they point to). A goroutine or thread blocked on a channel holds a reference
+ * of its own while it waits, so releasing a channel that others wait on is
+ * safe (they stay blocked until someone else closes it: keep a reference to
+ * close it with). Closing is separate from releasing, as in Go: close says
+ * "no more values", release says "I no longer use this handle".
+ *
+ * Misuse is a fatal error naming it (Go's panics): closing a closed channel
+ * ("close of closed channel"), closing NULL ("close of nil channel"), an
+ * element size above WEFT_CHAN_MAX_ELEM, releasing a freed channel.
+ */
+#ifndef WEFT_CHAN_H
+#define WEFT_CHAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+
+WEFT_BEGIN_DECLS
+
+typedef struct weft_chan weft_chan;
+
+/* The largest element size weft_chan_make() accepts (Go's limit too). */
+#define WEFT_CHAN_MAX_ELEM ((size_t)65535)
+
+/*
+ * weft_chan_make - create a channel of elements of elem_size bytes, with room
+ * for cap elements (0: unbuffered). *out gets the channel, with one reference
+ * owned by the caller.
+ * Errors: EINVAL (out is NULL, or elem_size > WEFT_CHAN_MAX_ELEM), ENOMEM (no
+ * memory for cap * elem_size bytes and the channel itself; also when that
+ * product overflows). *out is untouched on error.
+ * Blocks: no. Thread-safety: any thread.
+ */
+WEFT_API int weft_chan_make(weft_chan **out, size_t elem_size, size_t cap);
+
+/* weft_chan_retain - add a reference to c and return c. NULL passes through.
+ * Blocks: no. Thread-safety: any thread. */
+WEFT_API weft_chan *weft_chan_retain(weft_chan *c);
+
+/*
+ * weft_chan_release - drop a reference; the last one frees c (buffered
+ * elements are discarded). NULL is ignored. Using c after dropping your last
+ * reference is a bug; releasing a freed channel is a fatal error when it can
+ * be detected. Blocks: no. Thread-safety: any thread.
+ */
+WEFT_API void weft_chan_release(weft_chan *c);
+
+/*
+ * weft_chan_send - send the element at elem (elem_size bytes are copied out
+ * of it before the call returns; elem may be NULL when elem_size is 0).
+ * Waits while the channel is unbuffered with no receiver, or full.
+ * Returns 0, or EPIPE if c is closed (before or while waiting; nothing sent).
+ * Blocks: yes (forever if c is NULL). Thread-safety: any thread.
+ */
+WEFT_API int weft_chan_send(weft_chan *c, const void *elem);
+
+/* weft_chan_trysend - weft_chan_send() if it can complete now; else EAGAIN. */
+WEFT_API int weft_chan_trysend(weft_chan *c, const void *elem);
+
+/* weft_chan_send_until - weft_chan_send() giving up at deadline_ns with
+ * ETIMEDOUT (nothing sent). */
+WEFT_API int weft_chan_send_until(weft_chan *c, const void *elem, int64_t deadline_ns);
+
+/*
+ * weft_chan_recv - receive an element into out (elem_size bytes; out may be
+ * NULL to discard the value). Waits while nothing is buffered and no sender
+ * waits. Returns 0 when a value came, or EPIPE when c is closed and drained
+ * (then out, if not NULL, is zeroed). Values sent before close are all
+ * received before EPIPE is returned.
+ * Blocks: yes (forever if c is NULL). Thread-safety: any thread.
+ */
+WEFT_API int weft_chan_recv(weft_chan *c, void *out);
+
+/* weft_chan_tryrecv - weft_chan_recv() if it can complete now; else EAGAIN. */
+WEFT_API int weft_chan_tryrecv(weft_chan *c, void *out);
+
+/* weft_chan_recv_until - weft_chan_recv() giving up at deadline_ns with
+ * ETIMEDOUT (out untouched). */
+WEFT_API int weft_chan_recv_until(weft_chan *c, void *out, int64_t deadline_ns);
+
+/*
+ * weft_chan_close - no more values will be sent on c. Buffered values stay
+ * receivable; then receivers get EPIPE. Every blocked receiver and sender is
+ * woken (senders get EPIPE). Closing a closed channel, or NULL, is a fatal
+ * error. Close does not drop a reference.
+ * Blocks: no. Thread-safety: any thread.
+ */
+WEFT_API void weft_chan_close(weft_chan *c);
+
+/* weft_chan_len - elements buffered now (0 for NULL or unbuffered c): a
+ * snapshot. Blocks: no. Thread-safety: any thread. */
+WEFT_API size_t weft_chan_len(const weft_chan *c);
+
+/* weft_chan_cap - the capacity given at creation (0 for NULL). */
+WEFT_API size_t weft_chan_cap(const weft_chan *c);
+
+/* weft_chan_elem_size - the element size given at creation (0 for NULL). */
+WEFT_API size_t weft_chan_elem_size(const weft_chan *c);
+
+/* weft_chan_closed - whether c has been closed (false for NULL): a snapshot,
+ * for diagnostics; a receive is the way to act on it. */
+WEFT_API bool weft_chan_closed(const weft_chan *c);
+
+/* ---------------------------------------------------------------- select */
+
+/* The direction of a select case. */
+enum weft_dir { WEFT_RECV = 1, WEFT_SEND = 2 };
+
+/*
+ * weft_case - one case of a select. Fill chan, dir and elem; weft reads them
+ * and writes nothing back into the array.
+ *   chan  the channel; NULL makes the case never ready (Go's nil channel)
+ *   dir   WEFT_SEND or WEFT_RECV
+ *   elem  WEFT_SEND: the element to send (copied if the case is chosen);
+ *         WEFT_RECV: where the received element goes, or NULL to discard it
+ */
+typedef struct weft_case {
+	weft_chan *chan;
+	int dir;
+	void *elem;
+} weft_case;
+
+/* Case initialisers: weft_case cs[] = { WEFT_RECV_CASE(c1, &v), ... }; */
+#define WEFT_RECV_CASE(ch, out) ((weft_case){ .chan = (ch), .dir = WEFT_RECV, .elem = (out) })
+#define WEFT_SEND_CASE(ch, in) \
+	((weft_case){ .chan = (ch), .dir = WEFT_SEND, .elem = (void *)(in) })
+
+/*
+ * weft_select - wait until one of the n cases can proceed, then do it, as Go's
+ * select: when several are ready, one is chosen uniformly at random; channels
+ * are locked in address order, so selects over the same channels in any order
+ * never deadlock. *chosen gets the index of the case that happened.
+ * Returns 0 (case *chosen sent or received a value), or EPIPE (case *chosen's
+ * channel is closed: a receive case found it drained, and its elem, if not
+ * NULL, is zeroed; a send case sent nothing).
+ * With n == 0, or every channel NULL, it blocks forever (Go's `select {}`).
+ * Errors: EINVAL (cases NULL with n > 0, n < 0, a dir that is neither
+ * WEFT_SEND nor WEFT_RECV, chosen NULL), ENOMEM (n above 64 needs an
+ * allocation and there was no memory); *chosen is untouched on these.
+ * A channel may appear in several cases, in either direction; a select never
+ * matches its own send case with its own receive case.
+ * Blocks: yes. Thread-safety: any thread.
+ */
+WEFT_API int weft_select(const weft_case *cases, int n, int *chosen);
+
+/*
+ * weft_select_try - Go's select with a default case: if a case is ready, as
+ * weft_select(); else EAGAIN at once (*chosen untouched).
+ * Blocks: no.
+ */
+WEFT_API int weft_select_try(const weft_case *cases, int n, int *chosen);
+
+/*
+ * weft_select_until - weft_select() that gives up at deadline_ns with
+ * ETIMEDOUT (*chosen untouched). Blocks: until a case or the deadline.
+ */
+WEFT_API int weft_select_until(const weft_case *cases, int n, int *chosen, int64_t deadline_ns);
+
+/* ---------------------------------------------------------------- time as channels */
+
+/*
+ * weft_after - Go's time.After: *out gets a new channel (elements int64_t,
+ * capacity 1) that receives one value, the weft_now() reading when it fired,
+ * at weft_now() + duration_ns or soon after (a duration <= 0 fires at once).
+ * The caller owns one reference. Releasing it before the timer fires stops the
+ * timer and frees everything: there is no leak to wait out.
+ * Errors: EINVAL (out NULL), ENOMEM. Blocks: no. Thread-safety: any thread.
+ */
+WEFT_API int weft_after(weft_chan **out, int64_t duration_ns);
+
+/*
+ * weft_timer - Go's time.Timer: a one-shot timer whose channel (elements
+ * int64_t, capacity 1) receives the weft_now() reading when it fires. It runs
+ * on the per-P timer heaps of the scheduler, with no thread of its own.
+ * As in Go 1.23 and later, weft_timer_stop() and weft_timer_reset() also
+ * discard a value that fired but was not yet received, so after either
+ * returns no stale value can be received.
+ */
+typedef struct weft_timer weft_timer;
+
+/* weft_timer_new - a timer firing duration_ns from now (<= 0: at once).
+ * Errors: EINVAL (out NULL), ENOMEM. Blocks: no. Thread-safety: any thread. */
+WEFT_API int weft_timer_new(weft_timer **out, int64_t duration_ns);
+
+/* weft_timer_chan - the timer's channel: borrowed, valid until
+ * weft_timer_free() (weft_chan_retain() it to keep it longer). */
+WEFT_API weft_chan *weft_timer_chan(weft_timer *t);
+
+/* weft_timer_stop - stop t. Returns true if the call stopped a pending
+ * timer, false if it had already fired or been stopped.
+ * Blocks: no. Thread-safety: any thread, concurrently with everything. */
+WEFT_API bool weft_timer_stop(weft_timer *t);
+
+/* weft_timer_reset - make t fire duration_ns from now (whether it was
+ * pending, fired or stopped). Returns true if it was pending.
+ * Blocks: no. Thread-safety: any thread. */
+WEFT_API bool weft_timer_reset(weft_timer *t, int64_t duration_ns);
+
+/* weft_timer_free - stop t and drop its reference to its channel. NULL is
+ * ignored. Blocks: no (at most until a firing in progress on another thread
+ * has finished). */
+WEFT_API void weft_timer_free(weft_timer *t);
+
+/*
+ * weft_ticker - Go's time.Ticker: its channel (elements int64_t, capacity 1)
+ * receives the weft_now() reading every period. A slow receiver gets fewer
+ * ticks, never a backlog (ticks it was not ready for are dropped), and the
+ * schedule does not drift: tick k is due at start + k * period.
+ */
+typedef struct weft_ticker weft_ticker;
+
+/* weft_ticker_new - a ticker with period_ns > 0.
+ * Errors: EINVAL (out NULL, period_ns <= 0), ENOMEM. Blocks: no. */
+WEFT_API int weft_ticker_new(weft_ticker **out, int64_t period_ns);
+
+/* weft_ticker_chan - the ticker's channel: borrowed, valid until
+ * weft_ticker_free(). */
+WEFT_API weft_chan *weft_ticker_chan(weft_ticker *t);
+
+/* weft_ticker_stop - no more ticks; a tick not yet received is discarded.
+ * Blocks: no. Thread-safety: any thread. */
+WEFT_API void weft_ticker_stop(weft_ticker *t);
+
+/* weft_ticker_reset - restart t with a new period (ticking again if it was
+ * stopped); a tick not yet received is discarded.
+ * Errors: EINVAL (period_ns <= 0). Blocks: no. */
+WEFT_API int weft_ticker_reset(weft_ticker *t, int64_t period_ns);
+
+/* weft_ticker_free - stop t and drop its reference to its channel. NULL is
+ * ignored. Blocks: as weft_timer_free(). */
+WEFT_API void weft_ticker_free(weft_ticker *t);
+
+/* ---------------------------------------------------------------- typed wrappers */
+
+/*
+ * WEFT_CHAN_DEFINE(name, T) - a type-safe wrapper over the plain API above (which
+ * stays the contract): a struct type `name` holding a weft_chan *, and static
+ * inline functions that take and give T values:
+ *   int  name_make(name *c, size_t cap)     weft_chan_make(&c->raw, sizeof(T), cap)
+ *   int  name_send(name c, T v)             weft_chan_send
+ *   int  name_trysend(name c, T v)          weft_chan_trysend
+ *   int  name_recv(name c, T *out)          weft_chan_recv
+ *   int  name_tryrecv(name c, T *out)       weft_chan_tryrecv
+ *   int  name_recv_until(name c, T *out, int64_t deadline)
+ *   void name_close(name c), name_release(name c)
+ * Example:
+ *   WEFT_CHAN_DEFINE(int_chan, int)
+ *   int_chan c;  int_chan_make(&c, 16);  int_chan_send(c, 42);
+ *   for (int v; int_chan_recv(c, &v) == 0;) ...
+ */
+#define WEFT_CHAN_DEFINE(name, T)                                                          \
+	typedef struct name {                                                              \
+		weft_chan *raw;                                                            \
+	} name;                                                                            \
+	static inline int name##_make(name *c, size_t cap)                                 \
+	{                                                                                  \
+		return weft_chan_make(&c->raw, sizeof(T), cap);                           \
+	}                                                                                  \
+	static inline int name##_send(name c, T v)                                         \
+	{                                                                                  \
+		return weft_chan_send(c.raw, &v);                                          \
+	}                                                                                  \
+	static inline int name##_trysend(name c, T v)                                      \
+	{                                                                                  \
+		return weft_chan_trysend(c.raw, &v);                                       \
+	}                                                                                  \
+	static inline int name##_recv(name c, T *out)                                      \
+	{                                                                                  \
+		return weft_chan_recv(c.raw, out);                                         \
+	}                                                                                  \
+	static inline int name##_tryrecv(name c, T *out)                                   \
+	{                                                                                  \
+		return weft_chan_tryrecv(c.raw, out);                                      \
+	}                                                                                  \
+	static inline int name##_recv_until(name c, T *out, int64_t deadline)              \
+	{                                                                                  \
+		return weft_chan_recv_until(c.raw, out, deadline);                         \
+	}                                                                                  \
+	static inline void name##_close(name c)                                            \
+	{                                                                                  \
+		weft_chan_close(c.raw);                                                    \
+	}                                                                                  \
+	static inline void name##_release(name c)                                          \
+	{                                                                                  \
+		weft_chan_release(c.raw);                                                  \
+	}
+
+WEFT_END_DECLS
+
+#endif /* WEFT_CHAN_H */
