@@ -37,8 +37,8 @@
  * "no more values", release says "I no longer use this handle".
  *
  * Misuse is a fatal error naming it (Go's panics): closing a closed channel
- * ("close of closed channel"), closing NULL ("close of nil channel"), an
- * element size above WEFT_CHAN_MAX_ELEM, releasing a freed channel.
+ * ("close of closed channel"), closing NULL ("close of nil channel"),
+ * releasing or retaining a channel already freed (when it can be detected).
  */
 #ifndef WEFT_CHAN_H
 #define WEFT_CHAN_H

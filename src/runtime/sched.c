@@ -1111,6 +1111,16 @@ void weft__ready(struct weft__g *g)
 
 /* ---------------------------------------------------------------- sleep */
 
+struct weft__timers *weft__timers_local(void)
+{
+	struct weft__m *m = weft__m_get();
+	/* A P in a blocking call may be retaken (and retired) at any moment;
+	 * P 0 is never retired. */
+	if (m && m->p && !__atomic_load_n(&m->in_blocking, __ATOMIC_RELAXED))
+		return &m->p->timers;
+	return &weft__sched.allp[0]->timers;
+}
+
 static void sleep_fire(struct weft__timer *t)
 {
 	weft__ready(t->arg);

@@ -284,6 +284,9 @@ void weft__debug_init(void);
 void weft__signals_init_thread(struct weft__m *m);
 void weft__dump_fd(FILE *out);
 int64_t weft__timers_earliest(void);
+/* The heap a new timer goes on: the caller's P's, or P 0's when the caller
+ * holds no P (a foreign thread, sysmon, a blocking call). Runtime started. */
+struct weft__timers *weft__timers_local(void);
 void weft__handoffp(struct weft__p *p);
 void weft__wakep(void);
 void weft__sched_note_foreign_block(int delta);

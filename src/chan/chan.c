@@ -1,0 +1,514 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * chan.c - channels: Go's runtime/chan.go, in C, on weft's scheduler.
+ *
+ * A channel is one allocation: the record, then the ring of cap elements.
+ * One lock guards everything mutable. A send first looks for a parked
+ * receiver and copies its value straight into the receiver's buffer (one
+ * copy, the ring untouched), else into the ring, else it parks on the send
+ * queue; a receive mirrors it. A parked waiter is readied onto the waker's P
+ * as runnext (weft__ready), so a ping-pong pair runs back to back on one P
+ * without a trip through the scheduler's queues: that is the fast path the
+ * ChanPingPong benchmark measures.
+ *
+ * Blocking (weft__wait_block) is shared with select: the caller parks with
+ * an after-switch action that arms its deadline timer and then releases the
+ * channel locks, so no waker can see the waiter before it is parked. A
+ * foreign thread sleeps on a futex word in its wait record instead; without a
+ * deadline it counts as "parked inside weft" for the deadlock detector.
+ *
+ * Deadlines. A goroutine's deadline is a timer on its P's heap, embedded in
+ * the wait record on its stack. The timer and the channels race to claim the
+ * wait (a CAS on w->done). A timer that loses sets w->timer_done as its last
+ * act, and the woken goroutine waits for that before its stack frame goes,
+ * when it could not delete the timer first. A foreign thread's deadline is
+ * its futex wait's timeout: it claims the wait itself when that expires.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "alloc.h"
+#include "chan_impl.h"
+#include "fatal.h"
+#include "sched.h"
+
+/* ---------------------------------------------------------------- queues */
+
+void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog *sg)
+{
+	sg->next = NULL;
+	sg->prev = q->last;
+	if (q->last)
+		q->last->next = sg;
+	else
+		q->first = sg;
+	q->last = sg;
+	__atomic_store_n(&sg->q, q, __ATOMIC_RELAXED);
+}
+
+void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudog *sg)
+{
+	if (sg->prev)
+		sg->prev->next = sg->next;
+	else
+		q->first = sg->next;
+	if (sg->next)
+		sg->next->prev = sg->prev;
+	else
+		q->last = sg->prev;
+	sg->next = sg->prev = NULL;
+	/* Release: the waiter's lock-free check of sg->q == NULL then sees
+	 * every write this queue made to sg. */
+	__atomic_store_n(&sg->q, NULL, __ATOMIC_RELEASE);
+}
+
+static int wait_claim(struct weft__wait *w)
+{
+	uint32_t open = 0;
+	return __atomic_compare_exchange_n(&w->done, &open, 1, 0, __ATOMIC_ACQ_REL,
+					   __ATOMIC_RELAXED);
+}
+
+struct weft__sudog *weft__sudogq_take(struct weft__sudogq *q)
+{
+	struct weft__sudog *sg;
+	while ((sg = q->first) != NULL) {
+		/* Claim before unlinking: for a loser, the unlink's store to
+		 * sg->q is the last touch, and its waiter may return as soon as
+		 * it sees that. */
+		int mine = !sg->w->claimable || wait_claim(sg->w);
+		weft__sudogq_unlink(q, sg);
+		if (mine)
+			return sg;
+		/* Another case of its select (or its deadline) won. */
+	}
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- value moves */
+
+void weft__chan_send_to(weft_chan *c, struct weft__sudog *sg, const void *elem)
+{
+	/* A parked receiver means an empty ring: straight to the receiver. */
+	if (sg->elem)
+		weft__elem_copy(sg->elem, elem, c->elemsize);
+	weft__sudog_finish(sg, 1);
+}
+
+void weft__chan_recv_from(weft_chan *c, struct weft__sudog *sg, void *out)
+{
+	if (c->cap == 0) {
+		if (out)
+			weft__elem_copy(out, sg->elem, c->elemsize);
+	} else {
+		/* A parked sender means a full ring: take its head, and the
+		 * sender's value becomes the tail (the slot just freed). */
+		void *slot = weft__chan_slot(c, c->recvx);
+		if (out)
+			weft__elem_copy(out, slot, c->elemsize);
+		weft__elem_copy(slot, sg->elem, c->elemsize);
+		if (++c->recvx == c->cap)
+			c->recvx = 0;
+		c->sendx = c->recvx;
+	}
+	weft__sudog_finish(sg, 1);
+}
+
+/* ---------------------------------------------------------------- waiting */
+
+void weft__wait_init(struct weft__wait *w, int claimable, int64_t deadline)
+{
+	w->g = weft__g_get();
+	w->done = 0;
+	w->futex = 0;
+	w->claimable = (uint8_t)(claimable || deadline != INT64_MAX);
+	w->counted = 0;
+	w->success = 0;
+	w->won = NULL;
+	w->deadline = deadline;
+	w->timer_done = 0;
+}
+
+void weft__wait_wake(struct weft__wait *w)
+{
+	struct weft__g *g = w->g;
+	if (g) {
+		weft__ready(g);
+		return;
+	}
+	if (w->counted)
+		weft__sched_note_foreign_block(-1);
+	__atomic_store_n(&w->futex, 1, __ATOMIC_RELEASE);
+	/* The record may be gone once the store is seen; a wake on a stale
+	 * address is harmless. */
+	weft__futex_wake(&w->futex, 1);
+}
+
+static void deadline_fire(struct weft__timer *t)
+{
+	struct weft__wait *w = t->arg;
+	if (wait_claim(w)) {
+		w->won = NULL;
+		weft__wait_wake(w); /* last touch */
+		return;
+	}
+	/* A channel won; its waker readies the goroutine. Say we are done
+	 * with the record, and touch it no more. */
+	__atomic_store_n(&w->timer_done, 1, __ATOMIC_RELEASE);
+}
+
+struct park_args {
+	struct weft__wait *w;
+	weft_chan *const *locked;
+	int n;
+};
+
+/* After-switch action of a parking goroutine: arm its deadline, then drop
+ * the channel locks (after which the goroutine may run anywhere at once, and
+ * the args on its stack must not be read). */
+static void park_unlock(void *arg, struct weft__g *g)
+{
+	(void)g;
+	struct park_args *a = arg;
+	struct weft__wait *w = a->w;
+	weft_chan *const *locked = a->locked;
+	int n = a->n;
+	if (w->deadline != INT64_MAX) {
+		w->tm.fn = deadline_fire;
+		w->tm.arg = w;
+		if (weft__timer_add(weft__timers_local(), &w->tm, w->deadline))
+			weft__fatal("out of memory adding a timer");
+	}
+	for (int i = n - 1; i >= 0; i--)
+		weft__chan_unlock(locked[i]);
+}
+
+static void unlock_all(weft_chan *const *locked, int n)
+{
+	for (int i = n - 1; i >= 0; i--)
+		weft__chan_unlock(locked[i]);
+}
+
+void weft__wait_block(struct weft__wait *w, weft_chan *const *locked, int n, const char *reason)
+{
+	if (w->g) {
+		struct park_args a = { w, locked, n };
+		weft__park(reason, park_unlock, &a);
+		if (w->deadline != INT64_MAX && w->won) {
+			/* A channel won: stop the timer, or wait until its callback
+			 * has stopped touching w. */
+			if (!weft__timer_del(&w->tm))
+				while (!__atomic_load_n(&w->timer_done, __ATOMIC_ACQUIRE))
+					weft_yield();
+		}
+		return;
+	}
+	/* A foreign thread. Without a deadline it counts as parked inside weft
+	 * (its waker uncounts it); with one it will come back by itself. */
+	w->counted = w->deadline == INT64_MAX;
+	if (w->counted)
+		weft__sched_note_foreign_block(1);
+	unlock_all(locked, n);
+	while (!__atomic_load_n(&w->futex, __ATOMIC_ACQUIRE)) {
+		if (w->deadline == INT64_MAX) {
+			weft__futex_wait(&w->futex, 0, NULL);
+			continue;
+		}
+		int64_t left = w->deadline - weft_now();
+		if (left > 0) {
+			struct timespec ts = { left / 1000000000, left % 1000000000 };
+			weft__futex_wait(&w->futex, 0, &ts);
+			continue;
+		}
+		if (wait_claim(w)) {
+			w->won = NULL;
+			return; /* timed out: the sudogs are still queued */
+		}
+		/* A waker claimed it just now: its wake-up is on the way. */
+		w->deadline = INT64_MAX;
+	}
+}
+
+void weft__block_forever(const char *reason, int64_t deadline)
+{
+	if (deadline != INT64_MAX) {
+		weft_sleep_until(deadline);
+		return;
+	}
+	if (weft__g_get()) {
+		weft__park(reason, NULL, NULL);
+		weft__fatal("a goroutine blocked forever (%s) was woken", reason);
+	}
+	uint32_t never = 0;
+	weft__sched_note_foreign_block(1);
+	for (;;)
+		weft__futex_wait(&never, 0, NULL);
+}
+
+/* ---------------------------------------------------------------- make, refs, close */
+
+int weft_chan_make(weft_chan **out, size_t elem_size, size_t cap)
+{
+	if (!out || elem_size > WEFT_CHAN_MAX_ELEM)
+		return EINVAL;
+	size_t hdr = (sizeof(weft_chan) + 15) & ~(size_t)15;
+	size_t bytes;
+	if (__builtin_mul_overflow(elem_size, cap, &bytes) ||
+	    __builtin_add_overflow(bytes, hdr, &bytes) || bytes > (size_t)1 << 47)
+		return ENOMEM;
+	weft_chan *c = weft__calloc(1, bytes);
+	if (!c)
+		return ENOMEM;
+	c->refs = 1;
+	c->cap = cap;
+	c->elemsize = elem_size;
+	c->buf = (unsigned char *)c + hdr;
+	weft__race_release(c); /* creation happens before every use */
+	*out = c;
+	return 0;
+}
+
+weft_chan *weft_chan_retain(weft_chan *c)
+{
+	if (c && __atomic_fetch_add(&c->refs, 1, __ATOMIC_RELAXED) <= 0)
+		weft__fatal("weft_chan_retain of a freed channel");
+	return c;
+}
+
+void weft_chan_release(weft_chan *c)
+{
+	if (!c)
+		return;
+	int64_t left = __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL);
+	if (left > 0)
+		return;
+	if (left < 0)
+		weft__fatal("weft_chan_release of a freed channel");
+	weft__race_acquire(c);
+	if (c->timer)
+		weft__chantimer_destroy(c->timer);
+	c->refs = -((int64_t)1 << 40); /* a later retain or release is reported */
+	weft__free(c);
+}
+
+void weft_chan_close(weft_chan *c)
+{
+	if (!c)
+		weft__fatal("close of nil channel");
+	weft__chan_lock(c);
+	if (c->closed) {
+		weft__chan_unlock(c);
+		weft__fatal("close of closed channel");
+	}
+	__atomic_store_n(&c->closed, 1, __ATOMIC_RELEASE);
+	/* Take every waiter off the queues first, wake them after unlocking
+	 * (a woken waiter may free its record at once: chain them through
+	 * their next pointers before). */
+	struct weft__sudog *wake = NULL, *sg;
+	while ((sg = weft__sudogq_take(&c->recvq)) != NULL) {
+		weft__sudog_finish(sg, 0);
+		sg->next = wake;
+		wake = sg;
+	}
+	while ((sg = weft__sudogq_take(&c->sendq)) != NULL) {
+		weft__sudog_finish(sg, 0);
+		sg->next = wake;
+		wake = sg;
+	}
+	weft__chan_unlock(c);
+	while (wake) {
+		sg = wake;
+		wake = sg->next;
+		weft__wait_wake(sg->w);
+	}
+}
+
+size_t weft_chan_len(const weft_chan *c)
+{
+	return c ? __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) : 0;
+}
+
+size_t weft_chan_cap(const weft_chan *c)
+{
+	return c ? c->cap : 0;
+}
+
+size_t weft_chan_elem_size(const weft_chan *c)
+{
+	return c ? c->elemsize : 0;
+}
+
+bool weft_chan_closed(const weft_chan *c)
+{
+	return c && __atomic_load_n(&c->closed, __ATOMIC_ACQUIRE);
+}
+
+/* ---------------------------------------------------------------- send */
+
+enum { MODE_BLOCK, MODE_TRY };
+
+/* Forget a timed-out wait's sudog, if no waker has taken it. */
+static void unqueue(weft_chan *c, struct weft__sudog *sg)
+{
+	if (!__atomic_load_n(&sg->q, __ATOMIC_ACQUIRE))
+		return;
+	weft__chan_lock(c);
+	if (sg->q)
+		weft__sudogq_unlink(sg->q, sg);
+	weft__chan_unlock(c);
+}
+
+static int chan_send(weft_chan *c, const void *elem, int mode, int64_t deadline)
+{
+	if (!c) {
+		if (mode == MODE_TRY)
+			return EAGAIN;
+		weft__block_forever("chan send (nil chan)", deadline);
+		return ETIMEDOUT;
+	}
+	/* Fast path for a try that cannot succeed, without the lock (Go's
+	 * reasoning: an open channel that is full at one instant). */
+	if (mode == MODE_TRY && !__atomic_load_n(&c->closed, __ATOMIC_RELAXED) &&
+	    (c->cap == 0 ? __atomic_load_n(&c->recvq.first, __ATOMIC_RELAXED) == NULL
+			 : __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) == c->cap))
+		return EAGAIN;
+
+	weft__chan_lock(c);
+	if (c->closed) {
+		weft__chan_unlock(c);
+		return EPIPE;
+	}
+	struct weft__sudog *sg = weft__sudogq_take(&c->recvq);
+	if (sg) {
+		weft__chan_send_to(c, sg, elem);
+		weft__chan_unlock(c);
+		weft__wait_wake(sg->w);
+		return 0;
+	}
+	if (c->qcount < c->cap) {
+		weft__elem_copy(weft__chan_slot(c, c->sendx), elem, c->elemsize);
+		if (++c->sendx == c->cap)
+			c->sendx = 0;
+		__atomic_store_n(&c->qcount, c->qcount + 1, __ATOMIC_RELAXED);
+		weft__chan_unlock(c);
+		return 0;
+	}
+	if (mode == MODE_TRY || deadline <= weft_now()) {
+		weft__chan_unlock(c);
+		return mode == MODE_TRY ? EAGAIN : ETIMEDOUT;
+	}
+
+	struct weft__wait w;
+	struct weft__sudog me = { .elem = (void *)elem, .c = c, .dir = WEFT_SEND };
+	weft__wait_init(&w, 0, deadline);
+	me.w = &w;
+	weft__sudogq_push(&c->sendq, &me);
+	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED); /* held while parked */
+	weft__wait_block(&w, &c, 1, "chan send");
+	int r;
+	if (!w.won) {
+		unqueue(c, &me);
+		r = ETIMEDOUT;
+	} else {
+		weft__race_acquire(c);
+		r = w.success ? 0 : EPIPE;
+	}
+	weft_chan_release(c);
+	return r;
+}
+
+int weft_chan_send(weft_chan *c, const void *elem)
+{
+	return chan_send(c, elem, MODE_BLOCK, INT64_MAX);
+}
+
+int weft_chan_trysend(weft_chan *c, const void *elem)
+{
+	return chan_send(c, elem, MODE_TRY, INT64_MAX);
+}
+
+int weft_chan_send_until(weft_chan *c, const void *elem, int64_t deadline_ns)
+{
+	return chan_send(c, elem, MODE_BLOCK, deadline_ns);
+}
+
+/* ---------------------------------------------------------------- receive */
+
+static int chan_recv(weft_chan *c, void *out, int mode, int64_t deadline)
+{
+	if (!c) {
+		if (mode == MODE_TRY)
+			return EAGAIN;
+		weft__block_forever("chan receive (nil chan)", deadline);
+		return ETIMEDOUT;
+	}
+	if (mode == MODE_TRY &&
+	    (c->cap == 0 ? __atomic_load_n(&c->sendq.first, __ATOMIC_RELAXED) == NULL
+			 : __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) == 0) &&
+	    !__atomic_load_n(&c->closed, __ATOMIC_ACQUIRE))
+		return EAGAIN;
+
+	weft__chan_lock(c);
+	struct weft__sudog *sg = weft__sudogq_take(&c->sendq);
+	if (sg) {
+		weft__chan_recv_from(c, sg, out);
+		weft__chan_unlock(c);
+		weft__wait_wake(sg->w);
+		return 0;
+	}
+	if (c->qcount > 0) {
+		void *slot = weft__chan_slot(c, c->recvx);
+		if (out)
+			weft__elem_copy(out, slot, c->elemsize);
+		if (++c->recvx == c->cap)
+			c->recvx = 0;
+		__atomic_store_n(&c->qcount, c->qcount - 1, __ATOMIC_RELAXED);
+		weft__chan_unlock(c);
+		return 0;
+	}
+	if (c->closed) {
+		weft__chan_unlock(c);
+		if (out)
+			memset(out, 0, c->elemsize);
+		return EPIPE;
+	}
+	if (mode == MODE_TRY || deadline <= weft_now()) {
+		weft__chan_unlock(c);
+		return mode == MODE_TRY ? EAGAIN : ETIMEDOUT;
+	}
+
+	struct weft__wait w;
+	struct weft__sudog me = { .elem = out, .c = c, .dir = WEFT_RECV };
+	weft__wait_init(&w, 0, deadline);
+	me.w = &w;
+	weft__sudogq_push(&c->recvq, &me);
+	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+	weft__wait_block(&w, &c, 1, "chan receive");
+	int r;
+	if (!w.won) {
+		unqueue(c, &me);
+		r = ETIMEDOUT;
+	} else {
+		weft__race_acquire(c);
+		r = w.success ? 0 : EPIPE;
+		if (!w.success && out)
+			memset(out, 0, c->elemsize);
+	}
+	weft_chan_release(c);
+	return r;
+}
+
+int weft_chan_recv(weft_chan *c, void *out)
+{
+	return chan_recv(c, out, MODE_BLOCK, INT64_MAX);
+}
+
+int weft_chan_tryrecv(weft_chan *c, void *out)
+{
+	return chan_recv(c, out, MODE_TRY, INT64_MAX);
+}
+
+int weft_chan_recv_until(weft_chan *c, void *out, int64_t deadline_ns)
+{
+	return chan_recv(c, out, MODE_BLOCK, deadline_ns);
+}

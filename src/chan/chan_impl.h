@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * chan_impl.h - what chan.c, select.c and time.c share: the channel record,
+ * the waiting-case records (Go's sudog) and the wait protocol.
+ *
+ * The wait protocol. A blocked operation (a send, a receive, or a whole
+ * select) is one struct weft__wait on the blocked caller's stack, with one
+ * struct weft__sudog per case, each linked into its channel's send or receive
+ * queue under that channel's lock. Whoever completes the operation unlinks
+ * the sudog (under the channel lock), fills in the result, and wakes the
+ * waiter after unlocking. When several parties may race to complete one wait
+ * (a select's cases on different channels, a deadline timer), the wait is
+ * "claimable": each party must first win a CAS on wait->done, and a loser
+ * leaves the wait alone (a channel just drops the stale sudog from its
+ * queue). After the wake-up, nothing but the woken caller touches the wait.
+ */
+#ifndef WEFT_CHAN_IMPL_H
+#define WEFT_CHAN_IMPL_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "weft.h"
+
+#include "lock.h"
+#include "sanitizer.h"
+#include "timer.h"
+
+struct weft__g;
+struct weft__wait;
+struct weft__chantimer;
+
+struct weft__sudog {
+	struct weft__sudog *next, *prev; /* in q; under the channel lock */
+	struct weft__sudogq *q;  /* the queue it is in, or NULL; written under the
+	                          * channel lock, read atomically by its waiter */
+	struct weft__wait *w;
+	void *elem;              /* send: the value; receive: where it goes (or NULL) */
+	weft_chan *c;
+	int idx;                 /* the select case index (0 for a single op) */
+	int dir;                 /* WEFT_SEND or WEFT_RECV */
+};
+
+struct weft__sudogq {
+	struct weft__sudog *first, *last;
+};
+
+struct weft__wait {
+	struct weft__g *g;       /* the parked goroutine, or NULL: a foreign thread */
+	uint32_t done;           /* claimable waits: 0 open, 1 claimed (CAS) */
+	uint32_t futex;          /* foreign threads: 1 once woken */
+	uint8_t claimable;
+	uint8_t counted;         /* a foreign thread counted as blocked (no deadline) */
+	uint8_t success;         /* the won case moved a value (0: its channel closed) */
+	struct weft__sudog *won; /* the case that completed; NULL: the deadline came */
+	int64_t deadline;        /* INT64_MAX: none */
+	struct weft__timer tm;   /* goroutines with a deadline */
+	uint32_t timer_done;     /* the timer callback lost the claim and is finished */
+};
+
+struct weft_chan {
+	uint32_t lock;
+	uint32_t closed;         /* under lock; read atomically by the fast paths */
+	int64_t refs;            /* atomic */
+	size_t qcount;           /* buffered elements; under lock, read atomically */
+	size_t cap;
+	size_t elemsize;
+	size_t sendx, recvx;     /* ring indexes; under lock */
+	struct weft__sudogq recvq, sendq; /* under lock */
+	struct weft__chantimer *timer; /* weft_after's timer, freed with the channel */
+	unsigned char *buf;      /* cap * elemsize bytes, after the struct */
+};
+
+/* Lock and unlock a channel; for ThreadSanitizer, every operation on a
+ * channel happens after the previous ones (a superset of Go's edges: send
+ * before the matching receive, close before a receive that sees it). */
+static inline void weft__chan_lock(weft_chan *c)
+{
+	weft__lock(&c->lock);
+	weft__race_acquire(c);
+}
+
+static inline void weft__chan_unlock(weft_chan *c)
+{
+	weft__race_release(c);
+	weft__unlock(&c->lock);
+}
+
+static inline void weft__elem_copy(void *dst, const void *src, size_t n)
+{
+	switch (n) {
+	case 0:
+		return;
+	case 4:
+		memcpy(dst, src, 4);
+		return;
+	case 8:
+		memcpy(dst, src, 8);
+		return;
+	case 16:
+		memcpy(dst, src, 16);
+		return;
+	default:
+		memcpy(dst, src, n);
+	}
+}
+
+static inline void *weft__chan_slot(weft_chan *c, size_t i)
+{
+	return c->buf + i * c->elemsize;
+}
+
+/* Queue operations; channel locked. */
+void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog *sg);
+void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudog *sg);
+/* The first waiter that can still be completed (claimed, when claimable),
+ * unlinked; NULL if none. Stale select cases met on the way are dropped. */
+struct weft__sudog *weft__sudogq_take(struct weft__sudogq *q);
+
+/* Complete sg with a value (success) or a close; the channel stays locked.
+ * Wake the waiter with weft__wait_wake() after unlocking. */
+static inline void weft__sudog_finish(struct weft__sudog *sg, int success)
+{
+	sg->w->won = sg;
+	sg->w->success = (uint8_t)success;
+}
+
+/* Move a value between the caller and a parked waiter sg of channel c (the
+ * direct hand-off; for a buffered channel, a receive from a full buffer with
+ * a parked sender also rotates the sender's value into the ring). */
+void weft__chan_send_to(weft_chan *c, struct weft__sudog *sg, const void *elem);
+void weft__chan_recv_from(weft_chan *c, struct weft__sudog *sg, void *out);
+
+/* Prepare w for the caller (goroutine or foreign thread). */
+void weft__wait_init(struct weft__wait *w, int claimable, int64_t deadline);
+/*
+ * Block until w is completed or its deadline passes. locked[0..n) are the
+ * distinct channels the caller holds locked, in locking order; they are
+ * unlocked once the caller is parked. Returns with nothing locked; w->won is
+ * NULL when the deadline came first.
+ */
+void weft__wait_block(struct weft__wait *w, weft_chan *const *locked, int n, const char *reason);
+/* Wake the waiter of a completed w. Touches nothing of w afterwards. */
+void weft__wait_wake(struct weft__wait *w);
+/* Block forever (a NULL channel, an empty select), or until deadline. */
+void weft__block_forever(const char *reason, int64_t deadline);
+
+/* The timer of weft_after()'s channel: stopped and freed with the channel. */
+void weft__chantimer_destroy(struct weft__chantimer *t);
+
+#endif

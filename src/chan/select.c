@@ -1,0 +1,286 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * select.c - Go's select (runtime/select.go's selectgo), across goroutines
+ * and foreign threads.
+ *
+ *  1. Shuffle the cases with a channel into a random poll order (uniform:
+ *     Fisher-Yates), and sort them by channel address into a lock order.
+ *  2. Lock every distinct channel in address order (two selects over the
+ *     same channels can never deadlock), then poll the cases in the random
+ *     order; the first that can proceed does, and the select is over.
+ *  3. Otherwise (and unless it is a try, or the deadline is past) enqueue one
+ *     sudog per case, all sharing one claimable wait, and park; the channel
+ *     locks are released once the caller is parked. The first channel
+ *     operation (or the deadline timer) to claim the wait completes its
+ *     case and wakes the caller.
+ *  4. Awake: lock the channels again and unlink the sudogs that are still
+ *     queued (channels whose sudog is already gone are skipped), then report
+ *     the case that won.
+ * A select never matches its own send case with its own receive case on one
+ * channel: step 2 only looks at other parties' waiters, and in step 3 a
+ * channel operation completes only a waiter of another caller.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "alloc.h"
+#include "chan_impl.h"
+#include "fatal.h"
+#include "sched.h"
+
+enum { SELECT_STACK_CASES = 16 };
+enum { SEL_BLOCK, SEL_TRY, SEL_UNTIL };
+
+/* Per-select scratch: on the stack for up to SELECT_STACK_CASES cases. */
+struct sel_scratch {
+	int *poll;               /* case indexes, random order */
+	int *lockidx;            /* case indexes, by channel address */
+	weft_chan **locked;      /* distinct channels, by address */
+	struct weft__sudog *sg;  /* one per case */
+};
+
+static int case_cmp_chan(const weft_case *cases, int a, int b)
+{
+	uintptr_t x = (uintptr_t)cases[a].chan, y = (uintptr_t)cases[b].chan;
+	return (x > y) - (x < y);
+}
+
+/* Sort idx[0..n) by channel address: insertion sort for the usual few
+ * cases, a heap sort (no allocation, O(n log n)) for many. */
+static void sort_by_chan(const weft_case *cases, int *idx, int n)
+{
+	if (n <= 24) {
+		for (int i = 1; i < n; i++) {
+			int v = idx[i], j = i;
+			while (j > 0 && case_cmp_chan(cases, idx[j - 1], v) > 0) {
+				idx[j] = idx[j - 1];
+				j--;
+			}
+			idx[j] = v;
+		}
+		return;
+	}
+	for (int i = 1; i < n; i++) { /* build a max-heap by sifting up */
+		int j = i, v = idx[i];
+		while (j > 0 && case_cmp_chan(cases, idx[(j - 1) / 2], v) < 0) {
+			idx[j] = idx[(j - 1) / 2];
+			j = (j - 1) / 2;
+		}
+		idx[j] = v;
+	}
+	for (int end = n - 1; end > 0; end--) {
+		int v = idx[end];
+		idx[end] = idx[0];
+		int j = 0;
+		for (;;) {
+			int k = 2 * j + 1;
+			if (k >= end)
+				break;
+			if (k + 1 < end && case_cmp_chan(cases, idx[k + 1], idx[k]) > 0)
+				k++;
+			if (case_cmp_chan(cases, idx[k], v) <= 0)
+				break;
+			idx[j] = idx[k];
+			j = k;
+		}
+		idx[j] = v;
+	}
+}
+
+static int lock_all(weft_chan *const *locked, int n)
+{
+	for (int i = 0; i < n; i++)
+		weft__chan_lock(locked[i]);
+	return n;
+}
+
+static void unlock_all(weft_chan *const *locked, int n)
+{
+	for (int i = n - 1; i >= 0; i--)
+		weft__chan_unlock(locked[i]);
+}
+
+/* Try case i with every channel locked. Returns -1 if it cannot proceed,
+ * else the result (0 or EPIPE) and *wake is the waiter to wake, if any. */
+static int poll_case(const weft_case *cs, struct weft__sudog **wake)
+{
+	weft_chan *c = cs->chan;
+	struct weft__sudog *sg;
+	if (cs->dir == WEFT_RECV) {
+		if ((sg = weft__sudogq_take(&c->sendq)) != NULL) {
+			weft__chan_recv_from(c, sg, cs->elem);
+			*wake = sg;
+			return 0;
+		}
+		if (c->qcount > 0) {
+			void *slot = weft__chan_slot(c, c->recvx);
+			if (cs->elem)
+				weft__elem_copy(cs->elem, slot, c->elemsize);
+			if (++c->recvx == c->cap)
+				c->recvx = 0;
+			__atomic_store_n(&c->qcount, c->qcount - 1, __ATOMIC_RELAXED);
+			return 0;
+		}
+		if (c->closed) {
+			if (cs->elem)
+				memset(cs->elem, 0, c->elemsize);
+			return EPIPE;
+		}
+		return -1;
+	}
+	if (c->closed)
+		return EPIPE;
+	if ((sg = weft__sudogq_take(&c->recvq)) != NULL) {
+		weft__chan_send_to(c, sg, cs->elem);
+		*wake = sg;
+		return 0;
+	}
+	if (c->qcount < c->cap) {
+		weft__elem_copy(weft__chan_slot(c, c->sendx), cs->elem, c->elemsize);
+		if (++c->sendx == c->cap)
+			c->sendx = 0;
+		__atomic_store_n(&c->qcount, c->qcount + 1, __ATOMIC_RELAXED);
+		return 0;
+	}
+	return -1;
+}
+
+static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scratch *s,
+		      int mode, int64_t deadline)
+{
+	/* 1. Poll order (uniform shuffle of the cases with a channel) and lock
+	 * order (by address). */
+	int np = 0;
+	for (int i = 0; i < n; i++) {
+		if (!cases[i].chan)
+			continue;
+		int j = (int)((weft__fastrand() >> 32) % (uint64_t)(np + 1));
+		s->poll[np] = s->poll[j];
+		s->poll[j] = i;
+		np++;
+	}
+	if (np == 0) {
+		if (mode == SEL_TRY)
+			return EAGAIN;
+		weft__block_forever(n ? "select" : "select (no cases)",
+				    mode == SEL_UNTIL ? deadline : INT64_MAX);
+		return ETIMEDOUT;
+	}
+	memcpy(s->lockidx, s->poll, (size_t)np * sizeof(int));
+	sort_by_chan(cases, s->lockidx, np);
+	int nl = 0;
+	for (int k = 0; k < np; k++) {
+		weft_chan *c = cases[s->lockidx[k]].chan;
+		if (nl == 0 || s->locked[nl - 1] != c)
+			s->locked[nl++] = c;
+	}
+
+	/* 2. Poll. */
+	lock_all(s->locked, nl);
+	for (int k = 0; k < np; k++) {
+		int i = s->poll[k];
+		struct weft__sudog *wake = NULL;
+		int r = poll_case(&cases[i], &wake);
+		if (r < 0)
+			continue;
+		unlock_all(s->locked, nl);
+		if (wake)
+			weft__wait_wake(wake->w);
+		*chosen = i;
+		return r;
+	}
+	if (mode == SEL_TRY || (mode == SEL_UNTIL && deadline <= weft_now())) {
+		unlock_all(s->locked, nl);
+		return mode == SEL_TRY ? EAGAIN : ETIMEDOUT;
+	}
+
+	/* 3. Enqueue on every channel and park. */
+	struct weft__wait w;
+	weft__wait_init(&w, 1, mode == SEL_UNTIL ? deadline : INT64_MAX);
+	for (int k = 0; k < np; k++) {
+		int i = s->lockidx[k];
+		weft_chan *c = cases[i].chan;
+		struct weft__sudog *sg = &s->sg[i];
+		sg->w = &w;
+		sg->elem = cases[i].elem;
+		sg->c = c;
+		sg->idx = i;
+		sg->dir = cases[i].dir;
+		weft__sudogq_push(cases[i].dir == WEFT_RECV ? &c->recvq : &c->sendq, sg);
+	}
+	for (int k = 0; k < nl; k++)
+		__atomic_add_fetch(&s->locked[k]->refs, 1, __ATOMIC_RELAXED);
+	weft__wait_block(&w, s->locked, nl, "select");
+
+	/* 4. Unlink what is still queued. A sudog seen unlinked stays so: only
+	 * its channels' lock holders unlink, and nobody queues it again. */
+	int any = 0;
+	for (int k = 0; k < np && !any; k++)
+		any = __atomic_load_n(&s->sg[s->poll[k]].q, __ATOMIC_ACQUIRE) != NULL;
+	if (any) {
+		lock_all(s->locked, nl);
+		for (int k = 0; k < np; k++) {
+			struct weft__sudog *sg = &s->sg[s->poll[k]];
+			if (sg->q)
+				weft__sudogq_unlink(sg->q, sg);
+		}
+		unlock_all(s->locked, nl);
+	} else {
+		for (int k = 0; k < nl; k++)
+			weft__race_acquire(s->locked[k]);
+	}
+	for (int k = 0; k < nl; k++)
+		weft_chan_release(s->locked[k]);
+	if (!w.won)
+		return ETIMEDOUT;
+	struct weft__sudog *won = w.won;
+	*chosen = won->idx;
+	if (w.success)
+		return 0;
+	if (won->dir == WEFT_RECV && won->elem)
+		memset(won->elem, 0, won->c->elemsize);
+	return EPIPE;
+}
+
+static int select_common(const weft_case *cases, int n, int *chosen, int mode, int64_t deadline)
+{
+	if (n < 0 || (n > 0 && !cases) || !chosen)
+		return EINVAL;
+	for (int i = 0; i < n; i++)
+		if (cases[i].dir != WEFT_RECV && cases[i].dir != WEFT_SEND)
+			return EINVAL;
+	if (n <= SELECT_STACK_CASES) {
+		int poll[SELECT_STACK_CASES], lockidx[SELECT_STACK_CASES];
+		weft_chan *locked[SELECT_STACK_CASES];
+		struct weft__sudog sg[SELECT_STACK_CASES];
+		struct sel_scratch s = { poll, lockidx, locked, sg };
+		return select_run(cases, n, chosen, &s, mode, deadline);
+	}
+	size_t each = 2 * sizeof(int) + sizeof(weft_chan *) + sizeof(struct weft__sudog);
+	char *mem = weft__alloc((size_t)n * each);
+	if (!mem)
+		return ENOMEM;
+	struct sel_scratch s;
+	s.sg = (struct weft__sudog *)mem;
+	s.locked = (weft_chan **)(s.sg + n);
+	s.poll = (int *)(s.locked + n);
+	s.lockidx = s.poll + n;
+	int r = select_run(cases, n, chosen, &s, mode, deadline);
+	weft__free(mem);
+	return r;
+}
+
+int weft_select(const weft_case *cases, int n, int *chosen)
+{
+	return select_common(cases, n, chosen, SEL_BLOCK, INT64_MAX);
+}
+
+int weft_select_try(const weft_case *cases, int n, int *chosen)
+{
+	return select_common(cases, n, chosen, SEL_TRY, INT64_MAX);
+}
+
+int weft_select_until(const weft_case *cases, int n, int *chosen, int64_t deadline_ns)
+{
+	return select_common(cases, n, chosen, SEL_UNTIL, deadline_ns);
+}

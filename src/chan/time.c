@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * time.c - time as channels: weft_after, weft_timer (Go's time.Timer) and
+ * weft_ticker (time.Ticker), on the scheduler's per-P timer heaps.
+ *
+ * Each is a struct weft__chantimer: a heap timer plus a channel of capacity
+ * 1 that the timer's callback try-sends the firing time into (a tick nobody
+ * was ready for is dropped, as in Go). Its own small lock serialises the
+ * callback with stop, reset and free:
+ *  - `armed` and `when` say what the user last asked for. A callback that
+ *    finds the timer stopped, or re-armed for a later time, does nothing:
+ *    the heap entry it came from is stale.
+ *  - `pending` counts heap entries plus callbacks in flight (a popped timer
+ *    whose callback has not yet taken the lock). Freeing waits for it to
+ *    reach zero, so no callback ever touches freed memory; the callback's
+ *    unlock is its last touch.
+ * Stop and reset also empty the channel, so no value from before them can be
+ * received after (Go 1.23's guarantee).
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+
+#include "alloc.h"
+#include "chan_impl.h"
+#include "fatal.h"
+#include "sched.h"
+
+struct weft__chantimer {
+	struct weft__timer tm;   /* first: the callback gets &tm */
+	uint32_t lock;
+	int armed;               /* under lock */
+	int dying;               /* under lock */
+	int pending;             /* under lock */
+	int64_t when;            /* under lock */
+	int64_t period;          /* tickers: > 0 */
+	weft_chan *c;            /* the channel: owned by a weft_timer/ticker, or
+	                          * owning us (weft_after) */
+};
+
+struct weft_timer {
+	struct weft__chantimer t;
+};
+
+struct weft_ticker {
+	struct weft__chantimer t;
+};
+
+/* Drop a value fired but not received. Timer locked. Returns 1 if one was. */
+static int drain(weft_chan *c)
+{
+	weft__chan_lock(c);
+	int had = c->qcount > 0;
+	__atomic_store_n(&c->qcount, 0, __ATOMIC_RELAXED);
+	c->sendx = c->recvx = 0;
+	weft__chan_unlock(c);
+	return had;
+}
+
+/* Put t on a heap for `when`. Timer locked. */
+static void arm(struct weft__chantimer *t, int64_t when)
+{
+	t->armed = 1;
+	t->when = when;
+	if (weft__timer_add(weft__timers_local(), &t->tm, when))
+		weft__fatal("out of memory adding a timer");
+	t->pending++;
+}
+
+/* Take t off its heap if it is on one. Timer locked. */
+static void disarm(struct weft__chantimer *t)
+{
+	t->armed = 0;
+	if (weft__timer_del(&t->tm))
+		t->pending--;
+}
+
+static void fire(struct weft__timer *tm)
+{
+	struct weft__chantimer *t = (struct weft__chantimer *)tm;
+	weft__lock(&t->lock);
+	int64_t now = weft_now();
+	if (t->armed && !t->dying && t->when <= now) {
+		if (t->period > 0) {
+			/* The next tick on the original schedule, skipping those
+			 * already missed. */
+			int64_t next = t->when + t->period;
+			if (next <= now)
+				next += ((now - next) / t->period + 1) * t->period;
+			if (!__atomic_load_n(&t->tm.heap, __ATOMIC_ACQUIRE))
+				arm(t, next);
+		} else {
+			t->armed = 0;
+		}
+		int64_t v = now;
+		weft_chan_trysend(t->c, &v); /* full: the tick is dropped */
+	}
+	/* Only now: the send may have woken a receiver that frees the timer
+	 * as soon as pending reaches zero and it gets the lock. */
+	t->pending--;
+	weft__unlock(&t->lock); /* the last touch of t */
+}
+
+static void init(struct weft__chantimer *t, weft_chan *c, int64_t period)
+{
+	t->tm.fn = fire;
+	t->tm.arg = t;
+	t->tm.heap = NULL;
+	t->tm.seq = 0;
+	t->c = c;
+	t->period = period;
+}
+
+void weft__chantimer_destroy(struct weft__chantimer *t)
+{
+	weft__lock(&t->lock);
+	t->dying = 1;
+	disarm(t);
+	while (t->pending > 0) {
+		/* A callback popped from a heap has yet to run (on another
+		 * thread): let it finish. */
+		weft__unlock(&t->lock);
+		if (weft__g_get())
+			weft_yield();
+		else
+			sched_yield();
+		weft__lock(&t->lock);
+	}
+	weft__unlock(&t->lock);
+}
+
+/* ---------------------------------------------------------------- after */
+
+int weft_after(weft_chan **out, int64_t duration_ns)
+{
+	if (!out)
+		return EINVAL;
+	weft__start();
+	struct weft__chantimer *t = weft__calloc(1, sizeof(*t));
+	if (!t)
+		return ENOMEM;
+	weft_chan *c;
+	int err = weft_chan_make(&c, sizeof(int64_t), 1);
+	if (err) {
+		weft__free(t);
+		return err;
+	}
+	init(t, c, 0);
+	c->timer = t; /* freed with the channel's last reference */
+	weft__lock(&t->lock);
+	arm(t, weft_now() + (duration_ns > 0 ? duration_ns : 0));
+	weft__unlock(&t->lock);
+	*out = c;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- Timer */
+
+int weft_timer_new(weft_timer **out, int64_t duration_ns)
+{
+	if (!out)
+		return EINVAL;
+	weft__start();
+	weft_timer *t = weft__calloc(1, sizeof(*t));
+	if (!t)
+		return ENOMEM;
+	weft_chan *c;
+	int err = weft_chan_make(&c, sizeof(int64_t), 1);
+	if (err) {
+		weft__free(t);
+		return err;
+	}
+	init(&t->t, c, 0);
+	weft__lock(&t->t.lock);
+	arm(&t->t, weft_now() + (duration_ns > 0 ? duration_ns : 0));
+	weft__unlock(&t->t.lock);
+	*out = t;
+	return 0;
+}
+
+weft_chan *weft_timer_chan(weft_timer *t)
+{
+	return t ? t->t.c : NULL;
+}
+
+bool weft_timer_stop(weft_timer *t)
+{
+	if (!t)
+		return false;
+	weft__lock(&t->t.lock);
+	int was = t->t.armed;
+	disarm(&t->t);
+	was |= drain(t->t.c);
+	weft__unlock(&t->t.lock);
+	return was;
+}
+
+bool weft_timer_reset(weft_timer *t, int64_t duration_ns)
+{
+	if (!t)
+		return false;
+	weft__lock(&t->t.lock);
+	int was = t->t.armed;
+	disarm(&t->t);
+	was |= drain(t->t.c);
+	arm(&t->t, weft_now() + (duration_ns > 0 ? duration_ns : 0));
+	weft__unlock(&t->t.lock);
+	return was;
+}
+
+void weft_timer_free(weft_timer *t)
+{
+	if (!t)
+		return;
+	weft__chantimer_destroy(&t->t);
+	weft_chan_release(t->t.c);
+	weft__free(t);
+}
+
+/* ---------------------------------------------------------------- Ticker */
+
+int weft_ticker_new(weft_ticker **out, int64_t period_ns)
+{
+	if (!out || period_ns <= 0)
+		return EINVAL;
+	weft__start();
+	weft_ticker *t = weft__calloc(1, sizeof(*t));
+	if (!t)
+		return ENOMEM;
+	weft_chan *c;
+	int err = weft_chan_make(&c, sizeof(int64_t), 1);
+	if (err) {
+		weft__free(t);
+		return err;
+	}
+	init(&t->t, c, period_ns);
+	weft__lock(&t->t.lock);
+	arm(&t->t, weft_now() + period_ns);
+	weft__unlock(&t->t.lock);
+	*out = t;
+	return 0;
+}
+
+weft_chan *weft_ticker_chan(weft_ticker *t)
+{
+	return t ? t->t.c : NULL;
+}
+
+void weft_ticker_stop(weft_ticker *t)
+{
+	if (!t)
+		return;
+	weft__lock(&t->t.lock);
+	disarm(&t->t);
+	drain(t->t.c);
+	weft__unlock(&t->t.lock);
+}
+
+int weft_ticker_reset(weft_ticker *t, int64_t period_ns)
+{
+	if (!t || period_ns <= 0)
+		return EINVAL;
+	weft__lock(&t->t.lock);
+	disarm(&t->t);
+	drain(t->t.c);
+	t->t.period = period_ns;
+	arm(&t->t, weft_now() + period_ns);
+	weft__unlock(&t->t.lock);
+	return 0;
+}
+
+void weft_ticker_free(weft_ticker *t)
+{
+	if (!t)
+		return;
+	weft__chantimer_destroy(&t->t);
+	weft_chan_release(t->t.c);
+	weft__free(t);
+}
