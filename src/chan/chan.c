@@ -43,6 +43,7 @@ void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog *sg)
 	else
 		q->first = sg;
 	q->last = sg;
+	sg->c->nwait++;
 	__atomic_store_n(&sg->q, q, __ATOMIC_RELAXED);
 }
 
@@ -56,6 +57,7 @@ void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudog *sg)
 		sg->next->prev = sg->prev;
 	else
 		q->last = sg->prev;
+	sg->c->nwait--;
 	sg->next = sg->prev = NULL;
 	/* Release: the waiter's lock-free check of sg->q == NULL then sees
 	 * every write this queue made to sg. */
@@ -131,6 +133,7 @@ void weft__wait_init(struct weft__wait *w, int claimable, int64_t deadline)
 
 void weft__wait_wake(struct weft__wait *w)
 {
+	weft__race_release(w); /* the waker's work happens before the wakee's */
 	struct weft__g *g = w->g;
 	if (g) {
 		weft__ready(g);
@@ -285,8 +288,23 @@ void weft_chan_release(weft_chan *c)
 	if (left < 0)
 		weft__fatal("weft_chan_release of a freed channel");
 	weft__race_acquire(c);
-	if (c->timer)
+	if (c->timer) {
 		weft__chantimer_destroy(c->timer);
+		c->timer = NULL;
+	}
+	weft__chan_lock(c);
+	if (c->nwait > 0) {
+		/* Waiters parked on it: the last to leave frees it. */
+		c->orphan = 1;
+		weft__chan_unlock(c);
+		return;
+	}
+	weft__chan_unlock(c);
+	weft__chan_free(c);
+}
+
+void weft__chan_free(weft_chan *c)
+{
 	c->refs = -((int64_t)1 << 40); /* a later retain or release is reported */
 	weft__free(c);
 }
@@ -355,7 +373,28 @@ static void unqueue(weft_chan *c, struct weft__sudog *sg)
 	weft__chan_lock(c);
 	if (sg->q)
 		weft__sudogq_unlink(sg->q, sg);
+	int unused = weft__chan_unused(c);
 	weft__chan_unlock(c);
+	if (unused)
+		weft__chan_free(c);
+}
+
+/* The end of a single send or receive that parked: the result, with the
+ * sudog gone from c. c may be freed by now unless we timed out (then our
+ * sudog may still hold it alive): touch it only in unqueue. */
+static int finish_wait(weft_chan *c, struct weft__wait *w, struct weft__sudog *me, void *out,
+		       size_t esz)
+{
+	if (!w->won) {
+		unqueue(c, me);
+		return ETIMEDOUT;
+	}
+	weft__race_acquire(w);
+	if (w->success)
+		return 0;
+	if (out)
+		memset(out, 0, esz);
+	return EPIPE;
 }
 
 static int chan_send(weft_chan *c, const void *elem, int mode, int64_t deadline)
@@ -393,7 +432,7 @@ static int chan_send(weft_chan *c, const void *elem, int mode, int64_t deadline)
 		weft__chan_unlock(c);
 		return 0;
 	}
-	if (mode == MODE_TRY || deadline <= weft_now()) {
+	if (mode == MODE_TRY || (deadline != INT64_MAX && deadline <= weft_now())) {
 		weft__chan_unlock(c);
 		return mode == MODE_TRY ? EAGAIN : ETIMEDOUT;
 	}
@@ -403,18 +442,8 @@ static int chan_send(weft_chan *c, const void *elem, int mode, int64_t deadline)
 	weft__wait_init(&w, 0, deadline);
 	me.w = &w;
 	weft__sudogq_push(&c->sendq, &me);
-	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED); /* held while parked */
 	weft__wait_block(&w, &c, 1, "chan send");
-	int r;
-	if (!w.won) {
-		unqueue(c, &me);
-		r = ETIMEDOUT;
-	} else {
-		weft__race_acquire(c);
-		r = w.success ? 0 : EPIPE;
-	}
-	weft_chan_release(c);
-	return r;
+	return finish_wait(c, &w, &me, NULL, 0);
 }
 
 int weft_chan_send(weft_chan *c, const void *elem)
@@ -472,7 +501,7 @@ static int chan_recv(weft_chan *c, void *out, int mode, int64_t deadline)
 			memset(out, 0, c->elemsize);
 		return EPIPE;
 	}
-	if (mode == MODE_TRY || deadline <= weft_now()) {
+	if (mode == MODE_TRY || (deadline != INT64_MAX && deadline <= weft_now())) {
 		weft__chan_unlock(c);
 		return mode == MODE_TRY ? EAGAIN : ETIMEDOUT;
 	}
@@ -481,21 +510,10 @@ static int chan_recv(weft_chan *c, void *out, int mode, int64_t deadline)
 	struct weft__sudog me = { .elem = out, .c = c, .dir = WEFT_RECV };
 	weft__wait_init(&w, 0, deadline);
 	me.w = &w;
+	size_t esz = c->elemsize;
 	weft__sudogq_push(&c->recvq, &me);
-	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
 	weft__wait_block(&w, &c, 1, "chan receive");
-	int r;
-	if (!w.won) {
-		unqueue(c, &me);
-		r = ETIMEDOUT;
-	} else {
-		weft__race_acquire(c);
-		r = w.success ? 0 : EPIPE;
-		if (!w.success && out)
-			memset(out, 0, c->elemsize);
-	}
-	weft_chan_release(c);
-	return r;
+	return finish_wait(c, &w, &me, out, esz);
 }
 
 int weft_chan_recv(weft_chan *c, void *out)

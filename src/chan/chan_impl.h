@@ -37,6 +37,7 @@ struct weft__sudog {
 	struct weft__wait *w;
 	void *elem;              /* send: the value; receive: where it goes (or NULL) */
 	weft_chan *c;
+	size_t esz;              /* c->elemsize (select: c may be gone when it reads it) */
 	int idx;                 /* the select case index (0 for a single op) */
 	int dir;                 /* WEFT_SEND or WEFT_RECV */
 };
@@ -61,7 +62,12 @@ struct weft__wait {
 struct weft_chan {
 	uint32_t lock;
 	uint32_t closed;         /* under lock; read atomically by the fast paths */
-	int64_t refs;            /* atomic */
+	int64_t refs;            /* atomic: references held by users */
+	int64_t nwait;           /* sudogs queued; under lock. A parked waiter
+	                          * keeps the channel alive without touching refs
+	                          * (no atomic on the park path). */
+	int orphan;              /* refs reached 0 while nwait > 0: the waiter
+	                          * that unlinks the last sudog frees it; under lock */
 	size_t qcount;           /* buffered elements; under lock, read atomically */
 	size_t cap;
 	size_t elemsize;
@@ -76,14 +82,14 @@ struct weft_chan {
  * before the matching receive, close before a receive that sees it). */
 static inline void weft__chan_lock(weft_chan *c)
 {
-	weft__lock(&c->lock);
+	weft__spin_lock(&c->lock);
 	weft__race_acquire(c);
 }
 
 static inline void weft__chan_unlock(weft_chan *c)
 {
 	weft__race_release(c);
-	weft__unlock(&c->lock);
+	weft__spin_unlock(&c->lock);
 }
 
 static inline void weft__elem_copy(void *dst, const void *src, size_t n)
@@ -110,9 +116,17 @@ static inline void *weft__chan_slot(weft_chan *c, size_t i)
 	return c->buf + i * c->elemsize;
 }
 
-/* Queue operations; channel locked. */
+/* Queue operations; channel locked. push and unlink keep sg->c->nwait. */
 void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog *sg);
 void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudog *sg);
+/* After a waiter unlinked its own sudog from c, with c locked: whether c was
+ * orphaned and is now unused, so that the caller must weft__chan_free() it
+ * once unlocked. */
+static inline int weft__chan_unused(weft_chan *c)
+{
+	return c->orphan && c->nwait == 0;
+}
+void weft__chan_free(weft_chan *c);
 /* The first waiter that can still be completed (claimed, when claimable),
  * unlinked; NULL if none. Stale select cases met on the way are dropped. */
 struct weft__sudog *weft__sudogq_take(struct weft__sudogq *q);

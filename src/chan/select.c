@@ -204,12 +204,11 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 		sg->w = &w;
 		sg->elem = cases[i].elem;
 		sg->c = c;
+		sg->esz = c->elemsize;
 		sg->idx = i;
 		sg->dir = cases[i].dir;
 		weft__sudogq_push(cases[i].dir == WEFT_RECV ? &c->recvq : &c->sendq, sg);
 	}
-	for (int k = 0; k < nl; k++)
-		__atomic_add_fetch(&s->locked[k]->refs, 1, __ATOMIC_RELAXED);
 	weft__wait_block(&w, s->locked, nl, "select");
 
 	/* 4. Unlink what is still queued. A sudog seen unlinked stays so: only
@@ -218,19 +217,35 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 	for (int k = 0; k < np && !any; k++)
 		any = __atomic_load_n(&s->sg[s->poll[k]].q, __ATOMIC_ACQUIRE) != NULL;
 	if (any) {
-		lock_all(s->locked, nl);
+		/* Only the channels with a sudog still queued: the others may
+		 * be gone (our queued sudogs keep the rest alive). */
+		int nf = 0;
+		for (int k = 0; k < nl; k++) {
+			weft_chan *c = s->locked[k];
+			int mine = 0;
+			for (int j = 0; j < np && !mine; j++) {
+				struct weft__sudog *sg = &s->sg[s->poll[j]];
+				mine = sg->c == c && __atomic_load_n(&sg->q, __ATOMIC_ACQUIRE);
+			}
+			if (mine)
+				s->locked[nf++] = c;
+		}
+		lock_all(s->locked, nf);
 		for (int k = 0; k < np; k++) {
 			struct weft__sudog *sg = &s->sg[s->poll[k]];
 			if (sg->q)
 				weft__sudogq_unlink(sg->q, sg);
 		}
-		unlock_all(s->locked, nl);
-	} else {
-		for (int k = 0; k < nl; k++)
-			weft__race_acquire(s->locked[k]);
+		/* A channel released by everyone while we waited is freed by
+		 * the last waiter to leave: us, if its count drops to zero. */
+		for (int k = 0; k < nf; k++)
+			s->lockidx[k] = weft__chan_unused(s->locked[k]);
+		unlock_all(s->locked, nf);
+		for (int k = 0; k < nf; k++)
+			if (s->lockidx[k])
+				weft__chan_free(s->locked[k]);
 	}
-	for (int k = 0; k < nl; k++)
-		weft_chan_release(s->locked[k]);
+	weft__race_acquire(&w);
 	if (!w.won)
 		return ETIMEDOUT;
 	struct weft__sudog *won = w.won;
@@ -238,7 +253,7 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 	if (w.success)
 		return 0;
 	if (won->dir == WEFT_RECV && won->elem)
-		memset(won->elem, 0, won->c->elemsize);
+		memset(won->elem, 0, won->esz);
 	return EPIPE;
 }
 

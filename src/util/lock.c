@@ -17,3 +17,31 @@ void weft__lock_slow(uint32_t *l)
 	while (__atomic_exchange_n(l, 2, __ATOMIC_ACQUIRE) != 0)
 		weft__futex_wait(l, 2, NULL);
 }
+
+void weft__spin_lock_slow(uint32_t *l)
+{
+	for (int i = 0; i < 128; i++) {
+		weft__cpu_relax();
+		if (__atomic_load_n(l, __ATOMIC_RELAXED) == 0 && weft__trylock(l))
+			return;
+	}
+	/* The holder is not running: let it. */
+	for (int i = 0; i < 8; i++) {
+		syscall(SYS_sched_yield);
+		if (__atomic_load_n(l, __ATOMIC_RELAXED) == 0 && weft__trylock(l))
+			return;
+	}
+	/* Nap, 10 us doubling to 1 ms (the kernel's timer slack rounds the
+	 * shortest up). A futex wait on the locked value: it returns early
+	 * if the word already changed, never because of a wake. */
+	long nap = 10000;
+	for (;;) {
+		uint32_t v = __atomic_load_n(l, __ATOMIC_RELAXED);
+		if (v == 0 && weft__trylock(l))
+			return;
+		struct timespec ts = { 0, nap };
+		weft__raw_futex(l, FUTEX_WAIT_PRIVATE, v ? v : 1, &ts);
+		if (nap < 1000000)
+			nap *= 2;
+	}
+}

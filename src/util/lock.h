@@ -111,4 +111,25 @@ static inline void weft__unlock(uint32_t *l)
 		weft__futex_wake(l, 1);
 }
 
+/*
+ * weft__spin_lock - for the hottest tiny critical sections (a channel's):
+ * the unlock is a plain release store, so an uncontended lock and unlock
+ * cost one locked instruction instead of two. The price: the unlocker
+ * cannot know of sleepers, so a waiter spins, then yields, then naps in
+ * short bounded sleeps that nobody cuts short. All-zero is unlocked.
+ */
+void weft__spin_lock_slow(uint32_t *l);
+
+static inline void weft__spin_lock(uint32_t *l)
+{
+	if (__builtin_expect(weft__trylock(l), 1))
+		return;
+	weft__spin_lock_slow(l);
+}
+
+static inline void weft__spin_unlock(uint32_t *l)
+{
+	__atomic_store_n(l, 0, __ATOMIC_RELEASE);
+}
+
 #endif
