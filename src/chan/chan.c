@@ -179,6 +179,8 @@ static void park_unlock(void *arg, struct weft__g *g)
 	if (w->deadline != INT64_MAX) {
 		w->tm.fn = deadline_fire;
 		w->tm.arg = w;
+		w->tm.heap = NULL;
+		w->tm.deletable = 1;
 		if (weft__timer_add(weft__timers_local(), &w->tm, w->deadline))
 			weft__fatal("out of memory adding a timer");
 	}
@@ -290,6 +292,7 @@ void weft_chan_release(weft_chan *c)
 	weft__race_acquire(c);
 	if (c->timer) {
 		weft__chantimer_destroy(c->timer);
+		weft__free(c->timer);
 		c->timer = NULL;
 	}
 	weft__chan_lock(c);

@@ -159,7 +159,8 @@ void weft__wait_wake(struct weft__wait *w);
 /* Block forever (a NULL channel, an empty select), or until deadline. */
 void weft__block_forever(const char *reason, int64_t deadline);
 
-/* The timer of weft_after()'s channel: stopped and freed with the channel. */
+/* Stop the timer of weft_after()'s channel and wait out a firing in
+ * progress; the caller frees it. */
 void weft__chantimer_destroy(struct weft__chantimer *t);
 
 #endif

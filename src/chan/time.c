@@ -106,7 +106,7 @@ static void init(struct weft__chantimer *t, weft_chan *c, int64_t period)
 	t->tm.fn = fire;
 	t->tm.arg = t;
 	t->tm.heap = NULL;
-	t->tm.seq = 0;
+	t->tm.deletable = 1;
 	t->c = c;
 	t->period = period;
 }

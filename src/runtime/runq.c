@@ -157,6 +157,19 @@ static uint32_t grab(struct weft__p *victim, struct weft__g **dst, uint32_t dst_
 			struct weft__g *next = __atomic_load_n(&victim->runnext, __ATOMIC_ACQUIRE);
 			if (!next)
 				return 0;
+			if (__atomic_load_n(&victim->status, __ATOMIC_RELAXED) == P_RUNNING &&
+			    victim->m) {
+				/* As Go: a running victim's runnext was most likely
+				 * readied by a goroutine about to park, which will
+				 * run it next at no cost. Give it ~3 us before taking
+				 * it (and both goroutines' caches) to this CPU. */
+				int64_t until = weft_now() + 3000;
+				while (weft_now() < until &&
+				       __atomic_load_n(&victim->runnext, __ATOMIC_RELAXED) == next)
+					weft__cpu_relax();
+				if (__atomic_load_n(&victim->runnext, __ATOMIC_ACQUIRE) != next)
+					continue;
+			}
 			if (!__atomic_compare_exchange_n(&victim->runnext, &next, NULL, 0,
 							 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
 				continue;

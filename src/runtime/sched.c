@@ -1152,6 +1152,7 @@ void weft_sleep_until(int64_t deadline_ns)
 	struct weft__g *g = m->curg;
 	g->timer.fn = sleep_fire;
 	g->timer.arg = g;
+	g->timer.deletable = 0; /* a sleep is never cut short: no index upkeep */
 	g->timer.when = deadline_ns;
 	weft__park("sleep", sleep_arm, NULL);
 }

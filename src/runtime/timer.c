@@ -11,23 +11,23 @@
  * deadline of all Ps, and sysmon when the owner is stuck in a CPU-bound
  * goroutine (a sleeping goroutine's wake-up must not wait for a hog).
  *
- * A slot holds the deadline inline, next to the timer pointer, and timers do
- * not record their slot index: sifting moves 24-byte slots within one array
- * and never touches a timer. With 10,000 sleepers each timer sits in a
- * different goroutine's stack page, so an index update per move would cost a
- * TLB miss per level (it was a quarter of the Sleep benchmark's time). The
- * price is lazy deletion: weft__timer_del bumps the timer's seq, which turns
- * its slot into a "zombie" that is dropped when it surfaces, and the heap is
- * rebuilt without zombies when they are over half of it. 4-ary rather than
- * binary: half the levels, and the four children share a cache line or two.
+ * A slot holds the deadline inline, next to the timer pointer, and sifting
+ * moves 24-byte slots within one array without touching the timers: with
+ * 10,000 sleepers each timer sits in a different goroutine's stack page, and
+ * an index update per move would cost a TLB miss per level (it was a quarter
+ * of the Sleep benchmark's time). A sleep's timer is never deleted, so it
+ * needs no index. Timers that may be deleted (deadlines of channel waits,
+ * weft_after, Timer, Ticker) are marked deletable: their slot index follows
+ * them, and deletion removes the slot at once. No slot ever outlives its
+ * timer's pending period, so a deleted timer may be freed (or its stack
+ * frame reused) right away. 4-ary rather than binary: half the levels, and
+ * the four children share a cache line or two.
  *
  * Invariants (under heap->lock):
  *  - a timer t is pending in h exactly when t->heap == h; then exactly one
- *    slot e of h has e.t == t and e.seq == t->seq (the live one); any other
- *    slot naming t is a zombie, counted in h->zombies.
- *  - h->earliest is the deadline of v[0] (or INT64_MAX when empty); v[0] is
- *    never a zombie after an operation returns (zombies are dropped from the
- *    top eagerly), so the lock-free peek never reports a deleted deadline.
+ *    slot of h names t, and for a deletable t it is v[t->idx].
+ *  - h->earliest is the deadline of v[0] (or INT64_MAX when empty), for the
+ *    lock-free peek.
  *  - fn runs at most once per add, after its slot left the heap, with the
  *    lock released, so fn may add timers (even to the same heap).
  */
@@ -43,7 +43,7 @@
 void weft__timers_init(struct weft__timers *h)
 {
 	h->lock = 0;
-	h->len = h->cap = h->zombies = 0;
+	h->len = h->cap = 0;
 	h->v = NULL;
 	h->earliest = INT64_MAX;
 }
@@ -54,9 +54,12 @@ void weft__timers_destroy(struct weft__timers *h)
 	weft__timers_init(h);
 }
 
-static int is_live(struct weft__timers *h, const struct weft__tentry *e)
+/* Put slot x at index i (a deletable timer learns its new index). */
+static inline void place(struct weft__tentry *v, int32_t i, struct weft__tentry x)
 {
-	return e->t->heap == h && e->t->seq == e->seq;
+	v[i] = x;
+	if (x.deletable)
+		x.t->idx = i;
 }
 
 static void sift_up(struct weft__tentry *v, int32_t i)
@@ -66,10 +69,10 @@ static void sift_up(struct weft__tentry *v, int32_t i)
 		int32_t parent = (i - 1) / 4;
 		if (v[parent].when <= x.when)
 			break;
-		v[i] = v[parent];
+		place(v, i, v[parent]);
 		i = parent;
 	}
-	v[i] = x;
+	place(v, i, x);
 }
 
 static void sift_down(struct weft__tentry *v, int32_t len, int32_t i)
@@ -86,66 +89,47 @@ static void sift_down(struct weft__tentry *v, int32_t len, int32_t i)
 				best = k;
 		if (x.when <= v[best].when)
 			break;
-		v[i] = v[best];
+		place(v, i, v[best]);
 		i = best;
 	}
-	v[i] = x;
+	place(v, i, x);
 }
 
-static void pop_top(struct weft__timers *h)
+/* Remove slot i: the last slot takes its place and sifts either way. */
+static void remove_at(struct weft__timers *h, int32_t i)
 {
 	h->len--;
-	if (h->len > 0) {
-		h->v[0] = h->v[h->len];
-		sift_down(h->v, h->len, 0);
-	}
+	if (i == h->len)
+		return;
+	place(h->v, i, h->v[h->len]);
+	if (i > 0 && h->v[(i - 1) / 4].when > h->v[i].when)
+		sift_up(h->v, i);
+	else
+		sift_down(h->v, h->len, i);
 }
 
-/* Drop zombies from the top and publish the new earliest deadline. */
+/* Publish the new earliest deadline. */
 static void settle(struct weft__timers *h)
 {
-	while (h->zombies && h->len && !is_live(h, &h->v[0])) {
-		pop_top(h);
-		h->zombies--;
-	}
 	/* Pairs with the acquire in weft__timers_peek. */
 	__atomic_store_n(&h->earliest, h->len ? h->v[0].when : INT64_MAX, __ATOMIC_RELEASE);
-}
-
-/* Rebuild without zombies (Floyd's heapify). */
-static void compact(struct weft__timers *h)
-{
-	int32_t n = 0;
-	for (int32_t i = 0; i < h->len; i++)
-		if (is_live(h, &h->v[i]))
-			h->v[n++] = h->v[i];
-	h->len = n;
-	h->zombies = 0;
-	for (int32_t i = (n - 2) / 4; i >= 0; i--)
-		sift_down(h->v, n, i);
 }
 
 static int push(struct weft__timers *h, struct weft__timer *t)
 {
 	if (h->len == h->cap) {
-		if (h->zombies > 0) {
-			compact(h);
-		}
-		if (h->len == h->cap) {
-			int32_t ncap = h->cap ? h->cap * 2 : 64;
-			struct weft__tentry *nv = weft__alloc(sizeof *nv * (size_t)ncap);
-			if (!nv)
-				return ENOMEM;
-			for (int32_t i = 0; i < h->len; i++)
-				nv[i] = h->v[i];
-			weft__free(h->v);
-			h->v = nv;
-			h->cap = ncap;
-		}
+		int32_t ncap = h->cap ? h->cap * 2 : 64;
+		struct weft__tentry *nv = weft__alloc(sizeof *nv * (size_t)ncap);
+		if (!nv)
+			return ENOMEM;
+		for (int32_t i = 0; i < h->len; i++)
+			nv[i] = h->v[i];
+		weft__free(h->v);
+		h->v = nv;
+		h->cap = ncap;
 	}
-	t->seq++;
 	__atomic_store_n(&t->heap, h, __ATOMIC_RELEASE);
-	h->v[h->len] = (struct weft__tentry){ .when = t->when, .t = t, .seq = t->seq };
+	place(h->v, h->len, (struct weft__tentry){ .when = t->when, .t = t, .deletable = t->deletable });
 	sift_up(h->v, h->len++);
 	return 0;
 }
@@ -163,6 +147,8 @@ int weft__timer_add(struct weft__timers *h, struct weft__timer *t, int64_t when)
 
 int weft__timer_del(struct weft__timer *t)
 {
+	if (!t->deletable)
+		weft__fatal("weft__timer_del of a timer not marked deletable");
 	for (;;) {
 		struct weft__timers *h = __atomic_load_n(&t->heap, __ATOMIC_ACQUIRE);
 		if (!h)
@@ -173,11 +159,8 @@ int weft__timer_del(struct weft__timer *t)
 			weft__unlock(&h->lock);
 			continue;
 		}
+		remove_at(h, t->idx);
 		__atomic_store_n(&t->heap, NULL, __ATOMIC_RELAXED);
-		t->seq++;
-		h->zombies++;
-		if (h->zombies > 16 && h->zombies > h->len / 2)
-			compact(h);
 		settle(h);
 		weft__unlock(&h->lock);
 		return 1;
@@ -192,8 +175,7 @@ int weft__timers_run(struct weft__timers *h, int64_t now)
 	weft__lock(&h->lock);
 	while (h->len && h->v[0].when <= now) {
 		struct weft__timer *t = h->v[0].t;
-		pop_top(h);
-		/* settle() keeps the top live, so this slot is t's live one. */
+		remove_at(h, 0);
 		__atomic_store_n(&t->heap, NULL, __ATOMIC_RELAXED);
 		settle(h);
 		weft__unlock(&h->lock);
@@ -212,14 +194,10 @@ void weft__timers_move(struct weft__timers *from, struct weft__timers *to)
 	struct weft__timers *a = from < to ? from : to, *b = from < to ? to : from;
 	weft__lock(&a->lock);
 	weft__lock(&b->lock);
-	for (int32_t i = 0; i < from->len; i++) {
-		if (!is_live(from, &from->v[i]))
-			continue;
+	for (int32_t i = 0; i < from->len; i++)
 		if (push(to, from->v[i].t))
 			weft__fatal("out of memory moving timers");
-	}
 	from->len = 0;
-	from->zombies = 0;
 	settle(from);
 	settle(to);
 	weft__unlock(&b->lock);

@@ -19,29 +19,33 @@ struct weft__timer {
 	void *arg;                   /* for fn */
 	struct weft__timers *heap;   /* the heap it is pending in, or NULL; written under
 	                              * that heap's lock, read atomically by weft__timer_del */
-	uint32_t seq;                /* bumped on every add and delete; under the heap lock */
+	int32_t idx;                 /* its slot, kept only for deletable timers; under
+	                              * the heap lock */
+	uint8_t deletable;           /* set by the owner before adding: the timer may be
+	                              * deleted (and then freed at once) */
 };
 
 /* A heap slot: the deadline is stored inline, so sifting never touches the
- * timers themselves (each lives in a different goroutine's stack page). */
+ * timers themselves (each lives in a different goroutine's stack page), except
+ * deletable ones, whose slot index must follow them. */
 struct weft__tentry {
 	int64_t when;
 	struct weft__timer *t;
-	uint32_t seq;                /* t->seq when added: a mismatch means deleted */
+	int32_t deletable;
 };
 
 struct weft__timers {
 	uint32_t lock;
 	int32_t len, cap;            /* under lock */
-	int32_t zombies;             /* deleted entries still in v; under lock */
 	struct weft__tentry *v;      /* a 4-ary min-heap on when; under lock */
 	int64_t earliest;            /* atomic: v[0].when or INT64_MAX, for lock-free peeks */
 };
 
 /* Add t (not in any heap) to h with deadline when. Returns 0 or ENOMEM. */
 int weft__timer_add(struct weft__timers *h, struct weft__timer *t, int64_t when);
-/* Remove t if it is still pending; returns 1 if removed, 0 if it had fired
- * (or is firing). */
+/* Remove t (deletable) if it is still pending; returns 1 if removed, 0 if
+ * it had fired (or is firing). Once it returns 1, no heap refers to t. A
+ * timer added without `deletable` must never be deleted (fatal error). */
 int weft__timer_del(struct weft__timer *t);
 /* Run the timers of h due at now; returns how many ran. */
 int weft__timers_run(struct weft__timers *h, int64_t now);
