@@ -184,8 +184,10 @@ static void park_unlock(void *arg, struct weft__g *g)
 		if (weft__timer_add(weft__timers_local(), &w->tm, w->deadline))
 			weft__fatal("out of memory adding a timer");
 	}
+	/* The raw unlock: this runs on the resumer's behalf, and the parked
+	 * goroutine already published its work (weft__wait_block). */
 	for (int i = n - 1; i >= 0; i--)
-		weft__chan_unlock(locked[i]);
+		weft__spin_unlock(&locked[i]->lock);
 }
 
 static void unlock_all(weft_chan *const *locked, int n)
@@ -197,6 +199,10 @@ static void unlock_all(weft_chan *const *locked, int n)
 void weft__wait_block(struct weft__wait *w, weft_chan *const *locked, int n, const char *reason)
 {
 	if (w->g) {
+		/* For ThreadSanitizer, release now, on our own fiber: the
+		 * unlocks run after the switch, in someone else's. */
+		for (int i = 0; i < n; i++)
+			weft__race_release(locked[i]);
 		struct park_args a = { w, locked, n };
 		weft__park(reason, park_unlock, &a);
 		if (w->deadline != INT64_MAX && w->won) {

@@ -23,6 +23,7 @@
 #include "weft.h"
 
 #include "lock.h"
+#include "sched.h" /* before sanitizer.h, which needs struct weft__g */
 #include "sanitizer.h"
 #include "timer.h"
 
