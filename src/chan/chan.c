@@ -32,61 +32,6 @@
 #include "fatal.h"
 #include "sched.h"
 
-/* ---------------------------------------------------------------- queues */
-
-void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog *sg)
-{
-	sg->next = NULL;
-	sg->prev = q->last;
-	if (q->last)
-		q->last->next = sg;
-	else
-		q->first = sg;
-	q->last = sg;
-	sg->c->nwait++;
-	__atomic_store_n(&sg->q, q, __ATOMIC_RELAXED);
-}
-
-void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudog *sg)
-{
-	if (sg->prev)
-		sg->prev->next = sg->next;
-	else
-		q->first = sg->next;
-	if (sg->next)
-		sg->next->prev = sg->prev;
-	else
-		q->last = sg->prev;
-	sg->c->nwait--;
-	sg->next = sg->prev = NULL;
-	/* Release: the waiter's lock-free check of sg->q == NULL then sees
-	 * every write this queue made to sg. */
-	__atomic_store_n(&sg->q, NULL, __ATOMIC_RELEASE);
-}
-
-static int wait_claim(struct weft__wait *w)
-{
-	uint32_t open = 0;
-	return __atomic_compare_exchange_n(&w->done, &open, 1, 0, __ATOMIC_ACQ_REL,
-					   __ATOMIC_RELAXED);
-}
-
-struct weft__sudog *weft__sudogq_take(struct weft__sudogq *q)
-{
-	struct weft__sudog *sg;
-	while ((sg = q->first) != NULL) {
-		/* Claim before unlinking: for a loser, the unlink's store to
-		 * sg->q is the last touch, and its waiter may return as soon as
-		 * it sees that. */
-		int mine = !sg->w->claimable || wait_claim(sg->w);
-		weft__sudogq_unlink(q, sg);
-		if (mine)
-			return sg;
-		/* Another case of its select (or its deadline) won. */
-	}
-	return NULL;
-}
-
 /* ---------------------------------------------------------------- value moves */
 
 void weft__chan_send_to(weft_chan *c, struct weft__sudog *sg, const void *elem)
@@ -118,25 +63,12 @@ void weft__chan_recv_from(weft_chan *c, struct weft__sudog *sg, void *out)
 
 /* ---------------------------------------------------------------- waiting */
 
-void weft__wait_init(struct weft__wait *w, int claimable, int64_t deadline)
-{
-	w->g = weft__g_get();
-	w->done = 0;
-	w->futex = 0;
-	w->claimable = (uint8_t)(claimable || deadline != INT64_MAX);
-	w->counted = 0;
-	w->success = 0;
-	w->won = NULL;
-	w->deadline = deadline;
-	w->timer_done = 0;
-}
-
-void weft__wait_wake(struct weft__wait *w)
+void weft__wait_wake(struct weft__m *m, struct weft__wait *w)
 {
 	weft__race_release(w); /* the waker's work happens before the wakee's */
 	struct weft__g *g = w->g;
 	if (g) {
-		weft__ready(g);
+		weft__ready_m(m, g);
 		return;
 	}
 	if (w->counted)
@@ -150,9 +82,9 @@ void weft__wait_wake(struct weft__wait *w)
 static void deadline_fire(struct weft__timer *t)
 {
 	struct weft__wait *w = t->arg;
-	if (wait_claim(w)) {
+	if (weft__wait_claim(w)) {
 		w->won = NULL;
-		weft__wait_wake(w); /* last touch */
+		weft__wait_wake(weft__m_get(), w); /* last touch */
 		return;
 	}
 	/* A channel won; its waker readies the goroutine. Say we are done
@@ -196,15 +128,28 @@ static void unlock_all(weft_chan *const *locked, int n)
 		weft__chan_unlock(locked[i]);
 }
 
-void weft__wait_block(struct weft__wait *w, weft_chan *const *locked, int n, const char *reason)
+/* The common park: one channel, no deadline. */
+static void park_unlock1(void *arg, struct weft__g *g)
 {
+	(void)g;
+	weft__spin_unlock(&((weft_chan *)arg)->lock);
+}
+
+void weft__wait_block(struct weft__m *m, struct weft__wait *w, weft_chan *const *locked, int n,
+		      const char *reason)
+{
+	if (w->g && n == 1 && w->deadline == INT64_MAX) {
+		weft__race_release(locked[0]);
+		weft__park_m(m, reason, park_unlock1, locked[0]);
+		return;
+	}
 	if (w->g) {
 		/* For ThreadSanitizer, release now, on our own fiber: the
 		 * unlocks run after the switch, in someone else's. */
 		for (int i = 0; i < n; i++)
 			weft__race_release(locked[i]);
 		struct park_args a = { w, locked, n };
-		weft__park(reason, park_unlock, &a);
+		weft__park_m(m, reason, park_unlock, &a);
 		if (w->deadline != INT64_MAX && w->won) {
 			/* A channel won: stop the timer, or wait until its callback
 			 * has stopped touching w. */
@@ -231,7 +176,7 @@ void weft__wait_block(struct weft__wait *w, weft_chan *const *locked, int n, con
 			weft__futex_wait(&w->futex, 0, &ts);
 			continue;
 		}
-		if (wait_claim(w)) {
+		if (weft__wait_claim(w)) {
 			w->won = NULL;
 			return; /* timed out: the sudogs are still queued */
 		}
@@ -343,10 +288,11 @@ void weft_chan_close(weft_chan *c)
 		wake = sg;
 	}
 	weft__chan_unlock(c);
+	struct weft__m *m = weft__m_get();
 	while (wake) {
 		sg = wake;
 		wake = sg->next;
-		weft__wait_wake(sg->w);
+		weft__wait_wake(m, sg->w);
 	}
 }
 
@@ -421,6 +367,7 @@ static int chan_send(weft_chan *c, const void *elem, int mode, int64_t deadline)
 			 : __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) == c->cap))
 		return EAGAIN;
 
+	struct weft__m *m = weft__m_get();
 	weft__chan_lock(c);
 	if (c->closed) {
 		weft__chan_unlock(c);
@@ -430,7 +377,7 @@ static int chan_send(weft_chan *c, const void *elem, int mode, int64_t deadline)
 	if (sg) {
 		weft__chan_send_to(c, sg, elem);
 		weft__chan_unlock(c);
-		weft__wait_wake(sg->w);
+		weft__wait_wake(m, sg->w);
 		return 0;
 	}
 	if (c->qcount < c->cap) {
@@ -447,11 +394,15 @@ static int chan_send(weft_chan *c, const void *elem, int mode, int64_t deadline)
 	}
 
 	struct weft__wait w;
-	struct weft__sudog me = { .elem = (void *)elem, .c = c, .dir = WEFT_SEND };
-	weft__wait_init(&w, 0, deadline);
+	struct weft__sudog me;
 	me.w = &w;
+	me.elem = (void *)elem;
+	me.c = c;
+	me.idx = 0;
+	me.dir = WEFT_SEND;
+	weft__wait_init(&w, m ? m->curg : NULL, 0, deadline);
 	weft__sudogq_push(&c->sendq, &me);
-	weft__wait_block(&w, &c, 1, "chan send");
+	weft__wait_block(m, &w, &c, 1, "chan send");
 	return finish_wait(c, &w, &me, NULL, 0);
 }
 
@@ -486,12 +437,13 @@ static int chan_recv(weft_chan *c, void *out, int mode, int64_t deadline)
 	    !__atomic_load_n(&c->closed, __ATOMIC_ACQUIRE))
 		return EAGAIN;
 
+	struct weft__m *m = weft__m_get();
 	weft__chan_lock(c);
 	struct weft__sudog *sg = weft__sudogq_take(&c->sendq);
 	if (sg) {
 		weft__chan_recv_from(c, sg, out);
 		weft__chan_unlock(c);
-		weft__wait_wake(sg->w);
+		weft__wait_wake(m, sg->w);
 		return 0;
 	}
 	if (c->qcount > 0) {
@@ -516,12 +468,16 @@ static int chan_recv(weft_chan *c, void *out, int mode, int64_t deadline)
 	}
 
 	struct weft__wait w;
-	struct weft__sudog me = { .elem = out, .c = c, .dir = WEFT_RECV };
-	weft__wait_init(&w, 0, deadline);
+	struct weft__sudog me;
 	me.w = &w;
+	me.elem = out;
+	me.c = c;
+	me.idx = 0;
+	me.dir = WEFT_RECV;
+	weft__wait_init(&w, m ? m->curg : NULL, 0, deadline);
 	size_t esz = c->elemsize;
 	weft__sudogq_push(&c->recvq, &me);
-	weft__wait_block(&w, &c, 1, "chan receive");
+	weft__wait_block(m, &w, &c, 1, "chan receive");
 	return finish_wait(c, &w, &me, out, esz);
 }
 

@@ -118,8 +118,59 @@ static inline void *weft__chan_slot(weft_chan *c, size_t i)
 }
 
 /* Queue operations; channel locked. push and unlink keep sg->c->nwait. */
-void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog *sg);
-void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudog *sg);
+static inline void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog *sg)
+{
+	sg->next = NULL;
+	sg->prev = q->last;
+	if (q->last)
+		q->last->next = sg;
+	else
+		q->first = sg;
+	q->last = sg;
+	sg->c->nwait++;
+	__atomic_store_n(&sg->q, q, __ATOMIC_RELAXED);
+}
+
+static inline void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudog *sg)
+{
+	if (sg->prev)
+		sg->prev->next = sg->next;
+	else
+		q->first = sg->next;
+	if (sg->next)
+		sg->next->prev = sg->prev;
+	else
+		q->last = sg->prev;
+	sg->c->nwait--;
+	/* Release, and the last touch for a claimer that lost: the waiter's
+	 * lock-free check of sg->q == NULL then sees every write the queue
+	 * made to sg, and may return. */
+	__atomic_store_n(&sg->q, NULL, __ATOMIC_RELEASE);
+}
+
+static inline int weft__wait_claim(struct weft__wait *w)
+{
+	uint32_t open = 0;
+	return __atomic_compare_exchange_n(&w->done, &open, 1, 0, __ATOMIC_ACQ_REL,
+					   __ATOMIC_RELAXED);
+}
+
+/* The first waiter that can still be completed (claimed, when claimable),
+ * unlinked; NULL if none. Stale select cases met on the way are dropped. */
+static inline struct weft__sudog *weft__sudogq_take(struct weft__sudogq *q)
+{
+	struct weft__sudog *sg;
+	while ((sg = q->first) != NULL) {
+		/* Claim before unlinking: for a loser, the unlink is the last
+		 * touch. */
+		int mine = !sg->w->claimable || weft__wait_claim(sg->w);
+		weft__sudogq_unlink(q, sg);
+		if (mine)
+			return sg;
+		/* Another case of its select (or its deadline) won. */
+	}
+	return NULL;
+}
 /* After a waiter unlinked its own sudog from c, with c locked: whether c was
  * orphaned and is now unused, so that the caller must weft__chan_free() it
  * once unlocked. */
@@ -128,9 +179,6 @@ static inline int weft__chan_unused(weft_chan *c)
 	return c->orphan && c->nwait == 0;
 }
 void weft__chan_free(weft_chan *c);
-/* The first waiter that can still be completed (claimed, when claimable),
- * unlinked; NULL if none. Stale select cases met on the way are dropped. */
-struct weft__sudog *weft__sudogq_take(struct weft__sudogq *q);
 
 /* Complete sg with a value (success) or a close; the channel stays locked.
  * Wake the waiter with weft__wait_wake() after unlocking. */
@@ -146,17 +194,32 @@ static inline void weft__sudog_finish(struct weft__sudog *sg, int success)
 void weft__chan_send_to(weft_chan *c, struct weft__sudog *sg, const void *elem);
 void weft__chan_recv_from(weft_chan *c, struct weft__sudog *sg, void *out);
 
-/* Prepare w for the caller (goroutine or foreign thread). */
-void weft__wait_init(struct weft__wait *w, int claimable, int64_t deadline);
+/* Prepare w for the caller: g is the calling goroutine, NULL on a foreign
+ * thread. */
+static inline void weft__wait_init(struct weft__wait *w, struct weft__g *g, int claimable,
+				   int64_t deadline)
+{
+	w->g = g;
+	w->done = 0;
+	w->futex = 0;
+	w->claimable = (uint8_t)(claimable || deadline != INT64_MAX);
+	w->counted = 0;
+	w->success = 0;
+	w->won = NULL;
+	w->deadline = deadline;
+	w->timer_done = 0;
+}
 /*
  * Block until w is completed or its deadline passes. locked[0..n) are the
  * distinct channels the caller holds locked, in locking order; they are
  * unlocked once the caller is parked. Returns with nothing locked; w->won is
  * NULL when the deadline came first.
  */
-void weft__wait_block(struct weft__wait *w, weft_chan *const *locked, int n, const char *reason);
-/* Wake the waiter of a completed w. Touches nothing of w afterwards. */
-void weft__wait_wake(struct weft__wait *w);
+void weft__wait_block(struct weft__m *m, struct weft__wait *w, weft_chan *const *locked, int n,
+		      const char *reason);
+/* Wake the waiter of a completed w. Touches nothing of w afterwards. m is
+ * the caller's M (weft__m_get()). */
+void weft__wait_wake(struct weft__m *m, struct weft__wait *w);
 /* Block forever (a NULL channel, an empty select), or until deadline. */
 void weft__block_forever(const char *reason, int64_t deadline);
 

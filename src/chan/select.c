@@ -185,7 +185,7 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 			continue;
 		unlock_all(s->locked, nl);
 		if (wake)
-			weft__wait_wake(wake->w);
+			weft__wait_wake(weft__m_get(), wake->w);
 		*chosen = i;
 		return r;
 	}
@@ -196,7 +196,8 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 
 	/* 3. Enqueue on every channel and park. */
 	struct weft__wait w;
-	weft__wait_init(&w, 1, mode == SEL_UNTIL ? deadline : INT64_MAX);
+	struct weft__m *m = weft__m_get();
+	weft__wait_init(&w, m ? m->curg : NULL, 1, mode == SEL_UNTIL ? deadline : INT64_MAX);
 	for (int k = 0; k < np; k++) {
 		int i = s->lockidx[k];
 		weft_chan *c = cases[i].chan;
@@ -209,7 +210,7 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 		sg->dir = cases[i].dir;
 		weft__sudogq_push(cases[i].dir == WEFT_RECV ? &c->recvq : &c->sendq, sg);
 	}
-	weft__wait_block(&w, s->locked, nl, "select");
+	weft__wait_block(m, &w, s->locked, nl, "select");
 
 	/* 4. Unlink what is still queued. A sudog seen unlinked stays so: only
 	 * its channels' lock holders unlink, and nobody queues it again. */

@@ -144,7 +144,7 @@ uint64_t weft__fastrand(void)
 	return z ^ (z >> 31);
 }
 
-static int chaos(int one_in)
+static inline int chaos(int one_in)
 {
 	return weft__sched.chaos && weft__fastrand() % (uint64_t)one_in == 0;
 }
@@ -584,7 +584,7 @@ static inline void san_finish(struct weft__m *m, struct weft__g *cur)
 #endif
 }
 
-static void run_after(struct weft__m *m)
+static inline __attribute__((always_inline)) void run_after(struct weft__m *m)
 {
 	int a = m->after;
 	if (a == AFTER_NONE)
@@ -616,7 +616,8 @@ static void run_after(struct weft__m *m)
  * M m. Returns when `from` is resumed, possibly on another M, after the
  * resumer's after-action has run. A dead `from` never returns.
  */
-static void gogo(struct weft__m *m, struct weft__g *from, struct weft__g *to)
+static inline __attribute__((always_inline)) void gogo(struct weft__m *m, struct weft__g *from,
+						     struct weft__g *to)
 {
 	int saved = 0;
 	if (from)
@@ -657,7 +658,7 @@ void weft__goentry(void)
  * schedule (so it is never starved by busy local queues, as in Go), else
  * the local queue (runnext first), else a share of the global queue. Owner P.
  */
-static struct weft__g *next_queued(struct weft__p *p)
+static inline __attribute__((always_inline)) struct weft__g *next_queued(struct weft__p *p)
 {
 	struct weft__sched *s = &weft__sched;
 	struct weft__g *g = NULL;
@@ -685,7 +686,7 @@ static struct weft__g *next_queued(struct weft__p *p)
 /* Pick the next G for a fast, direct switch: local queue, and the global
  * one when it is our turn or the local is empty. NULL: nothing runnable
  * here; GO_G0: switch to g0. Owner P. */
-static struct weft__g *pick_fast(struct weft__m *m)
+static inline __attribute__((always_inline)) struct weft__g *pick_fast(struct weft__m *m)
 {
 	struct weft__sched *s = &weft__sched;
 	struct weft__p *p = m->p;
@@ -706,7 +707,8 @@ static struct weft__g *pick_fast(struct weft__m *m)
  * when pick_fast said GO_G0, or when next is pinned to another M (g0 hands
  * it over). Returns when self runs again (never for a dead self).
  */
-static void switch_out(struct weft__m *m, struct weft__g *self, struct weft__g *next)
+static inline __attribute__((always_inline)) void switch_out(struct weft__m *m, struct weft__g *self,
+							     struct weft__g *next)
 {
 	if (next && next != GO_G0) {
 		if (!next->lockedm || next->lockedm == m) {
@@ -720,7 +722,8 @@ static void switch_out(struct weft__m *m, struct weft__g *self, struct weft__g *
 
 /* switch_out to whatever runs next here. A pinned self must go through g0:
  * nothing else may run on its M. */
-static void schedule_out(struct weft__m *m, struct weft__g *self)
+static inline __attribute__((always_inline)) void schedule_out(struct weft__m *m,
+								 struct weft__g *self)
 {
 	switch_out(m, self, m->lockedg ? NULL : pick_fast(m));
 }
@@ -1079,7 +1082,12 @@ int64_t weft__coarse_now;
 
 void weft__park(const char *reason, void (*park_fn)(void *arg, struct weft__g *g), void *park_arg)
 {
-	struct weft__m *m = weft__m_get();
+	weft__park_m(weft__m_get(), reason, park_fn, park_arg);
+}
+
+void weft__park_m(struct weft__m *m, const char *reason,
+		  void (*park_fn)(void *arg, struct weft__g *g), void *park_arg)
+{
 	struct weft__g *g = m->curg;
 	/* Read by dumps on other threads: atomic. */
 	__atomic_store_n(&g->wait_reason, reason, __ATOMIC_RELAXED);
@@ -1096,17 +1104,27 @@ void weft__park(const char *reason, void (*park_fn)(void *arg, struct weft__g *g
 
 void weft__ready(struct weft__g *g)
 {
+	weft__ready_m(weft__m_get(), g);
+}
+
+void weft__ready_m(struct weft__m *m, struct weft__g *g)
+{
 	struct weft__sched *s = &weft__sched;
 	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELEASE);
-	struct weft__m *m = weft__m_get();
 	if (m && m->p && !m->in_blocking && !chaos(2)) {
-		weft__runq_put(m->p, g, 1);
+		struct weft__p *p = m->p;
+		/* runq_put's first case, inline: the ping-pong path. */
+		if (!s->chaos && !__atomic_load_n(&p->runnext, __ATOMIC_RELAXED))
+			__atomic_store_n(&p->runnext, g, __ATOMIC_RELEASE);
+		else
+			weft__runq_put(p, g, 1);
 	} else {
 		weft__lock(&s->lock);
 		weft__globrunq_put(g);
 		weft__unlock(&s->lock);
 	}
-	weft__wakep();
+	if (__atomic_load_n(&s->npidle, __ATOMIC_SEQ_CST) != 0)
+		weft__wakep();
 }
 
 /* ---------------------------------------------------------------- sleep */
