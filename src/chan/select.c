@@ -5,9 +5,11 @@
  *
  *  1. Shuffle the cases with a channel into a random poll order (uniform:
  *     Fisher-Yates), and sort them by channel address into a lock order.
- *  2. Lock every distinct channel in address order (two selects over the
- *     same channels can never deadlock), then poll the cases in the random
- *     order; the first that can proceed does, and the select is over.
+ *  2. Poll the cases in the random order, each under its own channel's lock:
+ *     the first that can proceed does, and the select is over. If none
+ *     could, lock every distinct channel in address order (two selects over
+ *     the same channels can never deadlock) and poll again: "none ready" is
+ *     only a valid verdict for one instant with all the locks held.
  *  3. Otherwise (and unless it is a try, or the deadline is past) enqueue one
  *     sudog per case, all sharing one claimable wait, and park; the channel
  *     locks are released once the caller is parked. The first channel
@@ -150,11 +152,12 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 {
 	/* 1. Poll order (uniform shuffle of the cases with a channel) and lock
 	 * order (by address). */
+	struct weft__m *m = weft__m_get();
 	int np = 0;
 	for (int i = 0; i < n; i++) {
 		if (!cases[i].chan)
 			continue;
-		int j = (int)((weft__fastrand() >> 32) % (uint64_t)(np + 1));
+		int j = (int)weft__rand_below(weft__fastrand_m(m), (uint32_t)np + 1);
 		s->poll[np] = s->poll[j];
 		s->poll[j] = i;
 		np++;
@@ -166,7 +169,26 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 				    mode == SEL_UNTIL ? deadline : INT64_MAX);
 		return ETIMEDOUT;
 	}
-	memcpy(s->lockidx, s->poll, (size_t)np * sizeof(int));
+	/* 2a. The quick pass: each case under its own channel's lock alone.
+	 * Finding one ready case needs no other lock: completing it then is a
+	 * valid outcome of the select at that instant. (A verdict of "none
+	 * ready" does need all the locks at once: 2b.) */
+	for (int k = 0; k < np; k++) {
+		int i = s->poll[k];
+		weft_chan *c = cases[i].chan;
+		struct weft__sudog *wake = NULL;
+		weft__chan_lock(c);
+		int r = poll_case(&cases[i], &wake);
+		weft__chan_unlock(c);
+		if (r < 0)
+			continue;
+		if (wake)
+			weft__wait_wake(m, wake->w);
+		*chosen = i;
+		return r;
+	}
+	for (int k = 0; k < np; k++)
+		s->lockidx[k] = s->poll[k];
 	sort_by_chan(cases, s->lockidx, np);
 	int nl = 0;
 	for (int k = 0; k < np; k++) {
@@ -175,7 +197,7 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 			s->locked[nl++] = c;
 	}
 
-	/* 2. Poll. */
+	/* 2b. Poll again with every channel locked. */
 	lock_all(s->locked, nl);
 	for (int k = 0; k < np; k++) {
 		int i = s->poll[k];
@@ -185,7 +207,7 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 			continue;
 		unlock_all(s->locked, nl);
 		if (wake)
-			weft__wait_wake(weft__m_get(), wake->w);
+			weft__wait_wake(m, wake->w);
 		*chosen = i;
 		return r;
 	}
@@ -196,7 +218,6 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 
 	/* 3. Enqueue on every channel and park. */
 	struct weft__wait w;
-	struct weft__m *m = weft__m_get();
 	weft__wait_init(&w, m ? m->curg : NULL, 1, mode == SEL_UNTIL ? deadline : INT64_MAX);
 	for (int k = 0; k < np; k++) {
 		int i = s->lockidx[k];

@@ -308,5 +308,23 @@ extern volatile sig_atomic_t weft__dump_requested;
 /* Report a running hog's backtrace from its own thread (signal). */
 void weft__hog_backtrace(struct weft__m *m);
 uint64_t weft__fastrand(void);
+/* weft__fastrand() with the caller's M at hand (m may be NULL). */
+static inline uint64_t weft__fastrand_m(struct weft__m *m)
+{
+	if (!m)
+		return weft__fastrand();
+	uint64_t x = m->rand;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	m->rand = x;
+	return x;
+}
+/* A uniform value in [0, n) from r's high 32 bits, by a multiply (Lemire):
+ * no division; the bias is below n / 2^32. */
+static inline uint32_t weft__rand_below(uint64_t r, uint32_t n)
+{
+	return (uint32_t)(((r >> 32) * (uint64_t)n) >> 32);
+}
 
 #endif
