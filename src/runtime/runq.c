@@ -25,6 +25,7 @@
 #include "sched.h"
 
 #include "alloc.h"
+#include "lock.h"
 #include "fatal.h"
 
 static inline uint32_t load_acq(uint32_t *p)
@@ -161,12 +162,16 @@ static uint32_t grab(struct weft__p *victim, struct weft__g **dst, uint32_t dst_
 			    victim->m) {
 				/* As Go: a running victim's runnext was most likely
 				 * readied by a goroutine about to park, which will
-				 * run it next at no cost. Give it ~3 us before taking
-				 * it (and both goroutines' caches) to this CPU. */
-				int64_t until = weft_now() + 3000;
-				while (weft_now() < until &&
-				       __atomic_load_n(&victim->runnext, __ATOMIC_RELAXED) == next)
-					weft__cpu_relax();
+				 * run it next at no cost. Give it a few microseconds
+				 * before taking it (and both goroutines' caches) to
+				 * this CPU: sleep, rather than poll the victim's
+				 * runnext line while its owner writes it. (Go's
+				 * usleep(3); the kernel's timer slack makes it
+				 * longer, which also spaces out the wake-ups of
+				 * idle Ms that a busy ping-pong would cause.) */
+				uint32_t nap_word = 0;
+				const struct timespec nap = { 0, 3000 };
+				weft__raw_futex(&nap_word, FUTEX_WAIT_PRIVATE, 0, &nap);
 				if (__atomic_load_n(&victim->runnext, __ATOMIC_ACQUIRE) != next)
 					continue;
 			}
