@@ -34,43 +34,10 @@
 
 /* ---------------------------------------------------------------- value moves */
 
-void weft__chan_send_to(weft_chan *c, struct weft__sudog *sg, const void *elem)
-{
-	/* A parked receiver means an empty ring: straight to the receiver. */
-	if (sg->elem)
-		weft__elem_copy(sg->elem, elem, c->elemsize);
-	weft__sudog_finish(sg, 1);
-}
-
-void weft__chan_recv_from(weft_chan *c, struct weft__sudog *sg, void *out)
-{
-	if (c->cap == 0) {
-		if (out)
-			weft__elem_copy(out, sg->elem, c->elemsize);
-	} else {
-		/* A parked sender means a full ring: take its head, and the
-		 * sender's value becomes the tail (the slot just freed). */
-		void *slot = weft__chan_slot(c, c->recvx);
-		if (out)
-			weft__elem_copy(out, slot, c->elemsize);
-		weft__elem_copy(slot, sg->elem, c->elemsize);
-		if (++c->recvx == c->cap)
-			c->recvx = 0;
-		c->sendx = c->recvx;
-	}
-	weft__sudog_finish(sg, 1);
-}
-
 /* ---------------------------------------------------------------- waiting */
 
-void weft__wait_wake(struct weft__m *m, struct weft__wait *w)
+void weft__wait_wake_foreign(struct weft__wait *w)
 {
-	weft__race_release(w); /* the waker's work happens before the wakee's */
-	struct weft__g *g = w->g;
-	if (g) {
-		weft__ready_m(m, g);
-		return;
-	}
 	if (w->counted)
 		weft__sched_note_foreign_block(-1);
 	__atomic_store_n(&w->futex, 1, __ATOMIC_RELEASE);
@@ -128,21 +95,15 @@ static void unlock_all(weft_chan *const *locked, int n)
 		weft__chan_unlock(locked[i]);
 }
 
-/* The common park: one channel, no deadline. */
-static void park_unlock1(void *arg, struct weft__g *g)
+void weft__park_unlock1(void *arg, struct weft__g *g)
 {
 	(void)g;
 	weft__spin_unlock(&((weft_chan *)arg)->lock);
 }
 
-void weft__wait_block(struct weft__m *m, struct weft__wait *w, weft_chan *const *locked, int n,
-		      const char *reason)
+void weft__wait_block_slow(struct weft__m *m, struct weft__wait *w, weft_chan *const *locked,
+			   int n, const char *reason)
 {
-	if (w->g && n == 1 && w->deadline == INT64_MAX) {
-		weft__race_release(locked[0]);
-		weft__park_m(m, reason, park_unlock1, locked[0]);
-		return;
-	}
 	if (w->g) {
 		/* For ThreadSanitizer, release now, on our own fiber: the
 		 * unlocks run after the switch, in someone else's. */
@@ -352,7 +313,8 @@ static int finish_wait(weft_chan *c, struct weft__wait *w, struct weft__sudog *m
 	return EPIPE;
 }
 
-static int chan_send(weft_chan *c, const void *elem, int mode, int64_t deadline)
+static inline __attribute__((always_inline)) int chan_send(weft_chan *c, const void *elem,
+							   int mode, int64_t deadline)
 {
 	if (!c) {
 		if (mode == MODE_TRY)
@@ -423,7 +385,8 @@ int weft_chan_send_until(weft_chan *c, const void *elem, int64_t deadline_ns)
 
 /* ---------------------------------------------------------------- receive */
 
-static int chan_recv(weft_chan *c, void *out, int mode, int64_t deadline)
+static inline __attribute__((always_inline)) int chan_recv(weft_chan *c, void *out, int mode,
+							   int64_t deadline)
 {
 	if (!c) {
 		if (mode == MODE_TRY)

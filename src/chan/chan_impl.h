@@ -191,8 +191,32 @@ static inline void weft__sudog_finish(struct weft__sudog *sg, int success)
 /* Move a value between the caller and a parked waiter sg of channel c (the
  * direct hand-off; for a buffered channel, a receive from a full buffer with
  * a parked sender also rotates the sender's value into the ring). */
-void weft__chan_send_to(weft_chan *c, struct weft__sudog *sg, const void *elem);
-void weft__chan_recv_from(weft_chan *c, struct weft__sudog *sg, void *out);
+static inline void weft__chan_send_to(weft_chan *c, struct weft__sudog *sg, const void *elem)
+{
+	/* A parked receiver means an empty ring: straight to the receiver. */
+	if (sg->elem)
+		weft__elem_copy(sg->elem, elem, c->elemsize);
+	weft__sudog_finish(sg, 1);
+}
+
+static inline void weft__chan_recv_from(weft_chan *c, struct weft__sudog *sg, void *out)
+{
+	if (c->cap == 0) {
+		if (out)
+			weft__elem_copy(out, sg->elem, c->elemsize);
+	} else {
+		/* A parked sender means a full ring: take its head, and the
+		 * sender's value becomes the tail (the slot just freed). */
+		void *slot = weft__chan_slot(c, c->recvx);
+		if (out)
+			weft__elem_copy(out, slot, c->elemsize);
+		weft__elem_copy(slot, sg->elem, c->elemsize);
+		if (++c->recvx == c->cap)
+			c->recvx = 0;
+		c->sendx = c->recvx;
+	}
+	weft__sudog_finish(sg, 1);
+}
 
 /* Prepare w for the caller: g is the calling goroutine, NULL on a foreign
  * thread. */
@@ -213,13 +237,37 @@ static inline void weft__wait_init(struct weft__wait *w, struct weft__g *g, int 
  * Block until w is completed or its deadline passes. locked[0..n) are the
  * distinct channels the caller holds locked, in locking order; they are
  * unlocked once the caller is parked. Returns with nothing locked; w->won is
- * NULL when the deadline came first.
+ * NULL when the deadline came first. m is the caller's M (weft__m_get()).
  */
-void weft__wait_block(struct weft__m *m, struct weft__wait *w, weft_chan *const *locked, int n,
-		      const char *reason);
+void weft__wait_block_slow(struct weft__m *m, struct weft__wait *w, weft_chan *const *locked,
+			   int n, const char *reason);
+void weft__park_unlock1(void *arg, struct weft__g *g);
+static inline void weft__wait_block(struct weft__m *m, struct weft__wait *w,
+				    weft_chan *const *locked, int n, const char *reason)
+{
+	if (w->g && n == 1 && w->deadline == INT64_MAX) {
+		/* The common park: a goroutine, one channel, no deadline. For
+		 * ThreadSanitizer, release on our own fiber: the unlock runs
+		 * after the switch, in someone else's. */
+		weft__race_release(locked[0]);
+		weft__park_m(m, reason, weft__park_unlock1, locked[0]);
+		return;
+	}
+	weft__wait_block_slow(m, w, locked, n, reason);
+}
+
 /* Wake the waiter of a completed w. Touches nothing of w afterwards. m is
  * the caller's M (weft__m_get()). */
-void weft__wait_wake(struct weft__m *m, struct weft__wait *w);
+void weft__wait_wake_foreign(struct weft__wait *w);
+static inline void weft__wait_wake(struct weft__m *m, struct weft__wait *w)
+{
+	weft__race_release(w); /* the waker's work happens before the wakee's */
+	struct weft__g *g = w->g;
+	if (g)
+		weft__ready_m(m, g);
+	else
+		weft__wait_wake_foreign(w);
+}
 /* Block forever (a NULL channel, an empty select), or until deadline. */
 void weft__block_forever(const char *reason, int64_t deadline);
 
