@@ -85,6 +85,11 @@ void bench_check_go(int err, const char *file, int line);
 
 int64_t bench_spawn(int64_t n);                 /* spawn.c */
 int64_t bench_yield(int64_t n);                 /* yield.c */
+int64_t bench_chan_pingpong(int64_t n);         /* chan.c */
+int64_t bench_chan_buffered(int64_t n);         /* chan.c */
+int64_t bench_chan_mpmc(int64_t n);             /* chan.c */
+int64_t bench_select2(int64_t n);               /* chan.c */
+int64_t bench_select2_buffered(int64_t n);      /* chan.c */
 void bench_sleep(const struct bench_case *c);   /* sleep.c */
 int64_t bench_fork_join(int64_t n);             /* fib.c */
 int64_t bench_fib_seq(int64_t n);               /* fib.c */

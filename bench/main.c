@@ -31,12 +31,17 @@ struct bench_flags bench_flags = {
 
 /*
  * The case table, in the order of the Go suite's switch. Later cases
- * (ChanPingPong, the channel and select cases, RWMutex, Map, Pool,
- * CancelFanout, TCP) are added here as the API that they need lands.
+ * (RWMutex, Map, Pool, CancelFanout, TCP) are added here as the API that they
+ * need lands.
  */
 static const struct bench_case cases[] = {
 	{.name = "Spawn", .q = 1000, .timed = bench_spawn},
 	{.name = "Yield", .q = 2, .timed = bench_yield},
+	{.name = "ChanPingPong", .q = 1, .timed = bench_chan_pingpong},
+	{.name = "ChanBuffered", .q = 1, .timed = bench_chan_buffered},
+	{.name = "ChanMPMC", .q = 4, .timed = bench_chan_mpmc},
+	{.name = "Select2", .q = 2, .timed = bench_select2},
+	{.name = "Select2Buffered", .q = 2, .timed = bench_select2_buffered},
 	{.name = "MutexContended", .q = 8, .timed = bench_mutex},
 	{.name = "Sleep", .run = bench_sleep},
 	{.name = "MemPark100k", .run = bench_mempark, .arg = 100000},
