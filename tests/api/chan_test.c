@@ -1,0 +1,1452 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * chan_test.c - channels against the Go spec: unbuffered rendezvous, buffered
+ * FIFO order, len and cap, zero-size, odd-size and large elements, close
+ * (buffered values drain first, then EPIPE with a zeroed element; every
+ * blocked receiver and sender is woken), the nil channel (try forms EAGAIN,
+ * _until forms time out, the blocking forms block forever), try and _until
+ * forms, the hand-off to a parked partner, reference counting, the errors of
+ * weft_chan_make, close misuse as a fatal error, deadlock detection of
+ * channel waits, and the WEFT_CHAN_DEFINE wrapper. Goroutines and foreign
+ * pthreads on both ends.
+ *
+ * Lateness tolerance for the _until forms: 10 ms (x test_slowdown()), best
+ * of 3 (TEST_BEST_OF), as in time_test.c; being early is never forgiven.
+ */
+#include "test.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LATE_MS 10
+#define LATE_BOUND (LATE_MS * TEST_MS * test_slowdown())
+#define DEADLOCK_MSG "fatal error: all goroutines are asleep - deadlock!"
+/* Deadlock detection takes ~20 ms; a child that has not finished in 2 s
+ * (times test_slowdown()) will not. */
+#define CHILD_TIMEOUT_MS 2000
+
+static weft_chan *make_chan(size_t elem_size, size_t cap)
+{
+	weft_chan *c = NULL;
+	ASSERT_EQ(weft_chan_make(&c, elem_size, cap), 0);
+	ASSERT(c != NULL);
+	return c;
+}
+
+/*
+ * Wait until *flag >= want (set by a goroutine or thread just before it
+ * blocks), then 20 ms more so that it has parked. A partner that is slower
+ * than that only makes the test weaker, never wrong.
+ */
+static void wait_parked(atomic_int *flag, int want)
+{
+	int64_t deadline = test_now_ns() + 5000 * TEST_MS * test_slowdown();
+	while (atomic_load(flag) < want) {
+		if (test_now_ns() > deadline)
+			FAIL("only %d of %d waiters started", atomic_load(flag), want);
+		weft_sleep(TEST_MS);
+	}
+	weft_sleep(20 * TEST_MS);
+}
+
+struct thread_start {
+	weft_fn fn;
+	void *arg;
+};
+
+static void *thread_main(void *p)
+{
+	struct thread_start s = *(struct thread_start *)p;
+	free(p);
+	s.fn(s.arg);
+	return NULL;
+}
+
+/* Run fn(arg) on a new pthread, a foreign thread to weft: the same code
+ * as a goroutine body, on the other kind of caller. */
+static void start_thread(pthread_t *th, weft_fn fn, void *arg)
+{
+	struct thread_start *s = malloc(sizeof *s);
+	ASSERT(s != NULL);
+	*s = (struct thread_start){ fn, arg };
+	ASSERT_EQ(pthread_create(th, NULL, thread_main, s), 0);
+}
+
+/* pthread_join from a goroutine: the wait blocks the OS thread. */
+static void join_thread(pthread_t th)
+{
+	weft_blocking_begin();
+	pthread_join(th, NULL);
+	weft_blocking_end();
+}
+
+/* ---------------------------------------------------------------- make */
+
+/*
+ * weft_chan_make gives a channel with the element size and capacity asked
+ * for, empty and open; the accessors answer 0/false for NULL; retain returns
+ * its argument (NULL passes through) and release ignores NULL. Guards:
+ * swapped elem_size and cap, a channel born closed or non-empty.
+ */
+TEST(make_and_accessors)
+{
+	weft_chan *u = make_chan(sizeof(int64_t), 0);
+	weft_chan *b = make_chan(3, 5);
+	ASSERT_EQ(weft_chan_elem_size(u), sizeof(int64_t));
+	ASSERT_EQ(weft_chan_cap(u), 0);
+	ASSERT_EQ(weft_chan_len(u), 0);
+	ASSERT(!weft_chan_closed(u));
+	ASSERT_EQ(weft_chan_elem_size(b), 3);
+	ASSERT_EQ(weft_chan_cap(b), 5);
+	ASSERT_EQ(weft_chan_len(b), 0);
+	ASSERT(!weft_chan_closed(b));
+
+	ASSERT_EQ(weft_chan_len(NULL), 0);
+	ASSERT_EQ(weft_chan_cap(NULL), 0);
+	ASSERT_EQ(weft_chan_elem_size(NULL), 0);
+	ASSERT(!weft_chan_closed(NULL));
+	ASSERT_PTR_EQ(weft_chan_retain(NULL), NULL);
+	weft_chan_release(NULL);
+
+	ASSERT_PTR_EQ(weft_chan_retain(u), u);
+	weft_chan_release(u);
+	weft_chan_close(b);
+	ASSERT(weft_chan_closed(b));
+	ASSERT(!weft_chan_closed(u));
+	weft_chan_release(u);
+	weft_chan_release(b);
+}
+
+/*
+ * EINVAL for a NULL out and for element sizes above WEFT_CHAN_MAX_ELEM (the
+ * limit itself is accepted); ENOMEM when cap * elem_size overflows (also to
+ * exactly 0); *out is untouched on every error. A zero-size element needs no buffer, so a huge
+ * capacity is fine (Go's make(chan struct{}, 1<<40)). Guards: a missing or
+ * off-by-one size check, an overflowing size computation that allocates a
+ * small block and then writes past it.
+ */
+TEST(make_errors)
+{
+	weft_chan *const sentinel = (weft_chan *)(uintptr_t)0x5eed;
+	weft_chan *c = sentinel;
+	ASSERT_EQ(weft_chan_make(NULL, 8, 1), EINVAL);
+	ASSERT_EQ(weft_chan_make(&c, WEFT_CHAN_MAX_ELEM + 1, 0), EINVAL);
+	ASSERT_EQ(weft_chan_make(&c, WEFT_CHAN_MAX_ELEM + 1, 1), EINVAL);
+	ASSERT_EQ(weft_chan_make(&c, SIZE_MAX, 1), EINVAL);
+	ASSERT_PTR_EQ(c, sentinel);
+	ASSERT_EQ(weft_chan_make(&c, 16, SIZE_MAX / 8 + 1), ENOMEM);
+	ASSERT_EQ(weft_chan_make(&c, WEFT_CHAN_MAX_ELEM, SIZE_MAX), ENOMEM);
+	ASSERT_EQ(weft_chan_make(&c, 2, SIZE_MAX / 2 + 1), ENOMEM); /* wraps to 0 */
+	ASSERT_PTR_EQ(c, sentinel);
+
+	ASSERT_EQ(weft_chan_make(&c, WEFT_CHAN_MAX_ELEM, 1), 0);
+	ASSERT_EQ(weft_chan_elem_size(c), WEFT_CHAN_MAX_ELEM);
+	weft_chan_release(c);
+
+	c = make_chan(0, (size_t)1 << 40);
+	ASSERT_EQ(weft_chan_cap(c), (size_t)1 << 40);
+	for (int i = 0; i < 3; i++)
+		ASSERT_EQ(weft_chan_trysend(c, NULL), 0);
+	ASSERT_EQ(weft_chan_len(c), 3);
+	weft_chan_release(c);
+}
+
+CHILD(make_enomem)
+{
+	weft_chan *const sentinel = (weft_chan *)(uintptr_t)0x5eed;
+	weft_chan *c = sentinel;
+	/* 2^63 bytes: no overflow, but no machine has them. */
+	int r = weft_chan_make(&c, 1, SIZE_MAX / 2);
+	printf("huge: result=%d untouched=%d\n", r, c == sentinel);
+	/* The product fits in a size_t; adding the channel's header does not. */
+	r = weft_chan_make(&c, 16, SIZE_MAX / 16);
+	printf("header: result=%d untouched=%d\n", r, c == sentinel);
+	return 0;
+}
+
+/* Append an option to a sanitizer's options variable for a child. */
+static char *with_option(const char *var, const char *opt)
+{
+	const char *old = getenv(var);
+	char *s = NULL;
+	ASSERT(asprintf(&s, "%s=%s%s%s", var, old ? old : "", old ? ":" : "", opt) > 0);
+	return s;
+}
+
+/*
+ * A buffer that malloc cannot provide (2^63 bytes, no overflow involved), and
+ * a buffer whose size fits but overflows once the channel's header is added:
+ * ENOMEM, *out untouched. In a child so that the sanitizers can be told to let
+ * malloc return NULL instead of reporting the size. Guards: a failed
+ * allocation not checked (crash), or reported as another error; a size sum
+ * that wraps to a small block the channel then overruns.
+ */
+TEST_THREAD(make_enomem_when_malloc_fails)
+{
+	char *asan = with_option("ASAN_OPTIONS", "allocator_may_return_null=1");
+	char *tsan = with_option("TSAN_OPTIONS", "allocator_may_return_null=1");
+	const char *const env[] = { asan, tsan, NULL };
+	test_child c;
+	char want[64];
+	test_child_run("make_enomem", env, CHILD_TIMEOUT_MS, &c);
+	ASSERT_CHILD_EXIT(&c, 0);
+	snprintf(want, sizeof want, "huge: result=%d untouched=1", ENOMEM);
+	ASSERT_CONTAINS(c.out, want);
+	snprintf(want, sizeof want, "header: result=%d untouched=1", ENOMEM);
+	ASSERT_CONTAINS(c.out, want);
+	test_child_free(&c);
+	free(asan);
+	free(tsan);
+}
+
+/* ---------------------------------------------------------------- unbuffered */
+
+/* A goroutine or a thread at the other end of one channel operation. */
+struct partner {
+	weft_chan *c;
+	int64_t value;      /* what it sends, or what it received */
+	int result;
+	atomic_int started; /* set just before the operation */
+	atomic_int done;    /* set once it returned */
+	weft_wg wg;
+};
+
+static void partner_send(void *arg)
+{
+	struct partner *p = arg;
+	atomic_store(&p->started, 1);
+	p->result = weft_chan_send(p->c, &p->value);
+	atomic_store(&p->done, 1);
+	weft_wg_done(&p->wg);
+}
+
+static void partner_recv(void *arg)
+{
+	struct partner *p = arg;
+	atomic_store(&p->started, 1);
+	p->result = weft_chan_recv(p->c, &p->value);
+	atomic_store(&p->done, 1);
+	weft_wg_done(&p->wg);
+}
+
+/* One rendezvous: the partner (a goroutine, or a pthread when thread is set)
+ * blocks in send or recv; it must not complete until we do the other half. */
+static void rendezvous_once(bool partner_sends, bool thread)
+{
+	struct partner r = { .c = make_chan(sizeof(int64_t), 0), .value = partner_sends ? 42 : -1 };
+	pthread_t th;
+	weft_wg_add(&r.wg, 1);
+	if (thread)
+		start_thread(&th, partner_sends ? partner_send : partner_recv, &r);
+	else
+		GO(partner_sends ? partner_send : partner_recv, &r);
+	wait_parked(&r.started, 1);
+	ASSERT_EQ(atomic_load(&r.done), 0);
+	ASSERT_EQ(weft_chan_len(r.c), 0);
+	if (partner_sends) {
+		int64_t v = 0;
+		ASSERT_EQ(weft_chan_recv(r.c, &v), 0);
+		ASSERT_EQ(v, 42);
+	} else {
+		int64_t v = 7;
+		ASSERT_EQ(weft_chan_send(r.c, &v), 0);
+	}
+	weft_wg_wait(&r.wg);
+	if (thread)
+		join_thread(th);
+	ASSERT_EQ(r.result, 0);
+	if (!partner_sends)
+		ASSERT_EQ(r.value, 7);
+	weft_chan_release(r.c);
+}
+
+/*
+ * Unbuffered send and receive are a rendezvous: a sender (goroutine or
+ * pthread) is still inside weft_chan_send 20 ms after it started, len stays
+ * 0, and it returns once we receive; the same for a receiver waiting for our
+ * send. Guards: an unbuffered channel with a hidden one-slot buffer (the send
+ * returns at once), a receive that returns without a value.
+ */
+TEST(unbuffered_is_rendezvous)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	rendezvous_once(true, false);
+	rendezvous_once(false, false);
+	rendezvous_once(true, true);
+	rendezvous_once(false, true);
+}
+
+struct pingpong {
+	weft_chan *ping, *pong;
+	weft_wg wg;
+};
+
+static void echo_plus_one(void *arg)
+{
+	struct pingpong *p = arg;
+	int64_t v;
+	while (weft_chan_recv(p->ping, &v) == 0) {
+		v++;
+		ASSERT_EQ(weft_chan_send(p->pong, &v), 0);
+	}
+	weft_wg_done(&p->wg);
+}
+
+static void pingpong_run(int procs, bool thread)
+{
+	ASSERT_EQ(weft_set_procs(procs, NULL), 0);
+	struct pingpong p = { make_chan(sizeof(int64_t), 0), make_chan(sizeof(int64_t), 0),
+			      WEFT_WG_INIT };
+	int n = TEST_SIZE(20000, 2000);
+	pthread_t th;
+	weft_wg_add(&p.wg, 1);
+	if (thread)
+		start_thread(&th, echo_plus_one, &p);
+	else
+		GO(echo_plus_one, &p);
+	for (int64_t i = 0; i < n; i++) {
+		int64_t v = i * 3, w = -1;
+		ASSERT_EQ(weft_chan_send(p.ping, &v), 0);
+		ASSERT_EQ(weft_chan_recv(p.pong, &w), 0);
+		if (w != v + 1)
+			FAIL("round %lld: sent %lld, got back %lld", (long long)i,
+			     (long long)v, (long long)w);
+	}
+	weft_chan_close(p.ping);
+	weft_wg_wait(&p.wg);
+	if (thread)
+		join_thread(th);
+	weft_chan_release(p.ping);
+	weft_chan_release(p.pong);
+}
+
+/*
+ * A value passes from a sender to a parked receiver and back, 20,000 round
+ * trips over two unbuffered channels, at 1 and 2 Ps and with a pthread at the
+ * other end; each value comes back plus one. Guards: the direct hand-off
+ * copying into the wrong place (a stale or another waiter's value), a lost
+ * wake-up (hang), a receiver woken without its value.
+ */
+TEST(pingpong_through_parked_partner)
+{
+	pingpong_run(1, false);
+	pingpong_run(2, false);
+	pingpong_run(2, true);
+}
+
+/* ---------------------------------------------------------------- buffered */
+
+static uint32_t rnd(uint32_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 17;
+	*s ^= *s << 5;
+	return *s;
+}
+
+/*
+ * A buffered channel is a FIFO of cap elements: cap try-sends succeed, the
+ * next says EAGAIN, values come out in order; then 100,000 random sends and
+ * receives against a model queue exercise every wrap-around of the ring, with
+ * len checked after each step. Guards: LIFO order, an off-by-one full/empty
+ * test, a ring index that does not wrap (or wraps at the wrong place).
+ */
+TEST(buffered_fifo)
+{
+	enum { CAP = 16 };
+	weft_chan *c = make_chan(sizeof(uint32_t), CAP);
+	uint32_t v;
+	for (uint32_t i = 0; i < CAP; i++) {
+		ASSERT_EQ(weft_chan_trysend(c, &i), 0);
+		ASSERT_EQ(weft_chan_len(c), i + 1);
+	}
+	v = 99;
+	ASSERT_EQ(weft_chan_trysend(c, &v), EAGAIN);
+	ASSERT_EQ(weft_chan_len(c), CAP);
+	for (uint32_t i = 0; i < CAP; i++) {
+		ASSERT_EQ(weft_chan_tryrecv(c, &v), 0);
+		ASSERT_EQ(v, i);
+	}
+	ASSERT_EQ(weft_chan_tryrecv(c, &v), EAGAIN);
+
+	uint32_t next_in = 1000, next_out = 1000, s = 2463534242u;
+	for (int i = 0; i < 100000; i++) {
+		bool send = rnd(&s) % 2;
+		if (send && next_in - next_out < CAP) {
+			ASSERT_EQ(weft_chan_trysend(c, &next_in), 0);
+			next_in++;
+		} else if (next_in != next_out) {
+			ASSERT_EQ(weft_chan_tryrecv(c, &v), 0);
+			if (v != next_out)
+				FAIL("step %d: expected %u, got %u", i, next_out, v);
+			next_out++;
+		}
+		ASSERT_EQ(weft_chan_len(c), next_in - next_out);
+		if (next_in - next_out == CAP)
+			ASSERT_EQ(weft_chan_trysend(c, &v), EAGAIN);
+		if (next_in == next_out)
+			ASSERT_EQ(weft_chan_tryrecv(c, &v), EAGAIN);
+	}
+	weft_chan_release(c);
+}
+
+struct seq_sender {
+	weft_chan *c;
+	uint32_t n;
+	atomic_int sent; /* sends completed */
+	weft_wg wg;
+};
+
+static void send_sequence(void *arg)
+{
+	struct seq_sender *s = arg;
+	for (uint32_t i = 0; i < s->n; i++) {
+		ASSERT_EQ(weft_chan_send(s->c, &i), 0);
+		atomic_store(&s->sent, (int)i + 1);
+	}
+	weft_wg_done(&s->wg);
+}
+
+/*
+ * With a buffered channel full, a sender parks (its send does not complete,
+ * len stays cap) and its value goes behind the buffered ones: 0..4 come out
+ * in order through a cap-4 channel. Then 20,000 values from one sender
+ * through cap 4, with the receiver pausing now and then so the sender parks
+ * on a full buffer many times: strictly in order. Guards: a parked sender's
+ * value put at the head (or dropped) when a receive frees a slot, a send
+ * that completes on a full buffer.
+ */
+TEST(buffered_parked_sender_keeps_order)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	struct seq_sender s = { .c = make_chan(sizeof(uint32_t), 4), .n = 5 };
+	weft_wg_add(&s.wg, 1);
+	GO(send_sequence, &s);
+	wait_parked(&s.sent, 4);
+	ASSERT_EQ(atomic_load(&s.sent), 4);
+	ASSERT_EQ(weft_chan_len(s.c), 4);
+	for (uint32_t i = 0; i < 5; i++) {
+		uint32_t v = 99;
+		ASSERT_EQ(weft_chan_recv(s.c, &v), 0);
+		ASSERT_EQ(v, i);
+	}
+	weft_wg_wait(&s.wg);
+	weft_chan_release(s.c);
+
+	s = (struct seq_sender){ .c = make_chan(sizeof(uint32_t), 4),
+				 .n = (uint32_t)TEST_SIZE(20000, 3000) };
+	weft_wg_add(&s.wg, 1);
+	GO(send_sequence, &s);
+	for (uint32_t i = 0; i < s.n; i++) {
+		uint32_t v = UINT32_MAX;
+		ASSERT_EQ(weft_chan_recv(s.c, &v), 0);
+		if (v != i)
+			FAIL("expected %u, got %u", i, v);
+		if (i % 1000 == 999)
+			weft_sleep(200 * WEFT_MICROSECOND);
+		else if (i % 7 == 0)
+			weft_yield();
+	}
+	weft_wg_wait(&s.wg);
+	ASSERT_EQ(weft_chan_tryrecv(s.c, NULL), EAGAIN);
+	weft_chan_release(s.c);
+}
+
+/*
+ * len counts buffered elements only: not a parked sender, on a full buffered
+ * channel or an unbuffered one; cap never changes; close leaves len as it
+ * was. Guards: len counting waiting senders, cap reported as free space.
+ */
+TEST(len_and_cap)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	struct seq_sender s = { .c = make_chan(sizeof(uint32_t), 2), .n = 3 };
+	weft_wg_add(&s.wg, 1);
+	GO(send_sequence, &s);
+	wait_parked(&s.sent, 2);
+	ASSERT_EQ(weft_chan_len(s.c), 2);
+	ASSERT_EQ(weft_chan_cap(s.c), 2);
+	ASSERT_EQ(weft_chan_recv(s.c, NULL), 0);
+	weft_wg_wait(&s.wg);
+	ASSERT_EQ(weft_chan_len(s.c), 2);
+	weft_chan_close(s.c);
+	ASSERT_EQ(weft_chan_len(s.c), 2);
+	ASSERT_EQ(weft_chan_cap(s.c), 2);
+	ASSERT_EQ(weft_chan_recv(s.c, NULL), 0);
+	ASSERT_EQ(weft_chan_len(s.c), 1);
+	weft_chan_release(s.c);
+
+	s = (struct seq_sender){ .c = make_chan(sizeof(uint32_t), 0), .n = 1 };
+	weft_wg_add(&s.wg, 1);
+	GO(send_sequence, &s);
+	weft_sleep(20 * TEST_MS);
+	ASSERT_EQ(weft_chan_len(s.c), 0);
+	ASSERT_EQ(weft_chan_cap(s.c), 0);
+	ASSERT_EQ(weft_chan_recv(s.c, NULL), 0);
+	weft_wg_wait(&s.wg);
+	weft_chan_release(s.c);
+}
+
+/* ---------------------------------------------------------------- element sizes */
+
+static void send_signals(void *arg)
+{
+	struct seq_sender *s = arg;
+	for (uint32_t i = 0; i < s->n; i++)
+		ASSERT_EQ(weft_chan_send(s->c, NULL), 0);
+	weft_chan_close(s->c);
+	weft_wg_done(&s->wg);
+}
+
+/*
+ * Zero-size elements (Go's chan struct{}): NULL element pointers everywhere,
+ * len counts signals, and a receive into a real buffer writes nothing (not
+ * even on close). An unbuffered signal channel carries 1,000 signals from a
+ * goroutine, then close. Guards: a NULL dereference for zero-size copies,
+ * a zero-size channel treated as "no buffer" (cap ignored), a write of a
+ * default size into out.
+ */
+TEST(zero_size_elements)
+{
+	weft_chan *c = make_chan(0, 3);
+	ASSERT_EQ(weft_chan_elem_size(c), 0);
+	ASSERT_EQ(weft_chan_cap(c), 3);
+	for (int i = 0; i < 3; i++)
+		ASSERT_EQ(weft_chan_trysend(c, NULL), 0);
+	ASSERT_EQ(weft_chan_len(c), 3);
+	ASSERT_EQ(weft_chan_trysend(c, NULL), EAGAIN);
+	unsigned char canary[16];
+	memset(canary, 0xAB, sizeof canary);
+	ASSERT_EQ(weft_chan_recv(c, canary), 0);
+	ASSERT_EQ(weft_chan_tryrecv(c, NULL), 0);
+	weft_chan_close(c);
+	ASSERT_EQ(weft_chan_recv(c, canary), 0);
+	ASSERT_EQ(weft_chan_recv(c, canary), EPIPE);
+	ASSERT_EQ(weft_chan_tryrecv(c, canary), EPIPE);
+	for (size_t i = 0; i < sizeof canary; i++)
+		ASSERT_EQ(canary[i], 0xAB);
+	weft_chan_release(c);
+
+	struct seq_sender s = { .c = make_chan(0, 0), .n = 1000 };
+	weft_wg_add(&s.wg, 1);
+	GO(send_signals, &s);
+	uint32_t got = 0;
+	while (weft_chan_recv(s.c, canary) == 0)
+		got++;
+	ASSERT_EQ(got, 1000);
+	for (size_t i = 0; i < sizeof canary; i++)
+		ASSERT_EQ(canary[i], 0xAB);
+	weft_wg_wait(&s.wg);
+	weft_chan_release(s.c);
+}
+
+static unsigned char pattern(uint32_t msg, size_t j)
+{
+	return (unsigned char)(msg * 131u + j * 7u + (j >> 8) + 1);
+}
+
+struct sized {
+	weft_chan *c;
+	size_t size;
+	uint32_t n;
+	weft_wg wg;
+};
+
+static void send_patterns(void *arg)
+{
+	struct sized *s = arg;
+	unsigned char *buf = malloc(s->size);
+	ASSERT(buf != NULL);
+	for (uint32_t m = 0; m < s->n; m++) {
+		for (size_t j = 0; j < s->size; j++)
+			buf[j] = pattern(m, j);
+		ASSERT_EQ(weft_chan_send(s->c, buf), 0);
+		/* The send copied the element: scribbling on it now must not
+		 * change what the receiver gets. */
+		memset(buf, 0xEE, s->size);
+	}
+	free(buf);
+	weft_wg_done(&s->wg);
+}
+
+/* Send n patterned elements of size bytes through a channel of capacity
+ * cap from a goroutine and check every byte, and that the receive wrote
+ * nothing past the element (64 canary bytes). */
+static void patterns_through(size_t size, size_t cap, uint32_t n)
+{
+	enum { CANARY = 64 };
+	struct sized s = { make_chan(size, cap), size, n, WEFT_WG_INIT };
+	unsigned char *out = malloc(size + CANARY);
+	ASSERT(out != NULL);
+	weft_wg_add(&s.wg, 1);
+	GO(send_patterns, &s);
+	for (uint32_t m = 0; m < n; m++) {
+		memset(out, 0x11, size + CANARY);
+		ASSERT_EQ(weft_chan_recv(s.c, out), 0);
+		for (size_t j = 0; j < size; j++)
+			if (out[j] != pattern(m, j))
+				FAIL("size %zu cap %zu: message %u byte %zu is 0x%02x, "
+				     "expected 0x%02x",
+				     size, cap, m, j, out[j], pattern(m, j));
+		for (size_t j = size; j < size + CANARY; j++)
+			if (out[j] != 0x11)
+				FAIL("size %zu: receive wrote byte %zu past the element",
+				     size, j - size);
+	}
+	weft_wg_wait(&s.wg);
+	weft_chan_close(s.c);
+	memset(out, 0x11, size + CANARY);
+	ASSERT_EQ(weft_chan_recv(s.c, out), EPIPE);
+	for (size_t j = 0; j < size; j++)
+		if (out[j] != 0)
+			FAIL("size %zu: byte %zu not zeroed on EPIPE", size, j);
+	for (size_t j = size; j < size + CANARY; j++)
+		ASSERT_EQ(out[j], 0x11);
+	free(out);
+	weft_chan_release(s.c);
+}
+
+/*
+ * Elements of 1, 3, 13, 4 KiB, 4 KiB + 1 and WEFT_CHAN_MAX_ELEM bytes pass
+ * intact, byte for byte, unbuffered and buffered (cap 1 and 3), between
+ * goroutines at 2 Ps; the receive writes exactly elem_size bytes; the zeroed
+ * element on EPIPE is the whole element and nothing more. Guards: copies
+ * rounded to words (odd sizes overwrite the canary), a fixed-size slot, a
+ * hand-off that copies only part, a sender's buffer referenced instead of
+ * copied.
+ */
+TEST(element_sizes)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	static const size_t sizes[] = { 1, 3, 13, 4096, 4097, WEFT_CHAN_MAX_ELEM };
+	static const size_t caps[] = { 0, 1, 3 };
+	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+		for (size_t k = 0; k < sizeof caps / sizeof caps[0]; k++)
+			patterns_through(sizes[i], caps[k], sizes[i] > 8192 ? 20 : 300);
+}
+
+/* ---------------------------------------------------------------- close */
+
+/*
+ * Close on a buffered channel: the values sent before close are all received
+ * (by recv, tryrecv and recv_until alike); then every receive form returns
+ * EPIPE at once (recv_until even with a far deadline) and zeroes out, and
+ * NULL out is allowed. An unbuffered closed channel gives EPIPE at once.
+ * Guards: buffered values dropped at close, EAGAIN or ETIMEDOUT instead of
+ * EPIPE from the try and _until forms, a stale value left in out.
+ */
+TEST(recv_after_close)
+{
+	weft_chan *c = make_chan(sizeof(int64_t), 4);
+	for (int64_t i = 1; i <= 3; i++)
+		ASSERT_EQ(weft_chan_send(c, &i), 0);
+	weft_chan_close(c);
+	ASSERT(weft_chan_closed(c));
+	ASSERT_EQ(weft_chan_len(c), 3);
+	int64_t v = 0;
+	ASSERT_EQ(weft_chan_recv(c, &v), 0);
+	ASSERT_EQ(v, 1);
+	ASSERT_EQ(weft_chan_tryrecv(c, &v), 0);
+	ASSERT_EQ(v, 2);
+	ASSERT_EQ(weft_chan_recv_until(c, &v, weft_now() - TEST_MS), 0);
+	ASSERT_EQ(v, 3);
+
+	v = -1;
+	ASSERT_EQ(weft_chan_recv(c, &v), EPIPE);
+	ASSERT_EQ(v, 0);
+	v = -1;
+	ASSERT_EQ(weft_chan_tryrecv(c, &v), EPIPE);
+	ASSERT_EQ(v, 0);
+	v = -1;
+	int64_t t0 = test_now_ns();
+	ASSERT_EQ(weft_chan_recv_until(c, &v, weft_now() + 10 * WEFT_SECOND), EPIPE);
+	ASSERT_DURATION(test_now_ns() - t0, 0, 20);
+	ASSERT_EQ(v, 0);
+	ASSERT_EQ(weft_chan_recv(c, NULL), EPIPE);
+	ASSERT_EQ(weft_chan_len(c), 0);
+	weft_chan_release(c);
+
+	c = make_chan(sizeof(int64_t), 0);
+	weft_chan_close(c);
+	v = -1;
+	ASSERT_EQ(weft_chan_recv(c, &v), EPIPE);
+	ASSERT_EQ(v, 0);
+	v = -1;
+	ASSERT_EQ(weft_chan_tryrecv(c, &v), EPIPE);
+	ASSERT_EQ(v, 0);
+	weft_chan_release(c);
+}
+
+/*
+ * Every send form on a closed channel returns EPIPE at once (send_until even
+ * with a far deadline, trysend on a full one) and sends nothing: the buffer
+ * keeps exactly what it had. Guards: a send on a closed channel that lands
+ * in the buffer, trysend answering EAGAIN instead of EPIPE.
+ */
+TEST(send_after_close)
+{
+	weft_chan *c = make_chan(sizeof(int64_t), 2);
+	int64_t v = 5;
+	ASSERT_EQ(weft_chan_send(c, &v), 0);
+	weft_chan_close(c);
+	v = 6;
+	ASSERT_EQ(weft_chan_send(c, &v), EPIPE);
+	ASSERT_EQ(weft_chan_trysend(c, &v), EPIPE);
+	int64_t t0 = test_now_ns();
+	ASSERT_EQ(weft_chan_send_until(c, &v, weft_now() + 10 * WEFT_SECOND), EPIPE);
+	ASSERT_DURATION(test_now_ns() - t0, 0, 20);
+	ASSERT_EQ(weft_chan_len(c), 1);
+	ASSERT_EQ(weft_chan_recv(c, &v), 0);
+	ASSERT_EQ(v, 5);
+	ASSERT_EQ(weft_chan_recv(c, &v), EPIPE);
+	weft_chan_release(c);
+
+	c = make_chan(sizeof(int64_t), 1);
+	ASSERT_EQ(weft_chan_trysend(c, &v), 0);
+	weft_chan_close(c);
+	ASSERT_EQ(weft_chan_trysend(c, &v), EPIPE); /* full and closed */
+	weft_chan_release(c);
+
+	c = make_chan(sizeof(int64_t), 0);
+	weft_chan_close(c);
+	ASSERT_EQ(weft_chan_send(c, &v), EPIPE);
+	ASSERT_EQ(weft_chan_trysend(c, &v), EPIPE);
+	ASSERT_EQ(weft_chan_send_until(c, &v, weft_now() + WEFT_SECOND), EPIPE);
+	weft_chan_release(c);
+}
+
+struct blocked {
+	weft_chan *c;
+	atomic_int started;
+	atomic_int epipe;
+	atomic_int zeroed;
+	atomic_int other; /* any other result */
+	weft_wg wg;
+};
+
+static void blocked_recv(void *arg)
+{
+	struct blocked *b = arg;
+	int64_t v = -1;
+	atomic_fetch_add(&b->started, 1);
+	int r = weft_chan_recv(b->c, &v);
+	if (r == EPIPE)
+		atomic_fetch_add(&b->epipe, 1);
+	else
+		atomic_fetch_add(&b->other, 1);
+	if (v == 0)
+		atomic_fetch_add(&b->zeroed, 1);
+	weft_wg_done(&b->wg);
+}
+
+static void blocked_send(void *arg)
+{
+	struct blocked *b = arg;
+	int64_t v = 1000 + atomic_fetch_add(&b->started, 1);
+	int r = weft_chan_send(b->c, &v);
+	if (r == EPIPE)
+		atomic_fetch_add(&b->epipe, 1);
+	else
+		atomic_fetch_add(&b->other, 1);
+	weft_wg_done(&b->wg);
+}
+
+enum { BLOCKED_G = 8, BLOCKED_T = 2 };
+
+/* Start 8 goroutines and 2 pthreads running fn on b, wait until they are
+ * parked, close, and wait for all of them. */
+static void close_blocked(struct blocked *b, weft_fn fn)
+{
+	pthread_t th[BLOCKED_T];
+	weft_wg_add(&b->wg, BLOCKED_G + BLOCKED_T);
+	for (int i = 0; i < BLOCKED_T; i++)
+		start_thread(&th[i], fn, b);
+	for (int i = 0; i < BLOCKED_G; i++)
+		GO(fn, b);
+	wait_parked(&b->started, BLOCKED_G + BLOCKED_T);
+	ASSERT_EQ(atomic_load(&b->epipe) + atomic_load(&b->other), 0);
+	weft_chan_close(b->c);
+	weft_wg_wait(&b->wg);
+	for (int i = 0; i < BLOCKED_T; i++)
+		join_thread(th[i]);
+	ASSERT_EQ(atomic_load(&b->other), 0);
+	ASSERT_EQ(atomic_load(&b->epipe), BLOCKED_G + BLOCKED_T);
+}
+
+/*
+ * Close wakes every blocked receiver, 8 goroutines and 2 pthreads, on an
+ * unbuffered and on an empty buffered channel: each gets EPIPE and a zeroed
+ * element. Guards: close waking only one waiter (the rest hang), waking
+ * goroutines but not parked threads, a woken receiver reporting success.
+ */
+TEST(close_wakes_all_receivers)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	for (size_t cap = 0; cap <= 4; cap += 4) {
+		static struct blocked b;
+		b = (struct blocked){ .c = make_chan(sizeof(int64_t), cap) };
+		close_blocked(&b, blocked_recv);
+		ASSERT_EQ(atomic_load(&b.zeroed), BLOCKED_G + BLOCKED_T);
+		weft_chan_release(b.c);
+	}
+}
+
+/*
+ * Close wakes every blocked sender, 8 goroutines and 2 pthreads, on an
+ * unbuffered channel and on a full cap-1 channel: each gets EPIPE, none of
+ * their values enters the channel (the one buffered value is still received,
+ * then EPIPE). Guards: senders left parked forever, a woken sender's value
+ * slipped into the buffer, close dropping the buffered value.
+ */
+TEST(close_wakes_all_senders)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	for (size_t cap = 0; cap <= 1; cap++) {
+		static struct blocked b;
+		b = (struct blocked){ .c = make_chan(sizeof(int64_t), cap) };
+		int64_t v = 77;
+		if (cap)
+			ASSERT_EQ(weft_chan_trysend(b.c, &v), 0);
+		close_blocked(&b, blocked_send);
+		ASSERT_EQ(weft_chan_len(b.c), cap);
+		if (cap) {
+			v = 0;
+			ASSERT_EQ(weft_chan_recv(b.c, &v), 0);
+			ASSERT_EQ(v, 77);
+		}
+		ASSERT_EQ(weft_chan_recv(b.c, &v), EPIPE);
+		weft_chan_release(b.c);
+	}
+}
+
+/* Close a channel twice (arg set), or close NULL. */
+static int bad_close_main(void *arg)
+{
+	weft_chan *c = arg ? make_chan(8, 1) : NULL;
+	if (c)
+		weft_chan_close(c);
+	weft_chan_close(c);
+	printf("survived\n");
+	return 0;
+}
+
+CHILD(close_closed_goroutine)
+{
+	return weft_main(bad_close_main, (void *)1);
+}
+
+CHILD(close_closed_foreign)
+{
+	return bad_close_main((void *)1);
+}
+
+CHILD(close_nil_goroutine)
+{
+	return weft_main(bad_close_main, NULL);
+}
+
+CHILD(close_nil_foreign)
+{
+	return bad_close_main(NULL);
+}
+
+static void expect_fatal(const char *child, const char *msg)
+{
+	test_child c;
+	test_child_run(child, NULL, CHILD_TIMEOUT_MS, &c);
+	ASSERT_NOT_CONTAINS(c.out, "survived");
+	ASSERT_CHILD_SIGNAL(&c, SIGABRT);
+	ASSERT_CONTAINS(c.err, "fatal error");
+	ASSERT_CONTAINS(c.err, msg);
+	test_child_free(&c);
+}
+
+/*
+ * Closing a closed channel and closing NULL are fatal errors naming the
+ * misuse (Go's panics), from a goroutine and from a foreign thread. Guards: a
+ * second close that is silently ignored (the child prints "survived"), a
+ * crash on NULL instead of the message.
+ */
+TEST_THREAD(close_misuse_is_fatal)
+{
+	expect_fatal("close_closed_goroutine", "close of closed channel");
+	expect_fatal("close_closed_foreign", "close of closed channel");
+	expect_fatal("close_nil_goroutine", "close of nil channel");
+	expect_fatal("close_nil_foreign", "close of nil channel");
+}
+
+/* ---------------------------------------------------------------- nil */
+
+/*
+ * The nil channel's try forms say EAGAIN and leave out alone. Guards: a
+ * NULL dereference, EPIPE (treating nil as closed).
+ */
+TEST(nil_chan_try_forms)
+{
+	int64_t v = 7;
+	ASSERT_EQ(weft_chan_trysend(NULL, &v), EAGAIN);
+	ASSERT_EQ(weft_chan_tryrecv(NULL, &v), EAGAIN);
+	ASSERT_EQ(v, 7);
+	ASSERT_EQ(weft_chan_trysend(NULL, NULL), EAGAIN);
+	ASSERT_EQ(weft_chan_tryrecv(NULL, NULL), EAGAIN);
+}
+
+/* recv_until / send_until on c with a 30 ms deadline: must time out, not
+ * early, out untouched; returns the lateness. */
+static int64_t recv_until_late(weft_chan *c)
+{
+	int64_t v = 7;
+	int64_t d = weft_now() + 30 * TEST_MS;
+	ASSERT_EQ(weft_chan_recv_until(c, &v, d), ETIMEDOUT);
+	int64_t n = weft_now();
+	ASSERT_GE(n, d);
+	ASSERT_EQ(v, 7);
+	return n - d;
+}
+
+static int64_t send_until_late(weft_chan *c)
+{
+	int64_t v = 8;
+	int64_t d = weft_now() + 30 * TEST_MS;
+	ASSERT_EQ(weft_chan_send_until(c, &v, d), ETIMEDOUT);
+	int64_t n = weft_now();
+	ASSERT_GE(n, d);
+	return n - d;
+}
+
+/* The nil-channel _until checks, from a goroutine or a foreign thread. */
+static void nil_until_checks(void)
+{
+	ASSERT_DURATION(TEST_BEST_OF(3, LATE_BOUND, recv_until_late(NULL)), 0, LATE_MS);
+	ASSERT_DURATION(TEST_BEST_OF(3, LATE_BOUND, send_until_late(NULL)), 0, LATE_MS);
+	int64_t t0 = test_now_ns();
+	ASSERT_EQ(weft_chan_recv_until(NULL, NULL, weft_now() - TEST_MS), ETIMEDOUT);
+	ASSERT_EQ(weft_chan_send_until(NULL, NULL, 0), ETIMEDOUT);
+	ASSERT_EQ(weft_chan_recv_until(NULL, NULL, INT64_MIN), ETIMEDOUT);
+	ASSERT_DURATION(test_now_ns() - t0, 0, 20);
+}
+
+/*
+ * The nil channel's _until forms wait for the deadline and return ETIMEDOUT:
+ * not early, at most 10 ms late; a past deadline returns at once. Guards: an
+ * early return (EAGAIN at once, as if a try form), a wait that never ends.
+ */
+TEST(nil_chan_until_forms)
+{
+	nil_until_checks();
+}
+
+TEST_THREAD(nil_chan_until_forms_foreign)
+{
+	nil_until_checks();
+}
+
+static atomic_int recv_returned, send_returned, thread_returned;
+
+/* Send to NULL (for &send_returned) or receive from it, then say so. */
+static void nil_op(void *arg)
+{
+	atomic_int *returned = arg;
+	if (returned == &send_returned)
+		weft_chan_send(NULL, NULL);
+	else
+		weft_chan_recv(NULL, NULL);
+	atomic_store(returned, 1);
+}
+
+static int nil_blocks_main(void *arg)
+{
+	(void)arg;
+	pthread_t th;
+	GO(nil_op, &recv_returned);
+	GO(nil_op, &send_returned);
+	start_thread(&th, nil_op, &thread_returned);
+	weft_sleep(50 * TEST_MS);
+	printf("returned: recv=%d send=%d thread=%d\n", atomic_load(&recv_returned),
+	       atomic_load(&send_returned), atomic_load(&thread_returned));
+	fflush(stdout);
+	/* Exit with them still blocked: they never return, and the harness's
+	 * leak check would count them, hence the child process. */
+	return 0;
+}
+
+CHILD(nil_chan_blocks)
+{
+	return weft_main(nil_blocks_main, NULL);
+}
+
+/*
+ * Receiving from and sending to NULL block forever: two goroutines and a
+ * pthread are still inside after 50 ms (in a child process, which then exits
+ * with them blocked). Guards: a NULL channel treated as closed (EPIPE at
+ * once) or as "would block" (EAGAIN at once), a crash.
+ */
+TEST_THREAD(nil_chan_blocks_forever)
+{
+	test_child c;
+	test_child_run("nil_chan_blocks", NULL, CHILD_TIMEOUT_MS, &c);
+	ASSERT_CHILD_EXIT(&c, 0);
+	ASSERT_CONTAINS(c.out, "returned: recv=0 send=0 thread=0");
+	test_child_free(&c);
+}
+
+static void send_twice(void *arg)
+{
+	int64_t v = 1;
+	weft_chan_send(arg, &v);
+	weft_chan_send(arg, &v);
+}
+
+enum lonely { RECV_NIL, SEND_NIL, RECV_ORPHAN, RECV_AFTER_SENDER_DONE };
+
+/* Block the only goroutine (or the last one left) for good, one way or
+ * another. */
+static int lonely_main(void *arg)
+{
+	weft_chan *c = make_chan(8, 0);
+	switch ((enum lonely)(intptr_t)arg) {
+	case RECV_NIL:
+		weft_chan_recv(NULL, NULL);
+		break;
+	case SEND_NIL:
+		weft_chan_send(NULL, NULL);
+		break;
+	case RECV_ORPHAN: /* a channel nobody else can reach */
+		weft_chan_recv(c, NULL);
+		break;
+	case RECV_AFTER_SENDER_DONE: /* three receives from a sender of two */
+		GO(send_twice, c);
+		for (int i = 0; i < 3; i++)
+			weft_chan_recv(c, NULL);
+		break;
+	}
+	printf("main returned\n");
+	return 0;
+}
+
+CHILD(deadlock_recv_nil)
+{
+	return weft_main(lonely_main, (void *)RECV_NIL);
+}
+
+CHILD(deadlock_send_nil)
+{
+	return weft_main(lonely_main, (void *)SEND_NIL);
+}
+
+CHILD(deadlock_recv_chan)
+{
+	return weft_main(lonely_main, (void *)RECV_ORPHAN);
+}
+
+CHILD(deadlock_recv_after_sender_done)
+{
+	return weft_main(lonely_main, (void *)RECV_AFTER_SENDER_DONE);
+}
+
+static void expect_deadlock(const char *child)
+{
+	test_child c;
+	test_child_run(child, NULL, CHILD_TIMEOUT_MS, &c);
+	ASSERT_CHILD_EXIT(&c, 2);
+	ASSERT_CONTAINS(c.err, DEADLOCK_MSG);
+	ASSERT_NOT_CONTAINS(c.out, "main returned");
+	test_child_free(&c);
+}
+
+/*
+ * A program whose only goroutine waits on a nil channel, or on a channel no
+ * one else will use, dies with Go's deadlock message and exit status 2.
+ * Guards: channel waits the deadlock detector does not see as blocked (a
+ * busy-waiting receive, or a park that looks runnable: the child hangs), a
+ * nil-channel receive that returns.
+ */
+TEST_THREAD(channel_deadlocks_detected)
+{
+	expect_deadlock("deadlock_recv_nil");
+	expect_deadlock("deadlock_send_nil");
+	expect_deadlock("deadlock_recv_chan");
+	expect_deadlock("deadlock_recv_after_sender_done");
+}
+
+/* ---------------------------------------------------------------- try forms */
+
+/* Repeat a try form until it succeeds (a partner parks within 5 s). */
+static void try_until_ok(bool send, weft_chan *c, int64_t *v)
+{
+	int64_t deadline = test_now_ns() + 5000 * TEST_MS * test_slowdown();
+	for (;;) {
+		int r = send ? weft_chan_trysend(c, v) : weft_chan_tryrecv(c, v);
+		if (r == 0)
+			return;
+		ASSERT_EQ(r, EAGAIN);
+		if (test_now_ns() > deadline)
+			FAIL("%s never met the parked partner",
+			     send ? "trysend" : "tryrecv");
+		weft_sleep(TEST_MS);
+	}
+}
+
+/* The partner (goroutine or pthread) parks; our try form meets it. */
+static void try_meets_partner(bool thread)
+{
+	struct partner p = { .c = make_chan(sizeof(int64_t), 0), .value = -1 };
+	pthread_t th;
+	int64_t v = 31337;
+	weft_wg_add(&p.wg, 1);
+	if (thread)
+		start_thread(&th, partner_recv, &p);
+	else
+		GO(partner_recv, &p);
+	try_until_ok(true, p.c, &v);
+	weft_wg_wait(&p.wg);
+	if (thread)
+		join_thread(th);
+	ASSERT_EQ(p.result, 0);
+	ASSERT_EQ(p.value, 31337);
+
+	p.value = 4242;
+	weft_wg_add(&p.wg, 1);
+	if (thread)
+		start_thread(&th, partner_send, &p);
+	else
+		GO(partner_send, &p);
+	v = 0;
+	try_until_ok(false, p.c, &v);
+	weft_wg_wait(&p.wg);
+	if (thread)
+		join_thread(th);
+	ASSERT_EQ(p.result, 0);
+	ASSERT_EQ(v, 4242);
+	weft_chan_release(p.c);
+}
+
+/*
+ * Try forms: EAGAIN on an unbuffered channel without a partner (both ways),
+ * on an empty and on a full buffered one (out untouched); success against a
+ * parked partner, goroutine or pthread, with the value passing both ways.
+ * Guards: a trysend on unbuffered that succeeds with nobody there (the
+ * value vanishes), a try form that cannot see parked partners (loops until
+ * the 5 s bound), a try form that blocks.
+ */
+TEST(try_forms)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	weft_chan *u = make_chan(sizeof(int64_t), 0);
+	weft_chan *b = make_chan(sizeof(int64_t), 2);
+	int64_t v = 5;
+	ASSERT_EQ(weft_chan_trysend(u, &v), EAGAIN);
+	ASSERT_EQ(weft_chan_tryrecv(u, &v), EAGAIN);
+	ASSERT_EQ(v, 5);
+	ASSERT_EQ(weft_chan_tryrecv(b, &v), EAGAIN);
+	ASSERT_EQ(v, 5);
+	ASSERT_EQ(weft_chan_trysend(b, &v), 0);
+	ASSERT_EQ(weft_chan_trysend(b, &v), 0);
+	ASSERT_EQ(weft_chan_trysend(b, &v), EAGAIN);
+	ASSERT_EQ(weft_chan_len(b), 2);
+	weft_chan_release(u);
+	weft_chan_release(b);
+
+	try_meets_partner(false);
+	try_meets_partner(true);
+}
+
+/* ---------------------------------------------------------------- _until forms */
+
+static void send_after_10ms(void *arg)
+{
+	struct partner *p = arg;
+	weft_sleep(10 * TEST_MS);
+	p->result = weft_chan_send(p->c, &p->value);
+	weft_wg_done(&p->wg);
+}
+
+static void recv_after_10ms(void *arg)
+{
+	struct partner *p = arg;
+	weft_sleep(10 * TEST_MS);
+	p->result = weft_chan_recv(p->c, &p->value);
+	weft_wg_done(&p->wg);
+}
+
+/* The _until checks on real channels, from a goroutine or a thread. */
+static void until_checks(void)
+{
+	weft_chan *u = make_chan(sizeof(int64_t), 0);
+	weft_chan *b = make_chan(sizeof(int64_t), 1);
+	int64_t v = 1;
+
+	/* Timeouts, on time: empty (recv) and full or unbuffered (send). */
+	ASSERT_DURATION(TEST_BEST_OF(3, LATE_BOUND, recv_until_late(u)), 0, LATE_MS);
+	ASSERT_DURATION(TEST_BEST_OF(3, LATE_BOUND, recv_until_late(b)), 0, LATE_MS);
+	ASSERT_DURATION(TEST_BEST_OF(3, LATE_BOUND, send_until_late(u)), 0, LATE_MS);
+	ASSERT_EQ(weft_chan_trysend(b, &v), 0);
+	ASSERT_DURATION(TEST_BEST_OF(3, LATE_BOUND, send_until_late(b)), 0, LATE_MS);
+
+	/* Nothing was sent by the timed-out sends, and no timed-out waiter
+	 * is left behind to swallow a later value. */
+	ASSERT_EQ(weft_chan_len(b), 1);
+	ASSERT_EQ(weft_chan_tryrecv(b, &v), 0);
+	ASSERT_EQ(v, 1);
+	ASSERT_EQ(weft_chan_tryrecv(b, &v), EAGAIN);
+	ASSERT_EQ(weft_chan_tryrecv(u, &v), EAGAIN);
+	ASSERT_EQ(weft_chan_trysend(u, &v), EAGAIN);
+
+	/* A past deadline: the try form, except for the error. */
+	int64_t t0 = test_now_ns();
+	ASSERT_EQ(weft_chan_recv_until(b, &v, weft_now() - WEFT_SECOND), ETIMEDOUT);
+	v = 9;
+	ASSERT_EQ(weft_chan_send_until(b, &v, 0), 0);
+	ASSERT_EQ(weft_chan_send_until(b, &v, INT64_MIN), ETIMEDOUT);
+	v = 0;
+	ASSERT_EQ(weft_chan_recv_until(b, &v, INT64_MIN), 0);
+	ASSERT_EQ(v, 9);
+	ASSERT_DURATION(test_now_ns() - t0, 0, 20);
+
+	/* A partner before the deadline: success, well before it. */
+	struct partner p = { .c = u, .value = 555 };
+	weft_wg_add(&p.wg, 1);
+	GO(send_after_10ms, &p);
+	t0 = test_now_ns();
+	v = 0;
+	ASSERT_EQ(weft_chan_recv_until(u, &v, weft_now() + 10 * WEFT_SECOND), 0);
+	ASSERT_LT(test_now_ns() - t0, 5 * WEFT_SECOND);
+	ASSERT_EQ(v, 555);
+	weft_wg_wait(&p.wg);
+	ASSERT_EQ(p.result, 0);
+
+	p.value = 0;
+	weft_wg_add(&p.wg, 1);
+	GO(recv_after_10ms, &p);
+	v = 666;
+	ASSERT_EQ(weft_chan_send_until(u, &v, weft_now() + 10 * WEFT_SECOND), 0);
+	weft_wg_wait(&p.wg);
+	ASSERT_EQ(p.result, 0);
+	ASSERT_EQ(p.value, 666);
+
+	weft_chan_release(u);
+	weft_chan_release(b);
+}
+
+/*
+ * recv_until and send_until: ETIMEDOUT at the deadline (never early, at most
+ * 10 ms late) with out untouched and nothing sent; no timed-out waiter stays
+ * queued (a later try form finds no partner); a past deadline acts as the
+ * try form; a partner arriving in time wins. From a goroutine and from a
+ * foreign thread. Guards: the deadline read as a duration, a timeout that
+ * leaves the waiter linked in the channel (a later value goes to a dead
+ * waiter and is lost), a timed-out send that still delivers.
+ */
+TEST(until_forms)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	until_checks();
+}
+
+TEST_THREAD(until_forms_foreign)
+{
+	until_checks();
+}
+
+/* ---------------------------------------------------------------- references */
+
+/* Allocate and free channels of the same size, so that memory freed too
+ * early is reused (and written) before the test touches it again. */
+static void churn_allocator(size_t elem_size, size_t cap)
+{
+	for (int i = 0; i < 64; i++) {
+		weft_chan *c = make_chan(elem_size, cap);
+		unsigned char junk[64];
+		memset(junk, 0xCD, sizeof junk);
+		if (cap)
+			ASSERT_EQ(weft_chan_trysend(c, junk), 0);
+		weft_chan_release(c);
+	}
+}
+
+struct orphan {
+	weft_chan *c; /* borrowed: the creator's only reference */
+	int result;
+	weft_wg wg;
+};
+
+static void recv_until_50ms(void *arg)
+{
+	struct orphan *o = arg;
+	o->result = weft_chan_recv_until(o->c, NULL, weft_now() + 50 * TEST_MS);
+	weft_wg_done(&o->wg);
+}
+
+/*
+ * A channel whose creator released it while a goroutine and a pthread wait
+ * on it still works: another holder (who retained it) closes it and both
+ * waiters get EPIPE; the same with a value sent through the holder's
+ * reference. A channel whose only reference is dropped while a goroutine
+ * waits on it with a deadline stays valid until the wait times out, and is
+ * freed then. retain/release pairs keep the channel alive; the last release
+ * of a channel with buffered elements frees them (LeakSanitizer checks in
+ * the ASan build). Guards: waiters that hold no reference (use after free,
+ * seen by ASan or by the allocator churn in between), a channel freed by
+ * nobody when its last waiter leaves (LeakSanitizer), a retain that does
+ * not count.
+ */
+TEST(release_while_waiting)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	static struct blocked b;
+	b = (struct blocked){ .c = make_chan(sizeof(int64_t), 0) };
+	weft_chan *holder = weft_chan_retain(b.c);
+	ASSERT_PTR_EQ(holder, b.c);
+	pthread_t th;
+	weft_wg_add(&b.wg, 2);
+	GO(blocked_recv, &b);
+	start_thread(&th, blocked_recv, &b);
+	wait_parked(&b.started, 2);
+	weft_chan_release(b.c); /* the creator's reference */
+	churn_allocator(sizeof(int64_t), 0);
+	weft_chan_close(holder);
+	weft_wg_wait(&b.wg);
+	join_thread(th);
+	ASSERT_EQ(atomic_load(&b.epipe), 2);
+	weft_chan_release(holder);
+
+	struct partner p = { .c = make_chan(sizeof(int64_t), 0), .value = -1 };
+	holder = weft_chan_retain(p.c);
+	weft_wg_add(&p.wg, 1);
+	GO(partner_recv, &p);
+	weft_sleep(20 * TEST_MS);
+	weft_chan_release(p.c);
+	churn_allocator(sizeof(int64_t), 0);
+	int64_t v = 8080;
+	ASSERT_EQ(weft_chan_send(holder, &v), 0);
+	weft_wg_wait(&p.wg);
+	ASSERT_EQ(p.result, 0);
+	ASSERT_EQ(p.value, 8080);
+	weft_chan_release(holder);
+
+	/* The only reference dropped while a goroutine waits with a deadline:
+	 * its wait keeps the channel alive, and it frees it on timing out.
+	 * Released only once the waiter has parked (the parks count rose). */
+	weft_stats st;
+	weft_stats_get(&st);
+	int64_t parks0 = st.parks;
+	struct orphan o = { make_chan(sizeof(int64_t), 0), -1, WEFT_WG_INIT };
+	weft_wg_add(&o.wg, 1);
+	GO(recv_until_50ms, &o);
+	do {
+		weft_sleep(TEST_MS);
+		weft_stats_get(&st);
+	} while (st.parks - parks0 < 1);
+	weft_chan_release(o.c);
+	churn_allocator(sizeof(int64_t), 0);
+	weft_wg_wait(&o.wg);
+	ASSERT_EQ(o.result, ETIMEDOUT);
+
+	weft_chan *c = make_chan(32, 4);
+	for (int i = 0; i < 3; i++)
+		ASSERT_PTR_EQ(weft_chan_retain(c), c);
+	for (int i = 0; i < 3; i++)
+		weft_chan_release(c);
+	churn_allocator(32, 4);
+	unsigned char elem[32] = { 1, 2, 3 };
+	ASSERT_EQ(weft_chan_trysend(c, elem), 0);
+	ASSERT_EQ(weft_chan_trysend(c, elem), 0);
+	ASSERT_EQ(weft_chan_len(c), 2);
+	weft_chan_release(c); /* the last: frees the two buffered elements */
+}
+
+/* ---------------------------------------------------------------- dump */
+
+/*
+ * A goroutine parked in a receive shows in weft_dump with the wait reason
+ * "chan receive" (DESIGN's example, as Go prints it). Guards: a channel
+ * park with no reason (the dump says nothing useful about a hang).
+ */
+TEST(blocked_receiver_in_dump)
+{
+	struct partner p = { .c = make_chan(sizeof(int64_t), 0) };
+	weft_wg_add(&p.wg, 1);
+	GO(partner_recv, &p);
+	weft_sleep(20 * TEST_MS);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	ASSERT(f != NULL);
+	weft_dump(f);
+	fclose(f);
+	weft_chan_close(p.c);
+	weft_wg_wait(&p.wg);
+	ASSERT_CONTAINS(buf, "chan receive");
+	free(buf);
+	weft_chan_release(p.c);
+}
+
+/* ---------------------------------------------------------------- typed */
+
+struct point {
+	int32_t x, y;
+	double z;
+};
+
+WEFT_CHAN_DEFINE(point_chan, struct point)
+
+struct typed {
+	point_chan c;
+	weft_wg wg;
+};
+
+static void typed_sender(void *arg)
+{
+	struct typed *t = arg;
+	for (int32_t i = 0; i < 100; i++)
+		ASSERT_EQ(point_chan_send(t->c, (struct point){ i, -i, i * 0.5 }), 0);
+	point_chan_close(t->c);
+	weft_wg_done(&t->wg);
+}
+
+/*
+ * WEFT_CHAN_DEFINE: make sets elem_size to sizeof(T); send/trysend take T by
+ * value, recv/tryrecv/recv_until give T; close and release work; 100 structs
+ * cross an unbuffered typed channel from a goroutine, then EPIPE with a
+ * zeroed struct. Guards: a wrapper passing the wrong size or the address of
+ * the wrong thing (it compiles, but values come out garbled).
+ */
+TEST(typed_wrapper)
+{
+	point_chan c;
+	ASSERT_EQ(point_chan_make(&c, 2), 0);
+	ASSERT_EQ(weft_chan_elem_size(c.raw), sizeof(struct point));
+	ASSERT_EQ(weft_chan_cap(c.raw), 2);
+	ASSERT_EQ(point_chan_send(c, (struct point){ 1, 2, 3.5 }), 0);
+	ASSERT_EQ(point_chan_trysend(c, (struct point){ 4, 5, 6.25 }), 0);
+	ASSERT_EQ(point_chan_trysend(c, (struct point){ 7, 8, 9 }), EAGAIN);
+	struct point p = { 0 };
+	ASSERT_EQ(point_chan_recv(c, &p), 0);
+	ASSERT(p.x == 1 && p.y == 2 && p.z == 3.5);
+	ASSERT_EQ(point_chan_tryrecv(c, &p), 0);
+	ASSERT(p.x == 4 && p.y == 5 && p.z == 6.25);
+	ASSERT_EQ(point_chan_tryrecv(c, &p), EAGAIN);
+	ASSERT_EQ(point_chan_recv_until(c, &p, weft_now() + 5 * TEST_MS), ETIMEDOUT);
+	point_chan_close(c);
+	point_chan_release(c);
+
+	/* The closer borrows our reference: keep it until close returns. */
+	struct typed t = { .wg = WEFT_WG_INIT };
+	ASSERT_EQ(point_chan_make(&t.c, 0), 0);
+	weft_wg_add(&t.wg, 1);
+	GO(typed_sender, &t);
+	int32_t n = 0;
+	while (point_chan_recv(t.c, &p) == 0) {
+		ASSERT(p.x == n && p.y == -n && p.z == n * 0.5);
+		n++;
+	}
+	ASSERT_EQ(n, 100);
+	ASSERT(p.x == 0 && p.y == 0 && p.z == 0);
+	weft_wg_wait(&t.wg);
+	point_chan_release(t.c);
+}
