@@ -13,13 +13,22 @@
  * accumulator rewrite; see CMakeLists.txt), n is read from a volatile so
  * nothing can be folded, and every result is checked.
  *
- * Go's child hands its result back on a channel with a buffer of 1. weft has
- * no channels yet; the child instead writes its result into a slot in the
- * parent's frame and signals a WaitGroup there, once, which is the same
- * one-shot hand-off. The parent does not return before the wait, so the frame
- * outlives the child's use of it.
+ * pfib is Go's, call for call: a channel of capacity 1 is made per child
+ * (Go's `c := make(chan int, 1)`, one allocation; its element is int64_t,
+ * Go's int), the child sends its result on it (`c <- pfib(n - 1)`), and the
+ * parent receives it after computing fib(n-2) itself (`<-c + y`), then drops
+ * its reference. Go's garbage collector frees the channel; here it goes with
+ * the last release. The child may still be inside weft_chan_send() (unlocking)
+ * when the parent has received and released, so, as in chan.c, the child
+ * holds a reference of its own, taken by the parent next to the make and
+ * dropped by the child after its send: one atomic add and one subtract per
+ * spawn on top of Go's work. The child's argument block (Go's closure) sits
+ * in the parent's frame, which outlives the child's reads of it: the parent
+ * does not return before the receive, and the child reads it before it sends.
  */
 #include "bench.h"
+
+#include <string.h>
 
 #define FIB_N 32
 #define FIB_EXPECT 2178309
@@ -34,35 +43,49 @@ static __attribute__((noinline)) int fib(int n)
 	return fib(n - 1) + fib(n - 2);
 }
 
-/* A child's work order and result slot, on its parent's stack. */
+/* A child's arguments (Go's closure), in its parent's frame. */
 struct pfib_child {
-	int n;      /* written by the parent before the child starts */
-	int result; /* written by the child before it signals wg */
-	weft_wg wg; /* count 1; the child's done hands result over */
+	int n;        /* pfib's argument for the child; read-only */
+	weft_chan *c; /* capacity 1, int64_t; the child's own reference */
 };
 
 static int pfib(int n);
 
+/* Go:  go func() { c <- pfib(n - 1) }() */
 static void pfib_child(void *p)
 {
-	struct pfib_child *c = p;
+	const struct pfib_child *a = p;
+	weft_chan *c = a->c;
+	int64_t v = pfib(a->n);
+	int err;
 
-	c->result = pfib(c->n);
-	weft_wg_done(&c->wg);
+	/* After the send the parent may return: a is not read again. */
+	err = weft_chan_send(c, &v);
+	if (err != 0)
+		bench_fatal("ForkJoin: weft_chan_send: %s", strerror(err));
+	weft_chan_release(c);
 }
 
 static int pfib(int n)
 {
-	struct pfib_child c = {.n = n - 1, .result = 0, .wg = WEFT_WG_INIT};
-	int y;
+	struct pfib_child a;
+	int64_t x;
+	int y, err;
 
 	if (n <= FIB_CUTOFF)
 		return fib(n);
-	weft_wg_add(&c.wg, 1);
-	bench_go(pfib_child, &c);
+	err = weft_chan_make(&a.c, sizeof(int64_t), 1); /* Go: c := make(chan int, 1) */
+	if (err != 0)
+		bench_fatal("ForkJoin: weft_chan_make: %s", strerror(err));
+	a.n = n - 1;
+	weft_chan_retain(a.c); /* the child's reference */
+	bench_go(pfib_child, &a);
 	y = pfib(n - 2);
-	weft_wg_wait(&c.wg);
-	return c.result + y;
+	err = weft_chan_recv(a.c, &x); /* Go: return <-c + y */
+	if (err != 0)
+		bench_fatal("ForkJoin: weft_chan_recv: %s", strerror(err));
+	weft_chan_release(a.c);
+	return (int)x + y;
 }
 
 int64_t bench_fork_join(int64_t n)

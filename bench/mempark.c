@@ -9,28 +9,37 @@
  * goroutines are released and joined. Like Go's, the case has its own
  * repetition loop (run one repetition per process: later ones reuse the
  * stacks the first one left cached) and ignores --n and --target.
+ *
+ * The goroutines park where Go's do: on a receive from one unbuffered channel
+ * (Go's `ch := make(chan int)`, elements int64_t, made before the first VmRSS
+ * reading), and main's weft_chan_close() releases them all (`close(ch)`):
+ * each receive returns EPIPE, as a receive from a closed channel does in Go.
+ * The waiter record of each parked receive sits on its goroutine's stack, as
+ * Go's sudog is part of what its parked goroutine costs. The goroutines borrow
+ * main's reference: every receive has returned before its goroutine signals
+ * done, and main drops the reference only after waiting for done.
  */
 #include "bench.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 struct mempark_state {
 	weft_wg ready; /* each goroutine: done once it runs */
-	weft_wg gate;  /* count 1; main's done releases everyone */
+	weft_chan *ch; /* Go's ch: closed by main, never sent on */
 	weft_wg done;  /* each goroutine: done once released */
 };
 
 static void parker(void *p)
 {
 	struct mempark_state *s = p;
+	int err;
 
 	weft_wg_done(&s->ready);
-	/*
-	 * Go parks on a channel receive (<-ch, released by close(ch)). weft has
-	 * no channels yet, so this parks on a WaitGroup gate instead; it becomes
-	 * a channel receive when channels land.
-	 */
-	weft_wg_wait(&s->gate);
+	err = weft_chan_recv(s->ch, NULL); /* Go: <-ch */
+	if (err != EPIPE)
+		bench_fatal("MemPark: <-ch returned %d, want EPIPE", err);
 	weft_wg_done(&s->done);
 }
 
@@ -38,15 +47,17 @@ void bench_mempark(const struct bench_case *c)
 {
 	int64_t G = c->arg;
 	char extra[256];
-	int r;
+	int r, err;
 
 	for (r = 0; r < bench_flags.reps; r++) {
-		struct mempark_state s = {WEFT_WG_INIT, WEFT_WG_INIT, WEFT_WG_INIT};
+		struct mempark_state s = {.ready = WEFT_WG_INIT, .ch = NULL, .done = WEFT_WG_INIT};
 		int64_t rss0, rss1, start, d, g;
 
+		err = weft_chan_make(&s.ch, sizeof(int64_t), 0); /* Go: ch := make(chan int) */
+		if (err != 0)
+			bench_fatal("MemPark: weft_chan_make: %s", strerror(err));
 		weft_wg_add(&s.ready, G);
 		weft_wg_add(&s.done, G);
-		weft_wg_add(&s.gate, 1);
 		rss0 = bench_rss_bytes();
 		start = weft_now();
 		for (g = 0; g < G; g++)
@@ -61,7 +72,8 @@ void bench_mempark(const struct bench_case *c)
 		         (double)(rss1 - rss0) / (double)G, (double)d / 1e6,
 		         (long long)(rss0 / 1024), (long long)(rss1 / 1024));
 		bench_report(c->name, G, (double)d / (double)G, extra);
-		weft_wg_done(&s.gate);
+		weft_chan_close(s.ch);
 		weft_wg_wait(&s.done);
+		weft_chan_release(s.ch);
 	}
 }
