@@ -24,8 +24,9 @@
  * select case on it is never ready.
  *
  * Deadlines are absolute times on weft_now()'s clock (nanoseconds,
- * CLOCK_MONOTONIC): weft_now() + 50 * WEFT_MILLISECOND. A deadline in the past
- * makes an _until form behave as its try form.
+ * CLOCK_MONOTONIC): weft_now() + 50 * WEFT_MILLISECOND. With a deadline in the
+ * past an _until form does not wait: it completes if it can, else returns
+ * ETIMEDOUT.
  *
  * Ownership: weft_chan_make() returns one reference. weft_chan_retain() adds
  * one, weft_chan_release() drops one; the last release frees the channel and
@@ -33,8 +34,10 @@
  * they point to). A goroutine or thread blocked on a channel holds a reference
  * of its own while it waits, so releasing a channel that others wait on is
  * safe (they stay blocked until someone else closes it: keep a reference to
- * close it with). Closing is separate from releasing, as in Go: close says
- * "no more values", release says "I no longer use this handle".
+ * close it with). Every call needs a reference held by its caller for its
+ * whole duration, close included. Closing is separate from releasing, as in
+ * Go: close says "no more values", release says "I no longer use this
+ * handle".
  *
  * Misuse is a fatal error naming it (Go's panics): closing a closed channel
  * ("close of closed channel"), closing NULL ("close of nil channel"),
@@ -62,7 +65,7 @@ typedef struct weft_chan weft_chan;
  * owned by the caller.
  * Errors: EINVAL (out is NULL, or elem_size > WEFT_CHAN_MAX_ELEM), ENOMEM (no
  * memory for cap * elem_size bytes and the channel itself; also when that
- * product overflows). *out is untouched on error.
+ * product overflows or exceeds 2^47 bytes). *out is untouched on error.
  * Blocks: no. Thread-safety: any thread.
  */
 WEFT_API int weft_chan_make(weft_chan **out, size_t elem_size, size_t cap);
@@ -169,8 +172,9 @@ typedef struct weft_case {
  * NULL, is zeroed; a send case sent nothing).
  * With n == 0, or every channel NULL, it blocks forever (Go's `select {}`).
  * Errors: EINVAL (cases NULL with n > 0, n < 0, a dir that is neither
- * WEFT_SEND nor WEFT_RECV, chosen NULL), ENOMEM (n above 64 needs an
- * allocation and there was no memory); *chosen is untouched on these.
+ * WEFT_SEND nor WEFT_RECV, chosen NULL), ENOMEM (n above 16 needs an
+ * allocation for its bookkeeping and there was no memory); *chosen is
+ * untouched on these.
  * A channel may appear in several cases, in either direction; a select never
  * matches its own send case with its own receive case.
  * Blocks: yes. Thread-safety: any thread.
@@ -220,13 +224,15 @@ WEFT_API int weft_timer_new(weft_timer **out, int64_t duration_ns);
  * weft_timer_free() (weft_chan_retain() it to keep it longer). */
 WEFT_API weft_chan *weft_timer_chan(weft_timer *t);
 
-/* weft_timer_stop - stop t. Returns true if the call stopped a pending
- * timer, false if it had already fired or been stopped.
+/* weft_timer_stop - stop t. Returns true if the call kept a value from being
+ * received: it stopped a pending timer, or discarded a value that had fired
+ * but was not yet received (Go 1.23's meaning); false if the value was
+ * already received, or t was already stopped.
  * Blocks: no. Thread-safety: any thread, concurrently with everything. */
 WEFT_API bool weft_timer_stop(weft_timer *t);
 
 /* weft_timer_reset - make t fire duration_ns from now (whether it was
- * pending, fired or stopped). Returns true if it was pending.
+ * pending, fired or stopped). Returns what weft_timer_stop() would have.
  * Blocks: no. Thread-safety: any thread. */
 WEFT_API bool weft_timer_reset(weft_timer *t, int64_t duration_ns);
 

@@ -80,8 +80,7 @@ static void park_unlock(void *arg, struct weft__g *g)
 		w->tm.arg = w;
 		w->tm.heap = NULL;
 		w->tm.deletable = 1;
-		if (weft__timer_add(weft__timers_local(), &w->tm, w->deadline))
-			weft__fatal("out of memory adding a timer");
+		weft__timer_add_here(&w->tm, w->deadline);
 	}
 	/* The raw unlock: this runs on the resumer's behalf, and the parked
 	 * goroutine already published its work (weft__wait_block). */

@@ -62,8 +62,7 @@ static void arm(struct weft__chantimer *t, int64_t when)
 {
 	t->armed = 1;
 	t->when = when;
-	if (weft__timer_add(weft__timers_local(), &t->tm, when))
-		weft__fatal("out of memory adding a timer");
+	weft__timer_add_here(&t->tm, when);
 	t->pending++;
 }
 

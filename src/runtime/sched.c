@@ -1129,14 +1129,20 @@ void weft__ready_m(struct weft__m *m, struct weft__g *g)
 
 /* ---------------------------------------------------------------- sleep */
 
-struct weft__timers *weft__timers_local(void)
+void weft__timer_add_here(struct weft__timer *t, int64_t when)
 {
 	struct weft__m *m = weft__m_get();
 	/* A P in a blocking call may be retaken (and retired) at any moment;
 	 * P 0 is never retired. */
-	if (m && m->p && !__atomic_load_n(&m->in_blocking, __ATOMIC_RELAXED))
-		return &m->p->timers;
-	return &weft__sched.allp[0]->timers;
+	int own = m && m->p && !__atomic_load_n(&m->in_blocking, __ATOMIC_RELAXED);
+	struct weft__timers *h = own ? &m->p->timers : &weft__sched.allp[0]->timers;
+	if (weft__timer_add(h, t, when))
+		weft__fatal("out of memory adding a timer");
+	/* On our own P the timer is seen at our next switch, or by stopm when
+	 * this M goes idle. On P 0 from outside, an idle M may be asleep until
+	 * a later deadline (or with none): wake one to re-read the heaps. */
+	if (!own && when < __atomic_load_n(&weft__sched.timer_wait_until, __ATOMIC_SEQ_CST))
+		wake_timer_m();
 }
 
 static void sleep_fire(struct weft__timer *t)

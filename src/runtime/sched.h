@@ -289,9 +289,11 @@ void weft__debug_init(void);
 void weft__signals_init_thread(struct weft__m *m);
 void weft__dump_fd(FILE *out);
 int64_t weft__timers_earliest(void);
-/* The heap a new timer goes on: the caller's P's, or P 0's when the caller
- * holds no P (a foreign thread, sysmon, a blocking call). Runtime started. */
-struct weft__timers *weft__timers_local(void);
+/* Add t (not in any heap) for `when` to the caller's P's heap, or to P 0's
+ * when the caller holds no P (a foreign thread, sysmon, a blocking call),
+ * waking an idle M if it sleeps past `when`. Runtime started. Out of memory
+ * for the heap is fatal. */
+void weft__timer_add_here(struct weft__timer *t, int64_t when);
 void weft__handoffp(struct weft__p *p);
 void weft__wakep(void);
 void weft__sched_note_foreign_block(int delta);
