@@ -312,6 +312,35 @@ static int finish_wait(weft_chan *c, struct weft__wait *w, struct weft__sudog *m
 	return EPIPE;
 }
 
+/*
+ * The blocking end of a send or receive on c (locked), which cannot complete
+ * now: a try gives up, a deadline already past times out, else the caller
+ * waits in q (elem: the value sent, or where the received one goes) until a
+ * partner, a close or the deadline. Returns with c unlocked.
+ */
+static inline __attribute__((always_inline)) int park_on(struct weft__m *m, weft_chan *c,
+							 struct weft__sudogq *q, int dir,
+							 void *elem, int mode, int64_t deadline,
+							 const char *reason)
+{
+	if (mode == MODE_TRY || (deadline != INT64_MAX && deadline <= weft_now())) {
+		weft__chan_unlock(c);
+		return mode == MODE_TRY ? EAGAIN : ETIMEDOUT;
+	}
+	struct weft__wait w;
+	struct weft__sudog me;
+	me.w = &w;
+	me.elem = elem;
+	me.c = c;
+	me.idx = 0;
+	me.dir = dir;
+	weft__wait_init(&w, m ? m->curg : NULL, 0, deadline);
+	size_t esz = c->elemsize;
+	weft__sudogq_push(q, &me);
+	weft__wait_block(m, &w, &c, 1, reason);
+	return finish_wait(c, &w, &me, dir == WEFT_RECV ? elem : NULL, esz);
+}
+
 static inline __attribute__((always_inline)) int chan_send(weft_chan *c, const void *elem,
 							   int mode, int64_t deadline)
 {
@@ -342,29 +371,11 @@ static inline __attribute__((always_inline)) int chan_send(weft_chan *c, const v
 		return 0;
 	}
 	if (c->qcount < c->cap) {
-		weft__elem_copy(weft__chan_slot(c, c->sendx), elem, c->elemsize);
-		if (++c->sendx == c->cap)
-			c->sendx = 0;
-		__atomic_store_n(&c->qcount, c->qcount + 1, __ATOMIC_RELAXED);
+		weft__chan_put(c, elem);
 		weft__chan_unlock(c);
 		return 0;
 	}
-	if (mode == MODE_TRY || (deadline != INT64_MAX && deadline <= weft_now())) {
-		weft__chan_unlock(c);
-		return mode == MODE_TRY ? EAGAIN : ETIMEDOUT;
-	}
-
-	struct weft__wait w;
-	struct weft__sudog me;
-	me.w = &w;
-	me.elem = (void *)elem;
-	me.c = c;
-	me.idx = 0;
-	me.dir = WEFT_SEND;
-	weft__wait_init(&w, m ? m->curg : NULL, 0, deadline);
-	weft__sudogq_push(&c->sendq, &me);
-	weft__wait_block(m, &w, &c, 1, "chan send");
-	return finish_wait(c, &w, &me, NULL, 0);
+	return park_on(m, c, &c->sendq, WEFT_SEND, (void *)elem, mode, deadline, "chan send");
 }
 
 int weft_chan_send(weft_chan *c, const void *elem)
@@ -409,12 +420,7 @@ static inline __attribute__((always_inline)) int chan_recv(weft_chan *c, void *o
 		return 0;
 	}
 	if (c->qcount > 0) {
-		void *slot = weft__chan_slot(c, c->recvx);
-		if (out)
-			weft__elem_copy(out, slot, c->elemsize);
-		if (++c->recvx == c->cap)
-			c->recvx = 0;
-		__atomic_store_n(&c->qcount, c->qcount - 1, __ATOMIC_RELAXED);
+		weft__chan_get(c, out);
 		weft__chan_unlock(c);
 		return 0;
 	}
@@ -424,23 +430,7 @@ static inline __attribute__((always_inline)) int chan_recv(weft_chan *c, void *o
 			memset(out, 0, c->elemsize);
 		return EPIPE;
 	}
-	if (mode == MODE_TRY || (deadline != INT64_MAX && deadline <= weft_now())) {
-		weft__chan_unlock(c);
-		return mode == MODE_TRY ? EAGAIN : ETIMEDOUT;
-	}
-
-	struct weft__wait w;
-	struct weft__sudog me;
-	me.w = &w;
-	me.elem = out;
-	me.c = c;
-	me.idx = 0;
-	me.dir = WEFT_RECV;
-	weft__wait_init(&w, m ? m->curg : NULL, 0, deadline);
-	size_t esz = c->elemsize;
-	weft__sudogq_push(&c->recvq, &me);
-	weft__wait_block(m, &w, &c, 1, "chan receive");
-	return finish_wait(c, &w, &me, out, esz);
+	return park_on(m, c, &c->recvq, WEFT_RECV, out, mode, deadline, "chan receive");
 }
 
 int weft_chan_recv(weft_chan *c, void *out)

@@ -188,6 +188,26 @@ static inline void weft__sudog_finish(struct weft__sudog *sg, int success)
 	sg->w->success = (uint8_t)success;
 }
 
+/* The ring: append elem / take the head into out (NULL: discard). Channel
+ * locked, with room / with an element. */
+static inline void weft__chan_put(weft_chan *c, const void *elem)
+{
+	weft__elem_copy(weft__chan_slot(c, c->sendx), elem, c->elemsize);
+	if (++c->sendx == c->cap)
+		c->sendx = 0;
+	__atomic_store_n(&c->qcount, c->qcount + 1, __ATOMIC_RELAXED);
+}
+
+static inline void weft__chan_get(weft_chan *c, void *out)
+{
+	void *slot = weft__chan_slot(c, c->recvx);
+	if (out)
+		weft__elem_copy(out, slot, c->elemsize);
+	if (++c->recvx == c->cap)
+		c->recvx = 0;
+	__atomic_store_n(&c->qcount, c->qcount - 1, __ATOMIC_RELAXED);
+}
+
 /* Move a value between the caller and a parked waiter sg of channel c (the
  * direct hand-off; for a buffered channel, a receive from a full buffer with
  * a parked sender also rotates the sender's value into the ring). */

@@ -115,12 +115,7 @@ static int poll_case(const weft_case *cs, struct weft__sudog **wake)
 			return 0;
 		}
 		if (c->qcount > 0) {
-			void *slot = weft__chan_slot(c, c->recvx);
-			if (cs->elem)
-				weft__elem_copy(cs->elem, slot, c->elemsize);
-			if (++c->recvx == c->cap)
-				c->recvx = 0;
-			__atomic_store_n(&c->qcount, c->qcount - 1, __ATOMIC_RELAXED);
+			weft__chan_get(c, cs->elem);
 			return 0;
 		}
 		if (c->closed) {
@@ -138,10 +133,7 @@ static int poll_case(const weft_case *cs, struct weft__sudog **wake)
 		return 0;
 	}
 	if (c->qcount < c->cap) {
-		weft__elem_copy(weft__chan_slot(c, c->sendx), cs->elem, c->elemsize);
-		if (++c->sendx == c->cap)
-			c->sendx = 0;
-		__atomic_store_n(&c->qcount, c->qcount + 1, __ATOMIC_RELAXED);
+		weft__chan_put(c, cs->elem);
 		return 0;
 	}
 	return -1;

@@ -128,28 +128,74 @@ void weft__chantimer_destroy(struct weft__chantimer *t)
 	weft__unlock(&t->lock);
 }
 
+/* A new chantimer (its channel made, its first firing at `first`). */
+static struct weft__chantimer *chantimer_new(int64_t period, int64_t first, int *err)
+{
+	weft__start();
+	/* weft_timer and weft_ticker are a chantimer and nothing more. */
+	struct weft__chantimer *t = weft__calloc(1, sizeof(*t));
+	if (!t) {
+		*err = ENOMEM;
+		return NULL;
+	}
+	weft_chan *c;
+	*err = weft_chan_make(&c, sizeof(int64_t), 1);
+	if (*err) {
+		weft__free(t);
+		return NULL;
+	}
+	init(t, c, period);
+	weft__lock(&t->lock);
+	arm(t, first);
+	weft__unlock(&t->lock);
+	return t;
+}
+
+#define STOP_ONLY INT64_MIN
+
+/* Stop t, drop a value not yet received, and re-arm it for `when` unless
+ * that is STOP_ONLY. Returns whether a value was kept from delivery. */
+static int restart(struct weft__chantimer *t, int64_t period, int64_t when)
+{
+	weft__lock(&t->lock);
+	int was = t->armed;
+	disarm(t);
+	was |= drain(t->c);
+	if (when != STOP_ONLY) {
+		t->period = period;
+		arm(t, when);
+	}
+	weft__unlock(&t->lock);
+	return was;
+}
+
+/* The owner's free: stop, wait out a firing, drop the channel. */
+static void chantimer_free(struct weft__chantimer *t)
+{
+	weft__chantimer_destroy(t);
+	weft_chan_release(t->c);
+	weft__free(t);
+}
+
+static int64_t after_ns(int64_t duration_ns)
+{
+	return weft_now() + (duration_ns > 0 ? duration_ns : 0);
+}
+
 /* ---------------------------------------------------------------- after */
 
 int weft_after(weft_chan **out, int64_t duration_ns)
 {
 	if (!out)
 		return EINVAL;
-	weft__start();
-	struct weft__chantimer *t = weft__calloc(1, sizeof(*t));
+	int err;
+	struct weft__chantimer *t = chantimer_new(0, after_ns(duration_ns), &err);
 	if (!t)
-		return ENOMEM;
-	weft_chan *c;
-	int err = weft_chan_make(&c, sizeof(int64_t), 1);
-	if (err) {
-		weft__free(t);
 		return err;
-	}
-	init(t, c, 0);
-	c->timer = t; /* freed with the channel's last reference */
-	weft__lock(&t->lock);
-	arm(t, weft_now() + (duration_ns > 0 ? duration_ns : 0));
-	weft__unlock(&t->lock);
-	*out = c;
+	/* The channel owns the timer: stopped and freed with its last
+	 * reference. A firing between the two stores only sends. */
+	t->c->timer = t;
+	*out = t->c;
 	return 0;
 }
 
@@ -159,22 +205,10 @@ int weft_timer_new(weft_timer **out, int64_t duration_ns)
 {
 	if (!out)
 		return EINVAL;
-	weft__start();
-	weft_timer *t = weft__calloc(1, sizeof(*t));
-	if (!t)
-		return ENOMEM;
-	weft_chan *c;
-	int err = weft_chan_make(&c, sizeof(int64_t), 1);
-	if (err) {
-		weft__free(t);
-		return err;
-	}
-	init(&t->t, c, 0);
-	weft__lock(&t->t.lock);
-	arm(&t->t, weft_now() + (duration_ns > 0 ? duration_ns : 0));
-	weft__unlock(&t->t.lock);
-	*out = t;
-	return 0;
+	int err;
+	struct weft__chantimer *t = chantimer_new(0, after_ns(duration_ns), &err);
+	*out = (weft_timer *)t;
+	return t ? 0 : err;
 }
 
 weft_chan *weft_timer_chan(weft_timer *t)
@@ -184,36 +218,18 @@ weft_chan *weft_timer_chan(weft_timer *t)
 
 bool weft_timer_stop(weft_timer *t)
 {
-	if (!t)
-		return false;
-	weft__lock(&t->t.lock);
-	int was = t->t.armed;
-	disarm(&t->t);
-	was |= drain(t->t.c);
-	weft__unlock(&t->t.lock);
-	return was;
+	return t && restart(&t->t, 0, STOP_ONLY);
 }
 
 bool weft_timer_reset(weft_timer *t, int64_t duration_ns)
 {
-	if (!t)
-		return false;
-	weft__lock(&t->t.lock);
-	int was = t->t.armed;
-	disarm(&t->t);
-	was |= drain(t->t.c);
-	arm(&t->t, weft_now() + (duration_ns > 0 ? duration_ns : 0));
-	weft__unlock(&t->t.lock);
-	return was;
+	return t && restart(&t->t, 0, after_ns(duration_ns));
 }
 
 void weft_timer_free(weft_timer *t)
 {
-	if (!t)
-		return;
-	weft__chantimer_destroy(&t->t);
-	weft_chan_release(t->t.c);
-	weft__free(t);
+	if (t)
+		chantimer_free(&t->t);
 }
 
 /* ---------------------------------------------------------------- Ticker */
@@ -222,22 +238,10 @@ int weft_ticker_new(weft_ticker **out, int64_t period_ns)
 {
 	if (!out || period_ns <= 0)
 		return EINVAL;
-	weft__start();
-	weft_ticker *t = weft__calloc(1, sizeof(*t));
-	if (!t)
-		return ENOMEM;
-	weft_chan *c;
-	int err = weft_chan_make(&c, sizeof(int64_t), 1);
-	if (err) {
-		weft__free(t);
-		return err;
-	}
-	init(&t->t, c, period_ns);
-	weft__lock(&t->t.lock);
-	arm(&t->t, weft_now() + period_ns);
-	weft__unlock(&t->t.lock);
-	*out = t;
-	return 0;
+	int err;
+	struct weft__chantimer *t = chantimer_new(period_ns, weft_now() + period_ns, &err);
+	*out = (weft_ticker *)t;
+	return t ? 0 : err;
 }
 
 weft_chan *weft_ticker_chan(weft_ticker *t)
@@ -247,32 +251,20 @@ weft_chan *weft_ticker_chan(weft_ticker *t)
 
 void weft_ticker_stop(weft_ticker *t)
 {
-	if (!t)
-		return;
-	weft__lock(&t->t.lock);
-	disarm(&t->t);
-	drain(t->t.c);
-	weft__unlock(&t->t.lock);
+	if (t)
+		restart(&t->t, t->t.period, STOP_ONLY);
 }
 
 int weft_ticker_reset(weft_ticker *t, int64_t period_ns)
 {
 	if (!t || period_ns <= 0)
 		return EINVAL;
-	weft__lock(&t->t.lock);
-	disarm(&t->t);
-	drain(t->t.c);
-	t->t.period = period_ns;
-	arm(&t->t, weft_now() + period_ns);
-	weft__unlock(&t->t.lock);
+	restart(&t->t, period_ns, weft_now() + period_ns);
 	return 0;
 }
 
 void weft_ticker_free(weft_ticker *t)
 {
-	if (!t)
-		return;
-	weft__chantimer_destroy(&t->t);
-	weft_chan_release(t->t.c);
-	weft__free(t);
+	if (t)
+		chantimer_free(&t->t);
 }

@@ -129,14 +129,8 @@ const char *weft_version(void)
 uint64_t weft__fastrand(void)
 {
 	struct weft__m *m = weft__m_get();
-	if (m) {
-		uint64_t x = m->rand;
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		m->rand = x;
-		return x;
-	}
+	if (m)
+		return weft__fastrand_m(m);
 	static uint64_t ctr = 0x9E3779B97F4A7C15ull;
 	uint64_t z = __atomic_add_fetch(&ctr, 0x9E3779B97F4A7C15ull, __ATOMIC_RELAXED);
 	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

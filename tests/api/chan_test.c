@@ -54,37 +54,6 @@ static void wait_parked(atomic_int *flag, int want)
 	weft_sleep(20 * TEST_MS);
 }
 
-struct thread_start {
-	weft_fn fn;
-	void *arg;
-};
-
-static void *thread_main(void *p)
-{
-	struct thread_start s = *(struct thread_start *)p;
-	free(p);
-	s.fn(s.arg);
-	return NULL;
-}
-
-/* Run fn(arg) on a new pthread, a foreign thread to weft: the same code
- * as a goroutine body, on the other kind of caller. */
-static void start_thread(pthread_t *th, weft_fn fn, void *arg)
-{
-	struct thread_start *s = malloc(sizeof *s);
-	ASSERT(s != NULL);
-	*s = (struct thread_start){ fn, arg };
-	ASSERT_EQ(pthread_create(th, NULL, thread_main, s), 0);
-}
-
-/* pthread_join from a goroutine: the wait blocks the OS thread. */
-static void join_thread(pthread_t th)
-{
-	weft_blocking_begin();
-	pthread_join(th, NULL);
-	weft_blocking_end();
-}
-
 /* ---------------------------------------------------------------- make */
 
 /*
@@ -242,7 +211,7 @@ static void rendezvous_once(bool partner_sends, bool thread)
 	pthread_t th;
 	weft_wg_add(&r.wg, 1);
 	if (thread)
-		start_thread(&th, partner_sends ? partner_send : partner_recv, &r);
+		test_start_thread(&th, partner_sends ? partner_send : partner_recv, &r);
 	else
 		GO(partner_sends ? partner_send : partner_recv, &r);
 	wait_parked(&r.started, 1);
@@ -258,7 +227,7 @@ static void rendezvous_once(bool partner_sends, bool thread)
 	}
 	weft_wg_wait(&r.wg);
 	if (thread)
-		join_thread(th);
+		test_join_thread(th);
 	ASSERT_EQ(r.result, 0);
 	if (!partner_sends)
 		ASSERT_EQ(r.value, 7);
@@ -306,7 +275,7 @@ static void pingpong_run(int procs, bool thread)
 	pthread_t th;
 	weft_wg_add(&p.wg, 1);
 	if (thread)
-		start_thread(&th, echo_plus_one, &p);
+		test_start_thread(&th, echo_plus_one, &p);
 	else
 		GO(echo_plus_one, &p);
 	for (int64_t i = 0; i < n; i++) {
@@ -320,7 +289,7 @@ static void pingpong_run(int procs, bool thread)
 	weft_chan_close(p.ping);
 	weft_wg_wait(&p.wg);
 	if (thread)
-		join_thread(th);
+		test_join_thread(th);
 	weft_chan_release(p.ping);
 	weft_chan_release(p.pong);
 }
@@ -340,14 +309,6 @@ TEST(pingpong_through_parked_partner)
 }
 
 /* ---------------------------------------------------------------- buffered */
-
-static uint32_t rnd(uint32_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 17;
-	*s ^= *s << 5;
-	return *s;
-}
 
 /*
  * A buffered channel is a FIFO of cap elements: cap try-sends succeed, the
@@ -376,7 +337,7 @@ TEST(buffered_fifo)
 
 	uint32_t next_in = 1000, next_out = 1000, s = 2463534242u;
 	for (int i = 0; i < 100000; i++) {
-		bool send = rnd(&s) % 2;
+		bool send = test_rand32(&s) % 2;
 		if (send && next_in - next_out < CAP) {
 			ASSERT_EQ(weft_chan_trysend(c, &next_in), 0);
 			next_in++;
@@ -765,7 +726,7 @@ static void close_blocked(struct blocked *b, weft_fn fn)
 	pthread_t th[BLOCKED_T];
 	weft_wg_add(&b->wg, BLOCKED_G + BLOCKED_T);
 	for (int i = 0; i < BLOCKED_T; i++)
-		start_thread(&th[i], fn, b);
+		test_start_thread(&th[i], fn, b);
 	for (int i = 0; i < BLOCKED_G; i++)
 		GO(fn, b);
 	wait_parked(&b->started, BLOCKED_G + BLOCKED_T);
@@ -773,7 +734,7 @@ static void close_blocked(struct blocked *b, weft_fn fn)
 	weft_chan_close(b->c);
 	weft_wg_wait(&b->wg);
 	for (int i = 0; i < BLOCKED_T; i++)
-		join_thread(th[i]);
+		test_join_thread(th[i]);
 	ASSERT_EQ(atomic_load(&b->other), 0);
 	ASSERT_EQ(atomic_load(&b->epipe), BLOCKED_G + BLOCKED_T);
 }
@@ -965,7 +926,7 @@ static int nil_blocks_main(void *arg)
 	pthread_t th;
 	GO(nil_op, &recv_returned);
 	GO(nil_op, &send_returned);
-	start_thread(&th, nil_op, &thread_returned);
+	test_start_thread(&th, nil_op, &thread_returned);
 	weft_sleep(50 * TEST_MS);
 	printf("returned: recv=%d send=%d thread=%d\n", atomic_load(&recv_returned),
 	       atomic_load(&send_returned), atomic_load(&thread_returned));
@@ -1100,27 +1061,27 @@ static void try_meets_partner(bool thread)
 	int64_t v = 31337;
 	weft_wg_add(&p.wg, 1);
 	if (thread)
-		start_thread(&th, partner_recv, &p);
+		test_start_thread(&th, partner_recv, &p);
 	else
 		GO(partner_recv, &p);
 	try_until_ok(true, p.c, &v);
 	weft_wg_wait(&p.wg);
 	if (thread)
-		join_thread(th);
+		test_join_thread(th);
 	ASSERT_EQ(p.result, 0);
 	ASSERT_EQ(p.value, 31337);
 
 	p.value = 4242;
 	weft_wg_add(&p.wg, 1);
 	if (thread)
-		start_thread(&th, partner_send, &p);
+		test_start_thread(&th, partner_send, &p);
 	else
 		GO(partner_send, &p);
 	v = 0;
 	try_until_ok(false, p.c, &v);
 	weft_wg_wait(&p.wg);
 	if (thread)
-		join_thread(th);
+		test_join_thread(th);
 	ASSERT_EQ(p.result, 0);
 	ASSERT_EQ(v, 4242);
 	weft_chan_release(p.c);
@@ -1305,13 +1266,13 @@ TEST(release_while_waiting)
 	pthread_t th;
 	weft_wg_add(&b.wg, 2);
 	GO(blocked_recv, &b);
-	start_thread(&th, blocked_recv, &b);
+	test_start_thread(&th, blocked_recv, &b);
 	wait_parked(&b.started, 2);
 	weft_chan_release(b.c); /* the creator's reference */
 	churn_allocator(sizeof(int64_t), 0);
 	weft_chan_close(holder);
 	weft_wg_wait(&b.wg);
-	join_thread(th);
+	test_join_thread(th);
 	ASSERT_EQ(atomic_load(&b.epipe), 2);
 	weft_chan_release(holder);
 

@@ -49,44 +49,6 @@ static weft_chan *full_chan(int64_t v)
 	return c;
 }
 
-static uint32_t rnd(uint32_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 17;
-	*s ^= *s << 5;
-	return *s;
-}
-
-struct thread_start {
-	weft_fn fn;
-	void *arg;
-};
-
-static void *thread_main(void *p)
-{
-	struct thread_start s = *(struct thread_start *)p;
-	free(p);
-	s.fn(s.arg);
-	return NULL;
-}
-
-/* Run fn(arg) on a new pthread, a foreign thread to weft: the same code
- * as a goroutine body, on the other kind of caller. */
-static void start_thread(pthread_t *th, weft_fn fn, void *arg)
-{
-	struct thread_start *s = malloc(sizeof *s);
-	ASSERT(s != NULL);
-	*s = (struct thread_start){ fn, arg };
-	ASSERT_EQ(pthread_create(th, NULL, thread_main, s), 0);
-}
-
-static void join_thread(pthread_t th)
-{
-	weft_blocking_begin();
-	pthread_join(th, NULL);
-	weft_blocking_end();
-}
-
 /* ---------------------------------------------------------------- the ready case */
 
 /* One select of the given kind: 0 blocking, 1 try, 2 until (far). */
@@ -690,7 +652,7 @@ static void parked_start(struct parked *p, bool thread, pthread_t *th)
 			      .va = -1, .vb = -1, .vout = 333, .chosen = -1 };
 	weft_wg_add(&p->wg, 1);
 	if (thread)
-		start_thread(th, parked_select, p);
+		test_start_thread(th, parked_select, p);
 	else
 		GO(parked_select, p);
 	while (!atomic_load(&p->started))
@@ -703,7 +665,7 @@ static void parked_finish(struct parked *p, bool thread, pthread_t th)
 {
 	weft_wg_wait(&p->wg);
 	if (thread)
-		join_thread(th);
+		test_join_thread(th);
 	int64_t v = 0;
 	ASSERT_EQ(weft_chan_trysend(p->a, &v), EAGAIN);
 	ASSERT_EQ(weft_chan_trysend(p->b, &v), EAGAIN);
@@ -752,7 +714,7 @@ static void parked_wakeups(bool thread)
 	weft_chan_release(p.b);
 	weft_chan_release(p.out);
 	if (thread)
-		join_thread(th);
+		test_join_thread(th);
 }
 
 /*
@@ -967,7 +929,7 @@ static void duel_run(bool recv_cases)
 	struct duelist who[2] = { { 0 }, { 1 } };
 	pthread_t th[2];
 	for (int i = 0; i < 2; i++)
-		start_thread(&th[i], duel_racer, &who[i]);
+		test_start_thread(&th[i], duel_racer, &who[i]);
 	weft_wg_add(&duel.firer_done, 1);
 	GO(duel_firer, NULL);
 	for (int r = 1; r <= duel.rounds; r++) {
@@ -1001,7 +963,7 @@ static void duel_run(bool recv_cases)
 	}
 	weft_wg_wait(&duel.firer_done);
 	for (int i = 0; i < 2; i++) {
-		join_thread(th[i]);
+		test_join_thread(th[i]);
 		weft_chan_release(duel.c[i]);
 	}
 }
@@ -1103,7 +1065,7 @@ static void mesh_worker(void *arg)
 		}
 		cs[n++] = WEFT_RECV_CASE(mesh.quit, &q);
 		for (int k = n - 1; k > 0; k--) { /* Fisher-Yates */
-			int j = (int)(rnd(&s) % (uint32_t)(k + 1));
+			int j = (int)(test_rand32(&s) % (uint32_t)(k + 1));
 			weft_case t = cs[k];
 			cs[k] = cs[j];
 			cs[j] = t;
@@ -1122,7 +1084,7 @@ static void mesh_worker(void *arg)
 			atomic_fetch_add(&mesh.recv_sum, *(int64_t *)cs[chosen].elem);
 		}
 		atomic_fetch_add(&mesh.ops, 1);
-		if (rnd(&s) % 16 == 0)
+		if (test_rand32(&s) % 16 == 0)
 			weft_yield();
 	}
 	weft_wg_done(&mesh.wg);
@@ -1148,7 +1110,7 @@ TEST(many_selects_no_deadlock)
 	pthread_t th[MESH_T];
 	weft_wg_add(&mesh.wg, MESH_G + MESH_T);
 	for (int i = 0; i < MESH_T; i++)
-		start_thread(&th[i], mesh_worker, (void *)(uintptr_t)(i + 1));
+		test_start_thread(&th[i], mesh_worker, (void *)(uintptr_t)(i + 1));
 	for (int i = 0; i < MESH_G; i++)
 		GO(mesh_worker, (void *)(uintptr_t)(MESH_T + i + 1));
 	int64_t deadline = test_now_ns() + 5000 * TEST_MS * test_slowdown();
@@ -1169,7 +1131,7 @@ TEST(many_selects_no_deadlock)
 	weft_chan_close(mesh.quit);
 	weft_wg_wait(&mesh.wg);
 	for (int i = 0; i < MESH_T; i++)
-		join_thread(th[i]);
+		test_join_thread(th[i]);
 	for (int k = 0; k < MESH_CHANS; k++) {
 		int64_t v;
 		while (weft_chan_tryrecv(mesh.c[k], &v) == 0) {

@@ -24,14 +24,6 @@
 #define DEADLOCK_MSG "fatal error: all goroutines are asleep - deadlock!"
 #define CHILD_TIMEOUT_MS 2000
 
-static uint32_t rnd(uint32_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 17;
-	*s ^= *s << 5;
-	return *s;
-}
-
 /* Receive one int64_t from c, waiting at most 5 s (x slowdown). */
 static int64_t recv_value(weft_chan *c)
 {
@@ -147,17 +139,17 @@ TEST(after_release_before_firing)
 
 	uint32_t s = 12345;
 	for (int i = 0; i < N; i++)
-		ASSERT_EQ(weft_after(&cs[i], (int64_t)(rnd(&s) % 2000) * WEFT_MICROSECOND), 0);
+		ASSERT_EQ(weft_after(&cs[i], (int64_t)(test_rand32(&s) % 2000) * WEFT_MICROSECOND), 0);
 	for (int i = 0; i < N; i += 2)
 		weft_chan_release(cs[i]);
 	for (int i = 1; i < N; i += 2) {
-		if (rnd(&s) % 64 == 0)
-			weft_sleep((int64_t)(rnd(&s) % 200) * WEFT_MICROSECOND);
+		if (test_rand32(&s) % 64 == 0)
+			weft_sleep((int64_t)(test_rand32(&s) % 200) * WEFT_MICROSECOND);
 		weft_chan_release(cs[i]);
 	}
 
 	for (int i = 0; i < N; i++)
-		ASSERT_EQ(weft_after(&cs[i], (int64_t)(1 + rnd(&s) % 30) * TEST_MS), 0);
+		ASSERT_EQ(weft_after(&cs[i], (int64_t)(1 + test_rand32(&s) % 30) * TEST_MS), 0);
 	for (int i = 0; i < N; i++)
 		weft_chan_release(cs[i]);
 	weft_sleep(50 * TEST_MS);
@@ -356,12 +348,12 @@ static void stale_hunter(void *arg)
 	weft_chan *c = weft_timer_chan(t);
 	int rounds = TEST_SIZE(400, 100);
 	for (int i = 0; i < rounds; i++) {
-		weft_timer_reset(t, (int64_t)(rnd(&s) % 100) * WEFT_MICROSECOND);
-		if (rnd(&s) % 2)
-			test_spin_ns((int64_t)(rnd(&s) % 100) * 1000);
+		weft_timer_reset(t, (int64_t)(test_rand32(&s) % 100) * WEFT_MICROSECOND);
+		if (test_rand32(&s) % 2)
+			test_spin_ns((int64_t)(test_rand32(&s) % 100) * 1000);
 		else
 			weft_yield();
-		if (rnd(&s) % 2) {
+		if (test_rand32(&s) % 2) {
 			weft_timer_stop(t);
 			/* A firing in flight on another P must not land now. */
 			if (weft_chan_tryrecv(c, NULL) != EAGAIN ||
@@ -369,7 +361,7 @@ static void stale_hunter(void *arg)
 				    ETIMEDOUT)
 				atomic_fetch_add(&x->stale, 1);
 		} else {
-			int64_t d = (int64_t)(1 + rnd(&s) % 500) * WEFT_MICROSECOND;
+			int64_t d = (int64_t)(1 + test_rand32(&s) % 500) * WEFT_MICROSECOND;
 			int64_t r0 = weft_now();
 			weft_timer_reset(t, d);
 			int64_t v = recv_value(c);
@@ -435,7 +427,7 @@ static void wait_own_timer(void *arg)
 {
 	struct many_timers *m = arg;
 	uint32_t s = (uint32_t)weft_self_id() * 2654435761u | 1;
-	int64_t d = (int64_t)(1 + rnd(&s) % 50) * TEST_MS;
+	int64_t d = (int64_t)(1 + test_rand32(&s) % 50) * TEST_MS;
 	int64_t t0 = weft_now();
 	weft_timer *t = new_timer(d);
 	int64_t v = recv_value(weft_timer_chan(t));

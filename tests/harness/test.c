@@ -566,3 +566,33 @@ int main(int argc, char **argv)
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
+
+/* ---------------------------------------------------------------- helpers */
+
+struct thread_start {
+	weft_fn fn;
+	void *arg;
+};
+
+static void *thread_main(void *p)
+{
+	struct thread_start s = *(struct thread_start *)p;
+	free(p);
+	s.fn(s.arg);
+	return NULL;
+}
+
+void test_start_thread(pthread_t *th, weft_fn fn, void *arg)
+{
+	struct thread_start *s = malloc(sizeof *s);
+	ASSERT(s != NULL);
+	*s = (struct thread_start){ fn, arg };
+	ASSERT_EQ(pthread_create(th, NULL, thread_main, s), 0);
+}
+
+void test_join_thread(pthread_t th)
+{
+	weft_blocking_begin();
+	pthread_join(th, NULL);
+	weft_blocking_end();
+}

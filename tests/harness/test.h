@@ -311,6 +311,27 @@ void test_child_free(test_child *c);
 				   test_c_->desc, (sig), test_c_->err);         \
 	} while (0)
 
+/* ---------------------------------------------------------------- helpers */
+
+/* A small xorshift32 step: test-local randomness, reproducible by seed. */
+static inline uint32_t test_rand32(uint32_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 17;
+	*s ^= *s << 5;
+	return *s;
+}
+
+#include <pthread.h>
+
+/* Run fn(arg) on a new pthread, a foreign thread to weft: the same code as a
+ * goroutine body, on the other kind of caller. Fails the test if the thread
+ * cannot be started. */
+void test_start_thread(pthread_t *th, weft_fn fn, void *arg);
+/* pthread_join th; from a goroutine the wait is bracketed by
+ * weft_blocking_begin/end, so it blocks only its OS thread. */
+void test_join_thread(pthread_t th);
+
 #include <string.h> /* strstr for ASSERT_CONTAINS */
 
 #endif /* WEFT_TEST_H */

@@ -22,44 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint32_t rnd(uint32_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 17;
-	*s ^= *s << 5;
-	return *s;
-}
-
-struct thread_start {
-	weft_fn fn;
-	void *arg;
-};
-
-static void *thread_main(void *p)
-{
-	struct thread_start s = *(struct thread_start *)p;
-	free(p);
-	s.fn(s.arg);
-	return NULL;
-}
-
-/* Run fn(arg) on a new pthread, a foreign thread to weft: the same code
- * as a goroutine body, on the other kind of caller. */
-static void start_thread(pthread_t *th, weft_fn fn, void *arg)
-{
-	struct thread_start *s = malloc(sizeof *s);
-	ASSERT(s != NULL);
-	*s = (struct thread_start){ fn, arg };
-	ASSERT_EQ(pthread_create(th, NULL, thread_main, s), 0);
-}
-
-static void join_thread(pthread_t th)
-{
-	weft_blocking_begin();
-	pthread_join(th, NULL);
-	weft_blocking_end();
-}
-
 /* ---------------------------------------------------------------- close races */
 
 enum {
@@ -99,14 +61,14 @@ struct worker_arg {
 /* A short deadline for the _until forms: 0 to 200 us, sometimes past. */
 static int64_t short_deadline(uint32_t *s)
 {
-	return weft_now() + (int64_t)(rnd(s) % 220) * WEFT_MICROSECOND - 20 * WEFT_MICROSECOND;
+	return weft_now() + (int64_t)(test_rand32(s) % 220) * WEFT_MICROSECOND - 20 * WEFT_MICROSECOND;
 }
 
 /* One attempt at sending m with a random form: 0, EPIPE, or EAGAIN /
  * ETIMEDOUT (nothing sent: try again with the same value). */
 static int send_any(struct msg *m, uint32_t *s)
 {
-	switch (rnd(s) % 4) {
+	switch (test_rand32(s) % 4) {
 	case 0:
 		return weft_chan_send(rc.c, m);
 	case 1:
@@ -127,7 +89,7 @@ static int send_any(struct msg *m, uint32_t *s)
 
 static int recv_any(struct msg *m, uint32_t *s)
 {
-	switch (rnd(s) % 4) {
+	switch (test_rand32(s) % 4) {
 	case 0:
 		return weft_chan_recv(rc.c, m);
 	case 1:
@@ -139,7 +101,7 @@ static int recv_any(struct msg *m, uint32_t *s)
 		int chosen = -1, r;
 		weft_case cs[3] = { WEFT_RECV_CASE(NULL, &junk), WEFT_SEND_CASE(rc.never_s, &junk),
 				    WEFT_RECV_CASE(rc.c, m) };
-		if (rnd(s) % 2) {
+		if (test_rand32(s) % 2) {
 			r = weft_select(cs, 3, &chosen);
 		} else {
 			r = weft_select_until(cs, 3, &chosen, short_deadline(s));
@@ -159,7 +121,7 @@ static void producer(void *arg)
 	uint32_t s = a->seed | 1;
 	struct msg m = { (uint32_t)a->id, 0 };
 	while (m.seq < MAXSEQ) {
-		if (rnd(&s) % 8 == 0)
+		if (test_rand32(&s) % 8 == 0)
 			weft_yield();
 		int r = send_any(&m, &s);
 		if (r == 0)
@@ -181,7 +143,7 @@ static void consumer(void *arg)
 	for (int i = 0; i < PROD; i++)
 		last[i] = -1;
 	for (;;) {
-		if (rnd(&s) % 8 == 0)
+		if (test_rand32(&s) % 8 == 0)
 			weft_yield();
 		struct msg m = { UINT32_MAX, UINT32_MAX };
 		int r = recv_any(&m, &s);
@@ -214,10 +176,10 @@ static void closer(void *arg)
 	uint32_t s = rc.seed * 7 | 1;
 	int64_t give_up = test_now_ns() + 2000 * TEST_MS * test_slowdown();
 	while (atomic_load(&rc.received) < rc.close_at && test_now_ns() < give_up) {
-		if (rnd(&s) % 2)
+		if (test_rand32(&s) % 2)
 			weft_yield();
 		else
-			weft_sleep((int64_t)(rnd(&s) % 50) * WEFT_MICROSECOND);
+			weft_sleep((int64_t)(test_rand32(&s) % 50) * WEFT_MICROSECOND);
 	}
 	weft_chan_close(rc.c);
 	weft_wg_done(&rc.closer);
@@ -236,34 +198,34 @@ static void race_round(size_t cap, uint32_t seed)
 	memset(rc.sent, 0, sizeof rc.sent);
 	atomic_store(&rc.received, 0);
 	/* Close before anything moved, early, or after a good while. */
-	switch (rnd(&s) % 4) {
+	switch (test_rand32(&s) % 4) {
 	case 0:
 		rc.close_at = 0;
 		break;
 	case 1:
-		rc.close_at = rnd(&s) % 64;
+		rc.close_at = test_rand32(&s) % 64;
 		break;
 	default:
-		rc.close_at = rnd(&s) % 20000;
+		rc.close_at = test_rand32(&s) % 20000;
 	}
-	bool closer_is_thread = rnd(&s) % 4 == 0;
+	bool closer_is_thread = test_rand32(&s) % 4 == 0;
 	weft_wg_add(&rc.producers, PROD);
 	weft_wg_add(&rc.consumers, CONS);
 	weft_wg_add(&rc.closer, 1);
 	for (int i = 0; i < PROD; i++)
-		pa[i] = (struct worker_arg){ i, rnd(&s) };
+		pa[i] = (struct worker_arg){ i, test_rand32(&s) };
 	for (int i = 0; i < CONS; i++)
-		ca[i] = (struct worker_arg){ i, rnd(&s) };
+		ca[i] = (struct worker_arg){ i, test_rand32(&s) };
 	for (int i = 0; i < PROD_T; i++)
-		start_thread(&pth[i], producer, &pa[PROD_G + i]);
+		test_start_thread(&pth[i], producer, &pa[PROD_G + i]);
 	for (int i = 0; i < CONS_T; i++)
-		start_thread(&cth[i], consumer, &ca[CONS_G + i]);
+		test_start_thread(&cth[i], consumer, &ca[CONS_G + i]);
 	for (int i = 0; i < PROD_G; i++)
 		GO(producer, &pa[i]);
 	for (int i = 0; i < CONS_G; i++)
 		GO(consumer, &ca[i]);
 	if (closer_is_thread)
-		start_thread(&clth, closer, NULL);
+		test_start_thread(&clth, closer, NULL);
 	else
 		GO(closer, NULL);
 
@@ -271,11 +233,11 @@ static void race_round(size_t cap, uint32_t seed)
 	weft_wg_wait(&rc.consumers);
 	weft_wg_wait(&rc.closer);
 	for (int i = 0; i < PROD_T; i++)
-		join_thread(pth[i]);
+		test_join_thread(pth[i]);
 	for (int i = 0; i < CONS_T; i++)
-		join_thread(cth[i]);
+		test_join_thread(cth[i]);
 	if (closer_is_thread)
-		join_thread(clth);
+		test_join_thread(clth);
 
 	if (atomic_load(&rc.bogus) || atomic_load(&rc.dups) || atomic_load(&rc.misordered))
 		FAIL("cap %zu seed %u: %ld bogus, %ld duplicated, %ld out of order", cap,
@@ -432,7 +394,7 @@ static void both_ways(size_t cap, long n)
 	pthread_t th[MIL_T];
 	int64_t t0 = test_now_ns();
 	for (int i = 0; i < MIL_T; i++)
-		start_thread(&th[i], thread_side, NULL);
+		test_start_thread(&th[i], thread_side, NULL);
 	for (int i = 0; i < MIL_G; i++) {
 		GO(goroutine_sender, NULL);
 		GO(goroutine_receiver, NULL);
@@ -444,7 +406,7 @@ static void both_ways(size_t cap, long n)
 	weft_wg_wait(&to_goroutines.receivers);
 	weft_wg_wait(&to_threads.receivers);
 	for (int i = 0; i < MIL_T; i++)
-		join_thread(th[i]);
+		test_join_thread(th[i]);
 	printf("    cap %zu: 2 x %ld messages in %.1f ms\n", cap, n,
 	       (double)(test_now_ns() - t0) / 1e6);
 	flow_check(&to_goroutines, "threads to goroutines");
@@ -483,10 +445,10 @@ struct orphan_arg {
 static int orphan_wait(struct orphan_arg *a)
 {
 	uint32_t s = a->seed | 1;
-	int64_t d = weft_now() + (int64_t)(500 + rnd(&s) % 2500) * WEFT_MICROSECOND;
+	int64_t d = weft_now() + (int64_t)(500 + test_rand32(&s) % 2500) * WEFT_MICROSECOND;
 	int64_t v;
 	int chosen;
-	if (rnd(&s) % 2)
+	if (test_rand32(&s) % 2)
 		return weft_chan_recv_until(a->c, &v, d);
 	weft_case cs[2] = { WEFT_RECV_CASE(a->c, &v), WEFT_RECV_CASE(a->other, &v) };
 	int r = weft_select_until(cs, 2, &chosen, d);
@@ -546,10 +508,10 @@ TEST(release_races_waiters)
 		pthread_t th;
 		weft_stats st;
 		for (int i = 0; i <= W_G; i++)
-			args[i] = (struct orphan_arg){ c, other, rnd(&s), &returned, &wg };
+			args[i] = (struct orphan_arg){ c, other, test_rand32(&s), &returned, &wg };
 		weft_wg_add(&wg, W_G + 1);
 		weft_chan_retain(c);
-		start_thread(&th, orphan_waiter_thread, &args[W_G]);
+		test_start_thread(&th, orphan_waiter_thread, &args[W_G]);
 		weft_stats_get(&st);
 		int64_t parks0 = st.parks;
 		for (int i = 0; i < W_G; i++)
@@ -562,12 +524,12 @@ TEST(release_races_waiters)
 		}
 		orphaned += atomic_load(&returned) == 0;
 		weft_chan_release(c);
-		if (rnd(&s) % 2) {
+		if (test_rand32(&s) % 2) {
 			int64_t v = 1;
 			weft_chan_send_until(other, &v, weft_now() + 100 * WEFT_MICROSECOND);
 		}
 		weft_wg_wait(&wg);
-		join_thread(th);
+		test_join_thread(th);
 		rounds++;
 	} while (test_now_ns() < end);
 	printf("    %ld rounds, %ld with every goroutine parked at the release\n", rounds,
