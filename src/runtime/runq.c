@@ -19,6 +19,23 @@
  * displaced from runnext goes to the tail of the ring. Thieves take runnext
  * only as a last resort.
  *
+ * The owner takes runnext with no locked instruction (two of the six in a
+ * channel ping-pong round trip were the runnext CAS), by an asymmetric
+ * Dekker hand-shake with thieves, who pay for it with a membarrier() that
+ * forces a full barrier on every running thread of the process:
+ *   owner:  rn_taking = 1; if rn_steal == 0 { g = runnext; runnext = NULL }
+ *           rn_taking = 0        (else: the CAS, as before)
+ *   thief:  CAS rn_steal 0 -> 1; membarrier(); if rn_taking == 0:
+ *           CAS runnext g -> NULL; rn_steal = 0
+ * membarrier puts a barrier in the owner's instruction stream somewhere
+ * after the thief's store of rn_steal. If it falls after the owner's load of
+ * rn_steal, the owner's earlier store of rn_taking is visible to the thief,
+ * who backs off; if before, the owner sees rn_steal == 1 and uses the CAS.
+ * The owner reads runnext again after seeing rn_steal == 0, so a G a thief
+ * took just before is not taken twice. Thieves steal runnext rarely (after
+ * a nap, below), so the syscall costs nothing that matters. Where membarrier
+ * is missing (old kernels, valgrind), both sides use the CAS.
+ *
  * Rejected: a mutex per P queue (a lock round trip on every spawn and
  * switch); an unbounded lock-free list (a CAS on every put by the owner).
  */
@@ -126,9 +143,26 @@ void weft__runq_put(struct weft__p *p, struct weft__g *g, int next)
 struct weft__g *weft__runq_get(struct weft__p *p)
 {
 	struct weft__g *next = __atomic_load_n(&p->runnext, __ATOMIC_RELAXED);
+	if (next && weft__membarrier_ok) {
+		__atomic_store_n(&p->rn_taking, 1, __ATOMIC_RELAXED);
+		/* Only the compiler is fenced: the hardware may still order
+		 * the store after the load; the thief's membarrier covers it. */
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		if (!__atomic_load_n(&p->rn_steal, __ATOMIC_ACQUIRE)) {
+			next = __atomic_load_n(&p->runnext, __ATOMIC_RELAXED);
+			if (next)
+				__atomic_store_n(&p->runnext, NULL, __ATOMIC_RELAXED);
+			__atomic_store_n(&p->rn_taking, 0, __ATOMIC_RELEASE);
+			if (next)
+				return next;
+			goto ring;
+		}
+		__atomic_store_n(&p->rn_taking, 0, __ATOMIC_RELEASE);
+	}
 	if (next && __atomic_compare_exchange_n(&p->runnext, &next, NULL, 0, __ATOMIC_ACQ_REL,
 						 __ATOMIC_RELAXED))
 		return next;
+ring:
 	for (;;) {
 		uint32_t h = load_acq(&p->runqhead);
 		uint32_t t = p->runqtail;
@@ -139,6 +173,31 @@ struct weft__g *weft__runq_get(struct weft__p *p)
 						__ATOMIC_RELAXED))
 			return g;
 	}
+}
+
+/* A thief's take of victim's runnext, expected to hold next: the G, or
+ * NULL if the owner (or another thief) got there first. */
+static struct weft__g *steal_runnext(struct weft__p *victim, struct weft__g *next)
+{
+	if (!weft__membarrier_ok)
+		return __atomic_compare_exchange_n(&victim->runnext, &next, NULL, 0,
+						   __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)
+			       ? next
+			       : NULL;
+	uint32_t free_ = 0;
+	if (!__atomic_compare_exchange_n(&victim->rn_steal, &free_, 1, 0, __ATOMIC_ACQ_REL,
+					 __ATOMIC_RELAXED))
+		return NULL; /* another thief is at it */
+	weft__membarrier();
+	struct weft__g *g = NULL;
+	if (!__atomic_load_n(&victim->rn_taking, __ATOMIC_ACQUIRE)) {
+		next = __atomic_load_n(&victim->runnext, __ATOMIC_ACQUIRE);
+		if (next && __atomic_compare_exchange_n(&victim->runnext, &next, NULL, 0,
+							__ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+			g = next;
+	}
+	__atomic_store_n(&victim->rn_steal, 0, __ATOMIC_RELEASE);
+	return g;
 }
 
 /* Claim about half of victim's ring, copying the Gs into dst starting at
@@ -175,9 +234,9 @@ static uint32_t grab(struct weft__p *victim, struct weft__g **dst, uint32_t dst_
 				if (__atomic_load_n(&victim->runnext, __ATOMIC_ACQUIRE) != next)
 					continue;
 			}
-			if (!__atomic_compare_exchange_n(&victim->runnext, &next, NULL, 0,
-							 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-				continue;
+			next = steal_runnext(victim, next);
+			if (!next)
+				return 0;
 			dst[dst_at & dst_mask] = next;
 			return 1;
 		}

@@ -51,6 +51,8 @@
  */
 #include "sched.h"
 
+#include <linux/membarrier.h>
+
 #include <errno.h>
 #include <sched.h>
 #include <stddef.h>
@@ -217,6 +219,24 @@ static int default_procs(void)
 
 static uint32_t start_state; /* 0 not started, 1 starting, 2 started */
 
+int weft__membarrier_ok;
+
+static void membarrier_init(void)
+{
+	int saved = errno; /* a failed probe is none of the caller's business */
+	long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+	if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+	    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+		weft__membarrier_ok = 1;
+	errno = saved;
+}
+
+void weft__membarrier(void)
+{
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+		weft__fatal("membarrier failed after registration");
+}
+
 void weft__start(void)
 {
 	if (__builtin_expect(__atomic_load_n(&start_state, __ATOMIC_ACQUIRE) == 2, 1))
@@ -229,6 +249,7 @@ void weft__start(void)
 		return;
 	}
 	parse_debug();
+	membarrier_init();
 	weft__lock(&weft__sched.lock);
 	resize_locked(default_procs());
 	weft__unlock(&weft__sched.lock);

@@ -96,6 +96,10 @@ struct weft__p {
 	uint32_t runqtail;                     /* atomic; written only by the owner */
 	struct weft__g *runq[WEFT_RUNQ_SIZE];  /* slots; published by the tail store */
 	struct weft__g *runnext;               /* atomic; the next G to run */
+	/* The runnext hand-shake (runq.c): the owner announces a take in
+	 * rn_taking; a thief holds rn_steal while it may take runnext. */
+	uint32_t rn_taking;                    /* atomic; written by the owner */
+	uint32_t rn_steal;                     /* atomic; CAS by thieves */
 
 	int id;                   /* index in sched.allp; fixed */
 	uint32_t status;          /* P_*, atomic */
@@ -310,6 +314,11 @@ extern volatile sig_atomic_t weft__dump_requested;
 /* Report a running hog's backtrace from its own thread (signal). */
 void weft__hog_backtrace(struct weft__m *m);
 uint64_t weft__fastrand(void);
+/* Set at start when membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) works: the
+ * owner of a P then takes its runnext without a locked instruction (runq.c). */
+extern int weft__membarrier_ok;
+/* A full memory barrier on every thread of the process that is running. */
+void weft__membarrier(void);
 /* weft__fastrand() with the caller's M at hand (m may be NULL). */
 static inline uint64_t weft__fastrand_m(struct weft__m *m)
 {
