@@ -139,6 +139,19 @@ static int poll_case(const weft_case *cs, struct weft__sudog **wake)
 	return -1;
 }
 
+/* A racy hint, without the lock: could case cs proceed now? */
+static inline int looks_ready(const weft_case *cs)
+{
+	weft_chan *c = cs->chan;
+	if (__atomic_load_n(&c->closed, __ATOMIC_RELAXED))
+		return 1;
+	if (cs->dir == WEFT_RECV)
+		return __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) > 0 ||
+		       __atomic_load_n(&c->sendq.first, __ATOMIC_RELAXED) != NULL;
+	return __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) < c->cap ||
+	       __atomic_load_n(&c->recvq.first, __ATOMIC_RELAXED) != NULL;
+}
+
 static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scratch *s,
 		      int mode, int64_t deadline)
 {
@@ -164,10 +177,14 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 	/* 2a. The quick pass: each case under its own channel's lock alone.
 	 * Finding one ready case needs no other lock: completing it then is a
 	 * valid outcome of the select at that instant. (A verdict of "none
-	 * ready" does need all the locks at once: 2b.) */
+	 * ready" does need all the locks at once: 2b.) A case that does not
+	 * even look ready, read without the lock, is not locked here: a select
+	 * about to park would pay a wasted lock round trip per case. */
 	for (int k = 0; k < np; k++) {
 		int i = s->poll[k];
 		weft_chan *c = cases[i].chan;
+		if (!looks_ready(&cases[i]))
+			continue;
 		struct weft__sudog *wake = NULL;
 		weft__chan_lock(c);
 		int r = poll_case(&cases[i], &wake);

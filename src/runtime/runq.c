@@ -36,6 +36,12 @@
  * a nap, below), so the syscall costs nothing that matters. Where membarrier
  * is missing (old kernels, valgrind), both sides use the CAS.
  *
+ * A chain of runnext hand-offs inherits one time slice, as in Go: a
+ * ping-pong pair would otherwise run back to back for ever and starve the
+ * ring behind it (Go bounds that with sysmon's 10 ms preemption, which weft
+ * cannot do to C code). So after WEFT_RUNNEXT_STREAK runnext picks in a
+ * row, the scheduler takes the ring's head first (weft__runq_get_fair).
+ *
  * Rejected: a mutex per P queue (a lock round trip on every spawn and
  * switch); an unbounded lock-free list (a CAS on every put by the owner).
  */
@@ -140,10 +146,13 @@ void weft__runq_put(struct weft__p *p, struct weft__g *g, int next)
 	}
 }
 
-struct weft__g *weft__runq_get(struct weft__p *p)
+/* The owner's take of its runnext, or NULL. */
+static inline struct weft__g *take_next(struct weft__p *p)
 {
 	struct weft__g *next = __atomic_load_n(&p->runnext, __ATOMIC_RELAXED);
-	if (next && weft__membarrier_ok) {
+	if (!next)
+		return NULL;
+	if (weft__membarrier_ok) {
 		__atomic_store_n(&p->rn_taking, 1, __ATOMIC_RELAXED);
 		/* Only the compiler is fenced: the hardware may still order
 		 * the store after the load; the thief's membarrier covers it. */
@@ -153,16 +162,19 @@ struct weft__g *weft__runq_get(struct weft__p *p)
 			if (next)
 				__atomic_store_n(&p->runnext, NULL, __ATOMIC_RELAXED);
 			__atomic_store_n(&p->rn_taking, 0, __ATOMIC_RELEASE);
-			if (next)
-				return next;
-			goto ring;
+			return next;
 		}
 		__atomic_store_n(&p->rn_taking, 0, __ATOMIC_RELEASE);
 	}
-	if (next && __atomic_compare_exchange_n(&p->runnext, &next, NULL, 0, __ATOMIC_ACQ_REL,
-						 __ATOMIC_RELAXED))
+	if (__atomic_compare_exchange_n(&p->runnext, &next, NULL, 0, __ATOMIC_ACQ_REL,
+					__ATOMIC_RELAXED))
 		return next;
-ring:
+	return NULL;
+}
+
+/* The owner's take of its ring's head, or NULL. */
+static inline struct weft__g *take_ring(struct weft__p *p)
+{
 	for (;;) {
 		uint32_t h = load_acq(&p->runqhead);
 		uint32_t t = p->runqtail;
@@ -173,6 +185,26 @@ ring:
 						__ATOMIC_RELAXED))
 			return g;
 	}
+}
+
+struct weft__g *weft__runq_get(struct weft__p *p)
+{
+	struct weft__g *g = take_next(p);
+	return g ? g : take_ring(p);
+}
+
+struct weft__g *weft__runq_get_fair(struct weft__p *p)
+{
+	if (p->rn_streak < WEFT_RUNNEXT_STREAK) {
+		struct weft__g *g = take_next(p);
+		if (g) {
+			p->rn_streak++;
+			return g;
+		}
+	}
+	p->rn_streak = 0;
+	struct weft__g *g = take_ring(p);
+	return g ? g : take_next(p);
 }
 
 /* A thief's take of victim's runnext, expected to hold next: the G, or

@@ -685,7 +685,7 @@ static inline __attribute__((always_inline)) struct weft__g *next_queued(struct 
 		if (g)
 			return g;
 	}
-	g = weft__runq_get(p);
+	g = weft__runq_get_fair(p);
 	if (!g && __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
 		weft__lock(&s->lock);
 		g = weft__globrunq_get(p, 0);

@@ -100,6 +100,7 @@ struct weft__p {
 	 * rn_taking; a thief holds rn_steal while it may take runnext. */
 	uint32_t rn_taking;                    /* atomic; written by the owner */
 	uint32_t rn_steal;                     /* atomic; CAS by thieves */
+	uint32_t rn_streak;                    /* runnext picks in a row; owner only */
 
 	int id;                   /* index in sched.allp; fixed */
 	uint32_t status;          /* P_*, atomic */
@@ -256,6 +257,11 @@ void weft__ready_m(struct weft__m *m, struct weft__g *g);
 void weft__runq_put(struct weft__p *p, struct weft__g *g, int next);
 /* Take a G from p: runnext first, then the head. Owner P only. */
 struct weft__g *weft__runq_get(struct weft__p *p);
+/* The same for the scheduler: runnext first, except that after
+ * WEFT_RUNNEXT_STREAK runnext picks in a row the ring's head goes first (a
+ * runnext chain shares one time slice, as in Go). Owner P only. */
+#define WEFT_RUNNEXT_STREAK 64
+struct weft__g *weft__runq_get_fair(struct weft__p *p);
 /* Steal about half of victim's queue into p's; returns one G to run now or
  * NULL. steal_next allows taking victim's runnext. p must be owned by the caller. */
 struct weft__g *weft__runq_steal(struct weft__p *p, struct weft__p *victim, int steal_next);

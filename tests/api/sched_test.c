@@ -287,6 +287,73 @@ TEST(yield_round_robin_at_1p)
 	ASSERT_GE(atomic_load(&snapshot), ITERS / 10);
 }
 
+/* ---------------------------------------------------------------- runnext fairness */
+
+static weft_chan *rn_a, *rn_b;
+static atomic_long rn_trips, rn_seen_at;
+
+static void rn_pong(void *arg)
+{
+	weft_wg *wg = arg;
+	int64_t v;
+	while (weft_chan_recv(rn_a, &v) == 0)
+		ASSERT_EQ(weft_chan_send(rn_b, &v), 0);
+	weft_wg_done(wg);
+}
+
+static void rn_ping(void *arg)
+{
+	weft_wg *wg = arg;
+	int64_t v;
+	for (int64_t i = 0; i < 200000; i++) {
+		ASSERT_EQ(weft_chan_send(rn_a, &i), 0);
+		ASSERT_EQ(weft_chan_recv(rn_b, &v), 0);
+		atomic_store(&rn_trips, i + 1);
+	}
+	weft_chan_close(rn_a);
+	weft_wg_done(wg);
+}
+
+static void rn_waiter(void *arg)
+{
+	atomic_store(&rn_seen_at, atomic_load(&rn_trips));
+	weft_wg_done(arg);
+}
+
+static void rn_nop(void *arg)
+{
+	weft_wg_done(arg);
+}
+
+/*
+ * At 1 P, a ping-pong pair hands the P back and forth through runnext, and a
+ * goroutine waits in the ring behind it (spawned, then displaced from
+ * runnext by a later spawn). It must run early in the pair's 200,000 round
+ * trips, not after them: a runnext chain shares one time slice (Go's
+ * inheritTime). Guards: runnext always preferred (the waiter runs only when
+ * the pair ends).
+ */
+TEST(runnext_chain_does_not_starve_the_ring)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	ASSERT_EQ(weft_chan_make(&rn_a, sizeof(int64_t), 0), 0);
+	ASSERT_EQ(weft_chan_make(&rn_b, sizeof(int64_t), 0), 0);
+	atomic_store(&rn_trips, 0);
+	atomic_store(&rn_seen_at, -1);
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 4);
+	GO(rn_pong, &wg);
+	GO(rn_ping, &wg);
+	GO(rn_waiter, &wg);
+	GO(rn_nop, &wg); /* takes runnext: the waiter goes to the ring */
+	weft_wg_wait(&wg);
+	printf("    the waiter ran after %ld of 200000 round trips\n", atomic_load(&rn_seen_at));
+	ASSERT_GE(atomic_load(&rn_seen_at), 0);
+	ASSERT_LE(atomic_load(&rn_seen_at), 2000);
+	weft_chan_release(rn_a);
+	weft_chan_release(rn_b);
+}
+
 /* weft_yield on a foreign thread is sched_yield: it returns. */
 TEST_THREAD(yield_foreign)
 {
