@@ -488,15 +488,9 @@ TEST(set_procs_down_from_removed_p)
 	ASSERT_EQ(weft_self_proc(), 0);
 }
 
-/*
- * Raising the count starts new Ps that take work: at 4 Ps a fork-join runs
- * on at least 3 distinct Ps (even on 2 CPUs, idle Ps get woken to steal).
- * Guards: set_procs changing only a number, not starting Ps.
- */
-TEST(set_procs_up_uses_new_ps)
+/* One fork-join at 4 Ps; returns how many Ps short of 3 it ran on. */
+static int64_t fork_join_at_4(void)
 {
-	ASSERT_EQ(weft_set_procs(1, NULL), 0);
-	ASSERT_EQ(weft_set_procs(4, NULL), 0);
 	fork_join_tasks(20);
 	int used = 0;
 	for (int p = 0; p < WEFT_MAX_PROCS; p++) {
@@ -507,7 +501,21 @@ TEST(set_procs_up_uses_new_ps)
 	printf("    chunks per P: %ld %ld %ld %ld\n", atomic_load(&work_per_p[0]),
 	       atomic_load(&work_per_p[1]), atomic_load(&work_per_p[2]),
 	       atomic_load(&work_per_p[3]));
-	ASSERT_GE(used, 3);
+	return used >= 3 ? 0 : 3 - used;
+}
+
+/*
+ * Raising the count starts new Ps that take work: at 4 Ps a fork-join runs
+ * on at least 3 distinct Ps (even on 2 CPUs, idle Ps get woken to steal).
+ * Best of 3: on 2 busy CPUs (a sanitizer build, CI) the OS may not run a
+ * third M before the work is gone. Guards: set_procs changing only a
+ * number, not starting Ps.
+ */
+TEST(set_procs_up_uses_new_ps)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	ASSERT_EQ(weft_set_procs(4, NULL), 0);
+	ASSERT_EQ(TEST_BEST_OF(3, 0, fork_join_at_4()), 0);
 }
 
 /* ---------------------------------------------------------------- blocking */
