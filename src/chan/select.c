@@ -159,12 +159,22 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 	 * order (by address). */
 	struct weft__m *m = weft__m_get();
 	int np = 0;
+	uint64_t rnd = 0;
 	for (int i = 0; i < n; i++) {
+		if (cases[i].dir != WEFT_RECV && cases[i].dir != WEFT_SEND)
+			return EINVAL;
 		if (!cases[i].chan)
 			continue;
-		int j = (int)weft__rand_below(weft__fastrand_m(m), (uint32_t)np + 1);
-		s->poll[np] = s->poll[j];
-		s->poll[j] = i;
+		/* Fisher-Yates, inside out. One 64-bit draw serves two steps:
+		 * its high half, then its low half moved up. */
+		if (np % 2 == 0)
+			rnd = weft__fastrand_m(m);
+		else
+			rnd <<= 32;
+		int j = (int)weft__rand_below(rnd, (uint32_t)np + 1);
+		int *poll = s->poll;
+		poll[np] = poll[j];
+		poll[j] = i;
 		np++;
 	}
 	if (np == 0) {
@@ -291,10 +301,7 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 static int select_common(const weft_case *cases, int n, int *chosen, int mode, int64_t deadline)
 {
 	if (n < 0 || (n > 0 && !cases) || !chosen)
-		return EINVAL;
-	for (int i = 0; i < n; i++)
-		if (cases[i].dir != WEFT_RECV && cases[i].dir != WEFT_SEND)
-			return EINVAL;
+		return EINVAL; /* select_run checks each case's dir */
 	if (n <= SELECT_STACK_CASES) {
 		int poll[SELECT_STACK_CASES], lockidx[SELECT_STACK_CASES];
 		weft_chan *locked[SELECT_STACK_CASES];
