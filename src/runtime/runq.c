@@ -260,9 +260,16 @@ static uint32_t grab(struct weft__p *victim, struct weft__g **dst, uint32_t dst_
 				 * usleep(3); the kernel's timer slack makes it
 				 * longer, which also spaces out the wake-ups of
 				 * idle Ms that a busy ping-pong would cause.) */
+				uint32_t tick = __atomic_load_n(&victim->schedtick, __ATOMIC_RELAXED);
 				uint32_t nap_word = 0;
 				const struct timespec nap = { 0, 3000 };
 				weft__raw_futex(&nap_word, FUTEX_WAIT_PRIVATE, 0, &nap);
+				/* A victim that switched meanwhile is alive and
+				 * runs its runnext chain itself (a ping-pong pair
+				 * alternates the same two Gs there: seeing the same
+				 * G again does not mean it waited all along). */
+				if (__atomic_load_n(&victim->schedtick, __ATOMIC_RELAXED) != tick)
+					return 0;
 				if (__atomic_load_n(&victim->runnext, __ATOMIC_ACQUIRE) != next)
 					continue;
 			}
