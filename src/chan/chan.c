@@ -100,15 +100,15 @@ void weft__park_unlock1(void *arg, struct weft__g *g)
 	weft__spin_unlock(&((weft_chan *)arg)->lock);
 }
 
-void weft__wait_block_slow(struct weft__m *m, struct weft__wait *w, weft_chan *const *locked,
-			   int n, const char *reason)
+void weft__wait_block_slow(struct weft__m *m, struct weft__wait *w, weft_chan *const *locked, int n,
+                           const char *reason)
 {
 	if (w->g) {
 		/* For ThreadSanitizer, release now, on our own fiber: the
 		 * unlocks run after the switch, in someone else's. */
 		for (int i = 0; i < n; i++)
 			weft__race_release(locked[i]);
-		struct park_args a = { w, locked, n };
+		struct park_args a = {w, locked, n};
 		weft__park_m(m, reason, park_unlock, &a);
 		if (w->deadline != INT64_MAX && w->won) {
 			/* A channel won: stop the timer, or wait until its callback
@@ -132,7 +132,7 @@ void weft__wait_block_slow(struct weft__m *m, struct weft__wait *w, weft_chan *c
 		}
 		int64_t left = w->deadline - weft_now();
 		if (left > 0) {
-			struct timespec ts = { left / 1000000000, left % 1000000000 };
+			struct timespec ts = {left / 1000000000, left % 1000000000};
 			weft__futex_wait(&w->futex, 0, &ts);
 			continue;
 		}
@@ -298,7 +298,7 @@ static void unqueue(weft_chan *c, struct weft__sudog *sg)
  * sudog gone from c. c may be freed by now unless we timed out (then our
  * sudog may still hold it alive): touch it only in unqueue. */
 static int finish_wait(weft_chan *c, struct weft__wait *w, struct weft__sudog *me, void *out,
-		       size_t esz)
+                       size_t esz)
 {
 	if (!w->won) {
 		unqueue(c, me);
@@ -319,9 +319,9 @@ static int finish_wait(weft_chan *c, struct weft__wait *w, struct weft__sudog *m
  * partner, a close or the deadline. Returns with c unlocked.
  */
 static inline __attribute__((always_inline)) int park_on(struct weft__m *m, weft_chan *c,
-							 struct weft__sudogq *q, int dir,
-							 void *elem, int mode, int64_t deadline,
-							 const char *reason)
+                                                         struct weft__sudogq *q, int dir,
+                                                         void *elem, int mode, int64_t deadline,
+                                                         const char *reason)
 {
 	if (mode == MODE_TRY || (deadline != INT64_MAX && deadline <= weft_now())) {
 		weft__chan_unlock(c);
@@ -341,8 +341,8 @@ static inline __attribute__((always_inline)) int park_on(struct weft__m *m, weft
 	return finish_wait(c, &w, &me, dir == WEFT_RECV ? elem : NULL, esz);
 }
 
-static inline __attribute__((always_inline)) int chan_send(weft_chan *c, const void *elem,
-							   int mode, int64_t deadline)
+static inline __attribute__((always_inline)) int chan_send(weft_chan *c, const void *elem, int mode,
+                                                           int64_t deadline)
 {
 	if (!c) {
 		if (mode == MODE_TRY)
@@ -354,7 +354,7 @@ static inline __attribute__((always_inline)) int chan_send(weft_chan *c, const v
 	 * reasoning: an open channel that is full at one instant). */
 	if (mode == MODE_TRY && !__atomic_load_n(&c->closed, __ATOMIC_RELAXED) &&
 	    (c->cap == 0 ? __atomic_load_n(&c->recvq.first, __ATOMIC_RELAXED) == NULL
-			 : __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) == c->cap))
+	                 : __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) == c->cap))
 		return EAGAIN;
 
 	struct weft__m *m = weft__m_get();
@@ -396,7 +396,7 @@ int weft_chan_send_until(weft_chan *c, const void *elem, int64_t deadline_ns)
 /* ---------------------------------------------------------------- receive */
 
 static inline __attribute__((always_inline)) int chan_recv(weft_chan *c, void *out, int mode,
-							   int64_t deadline)
+                                                           int64_t deadline)
 {
 	if (!c) {
 		if (mode == MODE_TRY)
@@ -406,7 +406,7 @@ static inline __attribute__((always_inline)) int chan_recv(weft_chan *c, void *o
 	}
 	if (mode == MODE_TRY &&
 	    (c->cap == 0 ? __atomic_load_n(&c->sendq.first, __ATOMIC_RELAXED) == NULL
-			 : __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) == 0) &&
+	                 : __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) == 0) &&
 	    !__atomic_load_n(&c->closed, __ATOMIC_ACQUIRE))
 		return EAGAIN;
 

@@ -33,14 +33,14 @@ struct weft__chantimer;
 
 struct weft__sudog {
 	struct weft__sudog *next, *prev; /* in q; under the channel lock */
-	struct weft__sudogq *q;  /* the queue it is in, or NULL; written under the
+	struct weft__sudogq *q;          /* the queue it is in, or NULL; written under the
 	                          * channel lock, read atomically by its waiter */
 	struct weft__wait *w;
-	void *elem;              /* send: the value; receive: where it goes (or NULL) */
+	void *elem; /* send: the value; receive: where it goes (or NULL) */
 	weft_chan *c;
-	size_t esz;              /* c->elemsize (select: c may be gone when it reads it) */
-	int idx;                 /* the select case index (0 for a single op) */
-	int dir;                 /* WEFT_SEND or WEFT_RECV */
+	size_t esz; /* c->elemsize (select: c may be gone when it reads it) */
+	int idx;    /* the select case index (0 for a single op) */
+	int dir;    /* WEFT_SEND or WEFT_RECV */
 };
 
 struct weft__sudogq {
@@ -48,9 +48,9 @@ struct weft__sudogq {
 };
 
 struct weft__wait {
-	struct weft__g *g;       /* the parked goroutine, or NULL: a foreign thread */
-	uint32_t done;           /* claimable waits: 0 open, 1 claimed (CAS) */
-	uint32_t futex;          /* foreign threads: 1 once woken */
+	struct weft__g *g; /* the parked goroutine, or NULL: a foreign thread */
+	uint32_t done;     /* claimable waits: 0 open, 1 claimed (CAS) */
+	uint32_t futex;    /* foreign threads: 1 once woken */
 	uint8_t claimable;
 	uint8_t counted;         /* a foreign thread counted as blocked (no deadline) */
 	uint8_t success;         /* the won case moved a value (0: its channel closed) */
@@ -62,20 +62,20 @@ struct weft__wait {
 
 struct weft_chan {
 	uint32_t lock;
-	uint32_t closed;         /* under lock; read atomically by the fast paths */
-	int64_t refs;            /* atomic: references held by users */
-	int64_t nwait;           /* sudogs queued; under lock. A parked waiter
+	uint32_t closed; /* under lock; read atomically by the fast paths */
+	int64_t refs;    /* atomic: references held by users */
+	int64_t nwait;   /* sudogs queued; under lock. A parked waiter
 	                          * keeps the channel alive without touching refs
 	                          * (no atomic on the park path). */
-	int orphan;              /* refs reached 0 while nwait > 0: the waiter
+	int orphan;      /* refs reached 0 while nwait > 0: the waiter
 	                          * that unlinks the last sudog frees it; under lock */
-	size_t qcount;           /* buffered elements; under lock, read atomically */
+	size_t qcount;   /* buffered elements; under lock, read atomically */
 	size_t cap;
 	size_t elemsize;
-	size_t sendx, recvx;     /* ring indexes; under lock */
+	size_t sendx, recvx;              /* ring indexes; under lock */
 	struct weft__sudogq recvq, sendq; /* under lock */
-	struct weft__chantimer *timer; /* weft_after's timer, freed with the channel */
-	unsigned char *buf;      /* cap * elemsize bytes, after the struct */
+	struct weft__chantimer *timer;    /* weft_after's timer, freed with the channel */
+	unsigned char *buf;               /* cap * elemsize bytes, after the struct */
 };
 
 /* Lock and unlock a channel; for ThreadSanitizer, every operation on a
@@ -96,19 +96,11 @@ static inline void weft__chan_unlock(weft_chan *c)
 static inline void weft__elem_copy(void *dst, const void *src, size_t n)
 {
 	switch (n) {
-	case 0:
-		return;
-	case 4:
-		memcpy(dst, src, 4);
-		return;
-	case 8:
-		memcpy(dst, src, 8);
-		return;
-	case 16:
-		memcpy(dst, src, 16);
-		return;
-	default:
-		memcpy(dst, src, n);
+	case 0: return;
+	case 4: memcpy(dst, src, 4); return;
+	case 8: memcpy(dst, src, 8); return;
+	case 16: memcpy(dst, src, 16); return;
+	default: memcpy(dst, src, n);
 	}
 }
 
@@ -152,7 +144,7 @@ static inline int weft__wait_claim(struct weft__wait *w)
 {
 	uint32_t open = 0;
 	return __atomic_compare_exchange_n(&w->done, &open, 1, 0, __ATOMIC_ACQ_REL,
-					   __ATOMIC_RELAXED);
+	                                   __ATOMIC_RELAXED);
 }
 
 /* The first waiter that can still be completed (claimed, when claimable),
@@ -241,7 +233,7 @@ static inline void weft__chan_recv_from(weft_chan *c, struct weft__sudog *sg, vo
 /* Prepare w for the caller: g is the calling goroutine, NULL on a foreign
  * thread. */
 static inline void weft__wait_init(struct weft__wait *w, struct weft__g *g, int claimable,
-				   int64_t deadline)
+                                   int64_t deadline)
 {
 	w->g = g;
 	w->done = 0;
@@ -259,11 +251,11 @@ static inline void weft__wait_init(struct weft__wait *w, struct weft__g *g, int 
  * unlocked once the caller is parked. Returns with nothing locked; w->won is
  * NULL when the deadline came first. m is the caller's M (weft__m_get()).
  */
-void weft__wait_block_slow(struct weft__m *m, struct weft__wait *w, weft_chan *const *locked,
-			   int n, const char *reason);
+void weft__wait_block_slow(struct weft__m *m, struct weft__wait *w, weft_chan *const *locked, int n,
+                           const char *reason);
 void weft__park_unlock1(void *arg, struct weft__g *g);
 static inline void weft__wait_block(struct weft__m *m, struct weft__wait *w,
-				    weft_chan *const *locked, int n, const char *reason)
+                                    weft_chan *const *locked, int n, const char *reason)
 {
 	if (w->g && n == 1 && w->deadline == INT64_MAX) {
 		/* The common park: a goroutine, one channel, no deadline. For

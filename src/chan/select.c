@@ -35,10 +35,10 @@ enum { SEL_BLOCK, SEL_TRY, SEL_UNTIL };
 
 /* Per-select scratch: on the stack for up to SELECT_STACK_CASES cases. */
 struct sel_scratch {
-	int *poll;               /* case indexes, random order */
-	int *lockidx;            /* case indexes, by channel address */
-	weft_chan **locked;      /* distinct channels, by address */
-	struct weft__sudog *sg;  /* one per case */
+	int *poll;              /* case indexes, random order */
+	int *lockidx;           /* case indexes, by channel address */
+	weft_chan **locked;     /* distinct channels, by address */
+	struct weft__sudog *sg; /* one per case */
 };
 
 static int case_cmp_chan(const weft_case *cases, int a, int b)
@@ -152,8 +152,8 @@ static inline int looks_ready(const weft_case *cs)
 	       __atomic_load_n(&c->recvq.first, __ATOMIC_RELAXED) != NULL;
 }
 
-static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scratch *s,
-		      int mode, int64_t deadline)
+static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scratch *s, int mode,
+                      int64_t deadline)
 {
 	/* 1. Poll order (uniform shuffle of the cases with a channel) and lock
 	 * order (by address). */
@@ -181,7 +181,7 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 		if (mode == SEL_TRY)
 			return EAGAIN;
 		weft__block_forever(n ? "select" : "select (no cases)",
-				    mode == SEL_UNTIL ? deadline : INT64_MAX);
+		                    mode == SEL_UNTIL ? deadline : INT64_MAX);
 		return ETIMEDOUT;
 	}
 	/* 2a. The quick pass: each case under its own channel's lock alone.
@@ -306,7 +306,7 @@ static int select_common(const weft_case *cases, int n, int *chosen, int mode, i
 		int poll[SELECT_STACK_CASES], lockidx[SELECT_STACK_CASES];
 		weft_chan *locked[SELECT_STACK_CASES];
 		struct weft__sudog sg[SELECT_STACK_CASES];
-		struct sel_scratch s = { poll, lockidx, locked, sg };
+		struct sel_scratch s = {poll, lockidx, locked, sg};
 		return select_run(cases, n, chosen, &s, mode, deadline);
 	}
 	size_t each = 2 * sizeof(int) + sizeof(weft_chan *) + sizeof(struct weft__sudog);

@@ -27,14 +27,14 @@
 #include "sched.h"
 
 struct weft__chantimer {
-	struct weft__timer tm;   /* first: the callback gets &tm */
+	struct weft__timer tm; /* first: the callback gets &tm */
 	uint32_t lock;
-	int armed;               /* under lock */
-	int dying;               /* under lock */
-	int pending;             /* under lock */
-	int64_t when;            /* under lock */
-	int64_t period;          /* tickers: > 0 */
-	weft_chan *c;            /* the channel: owned by a weft_timer/ticker, or
+	int armed;      /* under lock */
+	int dying;      /* under lock */
+	int pending;    /* under lock */
+	int64_t when;   /* under lock */
+	int64_t period; /* tickers: > 0 */
+	weft_chan *c;   /* the channel: owned by a weft_timer/ticker, or
 	                          * owning us (weft_after) */
 };
 
