@@ -785,6 +785,22 @@ static struct weft__g *steal_work(struct weft__m *m)
 	return NULL;
 }
 
+enum { LINGER_NAPS = 20 };
+
+/* Is another P running with a G in its runnext (racy, a hint)? */
+static int live_chain_elsewhere(struct weft__p *self)
+{
+	struct weft__sched *s = &weft__sched;
+	int n = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
+	for (int i = 0; i < n; i++) {
+		struct weft__p *v = s->allp[i];
+		if (v != self && __atomic_load_n(&v->status, __ATOMIC_RELAXED) == P_RUNNING &&
+		    __atomic_load_n(&v->runnext, __ATOMIC_RELAXED))
+			return 1;
+	}
+	return 0;
+}
+
 /* Find a runnable G for m, parking the M while there is none. On g0. */
 static struct weft__g *findrunnable(struct weft__m *m)
 {
@@ -823,7 +839,22 @@ top:
 		g = steal_work(m);
 		if (g)
 			goto found;
+		/* A P running a runnext chain (a ping-pong pair, a select loop)
+		 * will readily wake an idle M again and again, a futex wake
+		 * each time, for nothing: its chain runs on its own P. So a
+		 * spinning M lingers a while instead of parking: it naps (no
+		 * CPU) and looks again, and as long as it counts as spinning,
+		 * readiers wake no one. Bounded (LINGER_NAPS), so a truly idle
+		 * M still parks soon. */
+		if (m->linger < LINGER_NAPS && live_chain_elsewhere(p)) {
+			m->linger++;
+			uint32_t nap_word = 0;
+			const struct timespec nap = { 0, 50000 };
+			weft__raw_futex(&nap_word, FUTEX_WAIT_PRIVATE, 0, &nap);
+			goto top;
+		}
 	}
+	m->linger = 0;
 
 	/* Nothing: give up the P. */
 	weft__lock(&s->lock);
@@ -862,6 +893,7 @@ top:
 	goto top;
 
 found:
+	m->linger = 0;
 	if (m->spinning)
 		reset_spinning(m);
 	return g;

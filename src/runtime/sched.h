@@ -153,6 +153,7 @@ struct weft__m {
 	struct weft__m *alllink;  /* all-M list; append only under sched.lock */
 	uint32_t park;            /* futex word: 1 = woken */
 	int spinning;             /* counted in sched.nmspinning; owner: this M */
+	int linger;               /* naps taken while spinning (findrunnable); owner */
 	int id;
 	pid_t tid;
 	pthread_t thread;
