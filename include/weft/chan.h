@@ -282,6 +282,11 @@ WEFT_API void weft_ticker_free(weft_ticker *t);
  *   int  name_recv(name c, T *out)          weft_chan_recv
  *   int  name_tryrecv(name c, T *out)       weft_chan_tryrecv
  *   int  name_recv_until(name c, T *out, int64_t deadline)
+ *   int  name_send_until(name c, T v, int64_t deadline)
+ *   weft_case name_recv_case(name c, T *out)   a select case receiving into *out
+ *   weft_case name_send_case(name c, const T *v) a select case sending *v (which
+ *                                              must live until the select returns)
+ *   name name_retain(name c)
  *   void name_close(name c), name_release(name c)
  * Example:
  *   WEFT_CHAN_DEFINE(int_chan, int)
@@ -315,6 +320,23 @@ WEFT_API void weft_ticker_free(weft_ticker *t);
 	static inline int name##_recv_until(name c, T *out, int64_t deadline)              \
 	{                                                                                  \
 		return weft_chan_recv_until(c.raw, out, deadline);                         \
+	}                                                                                  \
+	static inline int name##_send_until(name c, T v, int64_t deadline)                 \
+	{                                                                                  \
+		return weft_chan_send_until(c.raw, &v, deadline);                          \
+	}                                                                                  \
+	static inline weft_case name##_recv_case(name c, T *out)                           \
+	{                                                                                  \
+		return WEFT_RECV_CASE(c.raw, out);                                         \
+	}                                                                                  \
+	static inline weft_case name##_send_case(name c, const T *v)                       \
+	{                                                                                  \
+		return WEFT_SEND_CASE(c.raw, v);                                           \
+	}                                                                                  \
+	static inline name name##_retain(name c)                                           \
+	{                                                                                  \
+		weft_chan_retain(c.raw);                                                   \
+		return c;                                                                  \
 	}                                                                                  \
 	static inline void name##_close(name c)                                            \
 	{                                                                                  \

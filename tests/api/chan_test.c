@@ -1393,6 +1393,20 @@ TEST(typed_wrapper)
 	ASSERT(p.x == 4 && p.y == 5 && p.z == 6.25);
 	ASSERT_EQ(point_chan_tryrecv(c, &p), EAGAIN);
 	ASSERT_EQ(point_chan_recv_until(c, &p, weft_now() + 5 * TEST_MS), ETIMEDOUT);
+	ASSERT_EQ(point_chan_send_until(c, (struct point){ 10, 11, 12 }, weft_now()), 0);
+	ASSERT_EQ(point_chan_send_until(c, (struct point){ 13, 14, 15 }, weft_now()), 0);
+	ASSERT_EQ(point_chan_send_until(c, (struct point){ 16, 17, 18 }, weft_now()), ETIMEDOUT);
+	/* Typed select cases: the ring is full, so only the receive is ready. */
+	struct point in = { 20, 21, 22 }, got = { 0 };
+	weft_case cs[] = { point_chan_send_case(c, &in), point_chan_recv_case(c, &got) };
+	int chosen = -1;
+	ASSERT_EQ(weft_select(cs, 2, &chosen), 0);
+	ASSERT_EQ(chosen, 1);
+	ASSERT(got.x == 10 && got.y == 11 && got.z == 12);
+	ASSERT_EQ(weft_select(cs, 2, &chosen), 0); /* one slot free now: both ready */
+	point_chan other = point_chan_retain(c);
+	ASSERT(other.raw == c.raw);
+	point_chan_release(other);
 	point_chan_close(c);
 	point_chan_release(c);
 
