@@ -11,8 +11,9 @@
  * waiter after unlocking. When several parties may race to complete one wait
  * (a select's cases on different channels, a deadline timer), the wait is
  * "claimable": each party must first win a CAS on wait->done, and a loser
- * leaves the wait alone (a channel just drops the stale sudog from its
- * queue). After the wake-up, nothing but the woken caller touches the wait.
+ * leaves the wait alone (a channel skips the stale sudog, which its owner
+ * unlinks after waking). After the wake-up, nothing but the woken caller
+ * touches the wait.
  */
 #ifndef WEFT_CHAN_IMPL_H
 #define WEFT_CHAN_IMPL_H
@@ -134,9 +135,8 @@ static inline void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudo
 	else
 		q->last = sg->prev;
 	sg->c->nwait--;
-	/* Release, and the last touch for a claimer that lost: the waiter's
-	 * lock-free check of sg->q == NULL then sees every write the queue
-	 * made to sg, and may return. */
+	/* Release: a waiter's lock-free check of sg->q == NULL (a timed-out
+	 * single operation) then sees every write the queue made to sg. */
 	__atomic_store_n(&sg->q, NULL, __ATOMIC_RELEASE);
 }
 
@@ -148,21 +148,21 @@ static inline int weft__wait_claim(struct weft__wait *w)
 }
 
 /* The first waiter that can still be completed (claimed, when claimable),
- * unlinked; NULL if none. Stale select cases met on the way are dropped. */
+ * unlinked; NULL if none. A stale case (another case of its select, or its
+ * deadline, won) is skipped and left queued: only its owner unlinks it, so
+ * a channel its owner still has to lock stays alive (its queued sudog
+ * counts in nwait) however the other parties release it. */
 static inline struct weft__sudog *weft__sudogq_take(struct weft__sudogq *q)
 {
-	struct weft__sudog *sg;
-	while ((sg = q->first) != NULL) {
-		/* Claim before unlinking: for a loser, the unlink is the last
-		 * touch. */
-		int mine = !sg->w->claimable || weft__wait_claim(sg->w);
+	for (struct weft__sudog *sg = q->first; sg; sg = sg->next) {
+		if (sg->w->claimable && !weft__wait_claim(sg->w))
+			continue;
 		weft__sudogq_unlink(q, sg);
-		if (mine)
-			return sg;
-		/* Another case of its select (or its deadline) won. */
+		return sg;
 	}
 	return NULL;
 }
+
 /* After a waiter unlinked its own sudog from c, with c locked: whether c was
  * orphaned and is now unused, so that the caller must weft__chan_free() it
  * once unlocked. */

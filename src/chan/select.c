@@ -15,9 +15,9 @@
  *     locks are released once the caller is parked. The first channel
  *     operation (or the deadline timer) to claim the wait completes its
  *     case and wakes the caller.
- *  4. Awake: lock the channels again and unlink the sudogs that are still
- *     queued (channels whose sudog is already gone are skipped), then report
- *     the case that won.
+ *  4. Awake: lock the channels of the cases that did not win and unlink
+ *     their sudogs (other parties skip stale sudogs and leave them to us,
+ *     so those channels are still alive), then report the case that won.
  * A select never matches its own send case with its own receive case on one
  * channel: step 2 only looks at other parties' waiters, and in step 3 a
  * channel operation completes only a waiter of another caller.
@@ -252,29 +252,23 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 	}
 	weft__wait_block(m, &w, s->locked, nl, "select");
 
-	/* 4. Unlink what is still queued. A sudog seen unlinked stays so: only
-	 * its channels' lock holders unlink, and nobody queues it again. */
-	int any = 0;
-	for (int k = 0; k < np && !any; k++)
-		any = __atomic_load_n(&s->sg[s->poll[k]].q, __ATOMIC_ACQUIRE) != NULL;
-	if (any) {
-		/* Only the channels with a sudog still queued: the others may
-		 * be gone (our queued sudogs keep the rest alive). */
-		int nf = 0;
-		for (int k = 0; k < nl; k++) {
-			weft_chan *c = s->locked[k];
-			int mine = 0;
-			for (int j = 0; j < np && !mine; j++) {
-				struct weft__sudog *sg = &s->sg[s->poll[j]];
-				mine = sg->c == c && __atomic_load_n(&sg->q, __ATOMIC_ACQUIRE);
-			}
-			if (mine)
-				s->locked[nf++] = c;
-		}
+	/* 4. Unlink our other sudogs: every one but the winner's is still
+	 * queued (other parties skip stale sudogs, never unlink them), and
+	 * keeps its channel alive until we do. The winner's channel we do not
+	 * touch: it may be gone already. */
+	int nf = 0;
+	for (int k = 0; k < np; k++) {
+		struct weft__sudog *sg = &s->sg[s->lockidx[k]];
+		if (sg == w.won)
+			continue;
+		if (nf == 0 || s->locked[nf - 1] != sg->c)
+			s->locked[nf++] = sg->c;
+	}
+	if (nf) {
 		lock_all(s->locked, nf);
 		for (int k = 0; k < np; k++) {
-			struct weft__sudog *sg = &s->sg[s->poll[k]];
-			if (sg->q)
+			struct weft__sudog *sg = &s->sg[s->lockidx[k]];
+			if (sg != w.won)
 				weft__sudogq_unlink(sg->q, sg);
 		}
 		/* A channel released by everyone while we waited is freed by

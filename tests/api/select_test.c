@@ -1287,3 +1287,93 @@ TEST(select_elements)
 	ASSERT_EQ(w, 6);
 	weft_chan_release(c);
 }
+
+/* ---------------------------------------------------------------- release during a select */
+
+struct orphan_round {
+	weft_chan *a, *b;
+	atomic_int go;
+	int64_t got;
+	int chosen;
+};
+
+static void orphan_selector(void *arg)
+{
+	struct orphan_round *o = arg;
+	weft_case cs[] = { WEFT_RECV_CASE(o->a, &o->got), WEFT_RECV_CASE(o->b, &o->got) };
+	ASSERT_EQ(weft_select(cs, 2, &o->chosen), 0);
+}
+
+/* Holder of the last reference to b: a try-send on b (which meets the
+ * select's sudog there, stale once a has won), then the release. */
+static void orphan_releaser(void *arg)
+{
+	struct orphan_round *o = arg;
+	while (!atomic_load(&o->go))
+		;
+	int64_t v = 2;
+	int r = weft_chan_trysend(o->b, &v);
+	ASSERT(r == 0 || r == EAGAIN);
+	weft_chan_release(o->b);
+}
+
+static void orphan_winner(void *arg)
+{
+	struct orphan_round *o = arg;
+	while (!atomic_load(&o->go))
+		;
+	int64_t v = 1;
+	ASSERT_EQ(weft_chan_send(o->a, &v), 0);
+}
+
+/*
+ * A select parks on a and b. Two pthreads race: one completes the select on
+ * a; the other, holding the last reference to b, touches b (a try-send that
+ * meets the select's sudog) and releases b at once, while the select is
+ * still cleaning up. b must stay alive until the select has unlinked its
+ * sudog there: the parked select holds its own reference. Guards: a party
+ * that unlinks another's stale sudog, dropping the select's hold on b behind
+ * its back (a use-after-free in every run under make asan; a crash or a
+ * corrupted queue elsewhere).
+ */
+TEST(release_during_select_cleanup)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	int rounds = test_quick() ? 100 : 500;
+	int on_b = 0;
+	for (int r = 0; r < rounds; r++) {
+		static struct orphan_round o;
+		o = (struct orphan_round){ .chosen = -1 };
+		ASSERT_EQ(weft_chan_make(&o.a, sizeof(int64_t), 0), 0);
+		ASSERT_EQ(weft_chan_make(&o.b, sizeof(int64_t), 0), 0);
+		weft_stats before;
+		weft_stats_get(&before);
+		GO(orphan_selector, &o);
+		for (int i = 0; i < 100000; i++) { /* until the select has parked */
+			weft_stats now;
+			weft_stats_get(&now);
+			if (now.parks > before.parks)
+				break;
+			weft_yield();
+		}
+		weft_sleep(50 * WEFT_MICROSECOND);
+		pthread_t tw, tr;
+		test_start_thread(&tw, orphan_winner, &o);
+		test_start_thread(&tr, orphan_releaser, &o);
+		atomic_store(&o.go, 1);
+		test_join_thread(tr);
+		while (o.chosen < 0)
+			weft_sleep(10 * WEFT_MICROSECOND);
+		if (o.chosen == 1) {
+			/* The try-send came first and won: the winner's send on a
+			 * still waits for a receiver. */
+			int64_t v;
+			ASSERT_EQ(weft_chan_recv(o.a, &v), 0);
+			on_b++;
+		}
+		test_join_thread(tw);
+		ASSERT_EQ(o.got, o.chosen == 0 ? 1 : 2);
+		weft_chan_release(o.a);
+	}
+	printf("    %d of %d rounds won on b\n", on_b, rounds);
+}
