@@ -104,7 +104,8 @@ static void unlock_all(weft_chan *const *locked, int n)
 
 /* Try case i with every channel locked. Returns -1 if it cannot proceed,
  * else the result (0 or EPIPE) and *wake is the waiter to wake, if any. */
-static int poll_case(const weft_case *cs, struct weft__sudog **wake)
+static inline __attribute__((always_inline)) int poll_case(const weft_case *cs,
+                                                           struct weft__sudog **wake)
 {
 	weft_chan *c = cs->chan;
 	struct weft__sudog *sg;
@@ -152,8 +153,9 @@ static inline int looks_ready(const weft_case *cs)
 	       __atomic_load_n(&c->recvq.first, __ATOMIC_RELAXED) != NULL;
 }
 
-static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scratch *s, int mode,
-                      int64_t deadline)
+static inline __attribute__((always_inline)) int select_run(const weft_case *cases, int n,
+                                                            int *chosen, struct sel_scratch *s,
+                                                            int mode, int64_t deadline)
 {
 	/* 1. Poll order (uniform shuffle of the cases with a channel) and lock
 	 * order (by address). */
@@ -292,7 +294,8 @@ static int select_run(const weft_case *cases, int n, int *chosen, struct sel_scr
 	return EPIPE;
 }
 
-static int select_common(const weft_case *cases, int n, int *chosen, int mode, int64_t deadline)
+static inline __attribute__((always_inline)) int
+select_common(const weft_case *cases, int n, int *chosen, int mode, int64_t deadline)
 {
 	if (n < 0 || (n > 0 && !cases) || !chosen)
 		return EINVAL; /* select_run checks each case's dir */
