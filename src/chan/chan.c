@@ -280,14 +280,13 @@ bool weft_chan_closed(const weft_chan *c)
 
 enum { MODE_BLOCK, MODE_TRY };
 
-/* Forget a timed-out wait's sudog, if no waker has taken it. */
+/* Forget a timed-out wait's sudog. It is still queued: the deadline claimed
+ * the wait, and other parties skip a claimed sudog without unlinking it, so
+ * it also still keeps c alive. */
 static void unqueue(weft_chan *c, struct weft__sudog *sg)
 {
-	if (!__atomic_load_n(&sg->q, __ATOMIC_ACQUIRE))
-		return;
 	weft__chan_lock(c);
-	if (sg->q)
-		weft__sudogq_unlink(sg->q, sg);
+	weft__sudogq_unlink(sg->q, sg);
 	int unused = weft__chan_unused(c);
 	weft__chan_unlock(c);
 	if (unused)
@@ -296,7 +295,7 @@ static void unqueue(weft_chan *c, struct weft__sudog *sg)
 
 /* The end of a single send or receive that parked: the result, with the
  * sudog gone from c. c may be freed by now unless we timed out (then our
- * sudog may still hold it alive): touch it only in unqueue. */
+ * sudog, still queued, holds it alive): touch it only in unqueue. */
 static int finish_wait(weft_chan *c, struct weft__wait *w, struct weft__sudog *me, void *out,
                        size_t esz)
 {

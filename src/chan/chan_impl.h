@@ -34,8 +34,7 @@ struct weft__chantimer;
 
 struct weft__sudog {
 	struct weft__sudog *next, *prev; /* in q; under the channel lock */
-	struct weft__sudogq *q;          /* the queue it is in, or NULL; written under the
-	                          * channel lock, read atomically by its waiter */
+	struct weft__sudogq *q;          /* the queue it is in, or NULL; under the channel lock */
 	struct weft__wait *w;
 	void *elem; /* send: the value; receive: where it goes (or NULL) */
 	weft_chan *c;
@@ -135,9 +134,7 @@ static inline void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudo
 	else
 		q->last = sg->prev;
 	sg->c->nwait--;
-	/* Release: a waiter's lock-free check of sg->q == NULL (a timed-out
-	 * single operation) then sees every write the queue made to sg. */
-	__atomic_store_n(&sg->q, NULL, __ATOMIC_RELEASE);
+	__atomic_store_n(&sg->q, NULL, __ATOMIC_RELAXED);
 }
 
 static inline int weft__wait_claim(struct weft__wait *w)
