@@ -202,7 +202,8 @@ WEFT_API int weft_select_until(const weft_case *cases, int n, int *chosen, int64
  * at weft_now() + duration_ns or soon after (a duration <= 0 fires at once).
  * The caller owns one reference. Releasing it before the timer fires stops the
  * timer and frees everything: there is no leak to wait out.
- * Errors: EINVAL (out NULL), ENOMEM. Blocks: no. Thread-safety: any thread.
+ * Errors: EINVAL (out NULL), ENOMEM; *out is untouched on error.
+ * Blocks: no. Thread-safety: any thread.
  */
 WEFT_API int weft_after(weft_chan **out, int64_t duration_ns);
 
@@ -217,7 +218,8 @@ WEFT_API int weft_after(weft_chan **out, int64_t duration_ns);
 typedef struct weft_timer weft_timer;
 
 /* weft_timer_new - a timer firing duration_ns from now (<= 0: at once).
- * Errors: EINVAL (out NULL), ENOMEM. Blocks: no. Thread-safety: any thread. */
+ * Errors: EINVAL (out NULL), ENOMEM; *out is untouched on error.
+ * Blocks: no. Thread-safety: any thread. */
 WEFT_API int weft_timer_new(weft_timer **out, int64_t duration_ns);
 
 /* weft_timer_chan - the timer's channel: borrowed, valid until
@@ -250,7 +252,8 @@ WEFT_API void weft_timer_free(weft_timer *t);
 typedef struct weft_ticker weft_ticker;
 
 /* weft_ticker_new - a ticker with period_ns > 0.
- * Errors: EINVAL (out NULL, period_ns <= 0), ENOMEM. Blocks: no. */
+ * Errors: EINVAL (out NULL, period_ns <= 0), ENOMEM; *out is untouched on
+ * error. Blocks: no. */
 WEFT_API int weft_ticker_new(weft_ticker **out, int64_t period_ns);
 
 /* weft_ticker_chan - the ticker's channel: borrowed, valid until

@@ -207,8 +207,10 @@ int weft_timer_new(weft_timer **out, int64_t duration_ns)
 		return EINVAL;
 	int err;
 	struct weft__chantimer *t = chantimer_new(0, after_ns(duration_ns), &err);
+	if (!t)
+		return err;
 	*out = (weft_timer *)t;
-	return t ? 0 : err;
+	return 0;
 }
 
 weft_chan *weft_timer_chan(weft_timer *t)
@@ -240,8 +242,10 @@ int weft_ticker_new(weft_ticker **out, int64_t period_ns)
 		return EINVAL;
 	int err;
 	struct weft__chantimer *t = chantimer_new(period_ns, weft_now() + period_ns, &err);
+	if (!t)
+		return err;
 	*out = (weft_ticker *)t;
-	return t ? 0 : err;
+	return 0;
 }
 
 weft_chan *weft_ticker_chan(weft_ticker *t)
