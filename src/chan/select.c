@@ -294,6 +294,12 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 	return EPIPE;
 }
 
+/* GCC at -O1 (the sanitizer builds) cannot see that the lock list is
+ * filled before it is read (np >= 1 implies nl >= 1), and warns. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 static inline __attribute__((always_inline)) int
 select_common(const weft_case *cases, int n, int *chosen, int mode, int64_t deadline)
 {
@@ -319,6 +325,10 @@ select_common(const weft_case *cases, int n, int *chosen, int mode, int64_t dead
 	weft__free(mem);
 	return r;
 }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 int weft_select(const weft_case *cases, int n, int *chosen)
 {
