@@ -31,13 +31,13 @@
  * Ownership: weft_chan_make() returns one reference. weft_chan_retain() adds
  * one, weft_chan_release() drops one; the last release frees the channel and
  * any elements still buffered (elements are plain bytes: weft never frees what
- * they point to). A goroutine or thread blocked on a channel holds a reference
- * of its own while it waits, so releasing a channel that others wait on is
- * safe (they stay blocked until someone else closes it: keep a reference to
- * close it with). Every call needs a reference held by its caller for its
- * whole duration, close included. Closing is separate from releasing, as in
- * Go: close says "no more values", release says "I no longer use this
- * handle".
+ * they point to). Every call must start with a reference in hand: the
+ * caller's own, or one that its owner keeps until the call has returned or
+ * blocked. A call that blocks then holds a reference of its own while it
+ * waits, so the channel's holders may release theirs meanwhile (a waiter stays
+ * blocked until someone closes the channel or its deadline passes: keep a
+ * reference to close it with). Closing is separate from releasing, as in Go:
+ * close says "no more values", release says "I no longer use this handle".
  *
  * Misuse is a fatal error naming it (Go's panics): closing a closed channel
  * ("close of closed channel"), closing NULL ("close of nil channel"),
