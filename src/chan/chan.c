@@ -36,16 +36,6 @@
 
 /* ---------------------------------------------------------------- waiting */
 
-void weft__wait_wake_foreign(struct weft__wait *w)
-{
-	if (w->counted)
-		weft__sched_note_foreign_block(-1);
-	__atomic_store_n(&w->futex, 1, __ATOMIC_RELEASE);
-	/* The record may be gone once the store is seen; a wake on a stale
-	 * address is harmless. */
-	weft__futex_wake(&w->futex, 1);
-}
-
 static void deadline_fire(struct weft__timer *t)
 {
 	struct weft__wait *w = t->arg;
@@ -351,9 +341,7 @@ static inline __attribute__((always_inline)) int chan_send(weft_chan *c, const v
 	}
 	/* Fast path for a try that cannot succeed, without the lock (Go's
 	 * reasoning: an open channel that is full at one instant). */
-	if (mode == MODE_TRY && !__atomic_load_n(&c->closed, __ATOMIC_RELAXED) &&
-	    (c->cap == 0 ? __atomic_load_n(&c->recvq.first, __ATOMIC_RELAXED) == NULL
-	                 : __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) == c->cap))
+	if (mode == MODE_TRY && !weft__chan_may_send(c))
 		return EAGAIN;
 
 	struct weft__m *m = weft__m_get();
@@ -403,10 +391,7 @@ static inline __attribute__((always_inline)) int chan_recv(weft_chan *c, void *o
 		weft__block_forever("chan receive (nil chan)", deadline);
 		return ETIMEDOUT;
 	}
-	if (mode == MODE_TRY &&
-	    (c->cap == 0 ? __atomic_load_n(&c->sendq.first, __ATOMIC_RELAXED) == NULL
-	                 : __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) == 0) &&
-	    !__atomic_load_n(&c->closed, __ATOMIC_ACQUIRE))
+	if (mode == MODE_TRY && !weft__chan_may_recv(c))
 		return EAGAIN;
 
 	struct weft__m *m = weft__m_get();

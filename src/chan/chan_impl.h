@@ -24,6 +24,7 @@
 #include "weft.h"
 
 #include "lock.h"
+#include "park.h"
 #include "sched.h" /* before sanitizer.h, which needs struct weft__g */
 #include "sanitizer.h"
 #include "timer.h"
@@ -177,6 +178,27 @@ static inline void weft__sudog_finish(struct weft__sudog *sg, int success)
 	sg->w->success = (uint8_t)success;
 }
 
+/* Racy hints, without the lock: could a send / a receive on c complete now
+ * (a closed channel completes at once, with EPIPE)? A "yes" must be
+ * confirmed under the lock. A "no" is what a try form's EAGAIN needs (Go's
+ * fast path): it must hold at one instant, so `closed` is read last; being
+ * monotonic, "open" then was also true when the channel was seen full/empty
+ * (acquire loads keep the reads in that order).
+ */
+static inline int weft__chan_may_send(const weft_chan *c)
+{
+	return __atomic_load_n(&c->qcount, __ATOMIC_ACQUIRE) < c->cap ||
+	       __atomic_load_n(&c->recvq.first, __ATOMIC_ACQUIRE) != NULL ||
+	       __atomic_load_n(&c->closed, __ATOMIC_ACQUIRE);
+}
+
+static inline int weft__chan_may_recv(const weft_chan *c)
+{
+	return __atomic_load_n(&c->qcount, __ATOMIC_ACQUIRE) > 0 ||
+	       __atomic_load_n(&c->sendq.first, __ATOMIC_ACQUIRE) != NULL ||
+	       __atomic_load_n(&c->closed, __ATOMIC_ACQUIRE);
+}
+
 /* The ring: append elem / take the head into out (NULL: discard). Channel
  * locked, with room / with an element. */
 static inline void weft__chan_put(weft_chan *c, const void *elem)
@@ -267,7 +289,6 @@ static inline void weft__wait_block(struct weft__m *m, struct weft__wait *w,
 
 /* Wake the waiter of a completed w. Touches nothing of w afterwards. m is
  * the caller's M (weft__m_get()). */
-void weft__wait_wake_foreign(struct weft__wait *w);
 static inline void weft__wait_wake(struct weft__m *m, struct weft__wait *w)
 {
 	weft__race_release(w); /* the waker's work happens before the wakee's */
@@ -275,7 +296,7 @@ static inline void weft__wait_wake(struct weft__m *m, struct weft__wait *w)
 	if (g)
 		weft__ready_m(m, g);
 	else
-		weft__wait_wake_foreign(w);
+		weft__foreign_wake(&w->futex, w->counted);
 }
 /* Block forever (a NULL channel, an empty select), or until deadline. */
 void weft__block_forever(const char *reason, int64_t deadline);

@@ -143,14 +143,7 @@ static inline __attribute__((always_inline)) int poll_case(const weft_case *cs,
 /* A racy hint, without the lock: could case cs proceed now? */
 static inline int looks_ready(const weft_case *cs)
 {
-	weft_chan *c = cs->chan;
-	if (__atomic_load_n(&c->closed, __ATOMIC_RELAXED))
-		return 1;
-	if (cs->dir == WEFT_RECV)
-		return __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) > 0 ||
-		       __atomic_load_n(&c->sendq.first, __ATOMIC_RELAXED) != NULL;
-	return __atomic_load_n(&c->qcount, __ATOMIC_RELAXED) < c->cap ||
-	       __atomic_load_n(&c->recvq.first, __ATOMIC_RELAXED) != NULL;
+	return cs->dir == WEFT_RECV ? weft__chan_may_recv(cs->chan) : weft__chan_may_send(cs->chan);
 }
 
 static inline __attribute__((always_inline)) int select_run(const weft_case *cases, int n,

@@ -129,26 +129,27 @@ void weft__chantimer_destroy(struct weft__chantimer *t)
 }
 
 /* A new chantimer (its channel made, its first firing at `first`). */
-static struct weft__chantimer *chantimer_new(int64_t period, int64_t first, int *err)
+/* A new chantimer in *out: its channel made, its first firing at `first`.
+ * Returns 0 or ENOMEM (*out untouched). */
+static int chantimer_new(struct weft__chantimer **out, int64_t period, int64_t first)
 {
 	weft__start();
 	/* weft_timer and weft_ticker are a chantimer and nothing more. */
 	struct weft__chantimer *t = weft__calloc(1, sizeof(*t));
-	if (!t) {
-		*err = ENOMEM;
-		return NULL;
-	}
+	if (!t)
+		return ENOMEM;
 	weft_chan *c;
-	*err = weft_chan_make(&c, sizeof(int64_t), 1);
-	if (*err) {
+	int err = weft_chan_make(&c, sizeof(int64_t), 1);
+	if (err) {
 		weft__free(t);
-		return NULL;
+		return err;
 	}
 	init(t, c, period);
 	weft__lock(&t->lock);
 	arm(t, first);
 	weft__unlock(&t->lock);
-	return t;
+	*out = t;
+	return 0;
 }
 
 #define STOP_ONLY INT64_MIN
@@ -186,11 +187,9 @@ static int64_t after_ns(int64_t duration_ns)
 
 int weft_after(weft_chan **out, int64_t duration_ns)
 {
-	if (!out)
-		return EINVAL;
-	int err;
-	struct weft__chantimer *t = chantimer_new(0, after_ns(duration_ns), &err);
-	if (!t)
+	struct weft__chantimer *t;
+	int err = out ? chantimer_new(&t, 0, after_ns(duration_ns)) : EINVAL;
+	if (err)
 		return err;
 	/* The channel owns the timer: stopped and freed with its last
 	 * reference. A firing between the two stores only sends. */
@@ -203,14 +202,11 @@ int weft_after(weft_chan **out, int64_t duration_ns)
 
 int weft_timer_new(weft_timer **out, int64_t duration_ns)
 {
-	if (!out)
-		return EINVAL;
-	int err;
-	struct weft__chantimer *t = chantimer_new(0, after_ns(duration_ns), &err);
-	if (!t)
-		return err;
-	*out = (weft_timer *)t;
-	return 0;
+	struct weft__chantimer *t;
+	int err = out ? chantimer_new(&t, 0, after_ns(duration_ns)) : EINVAL;
+	if (!err)
+		*out = (weft_timer *)t;
+	return err;
 }
 
 weft_chan *weft_timer_chan(weft_timer *t)
@@ -238,14 +234,12 @@ void weft_timer_free(weft_timer *t)
 
 int weft_ticker_new(weft_ticker **out, int64_t period_ns)
 {
-	if (!out || period_ns <= 0)
-		return EINVAL;
-	int err;
-	struct weft__chantimer *t = chantimer_new(period_ns, weft_now() + period_ns, &err);
-	if (!t)
-		return err;
-	*out = (weft_ticker *)t;
-	return 0;
+	struct weft__chantimer *t;
+	int err = out && period_ns > 0 ? chantimer_new(&t, period_ns, weft_now() + period_ns)
+	                               : EINVAL;
+	if (!err)
+		*out = (weft_ticker *)t;
+	return err;
 }
 
 weft_chan *weft_ticker_chan(weft_ticker *t)

@@ -92,11 +92,17 @@ void weft__waiter_wake(struct weft__waiter *w)
 		weft__ready(g);
 		return;
 	}
-	weft__sched_note_foreign_block(-1);
-	__atomic_store_n(&w->futex, 1, __ATOMIC_RELEASE);
+	weft__foreign_wake(&w->futex, 1);
+}
+
+void weft__foreign_wake(uint32_t *word, int counted)
+{
+	if (counted)
+		weft__sched_note_foreign_block(-1);
+	__atomic_store_n(word, 1, __ATOMIC_RELEASE);
 	/* The record may be gone once the store is seen; a wake on a stale
 	 * address is harmless (at worst a spurious wake-up elsewhere). */
-	weft__futex_wake(&w->futex, 1);
+	weft__futex_wake(word, 1);
 }
 
 static int try_take(uint32_t *sema)

@@ -38,6 +38,10 @@ void weft__waiter_init(struct weft__waiter *w);
 void weft__waitq_block(struct weft__waitq *q, struct weft__waiter *w, const char *reason);
 /* Wake a dequeued waiter. */
 void weft__waiter_wake(struct weft__waiter *w);
+/* Wake a foreign thread sleeping on *word (0 until woken): uncount it as
+ * parked inside weft if it was counted, set the word, wake it. The record
+ * holding word may be gone as soon as the store is seen. */
+void weft__foreign_wake(uint32_t *word, int counted);
 
 /* A counting semaphore over a waitq (Go's semacquire/semrelease). */
 void weft__sema_acquire(uint32_t *sema, struct weft__waitq *q, int lifo, const char *reason);

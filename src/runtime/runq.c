@@ -114,18 +114,12 @@ static int put_slow(struct weft__p *p, struct weft__g *g, uint32_t h, uint32_t t
 	return 1;
 }
 
-void weft__runq_put(struct weft__p *p, struct weft__g *g, int next)
+void weft__runq_put_slow(struct weft__p *p, struct weft__g *g, int next)
 {
 	if (weft__sched.chaos && (weft__fastrand() & 1))
 		next = 0;
 	if (next) {
-		/* An empty runnext can only be filled by its owner (thieves and
-		 * the owner's gets only empty it): a plain release store does,
-		 * with no locked instruction on the ping-pong path. */
-		if (!__atomic_load_n(&p->runnext, __ATOMIC_RELAXED)) {
-			__atomic_store_n(&p->runnext, g, __ATOMIC_RELEASE);
-			return;
-		}
+		/* (The empty-runnext case is weft__runq_put's, inline.) */
 		struct weft__g *old = __atomic_exchange_n(&p->runnext, g, __ATOMIC_ACQ_REL);
 		if (!old)
 			return;

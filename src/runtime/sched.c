@@ -1159,12 +1159,7 @@ void weft__ready_m(struct weft__m *m, struct weft__g *g)
 	struct weft__sched *s = &weft__sched;
 	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELEASE);
 	if (m && m->p && !m->in_blocking && !chaos(2)) {
-		struct weft__p *p = m->p;
-		/* runq_put's first case, inline: the ping-pong path. */
-		if (!s->chaos && !__atomic_load_n(&p->runnext, __ATOMIC_RELAXED))
-			__atomic_store_n(&p->runnext, g, __ATOMIC_RELEASE);
-		else
-			weft__runq_put(p, g, 1);
+		weft__runq_put(m->p, g, 1);
 	} else {
 		weft__lock(&s->lock);
 		weft__globrunq_put(g);
@@ -1200,9 +1195,7 @@ static void sleep_fire(struct weft__timer *t)
 static void sleep_arm(void *arg, struct weft__g *g)
 {
 	(void)arg;
-	struct weft__m *m = weft__m_get();
-	if (weft__timer_add(&m->p->timers, &g->timer, g->timer.when))
-		weft__fatal("out of memory adding a timer");
+	weft__timer_add_here(&g->timer, g->timer.when);
 }
 
 void weft_sleep_until(int64_t deadline_ns)

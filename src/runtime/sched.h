@@ -255,7 +255,20 @@ void weft__ready_m(struct weft__m *m, struct weft__g *g);
 
 /* Put g on p's queue; as runnext when next (the previous runnext moves to the
  * tail). Overflow moves half the ring to the global queue. Owner P only. */
-void weft__runq_put(struct weft__p *p, struct weft__g *g, int next);
+void weft__runq_put_slow(struct weft__p *p, struct weft__g *g, int next);
+static inline void weft__runq_put(struct weft__p *p, struct weft__g *g, int next)
+{
+	/* An empty runnext can only be filled by its owner (thieves and the
+	 * owner's gets only empty it): a plain release store does, with no
+	 * locked instruction, on the ping-pong path. Chaos mode goes the slow
+	 * way, which may send g to the ring instead. */
+	if (next && !__atomic_load_n(&weft__sched.chaos, __ATOMIC_RELAXED) &&
+	    !__atomic_load_n(&p->runnext, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&p->runnext, g, __ATOMIC_RELEASE);
+		return;
+	}
+	weft__runq_put_slow(p, g, next);
+}
 /* Take a G from p: runnext first, then the head. Owner P only. */
 struct weft__g *weft__runq_get(struct weft__p *p);
 /* The same for the scheduler: runnext first, except that after

@@ -185,22 +185,22 @@ struct partner {
 	weft_wg wg;
 };
 
-static void partner_send(void *arg)
+static void partner_run(struct partner *p, bool sends)
 {
-	struct partner *p = arg;
 	atomic_store(&p->started, 1);
-	p->result = weft_chan_send(p->c, &p->value);
+	p->result = sends ? weft_chan_send(p->c, &p->value) : weft_chan_recv(p->c, &p->value);
 	atomic_store(&p->done, 1);
 	weft_wg_done(&p->wg);
 }
 
+static void partner_send(void *arg)
+{
+	partner_run(arg, true);
+}
+
 static void partner_recv(void *arg)
 {
-	struct partner *p = arg;
-	atomic_store(&p->started, 1);
-	p->result = weft_chan_recv(p->c, &p->value);
-	atomic_store(&p->done, 1);
-	weft_wg_done(&p->wg);
+	partner_run(arg, false);
 }
 
 /* One rendezvous: the partner (a goroutine, or a pthread when thread is set)

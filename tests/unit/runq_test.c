@@ -90,9 +90,12 @@ TEST_THREAD(overflow_to_global)
 struct thief {
 	struct weft__p *victim, *own;
 	atomic_int *stop;
-	int *seen; /* owned by this thief */
+	struct weft__g *base; /* the Gs' array, to index seen */
+	int *seen;            /* owned by this thief */
 };
 
+/* Steal (runnext too) and run out our own ring, until told to stop and
+ * nothing is left to steal. */
 static void *steal_loop(void *arg)
 {
 	struct thief *t = arg;
@@ -100,13 +103,64 @@ static void *steal_loop(void *arg)
 		int stopping = atomic_load(t->stop);
 		struct weft__g *g = weft__runq_steal(t->own, t->victim, 1);
 		if (g) {
-			t->seen[g - gs]++;
+			t->seen[g - t->base]++;
 			while ((g = weft__runq_get(t->own)) != NULL)
-				t->seen[g - gs]++;
+				t->seen[g - t->base]++;
 		} else if (stopping) {
 			return NULL;
 		}
 	}
+}
+
+/* An owner P and two thieves on their own Ps and pthreads, over the Gs in
+ * base[0..n): race_start, then the owner's puts and gets, then race_finish
+ * checks that every G came out exactly once. */
+struct race {
+	struct weft__p *owner, *pa, *pb;
+	atomic_int stop;
+	struct thief a, b;
+	pthread_t ta, tb;
+	int *seen_owner;
+	int n;
+};
+
+static void race_start(struct race *r, struct weft__g *base, int n, int *seen_owner, int *seen_a,
+                       int *seen_b)
+{
+	memset(seen_owner, 0, sizeof *seen_owner * (size_t)n);
+	memset(seen_a, 0, sizeof *seen_a * (size_t)n);
+	memset(seen_b, 0, sizeof *seen_b * (size_t)n);
+	weft__sched.nprocs = 3;
+	r->owner = new_p(0);
+	r->pa = new_p(1);
+	r->pb = new_p(2);
+	atomic_store(&r->stop, 0);
+	r->a = (struct thief){r->owner, r->pa, &r->stop, base, seen_a};
+	r->b = (struct thief){r->owner, r->pb, &r->stop, base, seen_b};
+	r->seen_owner = seen_owner;
+	r->n = n;
+	ASSERT_EQ(pthread_create(&r->ta, NULL, steal_loop, &r->a), 0);
+	ASSERT_EQ(pthread_create(&r->tb, NULL, steal_loop, &r->b), 0);
+}
+
+/* Stop the thieves; returns how many Gs they stole. */
+static long race_finish(struct race *r)
+{
+	atomic_store(&r->stop, 1);
+	pthread_join(r->ta, NULL);
+	pthread_join(r->tb, NULL);
+	struct weft__g *g;
+	while ((g = weft__runq_get(r->owner)) != NULL)
+		r->seen_owner[g - r->a.base]++;
+	long stolen = 0;
+	for (int i = 0; i < r->n; i++) {
+		ASSERT_EQ(r->seen_owner[i] + r->a.seen[i] + r->b.seen[i], 1);
+		stolen += r->a.seen[i] + r->b.seen[i];
+	}
+	free(r->owner);
+	free(r->pa);
+	free(r->pb);
+	return stolen;
 }
 
 /*
@@ -117,92 +171,39 @@ static void *steal_loop(void *arg)
 TEST_THREAD(concurrent_steal_exactly_once)
 {
 	static int seen_owner[NG], seen_a[NG], seen_b[NG];
-	memset(seen_owner, 0, sizeof seen_owner);
-	memset(seen_a, 0, sizeof seen_a);
-	memset(seen_b, 0, sizeof seen_b);
-	weft__sched.nprocs = 3;
-	struct weft__p *owner = new_p(0), *pa = new_p(1), *pb = new_p(2);
-	atomic_int stop = 0;
-	struct thief a = { owner, pa, &stop, seen_a }, b = { owner, pb, &stop, seen_b };
-	pthread_t ta, tb;
-	ASSERT_EQ(pthread_create(&ta, NULL, steal_loop, &a), 0);
-	ASSERT_EQ(pthread_create(&tb, NULL, steal_loop, &b), 0);
+	struct race r;
+	race_start(&r, gs, NG, seen_owner, seen_a, seen_b);
 	for (int i = 0; i < NG; i++) {
-		weft__runq_put(owner, &gs[i], i % 7 == 0);
+		weft__runq_put(r.owner, &gs[i], i % 7 == 0);
 		if (i % 3 == 0) {
-			struct weft__g *g = weft__runq_get(owner);
+			struct weft__g *g = weft__runq_get(r.owner);
 			if (g)
 				seen_owner[g - gs]++;
 		}
 	}
-	struct weft__g *g;
-	while ((g = weft__runq_get(owner)) != NULL)
-		seen_owner[g - gs]++;
-	atomic_store(&stop, 1);
-	pthread_join(ta, NULL);
-	pthread_join(tb, NULL);
-	drain_global(seen_owner);
-	long stolen = 0;
-	for (int i = 0; i < NG; i++) {
-		ASSERT_EQ(seen_owner[i] + seen_a[i] + seen_b[i], 1);
-		stolen += seen_a[i] + seen_b[i];
-	}
-	printf("    stolen: %ld of %d\n", stolen, NG);
-	free(owner);
-	free(pa);
-	free(pb);
+	drain_global(seen_owner); /* overflow went there */
+	printf("    stolen: %ld of %d\n", race_finish(&r), NG);
 }
 
 enum { RN_MAX = 200000 };
 static struct weft__g rn_gs[RN_MAX];
 
-static void *runnext_steal_loop(void *arg)
-{
-	struct thief *t = arg;
-	while (!atomic_load(t->stop)) {
-		struct weft__g *g = weft__runq_steal(t->own, t->victim, 1);
-		if (g)
-			t->seen[g - rn_gs]++;
-	}
-	return NULL;
-}
-
 /* The owner puts each of `rounds` Gs as runnext and takes runnext back at
  * once, while two thieves try to steal runnext the whole time (their own
- * rings are empty and the victim is not running, so they do not nap). Every
- * G must come out exactly once. */
+ * rings are empty and the victim is not running, so they do not nap). */
 static void runnext_race(int rounds)
 {
 	static int seen_owner[RN_MAX], seen_a[RN_MAX], seen_b[RN_MAX];
-	memset(seen_owner, 0, sizeof seen_owner);
-	memset(seen_a, 0, sizeof seen_a);
-	memset(seen_b, 0, sizeof seen_b);
-	weft__sched.nprocs = 3;
-	struct weft__p *owner = new_p(0), *pa = new_p(1), *pb = new_p(2);
-	atomic_int stop = 0;
-	struct thief a = { owner, pa, &stop, seen_a }, b = { owner, pb, &stop, seen_b };
-	pthread_t ta, tb;
-	ASSERT_EQ(pthread_create(&ta, NULL, runnext_steal_loop, &a), 0);
-	ASSERT_EQ(pthread_create(&tb, NULL, runnext_steal_loop, &b), 0);
+	struct race r;
+	race_start(&r, rn_gs, rounds, seen_owner, seen_a, seen_b);
 	for (int i = 0; i < rounds; i++) {
-		weft__runq_put(owner, &rn_gs[i], 1);
-		struct weft__g *g = weft__runq_get(owner);
+		weft__runq_put(r.owner, &rn_gs[i], 1);
+		struct weft__g *g = weft__runq_get(r.owner);
 		if (g)
 			seen_owner[g - rn_gs]++;
 	}
-	atomic_store(&stop, 1);
-	pthread_join(ta, NULL);
-	pthread_join(tb, NULL);
-	long stolen = 0;
-	for (int i = 0; i < rounds; i++) {
-		ASSERT_EQ(seen_owner[i] + seen_a[i] + seen_b[i], 1);
-		stolen += seen_a[i] + seen_b[i];
-	}
-	printf("    membarrier %d: %ld of %d stolen from runnext\n", weft__membarrier_ok, stolen,
-	       rounds);
-	free(owner);
-	free(pa);
-	free(pb);
+	printf("    membarrier %d: %ld of %d stolen from runnext\n", weft__membarrier_ok,
+	       race_finish(&r), rounds);
 }
 
 /*
