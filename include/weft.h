@@ -37,5 +37,6 @@
 #include "weft/runtime.h"
 #include "weft/sync.h"
 #include "weft/chan.h"
+#include "weft/context.h"
 
 #endif /* WEFT_H */

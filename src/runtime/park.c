@@ -11,6 +11,11 @@
  */
 #include "park.h"
 
+#include <errno.h>
+#include <sched.h>
+#include <stddef.h>
+#include <time.h>
+
 #include "lock.h"
 #include "sched.h"
 
@@ -26,41 +31,76 @@ void weft__waitq_unlock(struct weft__waitq *q)
 
 void weft__waitq_push(struct weft__waitq *q, struct weft__waiter *w, int lifo)
 {
+	struct weft__waiter *head = q->head_, *tail = q->tail_;
 	if (lifo) {
-		w->next = q->head_;
-		q->head_ = w;
-		if (!q->tail_)
+		w->prev = NULL;
+		w->next = head;
+		if (head)
+			head->prev = w;
+		else
 			q->tail_ = w;
+		q->head_ = w;
 	} else {
 		w->next = NULL;
-		if (q->tail_)
-			((struct weft__waiter *)q->tail_)->next = w;
+		w->prev = tail;
+		if (tail)
+			tail->next = w;
 		else
 			q->head_ = w;
 		q->tail_ = w;
 	}
+	w->queued = 1;
 	q->len_++;
 }
 
-struct weft__waiter *weft__waitq_pop(struct weft__waitq *q)
+void weft__waitq_unlink(struct weft__waitq *q, struct weft__waiter *w)
 {
-	struct weft__waiter *w = q->head_;
-	if (w) {
+	if (w->prev)
+		w->prev->next = w->next;
+	else
 		q->head_ = w->next;
-		if (!q->head_)
-			q->tail_ = NULL;
-		q->len_--;
-		w->next = NULL;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		q->tail_ = w->prev;
+	w->next = w->prev = NULL;
+	w->queued = 0;
+	q->len_--;
+}
+
+struct weft__waiter *weft__waitq_take(struct weft__waitq *q, uint32_t *unlinked_stale)
+{
+	struct weft__waiter *w;
+	while ((w = q->head_) != NULL) {
+		weft__waitq_unlink(q, w);
+		if (weft__waiter_claim(w))
+			return w;
+		/* Its deadline or its source won: it is on its way out. */
+		if (unlinked_stale)
+			++*unlinked_stale;
 	}
-	return w;
+	return NULL;
+}
+
+void weft__waiter_init_until(struct weft__waiter *w, int64_t deadline, struct weft__cancel *cs)
+{
+	w->next = w->prev = NULL;
+	w->g = weft__g_get();
+	w->futex = 0;
+	w->claim = 0;
+	w->claimable = deadline != INT64_MAX || cs != NULL;
+	w->queued = 0;
+	w->counted = 0;
+	w->result = 0;
+	w->data = 0;
+	w->deadline = deadline;
+	w->cs = cs;
+	w->timer_done = 0;
 }
 
 void weft__waiter_init(struct weft__waiter *w)
 {
-	w->next = NULL;
-	w->g = weft__g_get();
-	w->futex = 0;
-	w->data = 0;
+	weft__waiter_init_until(w, INT64_MAX, NULL);
 }
 
 static void unlock_q(void *arg, struct weft__g *g)
@@ -71,6 +111,8 @@ static void unlock_q(void *arg, struct weft__g *g)
 
 void weft__waitq_block(struct weft__waitq *q, struct weft__waiter *w, const char *reason)
 {
+	/* A plain waiter is counted as blocked on a foreign thread. */
+	w->counted = 1;
 	if (w->g) {
 		weft__park(reason, unlock_q, q);
 		return;
@@ -85,6 +127,180 @@ void weft__waitq_block(struct weft__waitq *q, struct weft__waiter *w, const char
 		weft__futex_wait(&w->futex, 0, NULL);
 }
 
+/* ---------------------------------------------------------------- claimable waits */
+
+/* Wake a waiter claimed by a deadline or a source (not its queue's waker). */
+static void wake_claimed(struct weft__waiter *w, int result)
+{
+	w->result = result;
+	weft__waiter_wake(w); /* last touch */
+}
+
+static void waiter_deadline(struct weft__timer *t)
+{
+	struct weft__waiter *w = t->arg;
+	if (weft__waiter_claim(w)) {
+		wake_claimed(w, ETIMEDOUT);
+		return;
+	}
+	/* Someone else won and wakes it; let go of the record. */
+	__atomic_store_n(&w->timer_done, 1, __ATOMIC_RELEASE);
+}
+
+static void waiter_cancelled(struct weft__hook *h, int err)
+{
+	struct weft__waiter *w = (struct weft__waiter *)((char *)h - offsetof(struct weft__waiter, hook));
+	if (weft__waiter_claim(w))
+		wake_claimed(w, err);
+	/* Either way weft__cancel_fire marks the hook fired after this. */
+}
+
+struct arm_args {
+	struct weft__waitq *q;
+	struct weft__waiter *w;
+};
+
+/* After-switch action of a goroutine parking with a deadline: arm its timer,
+ * then release the queue (the args on its stack are then gone). */
+static void arm_unlock_q(void *arg, struct weft__g *g)
+{
+	(void)g;
+	struct arm_args *a = arg;
+	struct weft__waiter *w = a->w;
+	struct weft__waitq *q = a->q;
+	w->tm.fn = waiter_deadline;
+	w->tm.arg = w;
+	w->tm.heap = NULL;
+	w->tm.deletable = 1;
+	weft__timer_add_here(&w->tm, w->deadline);
+	weft__unlock(&q->lock_);
+}
+
+int weft__waitq_block_until(struct weft__waitq *q, struct weft__waiter *w, const char *reason)
+{
+	if (!w->claimable) {
+		weft__waitq_block(q, w, reason);
+		return 0;
+	}
+	int err = 0;
+	if (w->cs) {
+		w->hook.fn = waiter_cancelled;
+		err = weft__hook_add(w->cs, &w->hook);
+		if (err)
+			w->cs = NULL; /* not registered */
+	}
+	if (!err && w->deadline != INT64_MAX && w->deadline <= weft_now())
+		err = ETIMEDOUT;
+	if (err) {
+		/* Nobody can have claimed it: it was not visible unlocked. */
+		if (w->cs)
+			weft__hook_del(w->cs, &w->hook);
+		weft__waitq_unlock(q);
+		return err;
+	}
+	if (w->g) {
+		if (w->deadline != INT64_MAX) {
+			struct arm_args a = {q, w};
+			weft__park(reason, arm_unlock_q, &a);
+		} else {
+			weft__park(reason, unlock_q, q);
+		}
+		if (w->deadline != INT64_MAX && w->result != ETIMEDOUT) {
+			/* The timer lost: stop it, or wait until it let go. */
+			if (!weft__timer_del(&w->tm))
+				while (!__atomic_load_n(&w->timer_done, __ATOMIC_ACQUIRE))
+					weft_yield();
+		}
+	} else {
+		/* A foreign thread: with a deadline or a source it will come back
+		 * by itself, so it does not count as blocked. */
+		weft__waitq_unlock(q);
+		while (!__atomic_load_n(&w->futex, __ATOMIC_ACQUIRE)) {
+			int64_t left = w->deadline - weft_now();
+			if (w->deadline == INT64_MAX) {
+				weft__futex_wait(&w->futex, 0, NULL);
+			} else if (left > 0) {
+				struct timespec ts = {left / 1000000000, left % 1000000000};
+				weft__futex_wait(&w->futex, 0, &ts);
+			} else if (weft__waiter_claim(w)) {
+				w->result = ETIMEDOUT;
+				break;
+			} else {
+				w->deadline = INT64_MAX; /* claimed: the wake is coming */
+			}
+		}
+	}
+	if (w->cs)
+		weft__hook_del(w->cs, &w->hook);
+	return w->result;
+}
+
+/* ---------------------------------------------------------------- cancellation sources */
+
+enum { HOOK_LINKED, HOOK_FIRING, HOOK_FIRED };
+
+int weft__hook_add(struct weft__cancel *c, struct weft__hook *h)
+{
+	weft__spin_lock(&c->lock);
+	int err = c->err;
+	if (!err) {
+		h->prev = NULL;
+		h->next = c->hooks;
+		if (c->hooks)
+			c->hooks->prev = h;
+		c->hooks = h;
+		h->state = HOOK_LINKED;
+	}
+	weft__spin_unlock(&c->lock);
+	return err;
+}
+
+int weft__hook_del(struct weft__cancel *c, struct weft__hook *h)
+{
+	weft__spin_lock(&c->lock);
+	if (__atomic_load_n(&h->state, __ATOMIC_RELAXED) == HOOK_LINKED) {
+		if (h->prev)
+			h->prev->next = h->next;
+		else
+			c->hooks = h->next;
+		if (h->next)
+			h->next->prev = h->prev;
+		weft__spin_unlock(&c->lock);
+		return 1;
+	}
+	weft__spin_unlock(&c->lock);
+	/* Detached by a firing in progress: wait for its last touch. */
+	while (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != HOOK_FIRED) {
+		if (weft__g_get())
+			weft_yield();
+		else
+			sched_yield();
+	}
+	return 0;
+}
+
+int weft__cancel_fire(struct weft__cancel *c, int err)
+{
+	weft__spin_lock(&c->lock);
+	if (c->err) {
+		weft__spin_unlock(&c->lock);
+		return 0;
+	}
+	__atomic_store_n(&c->err, err, __ATOMIC_RELEASE);
+	struct weft__hook *h = c->hooks;
+	c->hooks = NULL;
+	for (struct weft__hook *x = h; x; x = x->next)
+		__atomic_store_n(&x->state, HOOK_FIRING, __ATOMIC_RELAXED);
+	weft__spin_unlock(&c->lock);
+	while (h) {
+		struct weft__hook *next = h->next;
+		h->fn(h, err);
+		__atomic_store_n(&h->state, HOOK_FIRED, __ATOMIC_RELEASE); /* last touch */
+		h = next;
+	}
+	return 1;
+}
+
 void weft__waiter_wake(struct weft__waiter *w)
 {
 	struct weft__g *g = w->g;
@@ -92,7 +308,7 @@ void weft__waiter_wake(struct weft__waiter *w)
 		weft__ready(g);
 		return;
 	}
-	weft__foreign_wake(&w->futex, 1);
+	weft__foreign_wake(&w->futex, w->counted);
 }
 
 void weft__foreign_wake(uint32_t *word, int counted)
@@ -134,7 +350,7 @@ void weft__sema_acquire(uint32_t *sema, struct weft__waitq *q, int lifo, const c
 void weft__sema_release(uint32_t *sema, struct weft__waitq *q, int handoff)
 {
 	weft__waitq_lock(q);
-	struct weft__waiter *w = weft__waitq_pop(q);
+	struct weft__waiter *w = weft__waitq_take(q, NULL);
 	if (!w) {
 		__atomic_add_fetch(sema, 1, __ATOMIC_RELEASE);
 		weft__waitq_unlock(q);

@@ -17,26 +17,111 @@
 
 #include "weft.h"
 
+#include "timer.h"
+
 struct weft__g;
 
+/*
+ * A cancellation source (what a context is built on): once fired, with an
+ * error, it calls each registered hook once. Hooks are records owned by their
+ * registrants (on their stacks, usually). Firing detaches the whole list under
+ * the source's lock and then runs the hooks without it, each hook's last act
+ * being to mark itself fired; a registrant that removes its hook waits for
+ * that mark if firing got to it first, so the record never outlives its use.
+ * A hook must not block; it may ready goroutines and take leaf locks (wait
+ * queues, channel locks).
+ */
+struct weft__hook;
+typedef void (*weft__hook_fn)(struct weft__hook *h, int err);
+struct weft__hook {
+	struct weft__hook *next, *prev; /* under the source's lock while linked */
+	weft__hook_fn fn;
+	uint32_t state;                 /* HOOK_*: atomic */
+};
+
+struct weft__cancel {
+	uint32_t lock;
+	int err;                        /* 0 until fired; atomic */
+	struct weft__hook *hooks;       /* under lock */
+};
+
+/* Register h (fn set) unless c has fired: 0, or c's error (h not added). */
+int weft__hook_add(struct weft__cancel *c, struct weft__hook *h);
+/* Unregister h: returns 1 if it was removed before firing, 0 if it fired
+ * (after its fn has returned: h is free to go either way). */
+int weft__hook_del(struct weft__cancel *c, struct weft__hook *h);
+/* Fire c with err (nonzero): returns 1 if this call fired it, 0 if it had
+ * fired already. Every hook has run when it returns. */
+int weft__cancel_fire(struct weft__cancel *c, int err);
+static inline int weft__cancel_err(const struct weft__cancel *c)
+{
+	return __atomic_load_n(&c->err, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * A waiter. Plain waiters are woken by whoever dequeues them. A waiter with a
+ * deadline or a cancellation source is "claimable": the queue's waker, the
+ * deadline timer and the source race to claim it (a CAS on claim) and only
+ * the winner wakes it; a waker skips a waiter claimed by someone else (it
+ * left by itself). Whoever unlinks a waiter from its queue, under the queue
+ * lock, does the queue user's bookkeeping for it; `queued` tells the owner
+ * whether it is still in.
+ */
 struct weft__waiter {
-	struct weft__waiter *next;  /* under the queue lock */
+	struct weft__waiter *next, *prev; /* under the queue lock */
 	struct weft__g *g;          /* the parked goroutine, or NULL for a foreign thread */
 	uint32_t futex;             /* foreign threads: 0 waiting, 1 woken */
+	uint32_t claim;             /* claimable waiters: 0 open, 1 claimed (CAS) */
+	uint8_t claimable;
+	uint8_t queued;             /* in a queue; under the queue lock */
+	uint8_t counted;            /* a foreign thread counted as blocked */
+	int result;                 /* 0: woken by the queue's user; ETIMEDOUT, or the
+	                             * source's error */
 	uintptr_t data;             /* for the queue's user, under the queue lock */
+	int64_t deadline;           /* INT64_MAX: none */
+	struct weft__cancel *cs;    /* or NULL */
+	struct weft__hook hook;     /* on cs while waiting */
+	struct weft__timer tm;      /* goroutines with a deadline */
+	uint32_t timer_done;        /* the timer lost the claim and let go */
 };
 
 void weft__waitq_lock(struct weft__waitq *q);
 void weft__waitq_unlock(struct weft__waitq *q);
 /* Enqueue w (at the back, or the front when lifo). Queue locked. */
 void weft__waitq_push(struct weft__waitq *q, struct weft__waiter *w, int lifo);
-/* Dequeue the front waiter or NULL. Queue locked. */
-struct weft__waiter *weft__waitq_pop(struct weft__waitq *q);
-/* Prepare w for the calling goroutine or thread. */
+/* Remove w (queued). Queue locked. */
+void weft__waitq_unlink(struct weft__waitq *q, struct weft__waiter *w);
+/* The front waiter that can still be woken, claimed and unlinked, or NULL.
+ * Claimed-by-others waiters on the way are unlinked too; unlinked_stale (if
+ * not NULL) counts them. Queue locked. */
+struct weft__waiter *weft__waitq_take(struct weft__waitq *q, uint32_t *unlinked_stale);
+/* Claim w for a waker (always succeeds for a plain waiter). Queue locked. */
+static inline int weft__waiter_claim(struct weft__waiter *w)
+{
+	uint32_t open = 0;
+	return !w->claimable || __atomic_compare_exchange_n(&w->claim, &open, 1, 0,
+							    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+static inline struct weft__waiter *weft__waitq_front(struct weft__waitq *q)
+{
+	return (struct weft__waiter *)q->head_;
+}
+/* Prepare w for the calling goroutine or thread: a plain waiter, or a
+ * claimable one when deadline != INT64_MAX or cs is not NULL. */
 void weft__waiter_init(struct weft__waiter *w);
-/* Queue locked and w enqueued: unlock the queue and block until woken. */
+void weft__waiter_init_until(struct weft__waiter *w, int64_t deadline, struct weft__cancel *cs);
+/* Queue locked and w enqueued: unlock the queue and block until woken.
+ * Plain waiters only. */
 void weft__waitq_block(struct weft__waitq *q, struct weft__waiter *w, const char *reason);
-/* Wake a dequeued waiter. */
+/*
+ * Queue locked and w enqueued: unlock the queue and block until woken, the
+ * deadline or the source. Returns w->result: 0 when a waker claimed w (it is
+ * unlinked then), else ETIMEDOUT or the source's error; w may then still be
+ * queued (w->queued, under the queue lock): the caller removes it and undoes
+ * its bookkeeping. Returns with the queue unlocked either way.
+ */
+int weft__waitq_block_until(struct weft__waitq *q, struct weft__waiter *w, const char *reason);
+/* Wake a dequeued (claimed) waiter. */
 void weft__waiter_wake(struct weft__waiter *w);
 /* Wake a foreign thread sleeping on *word (0 until woken): uncount it as
  * parked inside weft if it was counted, set the word, wake it. The record

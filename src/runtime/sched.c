@@ -642,7 +642,9 @@ static inline __attribute__((always_inline)) void gogo(struct weft__m *m, struct
 		__atomic_store_n(&m->curg, to, __ATOMIC_RELEASE);
 		__atomic_store_n(&to->status, G_RUNNING, __ATOMIC_RELAXED);
 		struct weft__p *p = m->p;
-		__atomic_store_n(&p->schedtick, p->schedtick + 1, __ATOMIC_RELAXED);
+		/* Release: a grace period (weft__grace_done) that sees the new
+		 * tick also sees the finished read sections before it. */
+		__atomic_store_n(&p->schedtick, p->schedtick + 1, __ATOMIC_RELEASE);
 	} else {
 		__atomic_store_n(&m->curg, NULL, __ATOMIC_RELEASE);
 	}
@@ -1382,6 +1384,33 @@ static int64_t sum_ps(size_t offset)
 	for (int i = 0; i < np; i++)
 		n += __atomic_load_n((int64_t *)((char *)s->allp[i] + offset), __ATOMIC_SEQ_CST);
 	return n;
+}
+
+int weft__grace_start(uint32_t *ticks)
+{
+	struct weft__sched *s = &weft__sched;
+	/* The retired memory is unpublished: make every running reader's
+	 * schedtick store visible before reading them (see weft__reader_enter). */
+	if (weft__membarrier_ok)
+		weft__membarrier();
+	else
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	int np = __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE);
+	for (int i = 0; i < np; i++)
+		ticks[i] = __atomic_load_n(&s->allp[i]->schedtick, __ATOMIC_ACQUIRE);
+	return np;
+}
+
+int weft__grace_done(const uint32_t *ticks, int n)
+{
+	struct weft__sched *s = &weft__sched;
+	for (int i = 0; i < n; i++) {
+		struct weft__p *p = s->allp[i];
+		if (__atomic_load_n(&p->schedtick, __ATOMIC_ACQUIRE) == ticks[i] &&
+		    __atomic_load_n(&p->status, __ATOMIC_ACQUIRE) == P_RUNNING)
+			return 0;
+	}
+	return 1;
 }
 
 int64_t weft__count_goroutines(void)

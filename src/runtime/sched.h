@@ -337,6 +337,33 @@ uint64_t weft__fastrand(void);
 /* Set at start when membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) works: the
  * owner of a P then takes its runnext without a locked instruction (runq.c). */
 extern int weft__membarrier_ok;
+
+/*
+ * Grace periods, for lock-free readers of memory that writers retire (RCU's
+ * quiescent states, counted by the scheduler). A read section is code with
+ * no switch in it, run by a goroutine on a running P (weft__reader_enter says
+ * whether the caller is one: elsewhere, read under the writers' lock). Since
+ * goroutines are never preempted, such a section ends before its P's
+ * schedtick next changes. A writer unpublishes what it retires, then takes a
+ * snapshot (weft__grace_start); once weft__grace_done says every P has
+ * switched or stopped running since, no read section can still see it.
+ */
+static inline int weft__reader_enter(struct weft__m *m)
+{
+	if (!m || !m->curg || !m->p ||
+	    __atomic_load_n(&m->p->status, __ATOMIC_RELAXED) != P_RUNNING)
+		return 0;
+	/* Order the P's last schedtick store before the section's loads
+	 * (x86 may otherwise pass a load ahead of a buffered store); with
+	 * membarrier, the writer pays for it instead. */
+	if (!weft__membarrier_ok)
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return 1;
+}
+/* ticks has room for WEFT_MAX_PROCS; returns how many it filled. */
+int weft__grace_start(uint32_t *ticks);
+int weft__grace_done(const uint32_t *ticks, int n);
+
 /* A full memory barrier on every thread of the process that is running. */
 void weft__membarrier(void);
 /* weft__fastrand() with the caller's M at hand (m may be NULL). */

@@ -25,6 +25,7 @@
 #include "park.h"
 #include "sched.h"
 #include "sanitizer.h"
+#include "sync_impl.h"
 
 #define LOCKED 1u
 #define WOKEN 2u
@@ -117,12 +118,12 @@ int weft_mutex_trylock(weft_mutex *m)
 	return 0;
 }
 
-static void unlock_slow(weft_mutex *m, uint32_t new)
+static void unlock_slow(weft_mutex *m, uint32_t new, int handoff)
 {
 	uint32_t *st = &m->state_;
 	if (new & STARVING) {
 		/* Hand off: the front waiter owns the mutex now, and runs next. */
-		weft__sema_release(&m->sema_, &m->waiters_, 1);
+		weft__sema_release(&m->sema_, &m->waiters_, handoff);
 		return;
 	}
 	uint32_t old = new;
@@ -140,12 +141,22 @@ static void unlock_slow(weft_mutex *m, uint32_t new)
 	}
 }
 
-void weft_mutex_unlock(weft_mutex *m)
+static inline void mutex_unlock(weft_mutex *m, int handoff)
 {
 	weft__race_release(m);
 	uint32_t new = __atomic_sub_fetch(&m->state_, LOCKED, __ATOMIC_RELEASE);
 	if (((new + LOCKED) & LOCKED) == 0)
 		weft__fatal("sync: unlock of unlocked mutex");
 	if (new != 0)
-		unlock_slow(m, new);
+		unlock_slow(m, new, handoff);
+}
+
+void weft_mutex_unlock(weft_mutex *m)
+{
+	mutex_unlock(m, 1);
+}
+
+void weft__mutex_unlock_noyield(weft_mutex *m)
+{
+	mutex_unlock(m, 0);
 }

@@ -9,17 +9,20 @@
  * WaitGroup at once. When waiters exist they are parked, so the WaitGroup is
  * alive until the waker has woken them all.
  *
- * A waiter increments the waiter count only while holding the queue lock, and
- * the waker empties the queue under the same lock, so a waiter is never left
- * behind. The waker resets the word to zero first, then wakes exactly the
- * waiters it counted.
+ * The waiter count changes only under the queue lock: a waiter adds itself
+ * and enqueues; the waker of a zero takes every queued waiter and subtracts
+ * as many; a waiter that gives up (deadline, context) while still queued
+ * unlinks itself and subtracts one. So the count is what the queue holds.
  */
 #include "weft.h"
+
+#include <errno.h>
 
 #include "fatal.h"
 #include "park.h"
 #include "sched.h"
 #include "sanitizer.h"
+#include "sync_impl.h"
 
 #define WAITER_MASK 0xffffffffull
 
@@ -41,21 +44,31 @@ void weft_wg_add(weft_wg *wg, int64_t delta)
 		weft__fatal("sync: negative WaitGroup counter");
 	if (v > 0 || w == 0)
 		return;
-	/* Counter is zero and w goroutines/threads are parked: wake them. */
-	__atomic_store_n(st, 0, __ATOMIC_RELEASE);
+	/* Counter is zero and waiters are parked: take them all. Only the
+	 * holder of the queue lock changes the waiter count, so what the
+	 * queue holds is what the count says (waiters that gave up, and were
+	 * unlinked here, included). */
 	struct weft__waitq *q = &wg->waiters_;
 	weft__waitq_lock(q);
+	if (counter_of(__atomic_load_n(st, __ATOMIC_ACQUIRE)) != 0) {
+		/* Reused already: every waiter of that zero gave up and left
+		 * (a _ctx or _until wait), and these wait for the next one. */
+		weft__waitq_unlock(q);
+		return;
+	}
 	struct weft__waiter *list = NULL, **tail = &list;
-	for (uint32_t i = 0; i < w; i++) {
-		struct weft__waiter *x = weft__waitq_pop(q);
-		if (!x)
-			weft__fatal("sync: WaitGroup waiter count and queue disagree");
+	uint32_t n = 0;
+	struct weft__waiter *x;
+	while ((x = weft__waitq_take(q, &n)) != NULL) {
+		n++;
 		*tail = x;
 		tail = &x->next;
 	}
+	if (n)
+		__atomic_sub_fetch(st, (uint64_t)n, __ATOMIC_ACQ_REL);
 	weft__waitq_unlock(q);
 	while (list) {
-		struct weft__waiter *x = list;
+		x = list;
 		list = x->next;
 		weft__waiter_wake(x); /* x is gone after this */
 	}
@@ -66,15 +79,15 @@ void weft_wg_done(weft_wg *wg)
 	weft_wg_add(wg, -1);
 }
 
-void weft_wg_wait(weft_wg *wg)
+int weft__wg_wait(weft_wg *wg, int64_t deadline, struct weft__cancel *cs)
 {
 	uint64_t *st = (uint64_t *)&wg->counter_;
 	if (counter_of(__atomic_load_n(st, __ATOMIC_ACQUIRE)) == 0) {
 		weft__race_acquire(wg);
-		return;
+		return 0;
 	}
 	struct weft__waiter w;
-	weft__waiter_init(&w);
+	weft__waiter_init_until(&w, deadline, cs);
 	struct weft__waitq *q = &wg->waiters_;
 	weft__waitq_lock(q);
 	uint64_t s = __atomic_load_n(st, __ATOMIC_ACQUIRE);
@@ -82,13 +95,34 @@ void weft_wg_wait(weft_wg *wg)
 		if (counter_of(s) == 0) {
 			weft__waitq_unlock(q);
 			weft__race_acquire(wg);
-			return;
+			return 0;
 		}
 		if (__atomic_compare_exchange_n(st, &s, s + 1, 0, __ATOMIC_ACQ_REL,
 						__ATOMIC_ACQUIRE))
 			break;
 	}
 	weft__waitq_push(q, &w, 0);
-	weft__waitq_block(q, &w, "semacquire");
+	int err = weft__waitq_block_until(q, &w, "semacquire");
+	if (err) {
+		weft__waitq_lock(q);
+		if (w.queued) {
+			/* Still counted: leave as if we had never come. */
+			weft__waitq_unlink(q, &w);
+			__atomic_sub_fetch(st, 1, __ATOMIC_ACQ_REL);
+		}
+		weft__waitq_unlock(q);
+		return err;
+	}
 	weft__race_acquire(wg);
+	return 0;
+}
+
+void weft_wg_wait(weft_wg *wg)
+{
+	weft__wg_wait(wg, INT64_MAX, NULL);
+}
+
+int weft_wg_wait_until(weft_wg *wg, int64_t deadline_ns)
+{
+	return weft__wg_wait(wg, deadline_ns, NULL);
 }

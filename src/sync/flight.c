@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* flight.c - placeholder, being written. */
+#include "weft.h"

@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* map.c - placeholder, being written. */
+#include "weft.h"

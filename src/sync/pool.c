@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* pool.c - placeholder, being written. */
+#include "weft.h"
