@@ -130,13 +130,15 @@ WEFT_API void weft_ctx_release(weft_ctx *ctx);
  * also returns weft_ctx_err(ctx) (ECANCELED or ETIMEDOUT) as soon as ctx is
  * done, having done nothing (a send sent nothing, an acquire holds nothing).
  * A context already done when the call starts fails it without waiting
- * unless it can complete at once, as Go's select would pick either. None of
- * them allocate.
+ * unless it can complete at once, as Go's select would pick either. The sync
+ * waits and the sleep never allocate; the channel calls and select, when they
+ * must wait, use ctx's done channel, made once per context (ENOMEM if that
+ * fails, having done nothing).
  */
 WEFT_API int weft_chan_send_ctx(weft_ctx *ctx, weft_chan *c, const void *elem);
 WEFT_API int weft_chan_recv_ctx(weft_ctx *ctx, weft_chan *c, void *out);
-/* weft_select_ctx - weft_select() over n cases (at most 15) that also gives
- * up when ctx is done (*chosen is then -1). */
+/* weft_select_ctx - weft_select() that also gives up when ctx is done
+ * (*chosen is then -1). */
 WEFT_API int weft_select_ctx(weft_ctx *ctx, const weft_case *cases, int n, int *chosen);
 /* weft_sleep_ctx - sleep for duration_ns: 0 when slept, or ctx's error. */
 WEFT_API int weft_sleep_ctx(weft_ctx *ctx, int64_t duration_ns);

@@ -1,2 +1,298 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * context.c - weft_ctx, Go's context package.
+ *
+ * Three kinds of node: the background (a static root), cancellable nodes
+ * (with_cancel, with_deadline, with_timeout) and value nodes. Every node but
+ * the root holds a reference on its parent, so values and deadlines can be
+ * read up the tree without locks: a node's links never change.
+ *
+ * Cancellation is the runtime's cancellation source (struct weft__cancel,
+ * park.h), one per cancellable node. Everything that must learn of a
+ * cancellation registers a hook on the nearest cancellable ancestor's source:
+ * a cancellable child (its hook cancels it in turn, with the same error and
+ * cause), and each waiter of a _ctx call (its hook claims and wakes it).
+ * Firing detaches the hooks under the source's lock and runs them outside it,
+ * so a parent reaches every descendant exactly once, from any thread, without
+ * holding a lock across the tree. The done channel is made on first request;
+ * whoever sees it open once the source has fired closes it (once: done_closed
+ * under the lock). No channel lock is ever taken under a source's lock.
+ *
+ * Deadlines are runtime timers (deletable, embedded in the node) whose
+ * callback cancels the node with ETIMEDOUT. The last release stops the timer
+ * (or waits for a firing callback to finish), unhooks the node from its
+ * ancestor (waiting, likewise, for a cancellation running its hook), and only
+ * then frees it: no callback outlives the memory it touches.
+ */
 #include "weft.h"
+
+#include <errno.h>
+#include <sched.h>
+
+#include "alloc.h"
+#include "ctx_impl.h"
+#include "fatal.h"
+#include "sanitizer.h"
+#include "sched.h"
+
+static weft_ctx background = {.kind = CTX_BACKGROUND};
+
+weft_ctx *weft_ctx_background(void)
+{
+	return &background;
+}
+
+weft_ctx *weft_ctx_retain(weft_ctx *ctx)
+{
+	if (ctx && ctx->kind != CTX_BACKGROUND)
+		__atomic_add_fetch(&ctx->refs, 1, __ATOMIC_RELAXED);
+	return ctx;
+}
+
+struct weft__cancel *weft__ctx_source(weft_ctx *ctx)
+{
+	while (ctx && ctx->kind == CTX_VALUE)
+		ctx = ctx->parent;
+	return ctx && ctx->kind == CTX_CANCEL ? &ctx->cs : NULL;
+}
+
+static weft_ctx *cancel_node(weft_ctx *ctx)
+{
+	while (ctx && ctx->kind == CTX_VALUE)
+		ctx = ctx->parent;
+	return ctx && ctx->kind == CTX_CANCEL ? ctx : NULL;
+}
+
+/* Cancel ctx (a cancellable node): fire its source (its hooks cancel the
+ * descendants and wake the waiters), then close its done channel if made. */
+static void cancel(weft_ctx *ctx, int err, int cause)
+{
+	/* For ThreadSanitizer: what the canceller did happens before whatever
+	 * sees the error (weft_ctx_err acquires). */
+	weft__race_release(&ctx->cs);
+	if (!weft__cancel_fire(&ctx->cs, err, cause))
+		return;
+	weft__spin_lock(&ctx->cs.lock);
+	weft_chan *done = ctx->done_closed ? NULL : ctx->done;
+	ctx->done_closed = 1;
+	weft__spin_unlock(&ctx->cs.lock);
+	if (done)
+		weft_chan_close(done);
+}
+
+/* The hook of a child on its ancestor's source: the ancestor fired. */
+static void parent_fired(struct weft__hook *h, int err)
+{
+	weft_ctx *ctx = (weft_ctx *)((char *)h - offsetof(weft_ctx, parent_hook));
+	cancel(ctx, err, ctx->parent_cs->cause);
+}
+
+static void deadline_fired(struct weft__timer *t)
+{
+	weft_ctx *ctx = t->arg;
+	cancel(ctx, ETIMEDOUT, ctx->deadline_cause);
+	__atomic_store_n(&ctx->timer_done, 1, __ATOMIC_RELEASE); /* last touch */
+}
+
+static int64_t deadline_of(weft_ctx *ctx)
+{
+	while (ctx && ctx->kind == CTX_VALUE)
+		ctx = ctx->parent;
+	return ctx && ctx->kind == CTX_CANCEL ? ctx->deadline : INT64_MAX;
+}
+
+static int new_node(weft_ctx *parent, int kind, weft_ctx **out)
+{
+	if (!out)
+		weft__fatal("context: NULL out pointer");
+	if (!parent)
+		weft__fatal("context: NULL parent (use weft_ctx_background())");
+	weft_ctx *ctx = weft__calloc(1, sizeof *ctx);
+	if (!ctx)
+		return ENOMEM;
+	ctx->kind = (uint8_t)kind;
+	ctx->refs = 1;
+	ctx->parent = weft_ctx_retain(parent);
+	ctx->deadline = INT64_MAX;
+	*out = ctx;
+	return 0;
+}
+
+/* A cancellable child of parent, cancelled at deadline (INT64_MAX: none). */
+static int with_cancel(weft_ctx *parent, int64_t deadline, int cause, weft_ctx **out)
+{
+	weft_ctx *ctx;
+	int r = new_node(parent, CTX_CANCEL, &ctx);
+	if (r)
+		return r;
+	int64_t pd = deadline_of(parent);
+	ctx->deadline = pd < deadline ? pd : deadline;
+	ctx->deadline_cause = cause;
+	ctx->parent_hook.fn = parent_fired;
+	ctx->parent_cs = weft__ctx_source(parent);
+	int err = 0;
+	if (ctx->parent_cs) {
+		err = weft__hook_add(ctx->parent_cs, &ctx->parent_hook);
+		if (err) {
+			/* Born cancelled: the parent's error and cause. */
+			struct weft__cancel *pcs = ctx->parent_cs;
+			ctx->parent_cs = NULL;
+			cancel(ctx, err, pcs->cause);
+		}
+	}
+	if (!err && deadline < pd) {
+		if (deadline <= weft_now()) {
+			cancel(ctx, ETIMEDOUT, cause);
+		} else {
+			ctx->tm.fn = deadline_fired;
+			ctx->tm.arg = ctx;
+			ctx->tm.deletable = 1;
+			ctx->timer_armed = 1;
+			weft__timer_add_here(&ctx->tm, deadline);
+		}
+	}
+	*out = ctx;
+	return 0;
+}
+
+int weft_ctx_with_cancel(weft_ctx *parent, weft_ctx **out)
+{
+	return with_cancel(parent, INT64_MAX, 0, out);
+}
+
+int weft_ctx_with_deadline(weft_ctx *parent, int64_t deadline_ns, weft_ctx **out)
+{
+	return with_cancel(parent, deadline_ns, 0, out);
+}
+
+int weft_ctx_with_deadline_cause(weft_ctx *parent, int64_t deadline_ns, int cause, weft_ctx **out)
+{
+	return with_cancel(parent, deadline_ns, cause, out);
+}
+
+int weft_ctx_with_timeout(weft_ctx *parent, int64_t timeout_ns, weft_ctx **out)
+{
+	int64_t now = weft_now();
+	int64_t d = timeout_ns > INT64_MAX - now ? INT64_MAX - 1 : now + timeout_ns;
+	return with_cancel(parent, d, 0, out);
+}
+
+int weft_ctx_with_value(weft_ctx *parent, const void *key, void *val, weft_ctx **out)
+{
+	weft_ctx *ctx;
+	int r = new_node(parent, CTX_VALUE, &ctx);
+	if (r)
+		return r;
+	ctx->key = key;
+	ctx->val = val;
+	*out = ctx;
+	return 0;
+}
+
+void weft_ctx_cancel_cause(weft_ctx *ctx, int cause)
+{
+	if (!ctx || ctx->kind != CTX_CANCEL)
+		weft__fatal("context: cancel of a context that is not cancellable");
+	cancel(ctx, ECANCELED, cause);
+}
+
+void weft_ctx_cancel(weft_ctx *ctx)
+{
+	weft_ctx_cancel_cause(ctx, 0);
+}
+
+int weft_ctx_err(weft_ctx *ctx)
+{
+	struct weft__cancel *cs = weft__ctx_source(ctx);
+	int err = cs ? weft__cancel_err(cs) : 0;
+	if (err)
+		weft__race_acquire(cs);
+	return err;
+}
+
+int weft_ctx_cause(weft_ctx *ctx)
+{
+	struct weft__cancel *cs = weft__ctx_source(ctx);
+	if (!cs || !weft__cancel_err(cs))
+		return 0;
+	return cs->cause; /* written before err was published */
+}
+
+int weft_ctx_deadline(weft_ctx *ctx, int64_t *deadline_ns)
+{
+	int64_t d = deadline_of(ctx);
+	if (d == INT64_MAX)
+		return 0;
+	if (deadline_ns)
+		*deadline_ns = d;
+	return 1;
+}
+
+void *weft_ctx_value(weft_ctx *ctx, const void *key)
+{
+	for (; ctx; ctx = ctx->parent)
+		if (ctx->kind == CTX_VALUE && ctx->key == key)
+			return ctx->val;
+	return NULL;
+}
+
+weft_chan *weft_ctx_done(weft_ctx *ctx)
+{
+	ctx = cancel_node(ctx);
+	if (!ctx)
+		return NULL;
+	weft_chan *done = __atomic_load_n(&ctx->done, __ATOMIC_ACQUIRE);
+	if (done)
+		return done;
+	weft_chan *c;
+	if (weft_chan_make(&c, 0, 0) != 0)
+		return NULL;
+	weft__spin_lock(&ctx->cs.lock);
+	int close_it = 0;
+	if (ctx->done) {
+		done = ctx->done; /* another caller won */
+	} else {
+		__atomic_store_n(&ctx->done, c, __ATOMIC_RELEASE);
+		done = c;
+		c = NULL;
+		/* Made after the cancellation: nobody else will close it. */
+		if (ctx->cs.err && !ctx->done_closed) {
+			ctx->done_closed = 1;
+			close_it = 1;
+		}
+	}
+	weft__spin_unlock(&ctx->cs.lock);
+	if (c)
+		weft_chan_release(c);
+	if (close_it)
+		weft_chan_close(done);
+	return done;
+}
+
+void weft_ctx_release(weft_ctx *ctx)
+{
+	while (ctx && ctx->kind != CTX_BACKGROUND) {
+		if (__atomic_sub_fetch(&ctx->refs, 1, __ATOMIC_ACQ_REL) != 0)
+			return;
+		weft_ctx *parent = ctx->parent;
+		if (ctx->kind == CTX_CANCEL) {
+			if (ctx->timer_armed && !weft__timer_del(&ctx->tm))
+				while (!__atomic_load_n(&ctx->timer_done, __ATOMIC_ACQUIRE))
+					weft__ctx_pause();
+			if (ctx->parent_cs)
+				weft__hook_del(ctx->parent_cs, &ctx->parent_hook);
+			if (ctx->done)
+				weft_chan_release(ctx->done);
+		}
+		weft__free(ctx);
+		ctx = parent; /* drop our reference on it (a loop, not recursion) */
+	}
+}
+
+void weft__ctx_pause(void)
+{
+	if (weft__g_get())
+		weft_yield();
+	else
+		sched_yield();
+}

@@ -1,2 +1,107 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * errgroup.c - weft_errgroup, Go's golang.org/x/sync/errgroup.
+ *
+ * A WaitGroup counts the tasks; the first nonzero result wins a CAS on err_
+ * and cancels the group's context with that error as its cause; a weighted
+ * semaphore of capacity `limit` (when set) bounds how many run at once. Each
+ * task's (group, fn, arg) travels to its goroutine in a small record, freed
+ * by the task when it ends.
+ */
 #include "weft.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "fatal.h"
+
+struct task {
+	weft_errgroup *g;
+	weft_errgroup_fn fn;
+	void *arg;
+};
+
+int weft_errgroup_init(weft_errgroup *g, weft_ctx *parent, weft_ctx **ctx)
+{
+	memset(g, 0, sizeof *g);
+	int r = weft_ctx_with_cancel(parent ? parent : weft_ctx_background(), &g->ctx_);
+	if (r)
+		return r;
+	if (ctx)
+		*ctx = g->ctx_;
+	return 0;
+}
+
+void weft_errgroup_set_limit(weft_errgroup *g, int n)
+{
+	weft_sem_init(&g->limit_, n > 0 ? n : 0);
+}
+
+static void fail(weft_errgroup *g, int err)
+{
+	int zero = 0;
+	if (__atomic_compare_exchange_n(&g->err_, &zero, err, 0, __ATOMIC_ACQ_REL,
+					__ATOMIC_RELAXED))
+		weft_ctx_cancel_cause(g->ctx_, err);
+}
+
+static void run(void *arg)
+{
+	struct task *t = arg;
+	weft_errgroup *g = t->g;
+	int r = t->fn(g->ctx_, t->arg);
+	weft__free(t);
+	if (r)
+		fail(g, r);
+	if (g->limit_.size_)
+		weft_sem_release(&g->limit_, 1);
+	weft_wg_done(&g->wg_);
+}
+
+static int start(weft_errgroup *g, weft_errgroup_fn fn, void *arg)
+{
+	if (!g->ctx_)
+		weft__fatal("errgroup: go on a group that is not initialised");
+	struct task *t = weft__alloc(sizeof *t);
+	int r = ENOMEM;
+	if (t) {
+		*t = (struct task){g, fn, arg};
+		weft_wg_add(&g->wg_, 1);
+		r = weft_go(run, t);
+		if (!r)
+			return 0;
+		weft_wg_done(&g->wg_);
+		weft__free(t);
+	}
+	if (g->limit_.size_)
+		weft_sem_release(&g->limit_, 1);
+	fail(g, r);
+	return r;
+}
+
+int weft_errgroup_go(weft_errgroup *g, weft_errgroup_fn fn, void *arg)
+{
+	if (g->limit_.size_)
+		weft_sem_acquire(&g->limit_, 1);
+	return start(g, fn, arg);
+}
+
+int weft_errgroup_trygo(weft_errgroup *g, weft_errgroup_fn fn, void *arg)
+{
+	if (g->limit_.size_ && weft_sem_tryacquire(&g->limit_, 1) != 0)
+		return EAGAIN;
+	return start(g, fn, arg);
+}
+
+int weft_errgroup_wait(weft_errgroup *g)
+{
+	if (!g->ctx_)
+		weft__fatal("errgroup: wait on a group that is not initialised");
+	weft_wg_wait(&g->wg_);
+	int err = __atomic_load_n(&g->err_, __ATOMIC_ACQUIRE);
+	weft_ctx_cancel_cause(g->ctx_, err);
+	weft_ctx_release(g->ctx_);
+	g->ctx_ = NULL;
+	return err;
+}

@@ -279,13 +279,14 @@ int weft__hook_del(struct weft__cancel *c, struct weft__hook *h)
 	return 0;
 }
 
-int weft__cancel_fire(struct weft__cancel *c, int err)
+int weft__cancel_fire(struct weft__cancel *c, int err, int cause)
 {
 	weft__spin_lock(&c->lock);
 	if (c->err) {
 		weft__spin_unlock(&c->lock);
 		return 0;
 	}
+	c->cause = cause ? cause : err;
 	__atomic_store_n(&c->err, err, __ATOMIC_RELEASE);
 	struct weft__hook *h = c->hooks;
 	c->hooks = NULL;

@@ -42,6 +42,7 @@ struct weft__hook {
 struct weft__cancel {
 	uint32_t lock;
 	int err;                        /* 0 until fired; atomic */
+	int cause;                      /* set with err; read after seeing err */
 	struct weft__hook *hooks;       /* under lock */
 };
 
@@ -50,9 +51,9 @@ int weft__hook_add(struct weft__cancel *c, struct weft__hook *h);
 /* Unregister h: returns 1 if it was removed before firing, 0 if it fired
  * (after its fn has returned: h is free to go either way). */
 int weft__hook_del(struct weft__cancel *c, struct weft__hook *h);
-/* Fire c with err (nonzero): returns 1 if this call fired it, 0 if it had
- * fired already. Every hook has run when it returns. */
-int weft__cancel_fire(struct weft__cancel *c, int err);
+/* Fire c with err (nonzero) and cause (0: err): returns 1 if this call fired
+ * it, 0 if it had fired already. Every hook has run when it returns. */
+int weft__cancel_fire(struct weft__cancel *c, int err, int cause);
 static inline int weft__cancel_err(const struct weft__cancel *c)
 {
 	return __atomic_load_n(&c->err, __ATOMIC_ACQUIRE);
