@@ -16,11 +16,11 @@
 enum { CTX_BACKGROUND, CTX_CANCEL, CTX_VALUE };
 
 struct weft_ctx {
-	int64_t refs;                   /* atomic; unused by the background */
-	uint8_t kind;                   /* CTX_*; fixed */
-	uint8_t timer_armed;            /* tm was added to a heap; fixed after creation */
-	uint8_t done_closed;            /* done has been (or is being) closed; under cs.lock */
-	weft_ctx *parent;               /* holds a reference; fixed */
+	int64_t refs;        /* atomic; unused by the background */
+	uint8_t kind;        /* CTX_*; fixed */
+	uint8_t timer_armed; /* tm was added to a heap; fixed after creation */
+	uint8_t done_closed; /* done has been (or is being) closed; under cs.lock */
+	weft_ctx *parent;    /* holds a reference; fixed */
 	/* CTX_VALUE */
 	const void *key;
 	void *val;
@@ -28,11 +28,11 @@ struct weft_ctx {
 	struct weft__cancel cs;
 	struct weft__cancel *parent_cs; /* where parent_hook is, or NULL; fixed */
 	struct weft__hook parent_hook;
-	int64_t deadline;               /* effective (the parent's if earlier); INT64_MAX: none */
+	int64_t deadline; /* effective (the parent's if earlier); INT64_MAX: none */
 	int deadline_cause;
-	weft_chan *done;                /* made on demand; written under cs.lock, read atomically */
+	weft_chan *done; /* made on demand; written under cs.lock, read atomically */
 	struct weft__timer tm;
-	uint32_t timer_done;            /* the deadline callback has finished */
+	uint32_t timer_done; /* the deadline callback has finished */
 };
 
 /* The cancellation source that governs ctx (the nearest cancellable node,

@@ -42,7 +42,7 @@ static void fail(weft_errgroup *g, int err)
 {
 	int zero = 0;
 	if (__atomic_compare_exchange_n(&g->err_, &zero, err, 0, __ATOMIC_ACQ_REL,
-					__ATOMIC_RELAXED))
+	                                __ATOMIC_RELAXED))
 		weft_ctx_cancel_cause(g->ctx_, err);
 }
 

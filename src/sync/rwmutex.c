@@ -38,7 +38,7 @@ int weft_rwmutex_tryrlock(weft_rwmutex *rw)
 		if (c < 0)
 			return EBUSY;
 	} while (!__atomic_compare_exchange_n(&rw->readers_, &c, c + 1, 1, __ATOMIC_ACQUIRE,
-					      __ATOMIC_RELAXED));
+	                                      __ATOMIC_RELAXED));
 	weft__race_acquire(&rw->w_);
 	return 0;
 }
@@ -74,7 +74,7 @@ int weft_rwmutex_trylock(weft_rwmutex *rw)
 		return EBUSY;
 	int32_t zero = 0;
 	if (!__atomic_compare_exchange_n(&rw->readers_, &zero, -MAX_READERS, 0, __ATOMIC_ACQUIRE,
-					 __ATOMIC_RELAXED)) {
+	                                 __ATOMIC_RELAXED)) {
 		weft_mutex_unlock(&rw->w_);
 		return EBUSY;
 	}
