@@ -83,17 +83,19 @@ void bench_check_go(int err, const char *file, int line);
 
 /* ---------------------------------------------------------------- cases */
 
-int64_t bench_spawn(int64_t n);                 /* spawn.c */
-int64_t bench_yield(int64_t n);                 /* yield.c */
-int64_t bench_chan_pingpong(int64_t n);         /* chan.c */
-int64_t bench_chan_buffered(int64_t n);         /* chan.c */
-int64_t bench_chan_mpmc(int64_t n);             /* chan.c */
-int64_t bench_select2(int64_t n);               /* chan.c */
-int64_t bench_select2_buffered(int64_t n);      /* chan.c */
-void bench_sleep(const struct bench_case *c);   /* sleep.c */
-int64_t bench_fork_join(int64_t n);             /* fib.c */
-int64_t bench_fib_seq(int64_t n);               /* fib.c */
-int64_t bench_mutex(int64_t n);                 /* mutex.c */
-void bench_mempark(const struct bench_case *c); /* mempark.c */
+int64_t bench_spawn(int64_t n);                       /* spawn.c */
+int64_t bench_yield(int64_t n);                       /* yield.c */
+int64_t bench_chan_pingpong(int64_t n);               /* chan.c */
+int64_t bench_chan_buffered(int64_t n);               /* chan.c */
+int64_t bench_chan_mpmc(int64_t n);                   /* chan.c */
+int64_t bench_select2(int64_t n);                     /* chan.c */
+int64_t bench_select2_buffered(int64_t n);            /* chan.c */
+void bench_sleep(const struct bench_case *c);         /* sleep.c */
+int64_t bench_fork_join(int64_t n);                   /* fib.c */
+int64_t bench_fib_seq(int64_t n);                     /* fib.c */
+int64_t bench_mutex(int64_t n);                       /* mutex.c */
+int64_t bench_rwmutex(int64_t n);                     /* sync.c */
+void bench_cancel_fanout(const struct bench_case *c); /* sync.c */
+void bench_mempark(const struct bench_case *c);       /* mempark.c */
 
 #endif /* WEFT_BENCH_H */

@@ -30,9 +30,8 @@ struct bench_flags bench_flags = {
 };
 
 /*
- * The case table, in the order of the Go suite's switch. Later cases
- * (RWMutex, Map, Pool, CancelFanout, TCP) are added here as the API that they
- * need lands.
+ * The case table, in the order of the Go suite's switch. Later cases (Map, Pool,
+ * TCP) are added here as the API that they need lands.
  */
 static const struct bench_case cases[] = {
 	{.name = "Spawn", .q = 1000, .timed = bench_spawn},
@@ -43,7 +42,9 @@ static const struct bench_case cases[] = {
 	{.name = "Select2", .q = 2, .timed = bench_select2},
 	{.name = "Select2Buffered", .q = 2, .timed = bench_select2_buffered},
 	{.name = "MutexContended", .q = 8, .timed = bench_mutex},
+	{.name = "RWMutexReadMostly", .q = 80, .timed = bench_rwmutex},
 	{.name = "Sleep", .run = bench_sleep},
+	{.name = "CancelFanout", .run = bench_cancel_fanout},
 	{.name = "MemPark100k", .run = bench_mempark, .arg = 100000},
 	{.name = "MemPark1M", .run = bench_mempark, .arg = 1000000},
 	{.name = "ForkJoin", .q = 1, .timed = bench_fork_join},
