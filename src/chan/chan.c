@@ -213,6 +213,8 @@ void weft__chan_free(weft_chan *c)
 	weft__free(c);
 }
 
+#define CLOSE_BATCH 128
+
 void weft_chan_close(weft_chan *c)
 {
 	if (!c)
@@ -223,25 +225,43 @@ void weft_chan_close(weft_chan *c)
 		weft__fatal("close of closed channel");
 	}
 	__atomic_store_n(&c->closed, 1, __ATOMIC_RELEASE);
-	/* Take every waiter off the queues first, wake them after unlocking
-	 * (a woken waiter may free its record at once: chain them through
-	 * their next pointers before). */
-	struct weft__sudog *wake = NULL, *sg;
-	while ((sg = weft__sudogq_take(&c->recvq)) != NULL) {
-		weft__sudog_finish(sg, 0);
-		sg->next = wake;
-		wake = sg;
-	}
-	while ((sg = weft__sudogq_take(&c->sendq)) != NULL) {
-		weft__sudog_finish(sg, 0);
-		sg->next = wake;
-		wake = sg;
+	/*
+	 * Take every waiter off the queues in one pass. A goroutine's G goes
+	 * into a batch made runnable in one go (a mass wake-up, as a context's
+	 * done channel sees): its sudog, on its stack, is not touched again,
+	 * and the G cannot run before the batch is readied, so a batch that
+	 * fills up is readied with c still locked (its G may then spin on c
+	 * briefly, in a select's cleanup). Foreign threads are woken once c is
+	 * unlocked; their records live until then.
+	 */
+	struct weft__m *m = weft__m_get();
+	struct weft__g *batch[CLOSE_BATCH];
+	int n = 0;
+	struct weft__sudog *foreign = NULL, *sg;
+	for (int dir = 0; dir < 2; dir++) {
+		struct weft__sudogq *q = dir == 0 ? &c->recvq : &c->sendq;
+		while ((sg = weft__sudogq_take(q)) != NULL) {
+			weft__sudog_finish(sg, 0);
+			struct weft__wait *w = sg->w;
+			if (!w->g) {
+				sg->next = foreign;
+				foreign = sg;
+				continue;
+			}
+			weft__race_release(w); /* as weft__wait_wake */
+			__builtin_prefetch(w->g, 1);
+			batch[n++] = w->g;
+			if (n == CLOSE_BATCH) {
+				weft__ready_batch(m, batch, n);
+				n = 0;
+			}
+		}
 	}
 	weft__chan_unlock(c);
-	struct weft__m *m = weft__m_get();
-	while (wake) {
-		sg = wake;
-		wake = sg->next;
+	weft__ready_batch(m, batch, n);
+	while (foreign) {
+		sg = foreign;
+		foreign = sg->next;
 		weft__wait_wake(m, sg->w);
 	}
 }

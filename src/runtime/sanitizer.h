@@ -22,6 +22,7 @@
 #define WEFT_RUNTIME_SANITIZER_H
 
 #include <stddef.h>
+#include "sched.h" /* struct weft__g */
 
 #if defined(__SANITIZE_ADDRESS__)
 #define WEFT_ASAN 1

@@ -1171,6 +1171,23 @@ void weft__ready_m(struct weft__m *m, struct weft__g *g)
 		weft__wakep();
 }
 
+void weft__ready_batch(struct weft__m *m, struct weft__g **v, int n)
+{
+	struct weft__sched *s = &weft__sched;
+	if (n < 4) {
+		for (int i = 0; i < n; i++)
+			weft__ready_m(m, v[i]);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		__atomic_store_n(&v[i]->status, G_RUNNABLE, __ATOMIC_RELEASE);
+	weft__lock(&s->lock);
+	weft__globrunq_putbatch(v, n);
+	weft__unlock(&s->lock);
+	if (__atomic_load_n(&s->npidle, __ATOMIC_SEQ_CST) != 0)
+		weft__wakep();
+}
+
 /* ---------------------------------------------------------------- sleep */
 
 void weft__timer_add_here(struct weft__timer *t, int64_t when)

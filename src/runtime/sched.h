@@ -250,6 +250,10 @@ void weft__ready(struct weft__g *g);
 void weft__park_m(struct weft__m *m, const char *reason,
 		  void (*park_fn)(void *arg, struct weft__g *g), void *park_arg);
 void weft__ready_m(struct weft__m *m, struct weft__g *g);
+/* Make n parked Gs runnable at once (a mass wake-up: a close, a broadcast):
+ * one trip to the global run queue instead of n through runnext and the
+ * ring's overflow. Fewer than 4 go one by one through weft__ready_m. */
+void weft__ready_batch(struct weft__m *m, struct weft__g **v, int n);
 
 /* ---------------------------------------------------------------- run queues (runq.c) */
 

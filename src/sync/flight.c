@@ -18,7 +18,6 @@
 
 #include "alloc.h"
 #include "fatal.h"
-#include "sanitizer.h"
 
 struct call {
 	struct call *next; /* hash chain; under the group's mutex */

@@ -88,16 +88,17 @@ TEST(distinct_keys_and_no_caching)
 	struct slow a = {.value = 1}, b = {.value = 2};
 	ASSERT_EQ(weft_chan_make(&a.gate, 0, 0), 0);
 	ASSERT_EQ(weft_chan_make(&b.gate, 0, 0), 0);
-	weft_wg wg = WEFT_WG_INIT;
+	weft_wg wg = WEFT_WG_INIT, wgb = WEFT_WG_INIT;
 	struct caller ca = {.f = &f, .s = &a, .key = "a", .wg = &wg};
-	struct caller cb = {.f = &f, .s = &b, .key = "b", .wg = &wg};
-	weft_wg_add(&wg, 2);
+	struct caller cb = {.f = &f, .s = &b, .key = "b", .wg = &wgb};
+	weft_wg_add(&wg, 1);
+	weft_wg_add(&wgb, 1);
 	ASSERT_EQ(weft_go(call, &ca), 0);
 	ASSERT_EQ(weft_go(call, &cb), 0);
 	settle();
 	weft_chan_close(b.gate); /* b finishes while a is still held */
-	while (atomic_load(&b.runs) == 1 && cb.ret == 0)
-		weft_sleep(WEFT_MILLISECOND);
+	weft_wg_wait(&wgb);
+	ASSERT_EQ(atomic_load(&a.runs), 1);
 	ASSERT_EQ(cb.ret, 2);
 	ASSERT_EQ(cb.shared, 0);
 	weft_chan_close(a.gate);
