@@ -176,8 +176,15 @@ static inline struct weft__g *take_ring(struct weft__p *p)
 			return NULL;
 		struct weft__g *g = p->runq[h % WEFT_RUNQ_SIZE];
 		if (__atomic_compare_exchange_n(&p->runqhead, &h, h + 1, 0, __ATOMIC_RELEASE,
-						__ATOMIC_RELAXED))
+						__ATOMIC_RELAXED)) {
+			/* Warm the next G's record (and with it the TLB entry of
+			 * its stack's top page) while this one runs: with many
+			 * Gs queued (a mass wake-up) each is cold. Only a
+			 * prefetch: the G may be stolen and gone meanwhile. */
+			if (t - h > 1)
+				__builtin_prefetch(p->runq[(h + 1) % WEFT_RUNQ_SIZE], 1);
 			return g;
+		}
 	}
 }
 
