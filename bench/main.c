@@ -30,8 +30,8 @@ struct bench_flags bench_flags = {
 };
 
 /*
- * The case table, in the order of the Go suite's switch. Later cases (Map, Pool,
- * TCP) are added here as the API that they need lands.
+ * The case table, in the order of the Go suite's switch. Later cases (Pool, TCP)
+ * are added here as the API that they need lands.
  */
 static const struct bench_case cases[] = {
 	{.name = "Spawn", .q = 1000, .timed = bench_spawn},
@@ -43,6 +43,7 @@ static const struct bench_case cases[] = {
 	{.name = "Select2Buffered", .q = 2, .timed = bench_select2_buffered},
 	{.name = "MutexContended", .q = 8, .timed = bench_mutex},
 	{.name = "RWMutexReadMostly", .q = 80, .timed = bench_rwmutex},
+	{.name = "MapReadMostly", .q = 800, .timed = bench_map},
 	{.name = "Sleep", .run = bench_sleep},
 	{.name = "CancelFanout", .run = bench_cancel_fanout},
 	{.name = "MemPark100k", .run = bench_mempark, .arg = 100000},

@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * sync.c - the cases for the rest of the sync package and for context:
- * RWMutexReadMostly (Go's benchRWMutex, a timed case with quantum 80) and
- * CancelFanout (Go's runCancelFanout, a case with its own repetition loop).
- * MapReadMostly and PoolGetPut join them once weft_map and weft_pool land.
+ * RWMutexReadMostly and MapReadMostly (Go's benchRWMutex and benchMap, timed
+ * cases with quanta 80 and 800) and CancelFanout (Go's runCancelFanout, a
+ * case with its own repetition loop). PoolGetPut joins them once weft_pool
+ * lands.
  *
  * The timed cases share Go's shape: 8 goroutines doing n/8 ops each on one
  * shared object, timed from before the first spawn until the WaitGroup wait
- * returns; the shared object is made before the clock starts. What Go checks
- * is checked here, after the clock stops: RWMutex's per-goroutine write
- * counts.
+ * returns; the shared object is made before the clock starts and freed after
+ * it stops (weft_map_destroy does what Go's garbage collector does later).
+ * What Go checks is checked here, outside the timed span or where Go checks
+ * it: RWMutex's per-goroutine write counts, every map load finding its key.
  *
  * CancelFanout parks 10,000 goroutines on a receive from a context's done
  * channel (Go's `<-ctx.Done()`: each goroutine asks for the channel itself, so
@@ -24,7 +26,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define SYNC_G 8 /* goroutines in each timed case (Go's const G) */
@@ -123,6 +124,72 @@ int64_t bench_rwmutex(int64_t n)
 			            s.a[g], s.f.per / 10);
 		sync_sink += s.f.w[g].sum;
 	}
+	return d;
+}
+
+/* ---------------------------------------------------------------- Map */
+
+#define MAP_K 1000 /* keys 0..MAP_K-1, Go's const K */
+
+struct map_state {
+	struct fan f;
+	weft_map m;
+};
+
+/*
+ * Keys and values are Go's ints: a key is the 8 bytes of an int64_t, a value
+ * an int64_t in the pointer. Before each op, step this goroutine's xorshift64
+ * and take key x % 1000; every hundredth op (i % 100 == 99) stores i under it,
+ * the others load it. A load must find the key (all were stored before the
+ * clock started, none is ever deleted), and its value must be one that was
+ * stored: the key itself, or some goroutine's i with i % 100 == 99.
+ */
+static void map_worker(void *p)
+{
+	struct fan_worker *w = p;
+	struct map_state *s = (struct map_state *)w->f;
+	uint64_t x = (uint64_t)(w->g + 1) * UINT64_C(0x9E3779B97F4A7C15);
+	int64_t i, key, v;
+	void *val;
+	int err;
+
+	for (i = 0; i < s->f.per; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		key = (int64_t)(x % MAP_K);
+		if (i % 100 == 99) {
+			err = weft_map_store(&s->m, &key, sizeof(key), (void *)(intptr_t)i);
+			if (err != 0)
+				bench_fatal("MapReadMostly: store: %s", strerror(err));
+			continue;
+		}
+		err = weft_map_load(&s->m, &key, sizeof(key), &val);
+		if (err != 0)
+			bench_fatal("MapReadMostly: load of key %" PRId64 ": %s", key,
+			            strerror(err));
+		v = (int64_t)(intptr_t)val;
+		if (v != key && (v % 100 != 99 || v < 0 || v >= s->f.per))
+			bench_fatal("MapReadMostly: key %" PRId64 " holds %" PRId64, key, v);
+	}
+	weft_wg_done(&s->f.wg);
+}
+
+int64_t bench_map(int64_t n)
+{
+	struct map_state s = {.m = WEFT_MAP_INIT};
+	int64_t k, d;
+	int err;
+
+	for (k = 0; k < MAP_K; k++) {
+		err = weft_map_store(&s.m, &k, sizeof(k), (void *)(intptr_t)k);
+		if (err != 0)
+			bench_fatal("MapReadMostly: store: %s", strerror(err));
+	}
+	d = fan_run(&s.f, n, map_worker);
+	if (weft_map_len(&s.m) != MAP_K)
+		bench_fatal("MapReadMostly: %" PRId64 " keys, want %d", weft_map_len(&s.m), MAP_K);
+	weft_map_destroy(&s.m);
 	return d;
 }
 
