@@ -219,6 +219,8 @@ typedef struct weft_stats {
 	int64_t handoffs;     /* Ps retaken from blocking calls, total */
 	int64_t global_runq;  /* goroutines in the global run queue now */
 	int64_t local_runq;   /* goroutines in all local run queues now */
+	int64_t channels;     /* channels alive now (made, not yet freed) */
+	int64_t contexts;     /* contexts alive now (the background excluded) */
 } weft_stats;
 
 /*

@@ -169,6 +169,7 @@ int weft_chan_make(weft_chan **out, size_t elem_size, size_t cap)
 	c->cap = cap;
 	c->elemsize = elem_size;
 	c->buf = (unsigned char *)c + hdr;
+	__atomic_add_fetch(&weft__live_chans, 1, __ATOMIC_RELAXED);
 	weft__race_release(c); /* creation happens before every use */
 	*out = c;
 	return 0;
@@ -210,6 +211,7 @@ void weft_chan_release(weft_chan *c)
 void weft__chan_free(weft_chan *c)
 {
 	c->refs = -((int64_t)1 << 40); /* a later retain or release is reported */
+	__atomic_sub_fetch(&weft__live_chans, 1, __ATOMIC_RELAXED);
 	weft__free(c);
 }
 

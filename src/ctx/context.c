@@ -110,6 +110,7 @@ static int new_node(weft_ctx *parent, int kind, weft_ctx **out)
 	weft_ctx *ctx = weft__calloc(1, sizeof *ctx);
 	if (!ctx)
 		return ENOMEM;
+	__atomic_add_fetch(&weft__live_ctxs, 1, __ATOMIC_RELAXED);
 	ctx->kind = (uint8_t)kind;
 	ctx->refs = 1;
 	ctx->parent = weft_ctx_retain(parent);
@@ -285,6 +286,7 @@ void weft_ctx_release(weft_ctx *ctx)
 				weft_chan_release(ctx->done);
 		}
 		weft__free(ctx);
+		__atomic_sub_fetch(&weft__live_ctxs, 1, __ATOMIC_RELAXED);
 		ctx = parent; /* drop our reference on it (a loop, not recursion) */
 	}
 }

@@ -1457,6 +1457,8 @@ void weft__sched_note_foreign_block(int delta)
 	__atomic_add_fetch(&weft__sched.nforeign_blocked, delta, __ATOMIC_SEQ_CST);
 }
 
+int64_t weft__live_chans, weft__live_ctxs;
+
 void weft_stats_get(weft_stats *out)
 {
 	struct weft__sched *s = &weft__sched;
@@ -1469,6 +1471,8 @@ void weft_stats_get(weft_stats *out)
 	out->idle_procs = __atomic_load_n(&s->npidle, __ATOMIC_RELAXED);
 	out->handoffs = __atomic_load_n(&s->nhandoff, __ATOMIC_RELAXED);
 	out->global_runq = __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED);
+	out->channels = __atomic_load_n(&weft__live_chans, __ATOMIC_RELAXED);
+	out->contexts = __atomic_load_n(&weft__live_ctxs, __ATOMIC_RELAXED);
 	weft__lock(&s->lock);
 	int n = s->nallp;
 	weft__unlock(&s->lock);

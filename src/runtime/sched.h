@@ -333,6 +333,8 @@ int64_t weft__count_spawned(void);
 __attribute__((noreturn)) void weft__goexit(void);
 /* weft_now() as of sysmon's last tick: cheap, coarse (up to 10 ms old). */
 extern int64_t weft__coarse_now;
+/* Channels and contexts alive, for weft_stats (leak checks); atomic. */
+extern int64_t weft__live_chans, weft__live_ctxs;
 /* Set by the SIGQUIT handler; sysmon dumps and exits. */
 extern volatile sig_atomic_t weft__dump_requested;
 /* Report a running hog's backtrace from its own thread (signal). */
