@@ -334,10 +334,10 @@ typedef struct weft_pool {
 	void (*free_fn)(void *obj, void *arg);  /* frees an object, or NULL */
 	void *arg;
 	/* private */
-	void *locals_;            /* atomic: per-P caches, made on first use */
-	uint32_t lock_;           /* the overflow list and locals_'s creation */
-	uint32_t nlocals_;
-	void *overflow_;
+	void *locals_;            /* atomic: per-P caches by P id, made on first use */
+	uint32_t lock_;           /* the overflow list */
+	uint32_t nlocals_;        /* atomic: 1 + the highest P id with a cache */
+	void *overflow_;          /* atomic: the overflow list, made on first use */
 } weft_pool;
 
 #define WEFT_POOL_PER_P 64
