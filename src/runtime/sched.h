@@ -356,7 +356,9 @@ extern int weft__membarrier_ok;
  */
 static inline int weft__reader_enter(struct weft__m *m)
 {
-	if (!m || !m->curg || !m->p ||
+	/* In a blocking section m->p may have been handed to another M (and be
+	 * RUNNING there): not ours to read under. */
+	if (!m || !m->curg || !m->p || __atomic_load_n(&m->in_blocking, __ATOMIC_RELAXED) ||
 	    __atomic_load_n(&m->p->status, __ATOMIC_RELAXED) != P_RUNNING)
 		return 0;
 	/* Order the P's last schedtick store before the section's loads

@@ -86,10 +86,15 @@ static int deadlocked_now(void)
 	int foreign = __atomic_load_n(&s->nforeign_blocked, __ATOMIC_SEQ_CST);
 	if (weft__count_goroutines() == 0 && foreign == 0)
 		return 0;
-	for (int i = 0; i < __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE); i++)
-		if (__atomic_load_n(&s->allp[i]->status, __ATOMIC_ACQUIRE) != P_DEAD &&
-		    !weft__runq_empty(s->allp[i]))
+	for (int i = 0; i < __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE); i++) {
+		uint32_t st = __atomic_load_n(&s->allp[i]->status, __ATOMIC_ACQUIRE);
+		/* A P beyond a lowered weft_set_procs() count runs on until its
+		 * goroutine reaches the scheduler: npidle == nprocs misses it. */
+		if (st == P_RUNNING || st == P_SYSCALL)
 			return 0;
+		if (st != P_DEAD && !weft__runq_empty(s->allp[i]))
+			return 0;
+	}
 	int threads = count_threads();
 	int ours = __atomic_load_n(&s->mcount, __ATOMIC_SEQ_CST) + 1 /* sysmon */ + foreign +
 		   san_extra_threads;

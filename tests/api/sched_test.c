@@ -488,6 +488,52 @@ TEST(set_procs_down_from_removed_p)
 	ASSERT_EQ(weft_self_proc(), 0);
 }
 
+struct removed_spinner {
+	atomic_int proc; /* the P it spins on, once started; -1 before */
+	atomic_int go;   /* set when the P count has been lowered */
+	weft_wg wg;
+};
+
+static void spin_on_removed_p(void *arg)
+{
+	struct removed_spinner *r = arg;
+	atomic_store(&r->proc, weft_self_proc());
+	while (!atomic_load(&r->go))
+		test_spin_ns(100000);
+	test_spin_ns(60 * TEST_MS); /* no scheduler call: longer than 2 checks */
+	weft_wg_done(&r->wg);
+}
+
+/*
+ * A goroutine keeps running on P 1 after weft_set_procs(1) retired it, for
+ * 60 ms without a switch, while the caller waits in weft_wg_wait (no timer
+ * pending): it must not be taken for a deadlock. Guards: a deadlock check
+ * that counts only the Ps below the current count (npidle == nprocs with
+ * P 1 still running: "all goroutines are asleep"), which the pool tests hit.
+ */
+TEST(running_removed_p_is_not_a_deadlock)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	static struct removed_spinner r;
+	for (int tries = 0; tries < 50; tries++) {
+		r = (struct removed_spinner){.proc = -1};
+		weft_wg_add(&r.wg, 1);
+		GO(spin_on_removed_p, &r);
+		while (atomic_load(&r.proc) < 0)
+			weft_sleep(100000); /* lets it start, on either P */
+		if (atomic_load(&r.proc) == 1 && weft_self_proc() == 0) {
+			ASSERT_EQ(weft_set_procs(1, NULL), 0);
+			atomic_store(&r.go, 1);
+			weft_wg_wait(&r.wg);
+			ASSERT_EQ(weft_set_procs(2, NULL), 0);
+			return;
+		}
+		atomic_store(&r.go, 1);
+		weft_wg_wait(&r.wg);
+	}
+	SKIP("the spinner never started on P 1 with the test on P 0");
+}
+
 /* One fork-join at 4 Ps; returns how many Ps short of 3 it ran on. */
 static int64_t fork_join_at_4(void)
 {
