@@ -96,6 +96,7 @@ int64_t bench_fib_seq(int64_t n);                     /* fib.c */
 int64_t bench_mutex(int64_t n);                       /* mutex.c */
 int64_t bench_rwmutex(int64_t n);                     /* sync.c */
 int64_t bench_map(int64_t n);                         /* sync.c */
+int64_t bench_pool(int64_t n);                        /* sync.c */
 void bench_cancel_fanout(const struct bench_case *c); /* sync.c */
 void bench_mempark(const struct bench_case *c);       /* mempark.c */
 

@@ -1,17 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * sync.c - the cases for the rest of the sync package and for context:
- * RWMutexReadMostly and MapReadMostly (Go's benchRWMutex and benchMap, timed
- * cases with quanta 80 and 800) and CancelFanout (Go's runCancelFanout, a
- * case with its own repetition loop). PoolGetPut joins them once weft_pool
- * lands.
+ * RWMutexReadMostly, MapReadMostly and PoolGetPut (Go's benchRWMutex,
+ * benchMap and benchPool, timed cases with quanta 80, 800 and 8) and
+ * CancelFanout (Go's runCancelFanout, a case with its own repetition loop).
  *
- * The timed cases share Go's shape: 8 goroutines doing n/8 ops each on one
- * shared object, timed from before the first spawn until the WaitGroup wait
- * returns; the shared object is made before the clock starts and freed after
- * it stops (weft_map_destroy does what Go's garbage collector does later).
- * What Go checks is checked here, outside the timed span or where Go checks
- * it: RWMutex's per-goroutine write counts, every map load finding its key.
+ * The three timed cases share Go's shape: 8 goroutines doing n/8 ops each on
+ * one shared object, timed from before the first spawn until the WaitGroup
+ * wait returns; the shared object is made before the clock starts and freed
+ * after it stops (weft_map_destroy and weft_pool_destroy do what Go's
+ * garbage collector does later). What Go checks is checked here, outside the
+ * timed span or where Go checks it: RWMutex's per-goroutine write counts,
+ * every map load finding its key, every pool buffer having its 1 KiB.
  *
  * CancelFanout parks 10,000 goroutines on a receive from a context's done
  * channel (Go's `<-ctx.Done()`: each goroutine asks for the channel itself, so
@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SYNC_G 8 /* goroutines in each timed case (Go's const G) */
@@ -190,6 +191,65 @@ int64_t bench_map(int64_t n)
 	if (weft_map_len(&s.m) != MAP_K)
 		bench_fatal("MapReadMostly: %" PRId64 " keys, want %d", weft_map_len(&s.m), MAP_K);
 	weft_map_destroy(&s.m);
+	return d;
+}
+
+/* ---------------------------------------------------------------- Pool */
+
+#define POOL_SIZE 1024
+
+/* Go's *[]byte: the length, then the 1 KiB it counts, in one allocation. */
+struct pool_buf {
+	size_t len;
+	unsigned char data[POOL_SIZE];
+};
+
+struct pool_state {
+	struct fan f;
+	weft_pool p;
+};
+
+/* The pool's New: a zeroed 1 KiB buffer, as Go's make([]byte, size). */
+static void *pool_new(void *arg)
+{
+	struct pool_buf *b = calloc(1, sizeof(*b));
+
+	(void)arg;
+	if (b == NULL)
+		bench_fatal("PoolGetPut: out of memory");
+	b->len = POOL_SIZE;
+	return b;
+}
+
+static void pool_free(void *obj, void *arg)
+{
+	(void)arg;
+	free(obj);
+}
+
+static void pool_worker(void *p)
+{
+	struct fan_worker *w = p;
+	struct pool_state *s = (struct pool_state *)w->f;
+	struct pool_buf *b;
+	int64_t i;
+
+	for (i = 0; i < s->f.per; i++) {
+		b = weft_pool_get(&s->p);
+		if (b == NULL || b->len != POOL_SIZE)
+			bench_fatal("PoolGetPut: pool buffer %p", (void *)b);
+		weft_pool_put(&s->p, b);
+	}
+	weft_wg_done(&s->f.wg);
+}
+
+int64_t bench_pool(int64_t n)
+{
+	struct pool_state s = {.p = WEFT_POOL_INIT(pool_new, pool_free, NULL)};
+	int64_t d;
+
+	d = fan_run(&s.f, n, pool_worker);
+	weft_pool_destroy(&s.p);
 	return d;
 }
 
