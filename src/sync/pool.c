@@ -87,7 +87,7 @@ struct overflow {
 };
 
 /* The P the caller runs on, as defined in the file comment, or NULL. */
-static struct weft__p *own_p(struct weft__m *m)
+static inline __attribute__((always_inline)) struct weft__p *own_p(struct weft__m *m)
 {
 	if (!m || !m->curg || __atomic_load_n(&m->in_blocking, __ATOMIC_RELAXED) || !m->p ||
 	    __atomic_load_n(&m->p->status, __ATOMIC_RELAXED) != P_RUNNING)
@@ -250,6 +250,15 @@ static void *overflow_pop(weft_pool *p)
 	return obj;
 }
 
+/* The caller's own P's cache if it exists, inline (the fast path of get
+ * and put: no call between finding the P and using its private slot). */
+static inline __attribute__((always_inline)) struct local *own_local(weft_pool *p,
+                                                                      struct weft__p *pp)
+{
+	struct local **tab = __atomic_load_n((struct local ***)&p->locals_, __ATOMIC_ACQUIRE);
+	return tab ? __atomic_load_n(&tab[pp->id], __ATOMIC_ACQUIRE) : NULL;
+}
+
 void *weft_pool_get(weft_pool *p)
 {
 	struct weft__m *m = weft__m_get();
@@ -262,7 +271,7 @@ void *weft_pool_get(weft_pool *p)
 		 * private slot is this P's only while we keep running. */
 		id = pp->id;
 		start = (uint32_t)id + 1;
-		struct local *l = local_get(p, id, 0);
+		struct local *l = own_local(p, pp);
 		if (l) {
 			obj = l->private_obj;
 			if (obj)
@@ -295,7 +304,9 @@ void weft_pool_put(weft_pool *p, void *obj)
 	struct weft__p *pp = own_p(m);
 	if (pp) {
 		/* No switch from own_p to the private store (see get). */
-		struct local *l = local_get(p, pp->id, 1);
+		struct local *l = own_local(p, pp);
+		if (__builtin_expect(!l, 0))
+			l = local_get(p, pp->id, 1);
 		if (l && !l->private_obj) {
 			l->private_obj = obj;
 			return;
