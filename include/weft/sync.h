@@ -48,7 +48,10 @@ typedef struct weft_wg {
 	struct weft__waitq waiters_;
 } weft_wg;
 
-#define WEFT_WG_INIT {0}
+/* Initialisers spell out every member (nested in a larger initializer, a
+ * bare {0} draws -Wmissing-braces). */
+#define WEFT__WAITQ_INIT {0, 0, 0, 0}
+#define WEFT_WG_INIT {0, WEFT__WAITQ_INIT}
 
 /*
  * weft_wg_add - add delta (which may be negative) to the counter. When it
@@ -89,7 +92,7 @@ typedef struct weft_mutex {
 	struct weft__waitq waiters_;
 } weft_mutex;
 
-#define WEFT_MUTEX_INIT {0}
+#define WEFT_MUTEX_INIT {0, 0, WEFT__WAITQ_INIT}
 
 /*
  * weft_mutex_lock - lock m, waiting while another holder has it.
@@ -130,7 +133,7 @@ typedef struct weft_rwmutex {
 	struct weft__waitq wq_, rq_;
 } weft_rwmutex;
 
-#define WEFT_RWMUTEX_INIT {0}
+#define WEFT_RWMUTEX_INIT {WEFT_MUTEX_INIT, 0, 0, 0, 0, WEFT__WAITQ_INIT, WEFT__WAITQ_INIT}
 
 /* weft_rwmutex_rlock - lock rw for reading. Blocks: yes (while a writer holds
  * or waits for it). Thread-safety: any thread. */
@@ -165,7 +168,7 @@ typedef struct weft_once {
 	weft_mutex m_;
 } weft_once;
 
-#define WEFT_ONCE_INIT {0}
+#define WEFT_ONCE_INIT {0, WEFT_MUTEX_INIT}
 
 /* weft_once_do - call fn(arg) unless a call on this once has already run
  * fn; wait for a run in progress. Blocks: yes (while another caller's fn
@@ -193,7 +196,7 @@ typedef struct weft_cond {
 	struct weft__waitq q_;
 } weft_cond;
 
-#define WEFT_COND_INIT {0}
+#define WEFT_COND_INIT {WEFT__WAITQ_INIT}
 
 /*
  * weft_cond_wait - unlock m (which the caller must hold), wait for a signal
@@ -227,7 +230,7 @@ typedef struct weft_sem {
 	struct weft__waitq q_;
 } weft_sem;
 
-#define WEFT_SEM_INIT(n) {(n), 0, {0, 0, 0, 0}}
+#define WEFT_SEM_INIT(n) {(n), 0, WEFT__WAITQ_INIT}
 
 /* weft_sem_init - set s (unused) to n free tokens. Returns 0, or EINVAL when
  * n < 0. Blocks: no. */
@@ -369,7 +372,7 @@ typedef struct weft_flight {
 	uint32_t n_, cap_;
 } weft_flight;
 
-#define WEFT_FLIGHT_INIT {0}
+#define WEFT_FLIGHT_INIT {WEFT_MUTEX_INIT, 0, 0, 0}
 
 /*
  * weft_flight_do - run fn(arg, &result) for key unless a call for key is in
