@@ -56,8 +56,10 @@
  * stopped since. The writer's own P counts as passed at once: its running
  * goroutine is the writer, in no read section, so a goroutine that churns a
  * map without ever switching still gets its memory back. Pending batches are
- * checked after each locked operation, and weft_map_destroy() frees them
- * all. A foreign thread (or a goroutine in a blocking section) is never in a
+ * checked after each locked operation (the newest only: see reclaim), and
+ * weft_map_destroy() frees them all. A goroutine that runs long without a
+ * switch holds back what is retired meanwhile, as it holds back everything
+ * else queued on its P. A foreign thread (or a goroutine in a blocking section) is never in a
  * read section: it does everything under m_, which excludes the freeing.
  * weft_map_range() may block inside its callback, so it pins instead: it
  * counts itself in ranges_ under m_, iterates the table it found without
@@ -326,20 +328,25 @@ static void retire(weft_map *m, struct retired *b, struct table *t)
 	m->retired_ = b;
 }
 
-/* Free the retired batches no reader can see any more. Under m_. */
+/*
+ * Free the retired batches no reader can see any more. Under m_. The list
+ * runs from the newest batch, and once the newest one's grace period is
+ * over, so is every older one's: a read section that can see older memory
+ * began before that was unpublished, so before the newest snapshot, and on
+ * each P the newest grace period has seen it end (the P switched or
+ * stopped, or ran the newest batch's writer). So one check, of the newest,
+ * frees all or waits; it costs the same however many batches wait.
+ */
 static void reclaim(weft_map *m)
 {
-	if (m->ranges_ > 0)
-		return; /* a range may still walk any of them */
-	struct retired **pp = (struct retired **)&m->retired_;
-	while (*pp) {
-		struct retired *b = *pp;
-		if (weft__grace_done(b->ticks, b->nticks)) {
-			*pp = b->next;
-			retired_free(b);
-		} else {
-			pp = &b->next;
-		}
+	struct retired *b = m->retired_;
+	if (!b || m->ranges_ > 0 || !weft__grace_done(b->ticks, b->nticks))
+		return; /* (a range may still walk any of them) */
+	m->retired_ = NULL;
+	while (b) {
+		struct retired *next = b->next;
+		retired_free(b);
+		b = next;
 	}
 }
 

@@ -778,6 +778,95 @@ TEST(map_matches_reference_under_concurrency)
 	shared_free(&s);
 }
 
+/* ---------------------------------------------------------------- reclamation */
+
+enum { LONGKEY = 16 * 1024 };
+
+struct long_reader {
+	weft_map *m;
+	const char *key; /* LONGKEY bytes */
+	atomic_int *stop;
+	int foreign;
+	long found;
+	weft_wg *wg;
+};
+
+static void long_reader(void *arg)
+{
+	struct long_reader *r = arg;
+	while (!atomic_load(r->stop)) {
+		void *v = NULL;
+		int rc = weft_map_load(r->m, r->key, LONGKEY, &v);
+		if (rc == 0) {
+			ASSERT_PTR_EQ(v, P(1));
+			r->found++;
+		} else {
+			ASSERT_EQ(rc, ENOENT);
+		}
+		/* A goroutine switches often: grace periods end soon, and
+		 * retired memory is freed soon after it is unpublished. */
+		if (!r->foreign)
+			weft_yield();
+	}
+	weft_wg_done(r->wg);
+}
+
+/* One reader, a goroutine or a foreign thread, loads the long key while
+ * the caller stores it, deletes it and churns small keys until a rebuild
+ * drops its tombstone, round after round. */
+static void race_rebuilds(int foreign, int rounds)
+{
+	weft_map m = WEFT_MAP_INIT;
+	char *big = malloc(LONGKEY), key[40];
+	ASSERT(big);
+	memset(big, 'L', LONGKEY);
+	atomic_int stop = 0;
+	weft_wg wg = WEFT_WG_INIT;
+	struct long_reader r = {&m, big, &stop, foreign, 0, &wg};
+	pthread_t th;
+	weft_wg_add(&wg, 1);
+	if (foreign)
+		test_start_thread(&th, long_reader, &r);
+	else
+		GO(long_reader, &r);
+	for (int k = 0; k < rounds; k++) {
+		ASSERT_EQ(weft_map_store(&m, big, LONGKEY, P(1)), 0);
+		if (k % 8 == 0)
+			weft_yield(); /* let a reader of this P find it too */
+		ASSERT_EQ(weft_map_delete(&m, big, LONGKEY, NULL), 0);
+		/* More new keys than the 16-slot table takes: a rebuild. */
+		for (unsigned i = 0; i < 16; i++) {
+			size_t len = key_of(key, "x", i);
+			ASSERT_EQ(weft_map_store(&m, key, len, NULL), 0);
+			ASSERT_EQ(weft_map_delete(&m, key, len, NULL), 0);
+		}
+	}
+	atomic_store(&stop, 1);
+	weft_wg_wait(&wg);
+	if (foreign)
+		test_join_thread(th);
+	ASSERT_GT(r.found, 0);
+	weft_map_destroy(&m);
+	free(big);
+}
+
+/*
+ * A goroutine, then a foreign thread, loads a 16 KiB key over and over
+ * (hashing and comparing it takes long) while the main goroutine stores
+ * it, deletes it and churns small keys until a rebuild drops its
+ * tombstone, round after round: the table and the entry a load is reading
+ * are retired under it all the time. Guards: retired tables or entries
+ * freed before the loads that may still read them are done, a foreign
+ * thread reading lock-free with no grace period to protect it (ASan: use
+ * after free; elsewhere, garbage values).
+ */
+TEST(loads_racing_rebuilds_read_no_freed_memory)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	race_rebuilds(0, TEST_SIZE(5000, 1500));
+	race_rebuilds(1, TEST_SIZE(5000, 1500));
+}
+
 /* ---------------------------------------------------------------- range */
 
 enum { NSTABLE = 300 };
