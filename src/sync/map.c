@@ -31,9 +31,10 @@
  * keys) is exact, and a table's used slots minus count_ are its tombstones.
  * A lock-free writer only ever CASes from a live value it has just read, so
  * it can never write into a dropped entry: a rebuild drops only DELETED
- * entries and CASes them to EXPUNGED; a clear CASes every entry, live or
- * not, to EXPUNGED before it unpublishes the table, so a store racing with
- * it either lands first (and is cleared) or fails its CAS and retries under
+ * entries (which no lock-free writer touches) and marks them EXPUNGED, so
+ * that a dropped entry says so; a clear CASes every entry, live or not, to
+ * EXPUNGED before it unpublishes the table, so a store racing with it
+ * either lands first (and is cleared) or fails its CAS and retries under
  * m_ against the new table. Whoever finds a dead value goes to the locked
  * path, which looks the key up again in the current table (where no entry
  * is EXPUNGED: finding one there is a fatal broken invariant).
@@ -59,8 +60,9 @@
  * checked after each locked operation (the newest only: see reclaim), and
  * weft_map_destroy() frees them all. A goroutine that runs long without a
  * switch holds back what is retired meanwhile, as it holds back everything
- * else queued on its P. A foreign thread (or a goroutine in a blocking section) is never in a
- * read section: it does everything under m_, which excludes the freeing.
+ * else queued on its P. A foreign thread (or a goroutine in a blocking
+ * section) is never in a read section: it does everything under m_, which
+ * excludes the freeing.
  * weft_map_range() may block inside its callback, so it pins instead: it
  * counts itself in ranges_ under m_, iterates the table it found without
  * m_, and nothing is freed while ranges_ is not 0.
