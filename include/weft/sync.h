@@ -277,7 +277,7 @@ typedef struct weft_map {
 	int32_t pad_;
 } weft_map;
 
-#define WEFT_MAP_INIT {0}
+#define WEFT_MAP_INIT {0, WEFT_MUTEX_INIT, 0, 0, 0, 0}
 
 /* weft_map_load - look key up: 0 and *val (if val is not NULL) set, or
  * ENOENT. Blocks: no. Thread-safety: any thread. */
@@ -286,7 +286,8 @@ WEFT_API int weft_map_load(weft_map *m, const void *key, size_t keylen, void **v
  * Blocks: only briefly, on the map's lock, for a new key. */
 WEFT_API int weft_map_store(weft_map *m, const void *key, size_t keylen, void *val);
 /* weft_map_swap - store val and give the previous value in *prev (if not
- * NULL): 0 when the key existed, ENOENT when it was added, ENOMEM. */
+ * NULL): 0 when the key existed, ENOENT when it was added (*prev is then
+ * set to NULL), ENOMEM (nothing changed, *prev untouched). */
 WEFT_API int weft_map_swap(weft_map *m, const void *key, size_t keylen, void *val, void **prev);
 /* weft_map_load_or_store - if key is present, *actual = its value and return
  * 0 ("loaded"); else store val, *actual = val and return ENOENT ("stored");

@@ -508,8 +508,8 @@ int weft_map_swap(weft_map *m, const void *key, size_t keylen, void *val, void *
 {
 	struct req r = {.op = OP_SWAP, .key = key, .keylen = keylen, .val = val};
 	int rc = run(m, &r);
-	if (rc == 0 && prev)
-		*prev = r.out;
+	if (rc != ENOMEM && prev)
+		*prev = rc == 0 ? r.out : NULL;
 	return rc;
 }
 
