@@ -5,7 +5,8 @@
  * exit status 2, and never on a live program waiting on a timer or a foreign
  * thread), stack overflow reports (goroutine id, stack size, creation site,
  * SIGABRT), and API misuse (unlock of an unlocked mutex, a negative
- * WaitGroup counter, weft_unlock_thread without weft_lock_thread).
+ * WaitGroup counter, weft_unlock_thread without weft_lock_thread, RUnlock or
+ * Unlock of an RWMutex not so locked, a Semaphore released more than held).
  */
 #include "test.h"
 
@@ -454,6 +455,100 @@ CHILD(unlock_thread_once_too_often)
 	return weft_main(unlock_thread_main, (void *)2);
 }
 
+/* RWMutex misuse. The arg says which: RUnlock of a fresh one, one RUnlock
+ * too many, RUnlock while write-locked; Unlock of a fresh one, one Unlock
+ * too many, Unlock while only read-locked. */
+enum rw_misuse {
+	RW_RUNLOCK_FRESH,
+	RW_RUNLOCK_TWICE,
+	RW_RUNLOCK_WRITE_LOCKED,
+	RW_UNLOCK_FRESH,
+	RW_UNLOCK_TWICE,
+	RW_UNLOCK_READ_LOCKED,
+};
+
+static int rw_misuse(void *arg)
+{
+	weft_rwmutex rw = WEFT_RWMUTEX_INIT;
+	switch ((enum rw_misuse)(intptr_t)arg) {
+	case RW_RUNLOCK_FRESH: weft_rwmutex_runlock(&rw); break;
+	case RW_RUNLOCK_TWICE:
+		weft_rwmutex_rlock(&rw);
+		weft_rwmutex_rlock(&rw);
+		weft_rwmutex_runlock(&rw);
+		weft_rwmutex_runlock(&rw);
+		weft_rwmutex_runlock(&rw);
+		break;
+	case RW_RUNLOCK_WRITE_LOCKED:
+		weft_rwmutex_lock(&rw);
+		weft_rwmutex_runlock(&rw);
+		break;
+	case RW_UNLOCK_FRESH: weft_rwmutex_unlock(&rw); break;
+	case RW_UNLOCK_TWICE:
+		weft_rwmutex_lock(&rw);
+		weft_rwmutex_unlock(&rw);
+		weft_rwmutex_unlock(&rw);
+		break;
+	case RW_UNLOCK_READ_LOCKED:
+		weft_rwmutex_rlock(&rw);
+		weft_rwmutex_unlock(&rw);
+		break;
+	}
+	printf("survived\n");
+	return 0;
+}
+
+CHILD(runlock_fresh_goroutine)
+{
+	return weft_main(rw_misuse, (void *)RW_RUNLOCK_FRESH);
+}
+
+CHILD(runlock_twice_foreign)
+{
+	return rw_misuse((void *)RW_RUNLOCK_TWICE);
+}
+
+CHILD(runlock_write_locked_goroutine)
+{
+	return weft_main(rw_misuse, (void *)RW_RUNLOCK_WRITE_LOCKED);
+}
+
+CHILD(rw_unlock_fresh_foreign)
+{
+	return rw_misuse((void *)RW_UNLOCK_FRESH);
+}
+
+CHILD(rw_unlock_twice_goroutine)
+{
+	return weft_main(rw_misuse, (void *)RW_UNLOCK_TWICE);
+}
+
+CHILD(rw_unlock_read_locked_goroutine)
+{
+	return weft_main(rw_misuse, (void *)RW_UNLOCK_READ_LOCKED);
+}
+
+static int sem_over_release(void *arg)
+{
+	(void)arg;
+	weft_sem s = WEFT_SEM_INIT(5);
+	weft_sem_acquire(&s, 2);
+	weft_sem_release(&s, 1);
+	weft_sem_release(&s, 2);
+	printf("survived\n");
+	return 0;
+}
+
+CHILD(sem_over_release_goroutine)
+{
+	return weft_main(sem_over_release, NULL);
+}
+
+CHILD(sem_over_release_foreign)
+{
+	return sem_over_release(NULL);
+}
+
 static void expect_fatal(const char *child, const char *msg)
 {
 	test_child c;
@@ -490,4 +585,33 @@ TEST_THREAD(fatal_unlock_thread_without_lock)
 {
 	expect_fatal("unlock_thread_never_locked", "fatal error");
 	expect_fatal("unlock_thread_once_too_often", "fatal error");
+}
+
+/*
+ * RWMutex misuse is fatal with Go's messages: RUnlock without a read lock
+ * (on a fresh RWMutex, one too many, while write-locked) and Unlock without
+ * the write lock (fresh, one too many, while only read-locked), from
+ * goroutines and from foreign threads. Guards: a silent RUnlock or Unlock
+ * that corrupts the counts (the child prints "survived"), the wrong message.
+ */
+TEST_THREAD(fatal_rwmutex_misuse)
+{
+	expect_fatal("runlock_fresh_goroutine", "fatal error: sync: RUnlock of unlocked RWMutex");
+	expect_fatal("runlock_twice_foreign", "fatal error: sync: RUnlock of unlocked RWMutex");
+	expect_fatal("runlock_write_locked_goroutine",
+	             "fatal error: sync: RUnlock of unlocked RWMutex");
+	expect_fatal("rw_unlock_fresh_foreign", "fatal error: sync: Unlock of unlocked RWMutex");
+	expect_fatal("rw_unlock_twice_goroutine", "fatal error: sync: Unlock of unlocked RWMutex");
+	expect_fatal("rw_unlock_read_locked_goroutine",
+	             "fatal error: sync: Unlock of unlocked RWMutex");
+}
+
+/* Releasing more Semaphore tokens than are held is fatal (Go's x/sync
+ * panics alike), from a goroutine and from a foreign thread. Guards: a
+ * count that silently goes negative (capacity grows). */
+TEST_THREAD(fatal_sem_released_more_than_held)
+{
+	expect_fatal("sem_over_release_goroutine",
+	             "fatal error: semaphore: released more than held");
+	expect_fatal("sem_over_release_foreign", "fatal error: semaphore: released more than held");
 }
