@@ -6,10 +6,12 @@
  * thread), stack overflow reports (goroutine id, stack size, creation site,
  * SIGABRT), and API misuse (unlock of an unlocked mutex, a negative
  * WaitGroup counter, weft_unlock_thread without weft_lock_thread, RUnlock or
- * Unlock of an RWMutex not so locked, a Semaphore released more than held).
+ * Unlock of an RWMutex not so locked, a Semaphore released more than held,
+ * a cancel of a context that is not cancellable).
  */
 #include "test.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -549,6 +551,58 @@ CHILD(sem_over_release_foreign)
 	return sem_over_release(NULL);
 }
 
+/* Context misuse: cancelling what cannot be cancelled. The arg says which:
+ * the background, a value node over the background, a value node over a
+ * cancellable context (it is still not cancellable itself). */
+enum ctx_misuse {
+	CTX_CANCEL_BACKGROUND,
+	CTX_CANCEL_VALUE,
+	CTX_CANCEL_CAUSE_VALUE_OVER_CANCELLABLE,
+};
+
+static const int ctx_key = 0;
+
+static int ctx_misuse(void *arg)
+{
+	weft_ctx *c = NULL, *v = NULL;
+	switch ((enum ctx_misuse)(intptr_t)arg) {
+	case CTX_CANCEL_BACKGROUND: weft_ctx_cancel(weft_ctx_background()); break;
+	case CTX_CANCEL_VALUE:
+		ASSERT_EQ(weft_ctx_with_value(weft_ctx_background(), &ctx_key, NULL, &v), 0);
+		weft_ctx_cancel(v);
+		break;
+	case CTX_CANCEL_CAUSE_VALUE_OVER_CANCELLABLE:
+		ASSERT_EQ(weft_ctx_with_cancel(weft_ctx_background(), &c), 0);
+		ASSERT_EQ(weft_ctx_with_value(c, &ctx_key, NULL, &v), 0);
+		weft_ctx_cancel_cause(v, EIO);
+		break;
+	}
+	printf("survived\n");
+	weft_ctx_release(v);
+	weft_ctx_release(c);
+	return 0;
+}
+
+CHILD(cancel_background_goroutine)
+{
+	return weft_main(ctx_misuse, (void *)CTX_CANCEL_BACKGROUND);
+}
+
+CHILD(cancel_background_foreign)
+{
+	return ctx_misuse((void *)CTX_CANCEL_BACKGROUND);
+}
+
+CHILD(cancel_value_goroutine)
+{
+	return weft_main(ctx_misuse, (void *)CTX_CANCEL_VALUE);
+}
+
+CHILD(cancel_cause_value_over_cancellable_foreign)
+{
+	return ctx_misuse((void *)CTX_CANCEL_CAUSE_VALUE_OVER_CANCELLABLE);
+}
+
 static void expect_fatal(const char *child, const char *msg)
 {
 	test_child c;
@@ -614,4 +668,20 @@ TEST_THREAD(fatal_sem_released_more_than_held)
 	expect_fatal("sem_over_release_goroutine",
 	             "fatal error: semaphore: released more than held");
 	expect_fatal("sem_over_release_foreign", "fatal error: semaphore: released more than held");
+}
+
+/*
+ * Cancelling a context that is not cancellable (the background, a value
+ * node, even one over a cancellable context) is fatal, with weft_ctx_cancel
+ * and weft_ctx_cancel_cause, from a goroutine and from a foreign thread.
+ * Guards: a cancel that silently does nothing (the child prints "survived"),
+ * or that cancels the value node's cancellable ancestor instead.
+ */
+TEST_THREAD(fatal_cancel_of_not_cancellable_context)
+{
+	const char *msg = "fatal error: context: cancel of a context that is not cancellable";
+	expect_fatal("cancel_background_goroutine", msg);
+	expect_fatal("cancel_background_foreign", msg);
+	expect_fatal("cancel_value_goroutine", msg);
+	expect_fatal("cancel_cause_value_over_cancellable_foreign", msg);
 }
