@@ -74,7 +74,8 @@ static void cancel(weft_ctx *ctx, int err, int cause)
 		return;
 	weft__spin_lock(&ctx->cs.lock);
 	weft_chan *done = ctx->done_closed ? NULL : ctx->done;
-	ctx->done_closed = 1;
+	if (done)
+		ctx->done_closed = 1; /* else the maker of the channel closes it */
 	weft__spin_unlock(&ctx->cs.lock);
 	if (done)
 		weft_chan_close(done);
@@ -149,6 +150,7 @@ static int with_cancel(weft_ctx *parent, int64_t deadline, int cause, weft_ctx *
 			ctx->tm.arg = ctx;
 			ctx->tm.deletable = 1;
 			ctx->timer_armed = 1;
+			weft__start(); /* the timer heaps (a foreign thread's first call) */
 			weft__timer_add_here(&ctx->tm, deadline);
 		}
 	}

@@ -95,6 +95,7 @@ void weft__waiter_init_until(struct weft__waiter *w, int64_t deadline, struct we
 	w->data = 0;
 	w->deadline = deadline;
 	w->cs = cs;
+	w->timer_armed = 0;
 	w->timer_done = 0;
 }
 
@@ -136,23 +137,48 @@ static void wake_claimed(struct weft__waiter *w, int result)
 	weft__waiter_wake(w); /* last touch */
 }
 
+/* Claim w for its deadline or its source. Under the queue lock: a parking
+ * goroutine holds it until its after-switch action has registered both, so
+ * a claim (and the wake that follows) never overtakes that registration. */
+static int claim_locked(struct weft__waiter *w)
+{
+	weft__lock(&w->q->lock_);
+	int won = weft__waiter_claim(w);
+	weft__unlock(&w->q->lock_);
+	return won;
+}
+
 static void waiter_deadline(struct weft__timer *t)
 {
 	struct weft__waiter *w = t->arg;
-	if (weft__waiter_claim(w)) {
-		wake_claimed(w, ETIMEDOUT);
-		return;
-	}
-	/* Someone else won and wakes it; let go of the record. */
+	int won = claim_locked(w);
+	/* Let go of the record first: once woken, the waiter may return. */
 	__atomic_store_n(&w->timer_done, 1, __ATOMIC_RELEASE);
+	if (won)
+		wake_claimed(w, ETIMEDOUT);
 }
 
 static void waiter_cancelled(struct weft__hook *h, int err)
 {
 	struct weft__waiter *w = (struct weft__waiter *)((char *)h - offsetof(struct weft__waiter, hook));
-	if (weft__waiter_claim(w))
+	if (claim_locked(w))
 		wake_claimed(w, err);
 	/* Either way weft__cancel_fire marks the hook fired after this. */
+}
+
+/* Register w's hook on its source; if the source has fired, claim w for it
+ * (nobody else can have: the queue is locked and no timer is armed yet).
+ * Returns the source's error then (w->cs cleared: nothing to remove). */
+static int hook_or_claim(struct weft__waiter *w)
+{
+	w->hook.fn = waiter_cancelled;
+	int err = weft__hook_add(w->cs, &w->hook);
+	if (err) {
+		w->cs = NULL;
+		w->claim = 1;
+		w->result = err;
+	}
+	return err;
 }
 
 struct arm_args {
@@ -160,19 +186,31 @@ struct arm_args {
 	struct weft__waiter *w;
 };
 
-/* After-switch action of a goroutine parking with a deadline: arm its timer,
- * then release the queue (the args on its stack are then gone). */
+/*
+ * After-switch action of a goroutine parking on a claimable wait: only now,
+ * parked, may it become visible to its source and its timer. Register the
+ * hook, arm the timer, then release the queue (the args on its stack are
+ * then gone); either may fire meanwhile, but claims wait for the queue lock
+ * (claim_locked). A source that fired already wakes it straight away.
+ */
 static void arm_unlock_q(void *arg, struct weft__g *g)
 {
-	(void)g;
 	struct arm_args *a = arg;
 	struct weft__waiter *w = a->w;
 	struct weft__waitq *q = a->q;
-	w->tm.fn = waiter_deadline;
-	w->tm.arg = w;
-	w->tm.heap = NULL;
-	w->tm.deletable = 1;
-	weft__timer_add_here(&w->tm, w->deadline);
+	if (w->cs && hook_or_claim(w)) {
+		weft__unlock(&q->lock_);
+		weft__ready(g);
+		return;
+	}
+	if (w->deadline != INT64_MAX) {
+		w->tm.fn = waiter_deadline;
+		w->tm.arg = w;
+		w->tm.heap = NULL;
+		w->tm.deletable = 1;
+		w->timer_armed = 1;
+		weft__timer_add_here(&w->tm, w->deadline);
+	}
 	weft__unlock(&q->lock_);
 }
 
@@ -182,38 +220,35 @@ int weft__waitq_block_until(struct weft__waitq *q, struct weft__waiter *w, const
 		weft__waitq_block(q, w, reason);
 		return 0;
 	}
-	int err = 0;
-	if (w->cs) {
-		w->hook.fn = waiter_cancelled;
-		err = weft__hook_add(w->cs, &w->hook);
-		if (err)
-			w->cs = NULL; /* not registered */
-	}
+	w->q = q;
+	int err = w->cs ? weft__cancel_err(w->cs) : 0;
 	if (!err && w->deadline != INT64_MAX && w->deadline <= weft_now())
 		err = ETIMEDOUT;
 	if (err) {
-		/* Nobody can have claimed it: it was not visible unlocked. */
-		if (w->cs)
-			weft__hook_del(w->cs, &w->hook);
+		/* Done before waiting. Claim it (a waker may take the queue lock
+		 * before the caller unlinks it); nobody else can have. */
+		w->claim = 1;
+		w->result = err;
+		w->cs = NULL;
 		weft__waitq_unlock(q);
 		return err;
 	}
 	if (w->g) {
-		if (w->deadline != INT64_MAX) {
-			struct arm_args a = {q, w};
-			weft__park(reason, arm_unlock_q, &a);
-		} else {
-			weft__park(reason, unlock_q, q);
-		}
-		if (w->deadline != INT64_MAX && w->result != ETIMEDOUT) {
-			/* The timer lost: stop it, or wait until it let go. */
+		struct arm_args a = {q, w};
+		weft__park(reason, arm_unlock_q, &a);
+		if (w->timer_armed && !__atomic_load_n(&w->timer_done, __ATOMIC_ACQUIRE)) {
+			/* Someone else won: stop the timer, or wait until it let go. */
 			if (!weft__timer_del(&w->tm))
 				while (!__atomic_load_n(&w->timer_done, __ATOMIC_ACQUIRE))
 					weft_yield();
 		}
 	} else {
-		/* A foreign thread: with a deadline or a source it will come back
-		 * by itself, so it does not count as blocked. */
+		/* A foreign thread (its wake is a futex word: safe at any time). With a deadline or a source
+		 * it will come back by itself, so it does not count as blocked. */
+		if (w->cs && hook_or_claim(w)) {
+			weft__waitq_unlock(q);
+			return w->result;
+		}
 		weft__waitq_unlock(q);
 		while (!__atomic_load_n(&w->futex, __ATOMIC_ACQUIRE)) {
 			int64_t left = w->deadline - weft_now();

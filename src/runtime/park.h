@@ -81,9 +81,11 @@ struct weft__waiter {
 	uintptr_t data;             /* for the queue's user, under the queue lock */
 	int64_t deadline;           /* INT64_MAX: none */
 	struct weft__cancel *cs;    /* or NULL */
+	struct weft__waitq *q;      /* claimable waiters: the queue it waits in */
 	struct weft__hook hook;     /* on cs while waiting */
 	struct weft__timer tm;      /* goroutines with a deadline */
-	uint32_t timer_done;        /* the timer lost the claim and let go */
+	uint8_t timer_armed;        /* the goroutine's timer was added */
+	uint32_t timer_done;        /* the timer has let go of the record */
 };
 
 void weft__waitq_lock(struct weft__waitq *q);

@@ -84,12 +84,13 @@ int weft_rwmutex_trylock(weft_rwmutex *rw)
 
 void weft_rwmutex_unlock(weft_rwmutex *rw)
 {
-	/* Announce to readers that no writer is active. The w_ unlock below
-	 * publishes this writer's work to them (they acquire &rw->w_). */
+	/* Publish this writer's work to the readers (they acquire &rw->w_)
+	 * before the add that lets them in, as Go's race annotations. */
+	weft__race_release(&rw->w_);
+	/* Announce to readers that no writer is active. */
 	int32_t r = __atomic_add_fetch(&rw->readers_, MAX_READERS, __ATOMIC_RELEASE);
 	if (r >= MAX_READERS)
 		weft__fatal("sync: Unlock of unlocked RWMutex");
-	weft__race_release(&rw->w_);
 	/* Let in the readers that queued behind us. */
 	for (int32_t i = 0; i < r; i++)
 		weft__sema_release(&rw->rsema_, &rw->rq_, 0);

@@ -14,8 +14,8 @@
  * Time bounds are generous (1 s x test_slowdown() for "promptly"); being
  * early for a deadline is never forgiven. Every test ends with every context
  * and channel it made freed (weft_stats counts those alive), and ASan's leak
- * check runs at exit in the asan build. Three bugs found in src/ have tests
- * here that are skipped unless WEFT_TEST_KNOWN_BUGS=1 (see KNOWN_BUG).
+ * check runs at exit in the asan build. Three tests guard bugs these tests
+ * found in src/, fixed since (marked "Regression").
  */
 #include "test.h"
 
@@ -29,18 +29,6 @@
 #define HOUR (3600 * SEC)
 /* "Promptly": a bound that only a wait that missed its wake-up exceeds. */
 #define PROMPT_NS (SEC * test_slowdown())
-
-/*
- * Tests of bugs found in src/ and reported, not fixed here: skipped unless
- * WEFT_TEST_KNOWN_BUGS=1 is set (then they fail, or crash, until the fix
- * lands; remove the KNOWN_BUG line with the fix).
- */
-#define KNOWN_BUG(why)                                            \
-	do {                                                      \
-		const char *kb_ = getenv("WEFT_TEST_KNOWN_BUGS"); \
-		if (!kb_ || strcmp(kb_, "1") != 0)                \
-			SKIP("known bug: " why);                  \
-	} while (0)
 
 static weft_ctx *bg(void)
 {
@@ -509,16 +497,15 @@ TEST_THREAD(deadline_on_foreign_thread)
 }
 
 /*
- * KNOWN BUG (src/ctx/context.c, reported, not fixed here): with_cancel arms
+ * Regression (src/ctx/context.c, fixed): with_cancel arms
  * a deadline with weft__timer_add_here() without starting the runtime first
  * (time.c's timers call weft__start()); as the first weft call of a foreign
  * thread, weft_ctx_with_timeout puts the timer on allp[0], which does not
  * exist yet: SIGSEGV in weft__timer_add. The header promises any thread,
- * and the runtime starts lazily. Skipped unless WEFT_TEST_KNOWN_BUGS=1.
+ * and the runtime starts lazily.
  */
 TEST_THREAD(deadline_before_runtime_started)
 {
-	KNOWN_BUG("context.c: a deadline made before the runtime started crashes");
 	int64_t t0 = weft_now();
 	weft_ctx *c = new_timeout(bg(), 50 * TEST_MS);
 	expect_timeout(c, t0);
@@ -817,7 +804,7 @@ static void start_waiting(void *arg)
 }
 
 /*
- * KNOWN BUG (src/runtime/park.c, reported, not fixed here): a cancel that
+ * Regression (src/runtime/park.c, fixed): a cancel that
  * lands while a goroutine is starting a hook-based wait (weft_ctx_wait,
  * sleep_ctx, and the WaitGroup, Cond and Semaphore _ctx waits) can resume
  * that goroutine on two threads. weft__waitq_block_until registers the
@@ -830,12 +817,11 @@ static void start_waiting(void *arg)
  * (Registering the hook in the after-switch action, as the deadline timer
  * is, or taking the queue lock in the hook before the wake, closes the
  * window.) Here: rounds of 10 goroutines starting such waits while a pthread
- * cancels their context as soon as some have begun. Skipped unless
- * WEFT_TEST_KNOWN_BUGS=1.
+ * cancels their context as soon as some have begun. (Fixed: the hook is
+ * registered in the after-switch action, and claims take the queue lock.)
  */
 TEST(cancel_at_wait_start)
 {
-	KNOWN_BUG("park.c: a cancel racing the start of a _ctx wait readies a running goroutine");
 	ASSERT_EQ(weft_set_procs(2, NULL), 0);
 	struct starters *s = &starters;
 	*s = (struct starters){0};
@@ -997,19 +983,18 @@ static void expect_done_closed(weft_ctx *ctx)
 }
 
 /*
- * KNOWN BUG (src/ctx/context.c, reported, not fixed here): cancel() sets
+ * Regression (src/ctx/context.c, fixed): cancel() sets
  * done_closed even when no done channel has been made yet, so a done channel
  * first asked for after the cancellation is never closed, and a receive from
  * it waits forever (weft_ctx_done's "made after the cancellation" branch is
  * dead). The fix: set done_closed only when there is a channel to close.
- * Skipped unless WEFT_TEST_KNOWN_BUGS=1. Covers: after weft_ctx_cancel, after
+ * Covers: after weft_ctx_cancel, after
  * a deadline already past at creation, a child born under a cancelled
  * parent, a value node over it, and callers racing the cancel for the first
  * weft_ctx_done.
  */
 TEST(done_channel_made_after_cancel)
 {
-	KNOWN_BUG("context.c: a done channel made after the cancel is never closed");
 	weft_ctx *c = new_cancel(bg());
 	weft_ctx_cancel(c);
 	expect_done_closed(c);

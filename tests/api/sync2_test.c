@@ -12,8 +12,7 @@
  * After use, the waits' bookkeeping must be gone: the primitive's bytes are
  * back to their initial value. The misuse cases (RUnlock/Unlock of an
  * unlocked RWMutex, releasing more than held) are fatal errors and live in
- * fatal_test.c. One test, of a bug found in src/runtime/park.c, is skipped
- * unless WEFT_TEST_KNOWN_BUGS=1 (past_deadline_waiter_vs_waker).
+ * fatal_test.c.
  */
 #include "test.h"
 
@@ -75,15 +74,6 @@ static int locked_get(weft_mutex *mu, const int *p)
 	int v = *p;
 	weft_mutex_unlock(mu);
 	return v;
-}
-
-/* Tests of bugs found in src/ and reported, not fixed here, as in
- * context_test.c: skipped unless WEFT_TEST_KNOWN_BUGS=1 (then they fail, or
- * crash, until the fix lands; drop the check with the fix). */
-static bool known_bugs_on(void)
-{
-	const char *kb = getenv("WEFT_TEST_KNOWN_BUGS");
-	return kb && strcmp(kb, "1") == 0;
 }
 
 /* Every byte zero: the value a primitive must be back to once nobody uses it
@@ -1458,13 +1448,9 @@ static void sem_stress_worker(void *arg)
  * over-granting (a serve that does not count what it hands out), tokens
  * lost (the final tryacquire fails, or a hang as capacity shrinks), a
  * claimable waiter mishandled by serve.
- * The acquire_until deadlines are 1 s away (claimable waiters that never
- * time out) unless WEFT_TEST_KNOWN_BUGS=1: then 0 to 200 us, so that many
- * time out, racing the grants; some are then already past when the waiter
- * would park, which crashes now (the known bug of
- * past_deadline_waiter_vs_waker; on a loaded machine even deadlines of
- * 20 us and more got there). sem_release_races_deadline covers timeouts
- * racing grants meanwhile.
+ * The acquire_until deadlines are 0 to 200 us away, so that many time out,
+ * racing the grants, some already past when the waiter would park (the bug
+ * of past_deadline_waiter_vs_waker).
  */
 TEST(sem_stress_never_over_capacity)
 {
@@ -1475,7 +1461,7 @@ TEST(sem_stress_never_over_capacity)
 	s.cap = 10;
 	ASSERT_EQ(weft_sem_init(&s.sem, s.cap), 0);
 	s.ops = TEST_SIZE(3000, 600);
-	s.timeout_min = known_bugs_on() ? 0 : 1000 * TEST_MS;
+	s.timeout_min = 0;
 	weft_wg_add(&s.done, G + 1);
 	pthread_t th;
 	test_start_thread(&th, sem_stress_worker, &s);
@@ -1666,8 +1652,8 @@ static void past_waker(void *arg)
 }
 
 /*
- * KNOWN BUG (src/runtime/park.c, weft__waitq_block_until, the early exit at
- * "if (err) {", reported, not fixed here): a waiter whose deadline has
+ * Regression (src/runtime/park.c, weft__waitq_block_until, the early exit at
+ * "if (err) {", fixed): a waiter whose deadline has
  * already passed when it is about to park (or whose context has fired) is
  * in its queue, unclaimed (claim 0), when block_until unlocks the queue and
  * returns ETIMEDOUT; its caller (sem.c, cond.c, wg.c) only unlinks it after
@@ -1687,9 +1673,6 @@ static void past_waker(void *arg)
  */
 TEST(past_deadline_waiter_vs_waker)
 {
-	if (!known_bugs_on())
-		SKIP("known bug: park.c: a waiter whose deadline passed before it parked stays "
-		     "claimable in its queue");
 	ASSERT_EQ(weft_set_procs(2, NULL), 0);
 	static struct past_race r;
 	r = (struct past_race){0};
