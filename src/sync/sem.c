@@ -36,7 +36,7 @@ static struct weft__waiter *serve(weft_sem *s)
 	struct weft__waiter *list = NULL, **tail = &list, *w;
 	while ((w = weft__waitq_front(&s->q_)) != NULL) {
 		int64_t n = (int64_t)w->data;
-		if (w->claim == 0 && s->size_ - s->cur_ < n)
+		if (!__atomic_load_n(&w->claim, __ATOMIC_RELAXED) && s->size_ - s->cur_ < n)
 			break; /* a live front waiter that does not fit: FIFO */
 		weft__waitq_unlink(&s->q_, w);
 		if (!weft__waiter_claim(w))
