@@ -1415,6 +1415,13 @@ int weft__grace_start(uint32_t *ticks)
 	int np = __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE);
 	for (int i = 0; i < np; i++)
 		ticks[i] = __atomic_load_n(&s->allp[i]->schedtick, __ATOMIC_ACQUIRE);
+	/* The caller's own P is quiescent already: the goroutine running on
+	 * it is the writer, in no read section. Count its tick as passed (any
+	 * value but the current one), so a writer that never switches still
+	 * gets its memory back. */
+	struct weft__m *m = weft__m_get();
+	if (weft__reader_enter(m) && m->p->id < np)
+		ticks[m->p->id]--;
 	return np;
 }
 

@@ -368,7 +368,9 @@ static inline int weft__reader_enter(struct weft__m *m)
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	return 1;
 }
-/* ticks has room for WEFT_MAX_PROCS; returns how many it filled. */
+/* ticks has room for WEFT_MAX_PROCS; returns how many it filled. The
+ * caller's own P counts as having passed already (the caller, a writer, is
+ * in no read section). */
 int weft__grace_start(uint32_t *ticks);
 int weft__grace_done(const uint32_t *ticks, int n);
 

@@ -319,13 +319,7 @@ static void retired_free(struct retired *b)
 static void retire(weft_map *m, struct retired *b, struct table *t)
 {
 	b->table = t;
-	b->nticks = weft__grace_start(b->ticks);
-	/* Our own P, if we run on one, is quiescent: its running goroutine is
-	 * this writer, in no read section. Count its tick as passed (any value
-	 * but the current one). */
-	struct weft__m *mm = weft__m_get();
-	if (weft__reader_enter(mm) && mm->p->id < b->nticks)
-		b->ticks[mm->p->id]--;
+	b->nticks = weft__grace_start(b->ticks); /* our own P counts as passed */
 	b->next = m->retired_;
 	m->retired_ = b;
 }
