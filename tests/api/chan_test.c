@@ -1334,12 +1334,7 @@ TEST(blocked_receiver_in_dump)
 	weft_wg_add(&p.wg, 1);
 	GO(partner_recv, &p);
 	weft_sleep(20 * TEST_MS);
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	ASSERT(f != NULL);
-	weft_dump(f);
-	fclose(f);
+	char *buf = test_dump();
 	weft_chan_close(p.c);
 	weft_wg_wait(&p.wg);
 	ASSERT_CONTAINS(buf, "chan receive");

@@ -161,12 +161,7 @@ static void dump_and_check(void)
 	static struct dump_ctx c;
 	c = (struct dump_ctx){ 0 };
 	start_dump_goroutines(&c);
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	ASSERT(f != NULL);
-	weft_dump(f);
-	fclose(f);
+	char *buf = test_dump();
 	check_dump(buf, &c, weft_self_id());
 	free(buf);
 	weft_wg_done(&c.gate);

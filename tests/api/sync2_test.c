@@ -52,12 +52,7 @@ static void join(weft_wg *wg, const char *what)
  * A goroutine shows as parked only once it is in its wait queue. */
 static int parked(const char *reason)
 {
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	ASSERT(f != NULL);
-	weft_dump(f);
-	fclose(f);
+	char *buf = test_dump();
 	char pat[64];
 	snprintf(pat, sizeof pat, "[%s", reason);
 	int n = 0;

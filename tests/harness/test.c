@@ -77,6 +77,17 @@ const char *test_name(void)
 	return current_name;
 }
 
+char *test_dump(void)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	ASSERT(f != NULL);
+	weft_dump(f);
+	fclose(f);
+	return buf;
+}
+
 /* ---------------------------------------------------------------- environment */
 
 static bool env_has(const char *var, const char *word)

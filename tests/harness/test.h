@@ -258,6 +258,9 @@ void test_os_sleep_ms(int64_t ms);
 void test_spin_ns(int64_t ns);
 /* The name of the running test ("" in a child process). */
 const char *test_name(void);
+/* weft_dump() into a string (malloc'd: free it); fails the test if no
+ * memory stream can be opened. */
+char *test_dump(void);
 
 /* ---------------------------------------------------------------- children */
 
