@@ -103,9 +103,7 @@ void weft__wait_block_slow(struct weft__m *m, struct weft__wait *w, weft_chan *c
 		if (w->deadline != INT64_MAX && w->won) {
 			/* A channel won: stop the timer, or wait until its callback
 			 * has stopped touching w. */
-			if (!weft__timer_del(&w->tm))
-				while (!__atomic_load_n(&w->timer_done, __ATOMIC_ACQUIRE))
-					weft_yield();
+			weft__timer_stop_wait(&w->tm, &w->timer_done);
 		}
 		return;
 	}

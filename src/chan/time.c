@@ -18,7 +18,6 @@
  * received after (Go 1.23's guarantee).
  */
 #include <errno.h>
-#include <sched.h>
 #include <stdlib.h>
 
 #include "alloc.h"
@@ -119,10 +118,7 @@ void weft__chantimer_destroy(struct weft__chantimer *t)
 		/* A callback popped from a heap has yet to run (on another
 		 * thread): let it finish. */
 		weft__unlock(&t->lock);
-		if (weft__g_get())
-			weft_yield();
-		else
-			sched_yield();
+		weft_yield(); /* sched_yield() on a foreign thread */
 		weft__lock(&t->lock);
 	}
 	weft__unlock(&t->lock);

@@ -27,7 +27,6 @@
 #include "weft.h"
 
 #include <errno.h>
-#include <sched.h>
 
 #include "alloc.h"
 #include "ctx_impl.h"
@@ -279,9 +278,8 @@ void weft_ctx_release(weft_ctx *ctx)
 			return;
 		weft_ctx *parent = ctx->parent;
 		if (ctx->kind == CTX_CANCEL) {
-			if (ctx->timer_armed && !weft__timer_del(&ctx->tm))
-				while (!__atomic_load_n(&ctx->timer_done, __ATOMIC_ACQUIRE))
-					weft__ctx_pause();
+			if (ctx->timer_armed)
+				weft__timer_stop_wait(&ctx->tm, &ctx->timer_done);
 			if (ctx->parent_cs)
 				weft__hook_del(ctx->parent_cs, &ctx->parent_hook);
 			if (ctx->done)
@@ -291,12 +289,4 @@ void weft_ctx_release(weft_ctx *ctx)
 		__atomic_sub_fetch(&weft__live_ctxs, 1, __ATOMIC_RELAXED);
 		ctx = parent; /* drop our reference on it (a loop, not recursion) */
 	}
-}
-
-void weft__ctx_pause(void)
-{
-	if (weft__g_get())
-		weft_yield();
-	else
-		sched_yield();
 }

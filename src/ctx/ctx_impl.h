@@ -38,7 +38,5 @@ struct weft_ctx {
 /* The cancellation source that governs ctx (the nearest cancellable node,
  * ctx included), or NULL when ctx can never be cancelled. */
 struct weft__cancel *weft__ctx_source(weft_ctx *ctx);
-/* Let another goroutine or thread run (a wait for a callback to finish). */
-void weft__ctx_pause(void);
 
 #endif

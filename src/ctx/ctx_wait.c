@@ -15,8 +15,8 @@
 #include <stdlib.h>
 
 #include "alloc.h"
+#include "chan_impl.h" /* weft__block_forever */
 #include "ctx_impl.h"
-#include "fatal.h"
 #include "park.h"
 #include "sched.h"
 #include "sync_impl.h"
@@ -39,13 +39,7 @@ int weft_ctx_wait(weft_ctx *ctx)
 	if (!cs) {
 		/* Never cancelled: wait forever, as <-ctx.Done() on a nil channel
 		 * (the deadlock detector sees it). */
-		struct weft__waitq q = {0};
-		struct weft__waiter w;
-		weft__waiter_init(&w);
-		weft__waitq_lock(&q);
-		weft__waitq_push(&q, &w, 0);
-		weft__waitq_block(&q, &w, "context wait (never cancelled)");
-		weft__fatal("context: a wait that cannot end was woken");
+		weft__block_forever("context wait (never cancelled)", INT64_MAX);
 	}
 	return wait_source(cs, INT64_MAX, "context wait");
 }

@@ -12,7 +12,6 @@
 #include "park.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -238,9 +237,7 @@ int weft__waitq_block_until(struct weft__waitq *q, struct weft__waiter *w, const
 		weft__park(reason, arm_unlock_q, &a);
 		if (w->timer_armed && !__atomic_load_n(&w->timer_done, __ATOMIC_ACQUIRE)) {
 			/* Someone else won: stop the timer, or wait until it let go. */
-			if (!weft__timer_del(&w->tm))
-				while (!__atomic_load_n(&w->timer_done, __ATOMIC_ACQUIRE))
-					weft_yield();
+			weft__timer_stop_wait(&w->tm, &w->timer_done);
 		}
 	} else {
 		/* A foreign thread (its wake is a futex word: safe at any time). With a deadline or a source
@@ -305,12 +302,8 @@ int weft__hook_del(struct weft__cancel *c, struct weft__hook *h)
 	}
 	weft__spin_unlock(&c->lock);
 	/* Detached by a firing in progress: wait for its last touch. */
-	while (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != HOOK_FIRED) {
-		if (weft__g_get())
-			weft_yield();
-		else
-			sched_yield();
-	}
+	while (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != HOOK_FIRED)
+		weft_yield(); /* sched_yield() on a foreign thread */
 	return 0;
 }
 

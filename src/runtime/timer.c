@@ -33,6 +33,8 @@
  */
 #include "timer.h"
 
+#include "weft.h"
+
 #include <errno.h>
 #include <stdint.h>
 
@@ -165,6 +167,13 @@ int weft__timer_del(struct weft__timer *t)
 		weft__unlock(&h->lock);
 		return 1;
 	}
+}
+
+void weft__timer_stop_wait(struct weft__timer *t, const uint32_t *let_go)
+{
+	if (!weft__timer_del(t))
+		while (!__atomic_load_n(let_go, __ATOMIC_ACQUIRE))
+			weft_yield();
 }
 
 int weft__timers_run(struct weft__timers *h, int64_t now)

@@ -47,6 +47,10 @@ int weft__timer_add(struct weft__timers *h, struct weft__timer *t, int64_t when)
  * it had fired (or is firing). Once it returns 1, no heap refers to t. A
  * timer added without `deletable` must never be deleted (fatal error). */
 int weft__timer_del(struct weft__timer *t);
+/* Stop t (deletable, added) for good: delete it, or, if its callback is
+ * already running, wait (yielding) until the callback has set *let_go as
+ * its last touch of t. Afterwards t may be freed. */
+void weft__timer_stop_wait(struct weft__timer *t, const uint32_t *let_go);
 /* Run the timers of h due at now; returns how many ran. */
 int weft__timers_run(struct weft__timers *h, int64_t now);
 /* Move every timer of from into to (a P going away). */

@@ -18,6 +18,7 @@
 
 #include "alloc.h"
 #include "fatal.h"
+#include "hash.h"
 
 struct call {
 	struct call *next; /* hash chain; under the group's mutex */
@@ -34,14 +35,7 @@ struct call {
 
 static uint64_t hash_key(const void *key, size_t len)
 {
-	/* FNV-1a, then a final mix: in-flight calls are few, keys short. */
-	const unsigned char *p = key;
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ p[i]) * 0x100000001b3ull;
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdull;
-	return h ^ (h >> 33);
+	return weft__hash_bytes(key, len, 0x9e3779b97f4a7c15ull);
 }
 
 static struct call **bucket(weft_flight *f, uint64_t h)

@@ -95,6 +95,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "hash.h"
 #include "fatal.h"
 #include "sanitizer.h"
 #include "sched.h"
@@ -149,61 +150,11 @@ struct req {
 
 /* ---------------------------------------------------------------- hashing */
 
-static inline uint64_t rd64(const unsigned char *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
-
-static inline uint64_t rd32(const unsigned char *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
-
-/* Multiply to 128 bits and fold: the mixing step of wyhash. */
-static inline uint64_t mum(uint64_t a, uint64_t b)
-{
-	__uint128_t r = (__uint128_t)a * b;
-	return (uint64_t)r ^ (uint64_t)(r >> 64);
-}
-
-#define K0 0xa0761d6478bd642full
-#define K1 0xe7037ed1a0b428dbull
-#define K2 0x8ebc6af09c88c6e3ull
-
-/* A wyhash-style 64-bit hash: every byte goes through a 64x64->128
- * multiply; short keys are read as two overlapping words (no loop). */
-static uint64_t hash(const void *key, size_t len, uint64_t seed)
-{
-	const unsigned char *p = key;
-	uint64_t a = 0, b = 0;
-	seed ^= mum(seed ^ K0, K1);
-	if (len <= 16) {
-		if (len >= 4) {
-			size_t q = (len >> 3) << 2; /* 0, or 4 from 8 bytes on */
-			a = rd32(p) << 32 | rd32(p + q);
-			b = rd32(p + len - 4) << 32 | rd32(p + len - 4 - q);
-		} else if (len > 0) {
-			a = (uint64_t)p[0] << 16 | (uint64_t)p[len >> 1] << 8 | p[len - 1];
-		}
-	} else {
-		size_t i = len;
-		for (; i > 16; i -= 16, p += 16)
-			seed = mum(rd64(p) ^ K1, rd64(p + 8) ^ seed);
-		a = rd64(p + i - 16);
-		b = rd64(p + i - 8);
-	}
-	return mum(K2 ^ len, mum(a ^ K1, b ^ seed));
-}
-
 /* Plain loads, not memcmp (see ThreadSanitizer in the file comment). */
 static int key_eq(const unsigned char *a, const unsigned char *b, size_t n)
 {
 	for (; n >= 8; a += 8, b += 8, n -= 8)
-		if (rd64(a) != rd64(b))
+		if (weft__rd64(a) != weft__rd64(b))
 			return 0;
 	for (; n > 0; a++, b++, n--)
 		if (*a != *b)
@@ -223,7 +174,7 @@ static void hash_for(const struct table *t, struct req *r)
 {
 	if (r->seed != t->seed) {
 		r->seed = t->seed;
-		r->hash = hash(r->key, r->keylen, t->seed);
+		r->hash = weft__hash_bytes(r->key, r->keylen, t->seed);
 	}
 }
 
