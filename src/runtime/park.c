@@ -81,6 +81,29 @@ struct weft__waiter *weft__waitq_take(struct weft__waitq *q, uint32_t *unlinked_
 	return NULL;
 }
 
+struct weft__waiter *weft__waitq_take_all(struct weft__waitq *q, uint32_t *unlinked)
+{
+	struct weft__waiter *list = NULL, **tail = &list, *w;
+	uint32_t n = 0;
+	while ((w = weft__waitq_take(q, &n)) != NULL) {
+		n++;
+		*tail = w;
+		tail = &w->next;
+	}
+	if (unlinked)
+		*unlinked = n;
+	return list;
+}
+
+void weft__waiter_wake_list(struct weft__waiter *list)
+{
+	while (list) {
+		struct weft__waiter *w = list;
+		list = w->next;
+		weft__waiter_wake(w); /* w is gone after this */
+	}
+}
+
 void weft__waiter_init_until(struct weft__waiter *w, int64_t deadline, struct weft__cancel *cs)
 {
 	w->next = w->prev = NULL;

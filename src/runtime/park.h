@@ -98,6 +98,13 @@ void weft__waitq_unlink(struct weft__waitq *q, struct weft__waiter *w);
  * Claimed-by-others waiters on the way are unlinked too; unlinked_stale (if
  * not NULL) counts them. Queue locked. */
 struct weft__waiter *weft__waitq_take(struct weft__waitq *q, uint32_t *unlinked_stale);
+/* Every waiter that can still be woken, claimed and unlinked, as a list
+ * through their next pointers (for weft__waiter_wake_list once the queue is
+ * unlocked); *unlinked (if not NULL) counts every waiter unlinked, those
+ * claimed by others included. Queue locked. */
+struct weft__waiter *weft__waitq_take_all(struct weft__waitq *q, uint32_t *unlinked);
+/* Wake every waiter of a list from weft__waitq_take(_all). */
+void weft__waiter_wake_list(struct weft__waiter *list);
 /* Claim w for a waker (always succeeds for a plain waiter). Queue locked. */
 static inline int weft__waiter_claim(struct weft__waiter *w)
 {

@@ -47,15 +47,6 @@ int weft_cond_wait_until(weft_cond *c, weft_mutex *m, int64_t deadline_ns)
 	return weft__cond_wait(c, m, deadline_ns, NULL);
 }
 
-static void wake_list(struct weft__waiter *list)
-{
-	while (list) {
-		struct weft__waiter *x = list;
-		list = x->next;
-		weft__waiter_wake(x); /* x is gone after this */
-	}
-}
-
 void weft_cond_signal(weft_cond *c)
 {
 	if (!__atomic_load_n(&c->q_.head_, __ATOMIC_ACQUIRE))
@@ -74,11 +65,7 @@ void weft_cond_broadcast(weft_cond *c)
 		return;
 	weft__race_release(c);
 	weft__waitq_lock(&c->q_);
-	struct weft__waiter *list = NULL, **tail = &list, *w;
-	while ((w = weft__waitq_take(&c->q_, NULL)) != NULL) {
-		*tail = w;
-		tail = &w->next;
-	}
+	struct weft__waiter *list = weft__waitq_take_all(&c->q_, NULL);
 	weft__waitq_unlock(&c->q_);
-	wake_list(list);
+	weft__waiter_wake_list(list);
 }

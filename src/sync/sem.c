@@ -48,15 +48,6 @@ static struct weft__waiter *serve(weft_sem *s)
 	return list;
 }
 
-static void wake_list(struct weft__waiter *list)
-{
-	while (list) {
-		struct weft__waiter *x = list;
-		list = x->next;
-		weft__waiter_wake(x); /* x is gone after this */
-	}
-}
-
 int weft__sem_acquire(weft_sem *s, int64_t n, int64_t deadline, struct weft__cancel *cs)
 {
 	if (n < 0)
@@ -87,7 +78,7 @@ int weft__sem_acquire(weft_sem *s, int64_t n, int64_t deadline, struct weft__can
 			list = serve(s);
 	}
 	weft__waitq_unlock(q);
-	wake_list(list);
+	weft__waiter_wake_list(list);
 	return err;
 }
 
@@ -131,5 +122,5 @@ void weft_sem_release(weft_sem *s, int64_t n)
 	}
 	struct weft__waiter *list = serve(s);
 	weft__waitq_unlock(q);
-	wake_list(list);
+	weft__waiter_wake_list(list);
 }

@@ -56,22 +56,12 @@ void weft_wg_add(weft_wg *wg, int64_t delta)
 		weft__waitq_unlock(q);
 		return;
 	}
-	struct weft__waiter *list = NULL, **tail = &list;
-	uint32_t n = 0;
-	struct weft__waiter *x;
-	while ((x = weft__waitq_take(q, &n)) != NULL) {
-		n++;
-		*tail = x;
-		tail = &x->next;
-	}
+	uint32_t n;
+	struct weft__waiter *list = weft__waitq_take_all(q, &n);
 	if (n)
 		__atomic_sub_fetch(st, (uint64_t)n, __ATOMIC_ACQ_REL);
 	weft__waitq_unlock(q);
-	while (list) {
-		x = list;
-		list = x->next;
-		weft__waiter_wake(x); /* x is gone after this */
-	}
+	weft__waiter_wake_list(list);
 }
 
 void weft_wg_done(weft_wg *wg)
