@@ -124,12 +124,10 @@ void weft__chantimer_destroy(struct weft__chantimer *t)
 	weft__unlock(&t->lock);
 }
 
-/* A new chantimer (its channel made, its first firing at `first`). */
 /* A new chantimer in *out: its channel made, its first firing at `first`.
  * Returns 0 or ENOMEM (*out untouched). */
 static int chantimer_new(struct weft__chantimer **out, int64_t period, int64_t first)
 {
-	weft__start();
 	/* weft_timer and weft_ticker are a chantimer and nothing more. */
 	struct weft__chantimer *t = weft__calloc(1, sizeof(*t));
 	if (!t)

@@ -149,7 +149,6 @@ static int with_cancel(weft_ctx *parent, int64_t deadline, int cause, weft_ctx *
 			ctx->tm.arg = ctx;
 			ctx->tm.deletable = 1;
 			ctx->timer_armed = 1;
-			weft__start(); /* the timer heaps (a foreign thread's first call) */
 			weft__timer_add_here(&ctx->tm, deadline);
 		}
 	}

@@ -1196,6 +1196,8 @@ void weft__timer_add_here(struct weft__timer *t, int64_t when)
 	/* A P in a blocking call may be retaken (and retired) at any moment;
 	 * P 0 is never retired. */
 	int own = m && m->p && !__atomic_load_n(&m->in_blocking, __ATOMIC_RELAXED);
+	if (!own)
+		weft__start(); /* P 0's heap (a foreign thread's first weft call) */
 	struct weft__timers *h = own ? &m->p->timers : &weft__sched.allp[0]->timers;
 	if (weft__timer_add(h, t, when))
 		weft__fatal("out of memory adding a timer");
