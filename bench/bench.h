@@ -60,6 +60,9 @@ struct bench_case {
  * q; then run --reps repetitions and print one line each.
  */
 void bench_run_timed(const char *name, int64_t q, bench_timed_fn f);
+/* The same for a case that also reports throughput (Go's runTimedMBs): each
+ * line carries bytes_per_op * n / 1e6 / seconds as "MB/s". */
+void bench_run_timed_mbs(const char *name, int64_t q, int64_t bytes_per_op, bench_timed_fn f);
 
 /*
  * bench_report - print `Benchmark<name>-<threads>\t<n>\t<x> ns/op<extra>`
@@ -99,5 +102,7 @@ int64_t bench_map(int64_t n);                         /* sync.c */
 int64_t bench_pool(int64_t n);                        /* sync.c */
 void bench_cancel_fanout(const struct bench_case *c); /* sync.c */
 void bench_mempark(const struct bench_case *c);       /* mempark.c */
+int64_t bench_tcp_echo_rr(int64_t n);                 /* net.c */
+int64_t bench_tcp_echo_stream(int64_t n);             /* net.c */
 
 #endif /* WEFT_BENCH_H */

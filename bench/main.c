@@ -30,8 +30,7 @@ struct bench_flags bench_flags = {
 };
 
 /*
- * The case table, in the order of the Go suite's switch. Later cases (TCP)
- * are added here as the API that they need lands.
+ * The case table, in the order of the Go suite's switch.
  */
 static const struct bench_case cases[] = {
 	{.name = "Spawn", .q = 1000, .timed = bench_spawn},
@@ -51,6 +50,8 @@ static const struct bench_case cases[] = {
 	{.name = "MemPark1M", .run = bench_mempark, .arg = 1000000},
 	{.name = "ForkJoin", .q = 1, .timed = bench_fork_join},
 	{.name = "FibSeq", .q = 1, .timed = bench_fib_seq},
+	{.name = "TCPEchoRR", .q = 64, .timed = bench_tcp_echo_rr},
+	{.name = "TCPEchoStream", .q = 1, .timed = bench_tcp_echo_stream, .arg = 64 << 10},
 };
 
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
@@ -118,6 +119,11 @@ static int64_t round_up(int64_t n, int64_t q)
  */
 void bench_run_timed(const char *name, int64_t q, bench_timed_fn f)
 {
+	bench_run_timed_mbs(name, q, 0, f);
+}
+
+void bench_run_timed_mbs(const char *name, int64_t q, int64_t bytes_per_op, bench_timed_fn f)
+{
 	int64_t n = bench_flags.n;
 	int64_t d;
 	double mult;
@@ -150,7 +156,11 @@ void bench_run_timed(const char *name, int64_t q, bench_timed_fn f)
 		n = q;
 	for (r = 0; r < bench_flags.reps; r++) {
 		d = f(n);
-		bench_report(name, n, (double)d / (double)n, NULL);
+		char extra[64];
+		if (bytes_per_op)
+			snprintf(extra, sizeof extra, "\t%.1f MB/s",
+				 (double)bytes_per_op * (double)n / 1e6 / ((double)d / 1e9));
+		bench_report(name, n, (double)d / (double)n, bytes_per_op ? extra : NULL);
 	}
 }
 
@@ -389,7 +399,7 @@ static int bench_main(void *arg)
 	const struct bench_case *c = arg;
 
 	if (c->timed != NULL)
-		bench_run_timed(c->name, c->q, c->timed);
+		bench_run_timed_mbs(c->name, c->q, c->arg, c->timed);
 	else
 		c->run(c);
 	return 0;

@@ -38,5 +38,6 @@
 #include "weft/sync.h"
 #include "weft/chan.h"
 #include "weft/context.h"
+#include "weft/net.h"
 
 #endif /* WEFT_H */

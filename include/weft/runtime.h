@@ -10,6 +10,7 @@
  *
  * Environment:
  *   WEFT_PROCS=N       the number of Ps (default: the CPUs this process may use)
+ *   WEFT_MAX_BLOCKING=N  goroutines inside blocking calls at once (default 128)
  *   WEFT_DEBUG=LIST    comma-separated: chaos (random scheduling order and
  *                      thread moves; seed=N makes it reproducible), hogs
  *                      (report goroutines running > 10 ms without a switch and
@@ -173,11 +174,35 @@ WEFT_API int weft_self_proc(void);
  * another P or park it until one is free. Pairs must match and do not nest; a
  * goroutine must not call any other blocking weft function between them.
  * On a foreign thread both are no-ops.
- * Blocks: begin no; end may park the goroutine until a P is free.
- * Thread-safety: any thread.
+ *
+ * At most weft_max_blocking() goroutines are inside such calls at once (so
+ * the process has at most weft_procs() + weft_max_blocking() runtime
+ * threads); weft_blocking_begin() parks the goroutine, first come first
+ * served, until a slot is free.
+ * Blocks: begin parks the goroutine while every slot is taken; end may park
+ * it until a P is free. Thread-safety: any thread.
  */
 WEFT_API void weft_blocking_begin(void);
 WEFT_API void weft_blocking_end(void);
+
+/* The default of weft_max_blocking() and its largest accepted value. */
+#define WEFT_DEFAULT_MAX_BLOCKING 128
+#define WEFT_MAX_MAX_BLOCKING 65536
+
+/*
+ * weft_max_blocking - how many goroutines may be inside a
+ * weft_blocking_begin/end pair at once: WEFT_MAX_BLOCKING from the
+ * environment (1 .. WEFT_MAX_MAX_BLOCKING; anything else is a fatal error
+ * at start), else WEFT_DEFAULT_MAX_BLOCKING. Name resolution and regular-file
+ * I/O of weft/net.h go through these slots.
+ * weft_set_max_blocking - change it; a higher bound lets waiting goroutines
+ * in at once, a lower one takes effect as calls end. old (may be NULL)
+ * receives the previous bound.
+ * Returns 0, or EINVAL when n is outside [1, WEFT_MAX_MAX_BLOCKING].
+ * Blocks: no. Thread-safety: any thread.
+ */
+WEFT_API int weft_max_blocking(void);
+WEFT_API int weft_set_max_blocking(int n, int *old);
 
 /*
  * weft_lock_thread, weft_unlock_thread - pin the calling goroutine to its

@@ -50,6 +50,7 @@
  * for arbitrary C code: sysmon detects hogs and moves work around them).
  */
 #include "sched.h"
+#include "netpoll.h"
 
 #include <linux/membarrier.h>
 
@@ -166,6 +167,7 @@ static struct weft__p *p_new(int id)
 }
 
 static void pidleput(struct weft__p *p);
+static void blk_init(void);
 static void resize_locked(int n);
 
 static void parse_debug(void)
@@ -249,6 +251,7 @@ void weft__start(void)
 		return;
 	}
 	parse_debug();
+	blk_init();
 	membarrier_init();
 	weft__lock(&weft__sched.lock);
 	resize_locked(default_procs());
@@ -395,8 +398,12 @@ static void m_wake(struct weft__m *m, struct weft__p *p, int spinning)
 	m->spinning = spinning;
 	/* Pairs with the acquire load in stopm: nextp and spinning are
 	 * visible once park reads 1. */
-	__atomic_store_n(&m->park, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&m->park, 1, __ATOMIC_SEQ_CST);
 	weft__futex_wake(&m->park, 1);
+	/* It may be the blocking poller, asleep in epoll rather than on the
+	 * futex (see weft__netpoll_block for the ordering). */
+	if (__atomic_load_n(&m->polling, __ATOMIC_SEQ_CST))
+		weft__netpoll_break();
 }
 
 /* Give P p to an idle M (or a new one); spinning when it is to look for work.
@@ -510,6 +517,14 @@ static void stopm(struct weft__m *m)
 	for (;;) {
 		if (__atomic_load_n(&m->park, __ATOMIC_ACQUIRE))
 			break;
+		/* Something waits on a descriptor: sleep in epoll instead, as
+		 * the one blocking poller. Readied goroutines went to the
+		 * global queue: leave the idle list and go and run them. */
+		int woken = weft__netpoll_block(m, timed ? until : INT64_MAX, &m->park);
+		if (woken > 0 || (woken == 0 && timed && weft_now() >= until))
+			goto timeout;
+		if (woken == 0)
+			continue;
 		struct timespec ts, *tp = NULL;
 		if (timed) {
 			int64_t d = until - weft_now();
@@ -715,6 +730,11 @@ static inline __attribute__((always_inline)) struct weft__g *pick_fast(struct we
 	int64_t when = weft__timers_peek(&p->timers);
 	if (when != INT64_MAX && when <= weft_now())
 		return GO_G0;
+	/* The network is polled on g0 too (findrunnable), every 61st switch
+	 * while goroutines wait on descriptors and no idle M polls. */
+	if (p->schedtick % 61 == 0 && weft__netpoll_wanted() &&
+	    !__atomic_load_n(&weft__netpoll_owner, __ATOMIC_RELAXED))
+		return GO_G0;
 	return next_queued(p);
 }
 
@@ -826,9 +846,22 @@ top:
 	int64_t now = weft_now();
 	if (weft__timers_peek(&p->timers) <= now)
 		weft__timers_run(&p->timers, now);
+	/* Every 61st switch (pick_fast sent us here): poll, so descriptors are
+	 * served while this P never runs dry. */
+	if (p->schedtick % 61 == 0 && weft__netpoll_wanted() &&
+	    !__atomic_load_n(&weft__netpoll_owner, __ATOMIC_RELAXED))
+		weft__netpoll_now(m);
 	struct weft__g *g = next_queued(p);
 	if (g)
 		goto found;
+	/* Poll the network, unless an idle M blocks in epoll for it (Go polls
+	 * here too, before stealing). */
+	if (weft__netpoll_wanted() && !__atomic_load_n(&weft__netpoll_owner, __ATOMIC_RELAXED) &&
+	    weft__netpoll_now(m) > 0) {
+		g = next_queued(p);
+		if (g)
+			goto found;
+	}
 
 	/* Steal, if not too many Ms are already spinning. */
 	int busy = __atomic_load_n(&s->nprocs, __ATOMIC_RELAXED) -
@@ -1253,6 +1286,100 @@ void weft_sleep(int64_t duration_ns)
 
 /* ---------------------------------------------------------------- blocking calls */
 
+/*
+ * The bound on threads in blocking calls: a goroutine takes a slot in
+ * weft_blocking_begin, waiting (parked, FIFO) while all are taken, and gives
+ * it back in weft_blocking_end. Every M is running a P, idle, or in a call,
+ * and an M is only created when none is idle, so the process never has more
+ * than procs + max_blocking Ms (plus pinned ones).
+ */
+static int blk_limit = WEFT_DEFAULT_MAX_BLOCKING; /* atomic */
+static int blk_inuse;                           /* atomic */
+static struct weft__waitq blk_q;
+
+static int blk_try(void)
+{
+	int v = __atomic_load_n(&blk_inuse, __ATOMIC_SEQ_CST);
+	while (v < __atomic_load_n(&blk_limit, __ATOMIC_RELAXED))
+		if (__atomic_compare_exchange_n(&blk_inuse, &v, v + 1, 0, __ATOMIC_SEQ_CST,
+						__ATOMIC_SEQ_CST))
+			return 1;
+	return 0;
+}
+
+static void blk_acquire(void)
+{
+	if (blk_try())
+		return;
+	struct weft__waiter w;
+	weft__waiter_init(&w);
+	weft__waitq_lock(&blk_q);
+	weft__waitq_push(&blk_q, &w, 0);
+	/* Enqueued, then look again: a release that came in between saw no
+	 * waiter (blk_release: decrement, then look). */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (blk_try()) {
+		weft__waitq_unlink(&blk_q, &w);
+		weft__waitq_unlock(&blk_q);
+		return;
+	}
+	weft__waitq_block(&blk_q, &w, "blocking call slot");
+	/* The releaser took the slot for us. */
+}
+
+/* Hand free slots to waiters (after a release or a raised limit). */
+static void blk_pass(void)
+{
+	if (!__atomic_load_n(&blk_q.len_, __ATOMIC_SEQ_CST))
+		return;
+	for (;;) {
+		weft__waitq_lock(&blk_q);
+		if (!blk_q.len_ || !blk_try()) {
+			weft__waitq_unlock(&blk_q);
+			return;
+		}
+		struct weft__waiter *w = weft__waitq_take(&blk_q, NULL);
+		weft__waitq_unlock(&blk_q);
+		weft__waiter_wake(w);
+	}
+}
+
+static void blk_release(void)
+{
+	__atomic_sub_fetch(&blk_inuse, 1, __ATOMIC_SEQ_CST);
+	blk_pass();
+}
+
+int weft_max_blocking(void)
+{
+	return __atomic_load_n(&blk_limit, __ATOMIC_RELAXED);
+}
+
+int weft_set_max_blocking(int n, int *old)
+{
+	if (n < 1 || n > WEFT_MAX_MAX_BLOCKING)
+		return EINVAL;
+	int o = __atomic_exchange_n(&blk_limit, n, __ATOMIC_SEQ_CST);
+	if (old)
+		*old = o;
+	if (n > o)
+		blk_pass();
+	return 0;
+}
+
+static void blk_init(void)
+{
+	const char *e = getenv("WEFT_MAX_BLOCKING");
+	if (!e || !*e)
+		return;
+	char *end;
+	long n = strtol(e, &end, 10);
+	if (*end || n < 1 || n > WEFT_MAX_MAX_BLOCKING)
+		weft__fatal("WEFT_MAX_BLOCKING=%s: want a number from 1 to %d", e,
+			    WEFT_MAX_MAX_BLOCKING);
+	blk_limit = (int)n;
+}
+
 void weft_blocking_begin(void)
 {
 	struct weft__m *m = weft__m_get();
@@ -1260,6 +1387,8 @@ void weft_blocking_begin(void)
 		return;
 	if (m->in_blocking)
 		weft__fatal("weft_blocking_begin: already inside a blocking call (they do not nest)");
+	blk_acquire();
+	m = weft__m_get(); /* it may have parked and moved */
 	struct weft__p *p = m->p;
 	__atomic_store_n(&m->blocking_since, weft_now(), __ATOMIC_RELAXED);
 	m->in_blocking = 1;
@@ -1287,8 +1416,10 @@ void weft_blocking_end(void)
 	m->blocking_reported = 0;
 	__atomic_sub_fetch(&s->nblocking, 1, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&g->status, G_RUNNING, __ATOMIC_RELAXED);
-	if (kept)
+	if (kept) {
+		blk_release();
 		return;
+	}
 	/* sysmon gave our P away: take an idle one, or queue ourselves. */
 	m->p = NULL;
 	weft__lock(&s->lock);
@@ -1296,12 +1427,14 @@ void weft_blocking_end(void)
 	weft__unlock(&s->lock);
 	if (q) {
 		acquirep(m, q);
+		blk_release();
 		return;
 	}
 	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELAXED);
 	m->after = AFTER_GLOBAL;
 	m->after_g = g;
 	gogo(m, g, NULL);
+	blk_release();
 }
 
 /* ---------------------------------------------------------------- locked threads */

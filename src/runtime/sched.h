@@ -152,6 +152,7 @@ struct weft__m {
 	struct weft__m *link;     /* idle list; under sched.lock */
 	struct weft__m *alllink;  /* all-M list; append only under sched.lock */
 	uint32_t park;            /* futex word: 1 = woken */
+	uint32_t polling;         /* atomic: blocked in epoll for stopm (netpoll.c) */
 	int spinning;             /* counted in sched.nmspinning; owner: this M */
 	int linger;               /* naps taken while spinning (findrunnable); owner */
 	int id;

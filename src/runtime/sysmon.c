@@ -12,6 +12,7 @@
  *    on time; with WEFT_DEBUG=hogs it reports the hog with a backtrace;
  *  - reports blocking calls stuck for over 1 s (WEFT_DEBUG=hogs);
  *  - makes sure no overdue timer waits on an idle P;
+ *  - polls the network when nobody has for 10 ms (every P busy);
  *  - detects deadlock: every P idle, nothing queued, no timer, no blocking
  *    call, and every thread of the process either a weft M or a foreign
  *    thread parked inside weft, twice in a row with no scheduling between;
@@ -19,6 +20,7 @@
  *  - prints WEFT_DEBUG=schedtrace lines, and serves SIGQUIT dumps.
  */
 #include "sched.h"
+#include "netpoll.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -80,6 +82,10 @@ static int deadlocked_now(void)
 {
 	struct weft__sched *s = &weft__sched;
 	if (!all_idle())
+		return 0;
+	/* A goroutine waiting on a descriptor (or a signal: weft_signal_notify
+	 * waits on one) may be woken from outside. */
+	if (weft__netpoll_wanted())
 		return 0;
 	if (weft__timers_earliest() != INT64_MAX)
 		return 0;
@@ -272,6 +278,9 @@ static void *sysmon_main(void *arg)
 		else if (idle_ticks > 50)
 			delay_us = delay_us * 2 > 10000 ? 10000 : delay_us * 2;
 		timers_safety(now);
+		if (weft__netpoll_wanted() && !__atomic_load_n(&weft__netpoll_owner, __ATOMIC_RELAXED) &&
+		    now - __atomic_load_n(&weft__netpoll_last, __ATOMIC_RELAXED) > 10000000)
+			weft__netpoll_now(NULL);
 		if (s->hogs)
 			report_stuck(now);
 		if (check_deadlock()) {
