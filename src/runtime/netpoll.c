@@ -11,8 +11,9 @@
  *  - the scheduler polls every 61st switch while nobody else does, so a P
  *    that never runs dry does not starve the descriptors;
  *  - sysmon polls when no one has for 10 ms.
- * A woken waiter goes to the poller's P (runnext) when it has one, else to
- * the global queue in one batch.
+ * Woken goroutines go, in the order of their events, to the tail of the
+ * poller's P's queue when it has one, else to the global queue in one batch
+ * (Go's injectglist).
  */
 #include "netpoll.h"
 
@@ -232,9 +233,6 @@ static int dispatch(struct weft__m *m, struct epoll_event *ev, int n, int blocki
 {
 	struct weft__g *v[NEVENTS * 2];
 	int nv = 0, woken = 0;
-	/* With a P, goroutines go to it one by one (runnext, then its ring);
-	 * without, all at once to the global queue. */
-	int batch = !(m && m->p);
 	for (int i = 0; i < n; i++) {
 		uint64_t d = ev[i].data.u64;
 		if (d == 0) {
@@ -254,12 +252,12 @@ static int dispatch(struct weft__m *m, struct epoll_event *ev, int n, int blocki
 		if (e & EPOLLPRI)
 			__atomic_store_n(&pd->urgent, 1, __ATOMIC_RELAXED);
 		if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI))
-			woken += unblock(pd, WEFT__PD_READ, 1, batch ? v : NULL, &nv, NEVENTS * 2);
+			woken += unblock(pd, WEFT__PD_READ, 1, v, &nv, NEVENTS * 2);
 		if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-			woken += unblock(pd, WEFT__PD_WRITE, 1, batch ? v : NULL, &nv, NEVENTS * 2);
+			woken += unblock(pd, WEFT__PD_WRITE, 1, v, &nv, NEVENTS * 2);
 	}
 	if (nv)
-		weft__ready_batch(m, v, nv);
+		weft__inject(m, v, nv);
 	return woken;
 }
 

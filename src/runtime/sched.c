@@ -1221,6 +1221,21 @@ void weft__ready_batch(struct weft__m *m, struct weft__g **v, int n)
 		weft__wakep();
 }
 
+void weft__inject(struct weft__m *m, struct weft__g **v, int n)
+{
+	struct weft__sched *s = &weft__sched;
+	if (!(m && m->p && !m->in_blocking) || chaos(2)) {
+		weft__ready_batch(m, v, n);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		__atomic_store_n(&v[i]->status, G_RUNNABLE, __ATOMIC_RELEASE);
+		weft__runq_put(m->p, v[i], 0);
+	}
+	if (__atomic_load_n(&s->npidle, __ATOMIC_SEQ_CST) != 0)
+		weft__wakep();
+}
+
 /* ---------------------------------------------------------------- sleep */
 
 void weft__timer_add_here(struct weft__timer *t, int64_t when)

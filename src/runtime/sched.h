@@ -255,6 +255,10 @@ void weft__ready_m(struct weft__m *m, struct weft__g *g);
  * one trip to the global run queue instead of n through runnext and the
  * ring's overflow. Fewer than 4 go one by one through weft__ready_m. */
 void weft__ready_batch(struct weft__m *m, struct weft__g **v, int n);
+/* Make n parked Gs runnable in order (Go's injectglist, for the poller):
+ * at the tail of m's P's queue when m holds one, else (or in chaos mode) as
+ * weft__ready_batch. */
+void weft__inject(struct weft__m *m, struct weft__g **v, int n);
 
 /* ---------------------------------------------------------------- run queues (runq.c) */
 
