@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -256,6 +257,15 @@ static inline int fd_wait(weft_fd *f, int dir, int64_t dl, struct weft__cancel *
 	return weft__pd_wait(f->pd, dir, eff_deadline(f, dir, dl), cs);
 }
 
+/* The system calls themselves go through syscall(): libc's wrappers are
+ * pthread cancellation points, which costs two extra calls each, and
+ * goroutines are never cancelled that way. Returns the result, errno set on
+ * -1. */
+static inline ssize_t sys3(long nr, long a, long b, long c)
+{
+	return syscall(nr, a, b, c);
+}
+
 /* One system call of a call: returns its result, errno on -1. */
 typedef ssize_t (*sys_fn)(weft_fd *f, void *args);
 
@@ -332,8 +342,8 @@ static ssize_t sys_readv(weft_fd *f, void *a)
 {
 	struct rw_args *r = a;
 	if (r->iovcnt == 1)
-		return read(f->fd, r->iov[0].iov_base, r->iov[0].iov_len);
-	return readv(f->fd, r->iov, r->iovcnt);
+		return sys3(SYS_read, f->fd, (long)r->iov[0].iov_base, (long)r->iov[0].iov_len);
+	return sys3(SYS_readv, f->fd, (long)r->iov, r->iovcnt);
 }
 
 static size_t iov_total(const struct iovec *iov, int n)
