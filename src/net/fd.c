@@ -16,9 +16,11 @@
  * making a system call that fails with EAGAIN; a partial write has filled
  * the send buffer, so the writer parks at once too. The ready flags are
  * cleared before each system call, and epoll reports (edge-triggered) every
- * arrival after that, so nothing is missed. Urgent data (EPOLLPRI) can end a
- * read early with more data queued: after one, the descriptor always tries
- * the call first, as Go does for every descriptor.
+ * arrival after that, so nothing is missed. Some events are reported only
+ * once: the peer's hang-up (EPOLLRDHUP, EPOLLHUP), an error, and urgent data
+ * (EPOLLPRI, which can also end a read early with more data queued). After
+ * one (the poll record's sticky flag, set before the ready flags), the
+ * descriptor always tries the call first, as Go does for every descriptor.
  */
 #include "net_impl.h"
 
@@ -292,8 +294,11 @@ static int run(weft_fd *f, int dir, int64_t dl, struct weft__cancel *cs, sys_fn 
 		return 0;
 	}
 	struct weft__pd *pd = f->pd;
-	int inferring = infer && f->tcp && !__atomic_load_n(&pd->urgent, __ATOMIC_RELAXED);
+	infer = infer && f->tcp;
 	for (;;) {
+		/* Read each time: a hang-up or an error is reported once, and
+		 * the data before it may be read in several calls. */
+		int inferring = infer && !__atomic_load_n(&pd->sticky, __ATOMIC_SEQ_CST);
 		if (inferring && !weft__pd_ready(pd, dir)) {
 			int w = fd_wait(f, dir, dl, cs);
 			if (w)

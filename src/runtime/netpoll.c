@@ -27,6 +27,7 @@
 #include "alloc.h"
 #include "fatal.h"
 #include "lock.h"
+#include "sanitizer.h"
 #include "sched.h"
 
 int64_t weft__netpoll_nwaiters;
@@ -49,9 +50,20 @@ static struct weft__pd *pool_free;
 #define TAG_SHIFT 48
 #define PTR_MASK ((UINT64_C(1) << TAG_SHIFT) - 1)
 
+/* Is the poller made? The descriptors were created by whoever set inited:
+ * tell ThreadSanitizer (the runtime is not instrumented, so it does not see
+ * the flag's ordering). */
+static inline int is_inited(void)
+{
+	if (!__atomic_load_n(&inited, __ATOMIC_ACQUIRE))
+		return 0;
+	weft__race_acquire(&inited);
+	return 1;
+}
+
 static int netpoll_init(void)
 {
-	if (__atomic_load_n(&inited, __ATOMIC_ACQUIRE))
+	if (is_inited())
 		return 0;
 	weft__start();
 	weft__lock(&init_lock);
@@ -72,6 +84,7 @@ static int netpoll_init(void)
 			} else {
 				epfd = ep;
 				evfd = ev;
+				weft__race_release(&inited);
 				__atomic_store_n(&inited, 1, __ATOMIC_RELEASE);
 			}
 		}
@@ -113,7 +126,7 @@ int weft__pd_open(int fd, struct weft__pd **out)
 	/* Unknown until the first call: try it. */
 	__atomic_store_n(&pd->ready[0], 1, __ATOMIC_RELAXED);
 	__atomic_store_n(&pd->ready[1], 1, __ATOMIC_RELAXED);
-	__atomic_store_n(&pd->urgent, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&pd->sticky, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&pd->closing, 0, __ATOMIC_RELEASE);
 	struct epoll_event e = {
 		.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
@@ -249,8 +262,10 @@ static int dispatch(struct weft__m *m, struct epoll_event *ev, int n, int blocki
 		if ((__atomic_load_n(&pd->seq, __ATOMIC_ACQUIRE) & 0xffff) != tag)
 			continue; /* closed since: not this registration's event */
 		uint32_t e = ev[i].events;
-		if (e & EPOLLPRI)
-			__atomic_store_n(&pd->urgent, 1, __ATOMIC_RELAXED);
+		/* Before the ready flags: a call that sees them cleared must
+		 * not infer exhaustion past a one-time event. */
+		if (e & (EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+			__atomic_store_n(&pd->sticky, 1, __ATOMIC_SEQ_CST);
 		if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI))
 			woken += unblock(pd, WEFT__PD_READ, 1, v, &nv, NEVENTS * 2);
 		if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))
@@ -263,7 +278,7 @@ static int dispatch(struct weft__m *m, struct epoll_event *ev, int n, int blocki
 
 int weft__netpoll_now(struct weft__m *m)
 {
-	if (!__atomic_load_n(&inited, __ATOMIC_ACQUIRE))
+	if (!is_inited())
 		return 0;
 	struct epoll_event ev[NEVENTS];
 	int n = epoll_wait(epfd, ev, NEVENTS, 0);
@@ -275,7 +290,7 @@ int weft__netpoll_now(struct weft__m *m)
 
 int weft__netpoll_block(struct weft__m *m, int64_t until, const uint32_t *park)
 {
-	if (!__atomic_load_n(&inited, __ATOMIC_ACQUIRE) || !weft__netpoll_wanted())
+	if (!weft__netpoll_wanted() || !is_inited())
 		return -1;
 	uint32_t z = 0;
 	if (__atomic_load_n(&weft__netpoll_owner, __ATOMIC_RELAXED) ||
@@ -310,7 +325,7 @@ int weft__netpoll_block(struct weft__m *m, int64_t until, const uint32_t *park)
 
 void weft__netpoll_break(void)
 {
-	if (!__atomic_load_n(&inited, __ATOMIC_ACQUIRE))
+	if (!is_inited())
 		return;
 	uint32_t z = 0;
 	if (!__atomic_compare_exchange_n(&break_pending, &z, 1, 0, __ATOMIC_SEQ_CST,

@@ -34,7 +34,9 @@ struct weft__pd {
 	struct weft__waitq q[2]; /* waiters, per direction */
 	uint32_t ready[2];       /* atomic: epoll reported the direction */
 	uint32_t closing;        /* atomic: weft__pd_close started */
-	uint32_t urgent;         /* atomic: EPOLLPRI seen (TCP urgent data) */
+	uint32_t sticky;         /* atomic: a one-time event was seen (the peer's hang-up,
+	                  * an error, TCP urgent data): from then on calls never
+	                  * infer exhaustion (net/fd.c) */
 	uint32_t seq;            /* generation; bumped on free (atomic) */
 	int fd;
 	struct weft__pd *free_next; /* the pool's free list, under its lock */
