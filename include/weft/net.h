@@ -35,7 +35,8 @@
  * Sharing: any number of goroutines may use one weft_fd at once. Reads are
  * serialised among themselves, and so are writes: a weft_write's bytes are
  * never interleaved with another's. weft_fd_close() may be called while
- * others are blocked on the descriptor: they wake with EBADF.
+ * others are blocked on the descriptor: they wake with EBADF (see
+ * weft_fd_retain for goroutines that call on after a close).
  */
 #ifndef WEFT_NET_H
 #define WEFT_NET_H
@@ -74,15 +75,25 @@ WEFT_API int weft_fd_open(int fd, weft_fd **out);
 WEFT_API int weft_open(const char *path, int flags, unsigned mode, weft_fd **out);
 
 /*
- * weft_fd_close - close f: calls blocked on it wake with EBADF, calls that
- * start later fail with EBADF, and once the last call in progress has left,
- * the descriptor is closed and f freed. Returns 0, or the error of close(2)
- * (the descriptor is gone either way). f must not be used after this
- * returns, and must be closed exactly once.
+ * weft_fd_close - close f and drop the caller's reference to it: calls
+ * blocked on f wake with EBADF, calls that start later fail with EBADF, and
+ * once the calls in progress have left, the descriptor is closed. Returns 0,
+ * EBADF (f was closed already: only the reference is dropped), or the error
+ * of close(2) (the descriptor is gone either way).
  * Blocks: until the calls in progress on f have returned (promptly: they
  * are woken).
+ *
+ * References: the creating call (weft_fd_open, weft_accept, weft_dial, ...)
+ * hands out one. A goroutine that may still call on f after someone else
+ * closes it (an accept loop that another goroutine stops by closing the
+ * listener, Go's idiom) holds its own: weft_fd_retain() returns f with one
+ * more, and weft_fd_release() drops one without closing (the last one
+ * closes f if it is still open, and frees it). A weft_fd is never used
+ * after its caller's reference is dropped.
  */
 WEFT_API int weft_fd_close(weft_fd *f);
+WEFT_API weft_fd *weft_fd_retain(weft_fd *f);
+WEFT_API void weft_fd_release(weft_fd *f);
 
 /* weft_fd_get - the OS descriptor (borrowed: still owned by f, and in
  * non-blocking mode). */

@@ -8,7 +8,9 @@
  * closed only when the last call has left: a number reused by another open()
  * can never be read or written by a call still running on the old one.
  * weft_fd_close marks the record closing, wakes the waiters (EBADF), drops
- * the handle's reference and waits for the rest.
+ * the open reference and waits for the rest. The record itself lives until
+ * its last handle (weft_fd_retain) is released, so a goroutine holding one
+ * may call in after the close and get EBADF rather than freed memory.
  *
  * TCP readiness is inferred: a read that returns less than it asked for has
  * emptied the receive queue (tcp_recvmsg copies until the queue is empty or
@@ -66,6 +68,7 @@ int weft__fd_wrap(int fd, int sock, int stream, int tcp, weft_fd **out)
 	f->stream = (uint8_t)stream;
 	f->tcp = (uint8_t)tcp;
 	f->refs = 1;
+	f->handles = 1;
 	f->dl[RD] = f->dl[WR] = INT64_MAX;
 	weft_sem_init(&f->mu[RD], 1);
 	weft_sem_init(&f->mu[WR], 1);
@@ -156,11 +159,12 @@ static void fd_unref(weft_fd *f)
 		weft__waiter_wake(w);
 }
 
-int weft_fd_close(weft_fd *f)
+/* Close f's descriptor once: EBADF if it was closed already. */
+static int do_close(weft_fd *f)
 {
 	uint32_t v = __atomic_fetch_or(&f->refs, CLOSING, __ATOMIC_ACQ_REL);
 	if (v & CLOSING)
-		weft__fatal("net: close of a closed weft_fd");
+		return EBADF;
 	if (f->pd)
 		weft__pd_close(f->pd);
 	uint32_t left = __atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL);
@@ -184,7 +188,31 @@ int weft_fd_close(weft_fd *f)
 		err = errno;
 	if (f->file)
 		weft_blocking_end();
+	return err;
+}
+
+weft_fd *weft_fd_retain(weft_fd *f)
+{
+	__atomic_add_fetch(&f->handles, 1, __ATOMIC_RELAXED);
+	return f;
+}
+
+void weft_fd_release(weft_fd *f)
+{
+	uint32_t left = __atomic_sub_fetch(&f->handles, 1, __ATOMIC_ACQ_REL);
+	if (left == UINT32_MAX)
+		weft__fatal("net: weft_fd released more times than retained");
+	if (left)
+		return;
+	if (!(__atomic_load_n(&f->refs, __ATOMIC_ACQUIRE) & CLOSING))
+		do_close(f);
 	weft__free(f);
+}
+
+int weft_fd_close(weft_fd *f)
+{
+	int err = do_close(f);
+	weft_fd_release(f);
 	return err;
 }
 
