@@ -19,7 +19,7 @@ struct weft_fd {
 	uint8_t sock;              /* a socket (send with MSG_NOSIGNAL) */
 	uint8_t stream;            /* a stream (SOCK_STREAM socket, pipe, tty) */
 	uint8_t tcp;               /* a TCP socket: readiness is inferred (fd.c) */
-	uint32_t refs;             /* atomic: calls in progress + 1 for the handle; CLOSING bit */
+	uint32_t refs;             /* atomic: calls in progress + 1 while open; CLOSING bit */
 	uint32_t handles;          /* atomic: references to the record (weft_fd_retain) */
 	int64_t dl[2];             /* atomic: the descriptor's deadlines; INT64_MAX: none */
 	struct weft__pd *pd;       /* NULL for a file */
