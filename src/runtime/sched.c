@@ -1367,6 +1367,7 @@ static void blk_release(void)
 
 int weft_max_blocking(void)
 {
+	weft__start(); /* WEFT_MAX_BLOCKING is read at start */
 	return __atomic_load_n(&blk_limit, __ATOMIC_RELAXED);
 }
 
@@ -1374,6 +1375,7 @@ int weft_set_max_blocking(int n, int *old)
 {
 	if (n < 1 || n > WEFT_MAX_MAX_BLOCKING)
 		return EINVAL;
+	weft__start(); /* so the environment cannot override n later */
 	int o = __atomic_exchange_n(&blk_limit, n, __ATOMIC_SEQ_CST);
 	if (old)
 		*old = o;
