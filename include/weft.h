@@ -39,5 +39,10 @@
 #include "weft/chan.h"
 #include "weft/context.h"
 #include "weft/net.h"
+#include "weft/workpool.h"
+#include "weft/pipeline.h"
+#include "weft/pubsub.h"
+#include "weft/ratelimit.h"
+#include "weft/breaker.h"
 
 #endif /* WEFT_H */
