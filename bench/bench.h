@@ -104,5 +104,7 @@ void bench_cancel_fanout(const struct bench_case *c); /* sync.c */
 void bench_mempark(const struct bench_case *c);       /* mempark.c */
 int64_t bench_tcp_echo_rr(int64_t n);                 /* net.c */
 int64_t bench_tcp_echo_stream(int64_t n);             /* net.c */
+int64_t bench_pool_submit(int64_t n);                 /* workpool.c */
+int64_t bench_pipeline3(int64_t n);                   /* pipeline.c */
 
 #endif /* WEFT_BENCH_H */

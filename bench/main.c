@@ -52,6 +52,9 @@ static const struct bench_case cases[] = {
 	{.name = "FibSeq", .q = 1, .timed = bench_fib_seq},
 	{.name = "TCPEchoRR", .q = 64, .timed = bench_tcp_echo_rr},
 	{.name = "TCPEchoStream", .q = 1, .timed = bench_tcp_echo_stream, .arg = 64 << 10},
+	/* Patterns (bench/go/ holds their Go counterparts). */
+	{.name = "PoolSubmit", .q = 8, .timed = bench_pool_submit},
+	{.name = "Pipeline3", .q = 1, .timed = bench_pipeline3},
 };
 
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
