@@ -570,7 +570,7 @@ TEST(read_deadline)
 }
 
 /*
- * A writer whose peer never reads (small socket buffers): weft_write_until
+ * A writer whose peer never reads (a small send buffer): weft_write_until
  * and a plain weft_write under a descriptor write deadline give ETIMEDOUT at
  * the deadline, reporting through *n the bytes written before it (0 < n <
  * len), and the peer then receives exactly n bytes, in order. Guards: a
@@ -1005,15 +1005,14 @@ static void start_loop(struct loop *lp, weft_fd *l)
  * idiom: an accept loop holding its own reference serves a connection, and
  * stops with EBADF when the test closes the listener, whether the loop is
  * parked in accept or calls it only after the close (it was started after
- * it); its release frees the record (ASan sees any later use). On a
- * closed connection still referenced, read and write fail with EBADF (n 0)
- * without touching the descriptor number (reused meanwhile by a pipe), and
- * a second weft_fd_close returns EBADF, dropping only the reference (the
- * pipe stays open). A
- * connection whose last reference is released without a close is closed
- * (the peer sees the end of stream). Guards: a call on a closed record that
- * touches the descriptor, a record freed while referenced, a release that
- * leaks the descriptor.
+ * it); its release frees the record (ASan sees any later use). On a closed
+ * connection still referenced, read and write fail with EBADF (n 0) without
+ * touching the descriptor number (reused meanwhile by a pipe), and a second
+ * weft_fd_close returns EBADF, dropping only the reference (the pipe stays
+ * open). A connection whose last reference is released without a close is
+ * closed (the peer sees the end of stream). Guards: a call on a closed
+ * record that reaches the descriptor number, a second close(2), a record
+ * freed while referenced, a release that leaks the descriptor.
  */
 TEST(close_with_references)
 {
@@ -1125,8 +1124,8 @@ static void serve_one(weft_fd *client, weft_fd *conn, int i)
 
 /*
  * Out of descriptors: with RLIMIT_NOFILE's soft limit set so that 8
- * descriptor numbers are free, clients dial a listener until weft_dial returns EMFILE
- * (each client first sends its name); weft_listen returns EMFILE;
+ * descriptor numbers are free, clients dial a listener until weft_dial
+ * returns EMFILE (each client first sends its name); weft_listen returns EMFILE;
  * weft_accept and weft_accept_until return EMFILE at once (not ETIMEDOUT:
  * no retry loop, no busy wait). Closing two clients lets the listener accept
  * the first two queued connections, in order, and serve them; the next
