@@ -96,7 +96,7 @@ WEFT_API weft_fd *weft_fd_retain(weft_fd *f);
 WEFT_API void weft_fd_release(weft_fd *f);
 
 /* weft_fd_get - the OS descriptor (borrowed: still owned by f, and in
- * non-blocking mode). */
+ * non-blocking mode), or -1 once f is closed. */
 WEFT_API int weft_fd_get(const weft_fd *f);
 
 /*
@@ -104,8 +104,8 @@ WEFT_API int weft_fd_get(const weft_fd *f);
  * weft_fd_set_write_deadline - absolute deadlines (weft_now() ns) for every
  * read (accept, recv) or write (connect, send) call on f, present and
  * future; 0 removes one. Calls blocked now see the new deadline at once.
- * Returns 0, or ENOTSUP for a regular file (as Go's os.ErrNoDeadline).
- * Blocks: no.
+ * Returns 0, ENOTSUP for a regular file (as Go's os.ErrNoDeadline), or
+ * EBADF once f is closed. Blocks: no.
  */
 WEFT_API int weft_fd_set_deadline(weft_fd *f, int64_t deadline_ns);
 WEFT_API int weft_fd_set_read_deadline(weft_fd *f, int64_t deadline_ns);
@@ -262,7 +262,8 @@ WEFT_API int weft_listen(const char *network, const char *address, weft_fd **out
  * weft_fd_local_addr, weft_fd_peer_addr - f's socket address or its peer's,
  * as text: "127.0.0.1:8080", "[::1]:8080", a unix path. buf receives at
  * most len bytes including the NUL (WEFT_ADDRSTRLEN is always enough).
- * Returns 0, ENOTSOCK, ENOTCONN, ENOSPC (buf too small), or EAFNOSUPPORT.
+ * Returns 0, ENOTSOCK, ENOTCONN, ENOSPC (buf too small), EAFNOSUPPORT, or
+ * EBADF (f is closed).
  * weft_addr_format formats a sockaddr the same way. Blocks: no.
  */
 #define WEFT_ADDRSTRLEN 112

@@ -42,6 +42,7 @@
 #include "alloc.h"
 #include "ctx_impl.h"
 #include "fatal.h"
+#include "sanitizer.h"
 #include "sched.h"
 #include "sync_impl.h"
 
@@ -130,7 +131,8 @@ int weft_open(const char *path, int flags, unsigned mode, weft_fd **out)
 
 int weft_fd_get(const weft_fd *f)
 {
-	return f->fd;
+	/* After a close the number may belong to someone else now. */
+	return __atomic_load_n(&f->refs, __ATOMIC_ACQUIRE) & CLOSING ? -1 : f->fd;
 }
 
 static void fd_unref(weft_fd *f);
@@ -148,6 +150,9 @@ static int fd_ref(weft_fd *f)
 
 static void fd_unref(weft_fd *f)
 {
+	/* The call's system calls happen before the close (ThreadSanitizer
+	 * checks descriptors too, and cannot see the reference count). */
+	weft__race_release(f);
 	uint32_t left = __atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL);
 	if (left != CLOSING)
 		return;
@@ -179,6 +184,7 @@ static int do_close(weft_fd *f)
 			weft__waitq_block(&f->closeq, &w, "close (calls in progress)");
 		}
 	}
+	weft__race_acquire(f);
 	if (f->pd)
 		weft__pd_free(f->pd);
 	int err = 0;
@@ -222,8 +228,11 @@ static int set_deadline(weft_fd *f, int dir, int64_t d)
 {
 	if (f->file)
 		return ENOTSUP;
+	if (fd_ref(f))
+		return EBADF; /* closed: its poll record may be reused already */
 	__atomic_store_n(&f->dl[dir], d ? d : INT64_MAX, __ATOMIC_SEQ_CST);
 	weft__pd_rewake(f->pd, dir);
+	fd_unref(f);
 	return 0;
 }
 
@@ -487,8 +496,9 @@ static int write_all(weft_fd *f, struct iovec *iov, int iovcnt, int flags, size_
 	size_t done = 0;
 	int err = call_enter(f, WR, dl, cs);
 	if (!err) {
-		/* Skip empty leading buffers; a write of nothing still checks. */
-		while (iovcnt > 0 && iov[0].iov_len == 0)
+		/* Skip empty leading buffers on a stream (a write of nothing
+		 * still checks); a datagram socket sends an empty datagram. */
+		while (f->stream && iovcnt > 0 && iov[0].iov_len == 0)
 			iov++, iovcnt--;
 		while (iovcnt > 0) {
 			struct rw_args a = {.iov = iov, .iovcnt = iovcnt, .flags = flags};

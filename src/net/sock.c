@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -98,8 +99,85 @@ static int split_hostport(const char *addr, char *host, size_t hlen, char *port,
 	return 0;
 }
 
-/* Resolve for n: numeric hosts and ports without the blocking path. */
-static int resolve(const struct net *n, const char *address, int passive, struct addrinfo **res)
+/*
+ * A lookup that the caller may give up on: getaddrinfo cannot be
+ * interrupted, so it runs in a goroutine of its own and the caller waits for
+ * it with its deadline or context. Whoever of the two lets go last frees it
+ * (and the answer, when nobody took it).
+ */
+struct lookup {
+	int refs; /* atomic: the caller and the goroutine */
+	char node[256], port[64];
+	int has_node;
+	struct addrinfo hints;
+	struct addrinfo *res;
+	int err;
+	weft_chan *done; /* capacity 1: the goroutine sends one byte */
+};
+
+static void lookup_put(struct lookup *l)
+{
+	if (__atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	if (!l->err && l->res)
+		freeaddrinfo(l->res);
+	weft_chan_release(l->done);
+	free(l);
+}
+
+static void lookup_run(void *arg)
+{
+	struct lookup *l = arg;
+	l->err = weft_getaddrinfo(l->has_node ? l->node : NULL, l->port, &l->hints, &l->res);
+	char x = 0;
+	weft_chan_send(l->done, &x); /* publishes err and res (capacity 1: never waits) */
+	lookup_put(l);
+}
+
+static int lookup_bounded(const char *node, const char *port, const struct addrinfo *hints,
+                          int64_t dl, weft_ctx *ctx, struct addrinfo **res)
+{
+	if (dl == INT64_MAX && !ctx)
+		return weft_getaddrinfo(node, port, hints, res);
+	struct lookup *l = calloc(1, sizeof *l);
+	if (!l)
+		return ENOMEM;
+	l->refs = 2;
+	if (node) {
+		l->has_node = 1;
+		snprintf(l->node, sizeof l->node, "%s", node);
+	}
+	snprintf(l->port, sizeof l->port, "%s", port);
+	l->hints = *hints;
+	int err = weft_chan_make(&l->done, 1, 1);
+	if (err) {
+		free(l);
+		return err;
+	}
+	weft_go_options o = {.name = "name lookup"};
+	err = weft_go_opts(lookup_run, l, &o);
+	if (err) {
+		weft_chan_release(l->done);
+		free(l);
+		return err;
+	}
+	char x;
+	err = ctx ? weft_chan_recv_ctx(ctx, l->done, &x) : weft_chan_recv_until(l->done, &x, dl);
+	if (!err) {
+		err = l->err;
+		if (!err) {
+			*res = l->res;
+			l->res = NULL;
+		}
+	}
+	lookup_put(l);
+	return err;
+}
+
+/* Resolve for n: numeric hosts and ports without the blocking path; names
+ * on it, bounded by dl and ctx (INT64_MAX and NULL: none). */
+static int resolve(const struct net *n, const char *address, int passive, int64_t dl, weft_ctx *ctx,
+                   struct addrinfo **res)
 {
 	char host[256], port[64];
 	int err = split_hostport(address, host, sizeof host, port, sizeof port);
@@ -119,7 +197,7 @@ static int resolve(const struct net *n, const char *address, int passive, struct
 		/* A name: the resolver may read files and ask a DNS server. */
 		hints.ai_flags &= ~(AI_NUMERICHOST | AI_NUMERICSERV);
 		hints.ai_flags |= n->family == AF_UNSPEC && !passive ? AI_ADDRCONFIG : 0;
-		return weft_getaddrinfo(node, port, &hints, res);
+		return lookup_bounded(node, port, &hints, dl, ctx, res);
 	}
 	if (r == EAI_SYSTEM)
 		return errno ? errno : EIO;
@@ -159,8 +237,8 @@ static int new_socket(int family, int type, int proto, weft_fd **out)
 
 /* ---------------------------------------------------------------- dial */
 
-static int dial(const char *network, const char *address, int64_t dl, struct weft__cancel *cs,
-                weft_fd **out)
+static int dial(const char *network, const char *address, int64_t dl, weft_ctx *ctx,
+                struct weft__cancel *cs, weft_fd **out)
 {
 	struct net n;
 	int err = parse_network(network, &n);
@@ -184,7 +262,7 @@ static int dial(const char *network, const char *address, int64_t dl, struct wef
 		return 0;
 	}
 	struct addrinfo *res;
-	err = resolve(&n, address, 0, &res);
+	err = resolve(&n, address, 0, dl, ctx, &res);
 	if (err)
 		return err;
 	err = cs ? weft__cancel_err(cs) : 0;
@@ -215,12 +293,12 @@ static int dial(const char *network, const char *address, int64_t dl, struct wef
 
 int weft_dial(const char *network, const char *address, weft_fd **out)
 {
-	return dial(network, address, INT64_MAX, NULL, out);
+	return dial(network, address, INT64_MAX, NULL, NULL, out);
 }
 
 int weft_dial_until(const char *network, const char *address, int64_t deadline_ns, weft_fd **out)
 {
-	return dial(network, address, deadline_ns, NULL, out);
+	return dial(network, address, deadline_ns, NULL, NULL, out);
 }
 
 int weft_dial_ctx(weft_ctx *ctx, const char *network, const char *address, weft_fd **out)
@@ -229,7 +307,7 @@ int weft_dial_ctx(weft_ctx *ctx, const char *network, const char *address, weft_
 	struct weft__cancel *cs = weft__net_ctx(ctx, &err);
 	if (err)
 		return err;
-	return dial(network, address, INT64_MAX, cs, out);
+	return dial(network, address, INT64_MAX, ctx, cs, out);
 }
 
 /* ---------------------------------------------------------------- listen */
@@ -295,7 +373,7 @@ int weft_listen(const char *network, const char *address, weft_fd **out)
 		n.family = AF_INET; /* no IPv6 here */
 	}
 	struct addrinfo *res;
-	err = resolve(&n, address, 1, &res);
+	err = resolve(&n, address, 1, INT64_MAX, NULL, &res);
 	if (err)
 		return err;
 	err = EADDRNOTAVAIL;
@@ -360,6 +438,8 @@ static int fd_addr(const weft_fd *f, int peer, char *buf, size_t len)
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
 	int fd = weft_fd_get(f);
+	if (fd < 0)
+		return EBADF;
 	if ((peer ? getpeername(fd, (struct sockaddr *)&ss, &sl)
 	          : getsockname(fd, (struct sockaddr *)&ss, &sl)) < 0)
 		return errno;
