@@ -27,12 +27,14 @@
  *    nothing for that long gets ETIMEDOUT on the server side and is dropped.
  *  - shutdown: Go stops the loop with ln.Close() from another goroutine; the
  *    garbage collector keeps the closed listener a valid object whose Accept
- *    says "use of closed connection". weft_fd_close() frees the weft_fd, so
- *    in C only its last user may call it. Here the server has a context: the
- *    accept loop and every connection read with their _ctx forms, cancelling
- *    the context wakes them all (ECANCELED), the accept loop closes the
- *    listener on its way out, each handler closes its own connection, and the
- *    WaitGroups say when all of that is done.
+ *    says "use of closed connection". weft can do the same when the accept
+ *    loop holds a reference of its own (weft_fd_retain: a call on a closed
+ *    weft_fd then returns EBADF). Here the server uses a context instead,
+ *    which also reaches the connections: the accept loop and every
+ *    connection read with their _ctx forms, cancelling the context wakes
+ *    them all (ECANCELED), the accept loop closes the listener on its way
+ *    out, each handler closes its own connection, and the WaitGroups say
+ *    when all of that is done.
  *  - echo_client: dial, write a line, weft_read_full() the same number of
  *    bytes back (Go's io.ReadFull), compare. TCP is a byte stream: one write
  *    may arrive as several reads, and read_full hides that.

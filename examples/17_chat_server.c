@@ -124,11 +124,7 @@ static int read_line(weft_ctx *ctx, struct line_reader *r, char *out, size_t cap
 		r->start = 0;
 		r->end = avail;
 		size_t n;
-		/* weft_recv_ctx, as weft_read_ctx for a socket. (weft_read_ctx
-		 * would do, but for a weft bug: after a short read it waits for
-		 * a new poller event, so an end of stream that had arrived
-		 * with the data is never seen. recv is always tried first.) */
-		int err = weft_recv_ctx(ctx, r->fd, r->buf + r->end, sizeof r->buf - r->end, 0, &n);
+		int err = weft_read_ctx(ctx, r->fd, r->buf + r->end, sizeof r->buf - r->end, &n);
 		if (err)
 			return err;
 		if (n == 0)
