@@ -96,7 +96,11 @@ WEFT_API weft_fd *weft_fd_retain(weft_fd *f);
 WEFT_API void weft_fd_release(weft_fd *f);
 
 /* weft_fd_get - the OS descriptor (borrowed: still owned by f, and in
- * non-blocking mode), or -1 once f is closed. */
+ * non-blocking mode), or -1 once f is closed. A TCP read through weft may
+ * keep one byte read ahead for the next weft read (it tells weft the socket
+ * is drained without an extra system call); from this call on no byte is
+ * read ahead, so reads of the raw descriptor see the whole stream. Call it
+ * before the first weft read if another library will read the socket. */
 WEFT_API int weft_fd_get(const weft_fd *f);
 
 /*

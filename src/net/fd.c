@@ -131,6 +131,9 @@ int weft_open(const char *path, int flags, unsigned mode, weft_fd **out)
 
 int weft_fd_get(const weft_fd *f)
 {
+	/* From now on the raw descriptor may be read directly: no byte may be
+	 * read ahead of it (see tcp_read). */
+	__atomic_store_n(&((weft_fd *)f)->no_ra, 1, __ATOMIC_RELAXED);
 	/* After a close the number may belong to someone else now. */
 	return __atomic_load_n(&f->refs, __ATOMIC_ACQUIRE) & CLOSING ? -1 : f->fd;
 }
@@ -396,6 +399,104 @@ static size_t iov_total(const struct iovec *iov, int n)
 	return t;
 }
 
+/*
+ * A TCP read (one buffer, len > 0) with a byte of read-ahead: readv into the
+ * buffer and one byte more. Getting at most len bytes then means the receive
+ * queue is empty even when the buffer was filled exactly (a request/response
+ * protocol's case), so the next read parks at once instead of failing with
+ * EAGAIN first; getting the extra byte means more may be queued, and the
+ * byte is kept for the next read. Off after a one-time event (sticky) and
+ * once the raw descriptor was handed out (weft_fd_get). Inside call_enter.
+ */
+static int tcp_read(weft_fd *f, char *buf, size_t len, size_t *n, int64_t dl,
+                    struct weft__cancel *cs)
+{
+	struct weft__pd *pd = f->pd;
+	size_t got = 0;
+	if (f->ra_have) {
+		buf[got++] = (char)f->ra_byte;
+		f->ra_have = 0;
+	}
+	while (got < len) {
+		int inferring = !__atomic_load_n(&pd->sticky, __ATOMIC_SEQ_CST);
+		int ra = inferring && !__atomic_load_n(&f->no_ra, __ATOMIC_RELAXED);
+		if (inferring && !weft__pd_ready(pd, RD)) {
+			if (got)
+				break; /* drained: return what we have */
+			int w = fd_wait(f, RD, dl, cs);
+			if (w)
+				return w;
+			continue;
+		}
+		weft__pd_clear(pd, RD);
+		unsigned char extra;
+		struct iovec v[2] = {{buf + got, len - got}, {&extra, 1}};
+		ssize_t r = sys3(SYS_readv, f->fd, (long)v, ra ? 2 : 1);
+		if (r > 0) {
+			if ((size_t)r > len - got) {
+				f->ra_byte = extra;
+				f->ra_have = 1;
+				r = (ssize_t)(len - got);
+				weft__pd_set_ready(pd, RD); /* more may be queued */
+			} else if (!inferring || (!ra && (size_t)r == len - got)) {
+				weft__pd_set_ready(pd, RD); /* not known to be drained */
+			}
+			got += (size_t)r;
+			break;
+		}
+		int e = r == 0 ? 0 : errno;
+		if (e == EINTR)
+			continue;
+		if (e == EAGAIN || e == EWOULDBLOCK) {
+			if (got)
+				break;
+			if (!inferring) {
+				int w = fd_wait(f, RD, dl, cs);
+				if (w)
+					return w;
+			}
+			continue;
+		}
+		weft__pd_set_ready(pd, RD); /* end of stream and errors persist */
+		if (got) {
+			f->ra_err = e; /* after the bytes: the next read reports it */
+			break;
+		}
+		if (e)
+			return e;
+		break; /* end of stream */
+	}
+	*n = got;
+	return 0;
+}
+
+/* A read-side call on a TCP descriptor holding read-ahead state (under the
+ * read lock): hand out the kept error, or the kept byte alone (a stream read
+ * may return fewer bytes than are there). Returns 1 when it did. */
+static int ra_pending(weft_fd *f, const struct iovec *iov, int iovcnt, int peek, size_t *n,
+                      int *err)
+{
+	if (f->ra_err && !f->ra_have) {
+		*err = f->ra_err;
+		if (!peek)
+			f->ra_err = 0;
+		return 1;
+	}
+	if (!f->ra_have)
+		return 0;
+	for (int i = 0; i < iovcnt; i++)
+		if (iov[i].iov_len) {
+			*(unsigned char *)iov[i].iov_base = f->ra_byte;
+			if (!peek)
+				f->ra_have = 0;
+			*n = 1;
+			*err = 0;
+			return 1;
+		}
+	*err = 0; /* nothing asked for */
+	return 1;
+}
+
 static int do_readv(weft_fd *f, const struct iovec *iov, int iovcnt, size_t *n, int64_t dl,
                     struct weft__cancel *cs)
 {
@@ -407,7 +508,17 @@ static int do_readv(weft_fd *f, const struct iovec *iov, int iovcnt, size_t *n, 
 	if (err)
 		return err;
 	ssize_t r = 0;
-	if (want) {
+	if (f->tcp && f->ra_err && !f->ra_have) {
+		err = f->ra_err;
+		f->ra_err = 0;
+	} else if (f->tcp && iovcnt == 1 && want) {
+		size_t k = 0;
+		err = tcp_read(f, iov[0].iov_base, want, &k, dl, cs);
+		r = (ssize_t)k;
+	} else if (f->tcp && ra_pending(f, iov, iovcnt, 0, n, &err)) {
+		call_leave(f, RD);
+		return err;
+	} else if (want) {
 		struct rw_args a = {.iov = iov, .iovcnt = iovcnt};
 		err = run(f, RD, dl, cs, sys_readv, &a, want, 1, &r);
 	}
@@ -462,6 +573,12 @@ static int do_recvfrom(weft_fd *f, void *buf, size_t len, int flags, struct sock
 	if (err)
 		return err;
 	struct iovec v = {buf, len};
+	if (f->tcp && ra_pending(f, &v, 1, flags & MSG_PEEK, n, &err)) {
+		if (salen)
+			*salen = 0; /* a stream: no sender address */
+		call_leave(f, RD);
+		return err;
+	}
 	struct rw_args a = {.iov = &v, .iovcnt = 1, .flags = flags, .sa = sa, .salen = salen};
 	ssize_t r = 0;
 	err = run(f, RD, dl, cs, sys_recvfrom, &a, len, 0, &r);

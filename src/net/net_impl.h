@@ -23,6 +23,12 @@ struct weft_fd {
 	uint32_t handles;          /* atomic: references to the record (weft_fd_retain) */
 	int64_t dl[2];             /* atomic: the descriptor's deadlines; INT64_MAX: none */
 	struct weft__pd *pd;       /* NULL for a file */
+	/* TCP read-ahead (fd.c), under mu[0]: a byte read past a request, and
+	 * an error met after bytes were returned, both for the next read. */
+	uint8_t ra_have;
+	unsigned char ra_byte;
+	int ra_err;
+	uint32_t no_ra; /* atomic: weft_fd_get was called: no read-ahead */
 	weft_sem mu[2];            /* serialise reads, and writes */
 	struct weft__waitq closeq; /* the closer waits here for the calls to leave */
 };

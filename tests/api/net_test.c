@@ -56,7 +56,6 @@
 /* The deadline the timing checks use. */
 #define DL_MS 100
 
-
 /* ---------------------------------------------------------------- helpers */
 
 static void *xmalloc(size_t n)
@@ -1554,6 +1553,70 @@ TEST(eof_and_reset)
 	if (err != EPIPE && err != ECONNRESET)
 		FAIL("write after a reset: %d (%s)", err, weft_strerror(err));
 	ASSERT_EQ(weft_fd_close(a), 0);
+}
+
+/*
+ * TCP reads keep one byte of read-ahead (src/net/fd.c, tcp_read): every
+ * kind of read call must still see the stream in order, none lose or
+ * repeat the kept byte, and once the raw descriptor is handed out
+ * (weft_fd_get) nothing is kept from it.
+ */
+TEST(read_ahead_boundaries)
+{
+	weft_fd *a, *b;
+	tcp_pair(&a, &b);
+	uint8_t out[200], in[200];
+	for (int i = 0; i < 200; i++)
+		out[i] = (uint8_t)(i * 7 + 1);
+	int64_t dl = weft_now() + 10 * PROMPT_NS;
+	ASSERT_EQ(weft_write_until(a, out, sizeof out, NULL, dl), 0);
+	weft_sleep(20 * TEST_MS); /* all 200 queued: a read of 64 keeps byte 64 */
+	size_t n, got = 0;
+	ASSERT_EQ(weft_read_until(b, in, 64, &n, dl), 0);
+	ASSERT_EQ(n, 64);
+	got = 64;
+	/* A peek sees the next byte and takes nothing. */
+	ASSERT_EQ(weft_recv_until(b, in + got, 10, MSG_PEEK, &n, dl), 0);
+	ASSERT_GE(n, 1);
+	ASSERT_EQ(in[got], out[got]);
+	/* Two buffers. */
+	struct iovec v[2] = {{in + got, 5}, {in + got + 5, 5}};
+	ASSERT_EQ(weft_readv_until(b, v, 2, &n, dl), 0);
+	ASSERT_GE(n, 1);
+	got += n;
+	/* One byte at a time for a while, then recv, then the rest. */
+	for (int i = 0; i < 20; i++, got++) {
+		ASSERT_EQ(weft_read_until(b, in + got, 1, &n, dl), 0);
+		ASSERT_EQ(n, 1);
+	}
+	ASSERT_EQ(weft_recv_until(b, in + got, 7, 0, &n, dl), 0);
+	ASSERT_GE(n, 1);
+	got += n;
+	ASSERT_EQ(weft_read_full_until(b, in + got, sizeof in - got, &n, dl), 0);
+	got += n;
+	ASSERT_EQ(got, sizeof in);
+	ASSERT_EQ(memcmp(in, out, sizeof in), 0);
+	/* Raw access from here: after a weft read of 5 of 10, the other 5 are
+	 * still in the kernel for read(2). */
+	int raw = weft_fd_get(b);
+	ASSERT_EQ(weft_write_until(a, out, 10, NULL, dl), 0);
+	weft_sleep(20 * TEST_MS);
+	ASSERT_EQ(weft_read_until(b, in, 5, &n, dl), 0);
+	ASSERT_EQ(n, 5);
+	ASSERT_EQ(read(raw, in + 5, 10), 5);
+	ASSERT_EQ(memcmp(in, out, 10), 0);
+	/* End of stream after bytes: the bytes, then 0. */
+	ASSERT_EQ(weft_write_until(a, out, 3, NULL, dl), 0);
+	ASSERT_EQ(weft_fd_close(a), 0);
+	weft_sleep(20 * TEST_MS);
+	ASSERT_EQ(weft_read_until(b, in, 2, &n, dl), 0);
+	ASSERT_EQ(n, 2);
+	ASSERT_EQ(weft_read_until(b, in + 2, 10, &n, dl), 0);
+	ASSERT_EQ(n, 1);
+	ASSERT_EQ(weft_read_until(b, in, 10, &n, dl), 0);
+	ASSERT_EQ(n, 0);
+	ASSERT_EQ(memcmp(in, out, 2), 0);
+	ASSERT_EQ(weft_fd_close(b), 0);
 }
 
 /*
