@@ -90,6 +90,8 @@ static int netpoll_init(void)
 		}
 	}
 	weft__unlock(&init_lock);
+	if (!err)
+		weft__race_acquire(&inited); /* made by another thread, maybe */
 	return err;
 }
 

@@ -609,9 +609,15 @@ static inline void san_finish(struct weft__m *m, struct weft__g *cur)
 #ifdef WEFT_ASAN
 	__sanitizer_finish_switch_fiber(cur ? cur->asan_fake_stack : m->asan_g0_fake, NULL, NULL);
 #else
-	(void)m;
 	(void)cur;
 #endif
+#ifdef WEFT_TSAN
+	/* The thread's own set-up (libc's thread-locals: the <ctype.h> tables,
+	 * ...) happens before anything a goroutine does on it: m_main releases
+	 * this marker first thing. It orders nothing between goroutines. */
+	weft__race_acquire(&m->tsan_g0);
+#endif
+	(void)m;
 }
 
 static inline __attribute__((always_inline)) void run_after(struct weft__m *m)
@@ -1014,6 +1020,7 @@ static void *m_main(void *arg)
 	weft__signals_init_thread(m);
 #ifdef WEFT_TSAN
 	m->tsan_g0 = __tsan_get_current_fiber();
+	weft__race_release(&m->tsan_g0); /* see san_finish */
 #endif
 	pthread_attr_t a;
 	if (pthread_getattr_np(pthread_self(), &a) == 0) {
