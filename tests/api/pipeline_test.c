@@ -1271,7 +1271,7 @@ static weft_chan *step;
 static int flat_stash(weft_ctx *ctx, void *arg, void *in, weft_pipeline_emitter *em)
 {
 	(void)ctx, (void)arg, (void)in;
-	stashed = em;
+	__atomic_store_n(&stashed, em, __ATOMIC_RELEASE);
 	return 0;
 }
 
