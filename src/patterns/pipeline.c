@@ -335,7 +335,9 @@ int weft_pipeline_emit(weft_pipeline_emitter *em, const void *item)
 {
 	if (!em)
 		fatal("emit with a nil emitter");
-	if (!em->live)
+	/* Atomic: a misuser calls from another goroutine, racing the worker
+	 * that clears it (a detection, not a synchronisation). */
+	if (!__atomic_load_n(&em->live, __ATOMIC_RELAXED))
 		fatal("emit outside the function that was given the emitter");
 	/* The item is ours from here on, whatever happens: drop needs it
 	 * writable, as the owner's pointer was. */
@@ -370,7 +372,7 @@ static int process(struct worker *w)
 	case K_FLATMAP: {
 		w->em = (weft_pipeline_emitter){.p = p, .out = st->out, .live = true};
 		r = st->def.flatmap(p->ctx, st->def.arg, w->inbuf, &w->em);
-		w->em.live = false;
+		__atomic_store_n(&w->em.live, false, __ATOMIC_RELAXED);
 		return r;
 	}
 	}
@@ -412,7 +414,7 @@ static int process_ordered(struct worker *w, uint64_t seq)
 		w->em = (weft_pipeline_emitter){
 			.p = p, .out = st->out, .st = st, .slot = s, .seq = seq, .live = true};
 		r = st->def.flatmap(p->ctx, st->def.arg, w->inbuf, &w->em);
-		w->em.live = false;
+		__atomic_store_n(&w->em.live, false, __ATOMIC_RELAXED);
 		if (r)
 			return r;
 		break;

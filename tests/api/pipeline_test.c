@@ -1359,6 +1359,12 @@ TEST(misuse_is_fatal)
 		[M_NIL] = "fatal error: pipeline: cancel of a nil pipeline",
 	};
 	for (int m = 0; m <= M_NIL; m++) {
+		/* An emit after the call has returned comes from another
+		 * goroutine with nothing ordering it after the worker's writes:
+		 * ThreadSanitizer reports that race (correctly: it is the
+		 * misuse) before the fatal error can. */
+		if (TEST_TSAN && m == M_EMIT_AFTER)
+			continue;
 		char env[32];
 		snprintf(env, sizeof env, "MISUSE=%d", m);
 		const char *const envs[] = {env, NULL};
