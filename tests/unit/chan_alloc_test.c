@@ -15,11 +15,29 @@
 /* Warm up what the runtime allocates on first use (its Ps, and P 0's timer
  * heap, which a timer's first add grows), so that the failures injected
  * below hit only the call under test. */
+static void busy(void *arg)
+{
+	int64_t until = weft_now() + 20 * 1000 * 1000;
+	while (weft_now() < until)
+		;
+	weft_wg_done(arg);
+}
+
 static void warm_up(void)
 {
 	weft_chan *c = NULL;
 	ASSERT_EQ(weft_after(&c, WEFT_SECOND), 0);
 	weft_chan_release(c);
+	/* And an M for every P (all busy at once), so a timer added during a
+	 * failure window wakes an idle M instead of creating one: the failure
+	 * injection is process-wide, and a thread that cannot be made is a
+	 * fatal error, not an ENOMEM. */
+	weft_wg wg = WEFT_WG_INIT;
+	int n = weft_procs() + 1;
+	weft_wg_add(&wg, n);
+	for (int i = 0; i < n; i++)
+		ASSERT_EQ(weft_go(busy, &wg), 0);
+	weft_wg_wait(&wg);
 }
 
 /* Fail allocation number k (1, 2, ...) of `call` until one run needs no
