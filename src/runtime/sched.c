@@ -379,20 +379,6 @@ static void newm(struct weft__p *p, int spinning)
 	*errno_addr() = saved_errno;
 }
 
-/* Take an idle M off the list, or NULL. sched.lock not held. */
-static struct weft__m *midle_pop(void)
-{
-	struct weft__sched *s = &weft__sched;
-	weft__lock(&s->lock);
-	struct weft__m *m = s->midle;
-	if (m) {
-		s->midle = m->link;
-		s->nmidle--;
-	}
-	weft__unlock(&s->lock);
-	return m;
-}
-
 /* Wake an M taken off the idle list, handing it P p (or none). */
 static void m_wake(struct weft__m *m, struct weft__p *p, int spinning)
 {
@@ -408,15 +394,70 @@ static void m_wake(struct weft__m *m, struct weft__p *p, int spinning)
 		weft__netpoll_break();
 }
 
-/* Give P p to an idle M (or a new one); spinning when it is to look for work.
+/* Give P p to an idle M; else leave it for an M on its way to the idle list
+ * (it takes p in stopm, moments away), so threads do not outgrow procs +
+ * max_blocking; else start a new M. Spinning when it is to look for work.
  * sched.lock not held. */
 static void startm(struct weft__p *p, int spinning)
 {
-	struct weft__m *m = midle_pop();
+	struct weft__sched *s = &weft__sched;
+	weft__lock(&s->lock);
+	struct weft__m *m = s->midle;
+	if (m) {
+		s->midle = m->link;
+		s->nmidle--;
+	} else if (s->nmtransit > 0) {
+		p->wanted_spinning = spinning;
+		p->link = s->pwanted;
+		s->pwanted = p;
+		weft__unlock(&s->lock);
+		return;
+	}
+	weft__unlock(&s->lock);
 	if (m)
 		m_wake(m, p, spinning);
 	else
 		newm(p, spinning);
+}
+
+/* m leaves the transit count (it is at stopm, or took a P): it takes a wanted
+ * P if there is one, as if startm had woken it with that P. Returns 1 when
+ * it did. sched.lock held. */
+static int transit_end_locked(struct weft__m *m)
+{
+	struct weft__sched *s = &weft__sched;
+	if (m->transit) {
+		m->transit = 0;
+		s->nmtransit--;
+	}
+	struct weft__p *p = s->pwanted;
+	if (!p)
+		return 0;
+	s->pwanted = p->link;
+	m->nextp = p;
+	m->spinning = p->wanted_spinning;
+	return 1;
+}
+
+/* Ps still wanted once no M is in transit get new Ms. sched.lock held;
+ * returns the list for start_wanted, to call after unlocking. */
+static struct weft__p *wanted_orphans_locked(void)
+{
+	struct weft__sched *s = &weft__sched;
+	if (s->nmtransit > 0)
+		return NULL;
+	struct weft__p *l = s->pwanted;
+	s->pwanted = NULL;
+	return l;
+}
+
+static void start_wanted(struct weft__p *l)
+{
+	while (l) {
+		struct weft__p *next = l->link;
+		startm(l, l->wanted_spinning);
+		l = next;
+	}
 }
 
 void weft__wakep(void)
@@ -443,7 +484,16 @@ void weft__wakep(void)
  * P if there is one). */
 static void wake_timer_m(void)
 {
-	struct weft__m *m = midle_pop();
+	struct weft__sched *s = &weft__sched;
+	weft__lock(&s->lock);
+	struct weft__m *m = s->midle;
+	if (m) {
+		s->midle = m->link;
+		s->nmidle--;
+		m->transit = 1; /* off the idle list without a P */
+		s->nmtransit++;
+	}
+	weft__unlock(&s->lock);
 	if (m)
 		m_wake(m, NULL, 0);
 	else
@@ -494,6 +544,32 @@ int64_t weft__timers_earliest(void)
 }
 
 /*
+ * For an M in transit (no P, not idle) that looks for work: a wanted P (with
+ * the spinning flag its starter counted), or an idle P as a spinning M; with
+ * neither it stays in transit, on its way to stopm. sched.lock not held.
+ */
+static struct weft__p *transit_take_p(struct weft__m *m)
+{
+	struct weft__sched *s = &weft__sched;
+	weft__lock(&s->lock);
+	struct weft__p *p = NULL;
+	if (transit_end_locked(m)) {
+		p = m->nextp;
+		m->nextp = NULL;
+	} else if ((p = pidleget()) != NULL) {
+		m->spinning = 1;
+		__atomic_add_fetch(&s->nmspinning, 1, __ATOMIC_SEQ_CST);
+	} else {
+		m->transit = 1;
+		s->nmtransit++;
+	}
+	struct weft__p *orphans = wanted_orphans_locked();
+	weft__unlock(&s->lock);
+	start_wanted(orphans);
+	return p;
+}
+
+/*
  * Park this M (it holds no P) until startm hands it a P, or until the
  * earliest timer of all Ps is due. Returns with m->p set when it got one.
  */
@@ -511,9 +587,14 @@ static void stopm(struct weft__m *m)
 		}
 	}
 	weft__lock(&s->lock);
-	m->link = s->midle;
-	s->midle = m;
-	s->nmidle++;
+	if (transit_end_locked(m)) {
+		/* A P was left for us: go, as if woken. */
+		__atomic_store_n(&m->park, 1, __ATOMIC_RELAXED);
+	} else {
+		m->link = s->midle;
+		s->midle = m;
+		s->nmidle++;
+	}
 	weft__unlock(&s->lock);
 
 	for (;;) {
@@ -551,6 +632,8 @@ static void stopm(struct weft__m *m)
 			s->nmidle--;
 			m->nextp = NULL;
 			m->spinning = 0;
+			m->transit = 1; /* without a P, off the idle list */
+			s->nmtransit++;
 			__atomic_store_n(&m->park, 1, __ATOMIC_RELAXED);
 		}
 		weft__unlock(&s->lock);
@@ -572,16 +655,12 @@ static void stopm(struct weft__m *m)
 		m->nextp = NULL;
 		return;
 	}
-	/* Woken for the timers (or timed out): take an idle P if one is left
-	 * and look around as a spinning M. */
-	weft__lock(&s->lock);
-	struct weft__p *p = pidleget();
-	weft__unlock(&s->lock);
-	if (p) {
+	/* Woken for the timers (or timed out): take a wanted P, or an idle one
+	 * and look around as a spinning M; with neither, back to stopm, still
+	 * in transit. */
+	struct weft__p *p = transit_take_p(m);
+	if (p)
 		acquirep(m, p);
-		m->spinning = 1;
-		__atomic_add_fetch(&s->nmspinning, 1, __ATOMIC_SEQ_CST);
-	}
 }
 
 /* ---------------------------------------------------------------- switching */
@@ -908,6 +987,8 @@ top:
 	}
 	releasep(m);
 	pidleput(p);
+	m->transit = 1; /* until stopm, or the P below */
+	s->nmtransit++;
 	weft__unlock(&s->lock);
 
 	if (m->spinning) {
@@ -919,13 +1000,9 @@ top:
 		for (int i = 0; i < n; i++) {
 			if (!weft__runq_empty(s->allp[i]) ||
 			    __atomic_load_n(&s->runqsize, __ATOMIC_SEQ_CST) > 0) {
-				weft__lock(&s->lock);
-				struct weft__p *q = pidleget();
-				weft__unlock(&s->lock);
+				struct weft__p *q = transit_take_p(m);
 				if (q) {
 					acquirep(m, q);
-					m->spinning = 1;
-					__atomic_add_fetch(&s->nmspinning, 1, __ATOMIC_SEQ_CST);
 					goto top;
 				}
 				break;
@@ -1313,9 +1390,10 @@ void weft_sleep(int64_t duration_ns)
 /*
  * The bound on threads in blocking calls: a goroutine takes a slot in
  * weft_blocking_begin, waiting (parked, FIFO) while all are taken, and gives
- * it back in weft_blocking_end. Every M is running a P, idle, or in a call,
- * and an M is only created when none is idle, so the process never has more
- * than procs + max_blocking Ms (plus pinned ones).
+ * it back in weft_blocking_end. Every M is running a P, idle, in a call, or
+ * on its way to the idle list (nmtransit), and an M is only created when none
+ * is idle or on its way (startm), so the process never has more than procs +
+ * max_blocking Ms (plus pinned ones).
  */
 static int blk_limit = WEFT_DEFAULT_MAX_BLOCKING; /* atomic */
 static int blk_inuse;                           /* atomic */
@@ -1450,6 +1528,12 @@ void weft_blocking_end(void)
 	m->p = NULL;
 	weft__lock(&s->lock);
 	struct weft__p *q = pidleget();
+	if (!q && !m->lockedg && !m->exiting) {
+		/* On the way to stopm (through g0 and findrunnable): a P that
+		 * startm would start a new M for can wait for this one. */
+		m->transit = 1;
+		s->nmtransit++;
+	}
 	weft__unlock(&s->lock);
 	if (q) {
 		acquirep(m, q);

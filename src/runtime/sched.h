@@ -105,7 +105,8 @@ struct weft__p {
 	int id;                   /* index in sched.allp; fixed */
 	uint32_t status;          /* P_*, atomic */
 	struct weft__m *m;        /* owner M or NULL; under the owner/sched.lock */
-	struct weft__p *link;     /* idle list; under sched.lock */
+	struct weft__p *link;     /* idle or wanted list; under sched.lock */
+	int wanted_spinning;      /* on the wanted list: spinning when taken */
 	uint32_t schedtick;       /* atomic; incremented on every switch to a G */
 	uint32_t syscalltick;     /* atomic; incremented on every blocking_begin */
 
@@ -154,6 +155,7 @@ struct weft__m {
 	uint32_t park;            /* futex word: 1 = woken */
 	uint32_t polling;         /* atomic: blocked in epoll for stopm (netpoll.c) */
 	int spinning;             /* counted in sched.nmspinning; owner: this M */
+	int transit;              /* counted in sched.nmtransit; under sched.lock */
 	int linger;               /* naps taken while spinning (findrunnable); owner */
 	int id;
 	pid_t tid;
@@ -190,6 +192,12 @@ struct weft__sched {
 	int npidle;          /* atomic */
 	struct weft__m *midle;
 	int nmidle;
+	/* Ms without a P on their way to the idle list (findrunnable gave its
+	 * P back, a blocking call lost its P), and Ps that startm left for them
+	 * rather than start one more thread: the first such M to reach stopm
+	 * takes one. Under lock. */
+	int nmtransit;
+	struct weft__p *pwanted;
 	int nmspinning;      /* atomic */
 	struct weft__m *allm;
 	int mcount;          /* atomic: Ms started and not exited */
