@@ -895,7 +895,7 @@ struct publisher {
 	const char *topic;
 	uint64_t first, n;
 	int result;    /* the first non-zero publish result, else 0 */
-	uint64_t done; /* publishes that returned 0 */
+	_Atomic uint64_t done; /* publishes that returned 0 */
 	atomic_int started;
 	weft_wg *wg;
 };
