@@ -116,6 +116,42 @@ WEFT_API int weft_chan_tryrecv(weft_chan *c, void *out);
 WEFT_API int weft_chan_recv_until(weft_chan *c, void *out, int64_t deadline_ns);
 
 /*
+ * weft_chan_trysend_n - send elems[0], elems[1], ... elems[n-1] (n elements
+ * of elem_size bytes, one after the other; copied out before the call
+ * returns) as far as that can be done now without waiting: first to parked
+ * receivers, oldest first, then into free buffer space. The elements go in
+ * the order n weft_chan_trysend() calls would send them, but under one
+ * acquisition of the channel's lock. *sent gets how many were sent: always a
+ * prefix, elems[0..*sent); the caller still owns the rest (send them with
+ * weft_chan_send(), say). At most 32 parked receivers are served per call,
+ * so *sent may be smaller than what could go now: call again.
+ * Returns 0 with *sent >= 1; EAGAIN with *sent = 0 when nothing could be sent
+ * now (also for a NULL c); EPIPE with *sent = 0 when c is closed.
+ * Errors: EINVAL (sent NULL, n 0, elems NULL with elem_size > 0; *sent is 0
+ * when sent is not NULL). elems may be NULL when elem_size is 0.
+ * Blocks: no. Thread-safety: any thread.
+ */
+WEFT_API int weft_chan_trysend_n(weft_chan *c, const void *elems, size_t n, size_t *sent);
+
+/*
+ * weft_chan_tryrecv_n - receive up to max elements that can be received now
+ * without waiting into out[0], out[1], ... (elem_size bytes each, one after
+ * the other), in the order max weft_chan_tryrecv() calls would get them:
+ * the buffered ones from the head, each slot a receive frees refilled from
+ * the oldest parked sender, as a single receive does; on an unbuffered
+ * channel, from the parked senders, oldest first. One acquisition of the
+ * channel's lock. *n gets how many were received. At most 32 parked senders
+ * are served per call, so *n may be smaller than what was ready: call
+ * again. out may be NULL to discard the elements.
+ * Returns 0 with *n >= 1; EAGAIN with *n = 0 when nothing is ready (also for
+ * a NULL c); EPIPE with *n = 0 when c is closed and drained (out
+ * untouched: unlike weft_chan_recv(), nothing is zeroed).
+ * Errors: EINVAL (n NULL, max 0; *n is 0 when n is not NULL).
+ * Blocks: no. Thread-safety: any thread.
+ */
+WEFT_API int weft_chan_tryrecv_n(weft_chan *c, void *out, size_t max, size_t *n);
+
+/*
  * weft_chan_close - no more values will be sent on c. Buffered values stay
  * receivable; then receivers get EPIPE. Every blocked receiver and sender is
  * woken (senders get EPIPE). Closing a closed channel, or NULL, is a fatal

@@ -451,3 +451,99 @@ int weft_chan_recv_until(weft_chan *c, void *out, int64_t deadline_ns)
 {
 	return chan_recv(c, out, MODE_BLOCK, deadline_ns);
 }
+
+/* ---------------------------------------------------------------- batches */
+
+/*
+ * A batch operation moves many values under one lock acquisition, in the
+ * order single operations would (Go has no such call; it is what a worker
+ * draining or filling a busy channel saves: a lock, and the trip of the
+ * channel's cache line to and from the other cores, per value). Each parked
+ * partner it completes is woken after the unlock, from a list on the
+ * caller's stack, so a batch completes at most BATCH_WAKES partners.
+ *
+ * One invariant bounds a batch: parked senders mean a full ring, parked
+ * receivers an empty one (chan_send and chan_recv rely on it). A batch that
+ * stops serving partners because its wake list is full must not then touch
+ * the ring while partners are still queued (maybe stale select cases: it
+ * stops anyway, which costs only a shorter batch).
+ */
+#define BATCH_WAKES 32
+
+/* Element i of an array of size-byte elements at base (NULL stays NULL). */
+static inline void *nth(void *base, size_t i, size_t size)
+{
+	return base && size ? (unsigned char *)base + i * size : base;
+}
+
+static void wake_all(struct weft__m *m, struct weft__wait *const *w, int n)
+{
+	for (int i = 0; i < n; i++)
+		weft__wait_wake(m, w[i]);
+}
+
+/* Both batch forms, their arguments checked: move up to n values between
+ * buf and c (dir: the caller's direction), parked partners first, then the
+ * ring; *done gets how many. Inlined, so each form has its own copy. */
+static inline __attribute__((always_inline)) int chan_batch(weft_chan *c, int dir, void *buf,
+                                                            size_t n, size_t *done)
+{
+	int send = dir == WEFT_SEND;
+	if (!c || !(send ? weft__chan_may_send(c) : weft__chan_may_recv(c)))
+		return EAGAIN;
+
+	struct weft__m *m = weft__m_get();
+	struct weft__wait *wake[BATCH_WAKES];
+	struct weft__sudogq *q = send ? &c->recvq : &c->sendq;
+	int nwake = 0;
+	size_t k = 0, es = c->elemsize;
+	weft__chan_lock(c);
+	if (send && c->closed) {
+		weft__chan_unlock(c);
+		return EPIPE;
+	}
+	/* Partners first: parked receivers mean an empty ring; parked senders
+	 * a full one, and each refills the slot a receive takes its value
+	 * from (the head), so values keep their send order. */
+	for (; k < n && nwake < BATCH_WAKES; k++) {
+		struct weft__sudog *sg = weft__sudogq_take(q);
+		if (!sg)
+			break;
+		if (send)
+			weft__chan_send_to(c, sg, nth(buf, k, es));
+		else
+			weft__chan_recv_from(c, sg, nth(buf, k, es));
+		wake[nwake++] = sg->w;
+	}
+	if (nwake < BATCH_WAKES || !q->first) {
+		for (; send && k < n && c->qcount < c->cap; k++)
+			weft__chan_put(c, nth(buf, k, es));
+		for (; !send && k < n && c->qcount > 0; k++)
+			weft__chan_get(c, nth(buf, k, es));
+	}
+	int closed = k == 0 && c->closed; /* a receive: closed and drained */
+	weft__chan_unlock(c);
+	wake_all(m, wake, nwake);
+	*done = k;
+	return k ? 0 : closed ? EPIPE : EAGAIN;
+}
+
+int weft_chan_trysend_n(weft_chan *c, const void *elems, size_t n, size_t *sent)
+{
+	if (!sent)
+		return EINVAL;
+	*sent = 0;
+	if (n == 0 || (c && !elems && c->elemsize))
+		return EINVAL;
+	return chan_batch(c, WEFT_SEND, (void *)(uintptr_t)elems, n, sent);
+}
+
+int weft_chan_tryrecv_n(weft_chan *c, void *out, size_t max, size_t *n)
+{
+	if (!n)
+		return EINVAL;
+	*n = 0;
+	if (max == 0)
+		return EINVAL;
+	return chan_batch(c, WEFT_RECV, out, max, n);
+}

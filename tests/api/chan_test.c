@@ -5,7 +5,9 @@
  * (buffered values drain first, then EPIPE with a zeroed element; every
  * blocked receiver and sender is woken), the nil channel (try forms EAGAIN,
  * _until forms time out, the blocking forms block forever), try and _until
- * forms, the hand-off to a parked partner, reference counting, the errors of
+ * forms, the batch forms (weft_chan_trysend_n, weft_chan_tryrecv_n: order,
+ * partial counts, parked partners and selects, a stress of exactly-once
+ * delivery), the hand-off to a parked partner, reference counting, the errors of
  * weft_chan_make, close misuse as a fatal error, deadlock detection of
  * channel waits, and the WEFT_CHAN_DEFINE wrapper. Goroutines and foreign
  * pthreads on both ends.
@@ -1115,6 +1117,399 @@ TEST(try_forms)
 
 	try_meets_partner(false);
 	try_meets_partner(true);
+}
+
+/* ---------------------------------------------------------------- batches */
+
+/* Start a partner that parks in send (value v) or recv on c: a goroutine,
+ * or a pthread when thread is set; wait until it has parked, so that the
+ * partners queue in the order they were started. */
+static void park_partner(struct partner *p, weft_chan *c, bool sends, int64_t v, bool thread,
+                         pthread_t *th)
+{
+	*p = (struct partner){.c = c, .value = v};
+	weft_wg_add(&p->wg, 1);
+	if (thread)
+		test_start_thread(th, sends ? partner_send : partner_recv, p);
+	else
+		GO(sends ? partner_send : partner_recv, p);
+	wait_parked(&p->started, 1);
+	ASSERT_EQ(atomic_load(&p->done), 0);
+}
+
+/* A batch on c that moves nothing: a send of 6 values from v, or a receive
+ * of up to 10 into v, returns want with a count of 0. */
+static void batch_moves_none(weft_chan *c, bool send, int64_t *v, int want)
+{
+	size_t n = 99;
+	ASSERT_EQ(send ? weft_chan_trysend_n(c, v, 6, &n) : weft_chan_tryrecv_n(c, v, 10, &n),
+	          want);
+	ASSERT_EQ(n, 0);
+}
+
+/* Wait for each partner (and its pthread) and check its result. */
+static void join_partners(struct partner *ps, const bool *thread, const pthread_t *th, int n,
+                          int want)
+{
+	for (int i = 0; i < n; i++) {
+		weft_wg_wait(&ps[i].wg);
+		if (thread[i])
+			test_join_thread(th[i]);
+		ASSERT_EQ(ps[i].result, want);
+	}
+}
+
+/*
+ * weft_chan_tryrecv_n takes what single receives would, in their order: a
+ * full cap-4 buffer 0..3 with three parked senders 4, 5, 6 (the middle one a
+ * pthread) gives 0..4 for max 5 (each slot taken is refilled from the
+ * oldest sender, so every sender completes and 5, 6 stay buffered), then 5,
+ * 6 for max 10, then EAGAIN; unbuffered, senders 10, 11, 12 give 10, 11 for
+ * max 2 and 12 after; a closed and drained channel is EPIPE with out
+ * untouched. Guards: senders served before the buffer (or the buffer without
+ * refilling it), a count off by one, a sender completed but never woken
+ * (hang), a value taken twice.
+ */
+TEST(batch_recv_keeps_order)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	for (int unbuffered = 0; unbuffered < 2; unbuffered++) {
+		weft_chan *c = make_chan(sizeof(int64_t), unbuffered ? 0 : 4);
+		int64_t base = unbuffered ? 10 : 0, out[10];
+		size_t n = 99;
+		for (int64_t i = 0; !unbuffered && i < 4; i++)
+			ASSERT_EQ(weft_chan_trysend(c, &i), 0);
+		struct partner ps[3];
+		pthread_t th[3];
+		bool thread[3] = {false, true, false};
+		for (int i = 0; i < 3; i++)
+			park_partner(&ps[i], c, true, base + (unbuffered ? i : 4 + i), thread[i],
+			             &th[i]);
+		size_t first = unbuffered ? 2 : 5;
+		ASSERT_EQ(weft_chan_tryrecv_n(c, out, first, &n), 0);
+		ASSERT_EQ(n, first);
+		for (size_t i = 0; i < n; i++)
+			ASSERT_EQ(out[i], base + (int64_t)i);
+		ASSERT_EQ(weft_chan_len(c), unbuffered ? 0 : 2);
+		ASSERT_EQ(weft_chan_tryrecv_n(c, out, 10, &n), 0);
+		ASSERT_EQ(n, unbuffered ? 1 : 2);
+		for (size_t i = 0; i < n; i++)
+			ASSERT_EQ(out[i], base + (int64_t)(first + i));
+		join_partners(ps, thread, th, 3, 0);
+		out[0] = -7;
+		batch_moves_none(c, false, out, EAGAIN);
+		weft_chan_close(c);
+		batch_moves_none(c, false, out, EPIPE);
+		ASSERT_EQ(out[0], -7);
+		weft_chan_release(c);
+	}
+}
+
+/*
+ * weft_chan_trysend_n sends a prefix, in order: with two parked receivers
+ * (the second a pthread) on a cap-3 channel, six values 0..5 send five: 0
+ * and 1 to the receivers in the order they parked, 2, 3, 4 into the buffer;
+ * then nothing more goes (EAGAIN, *sent 0). Unbuffered, two receivers take
+ * 0 and 1 of three. A closed channel is EPIPE. Guards: the buffer filled
+ * while receivers are parked (they would wait with values buffered), a
+ * count off by one, the values shifted or out of order, a receiver never
+ * woken.
+ */
+TEST(batch_send_fills_receivers_then_buffer)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	for (int unbuffered = 0; unbuffered < 2; unbuffered++) {
+		weft_chan *c = make_chan(sizeof(int64_t), unbuffered ? 0 : 3);
+		int64_t in[6] = {0, 1, 2, 3, 4, 5}, v;
+		size_t sent = 99;
+		struct partner ps[2];
+		pthread_t th[2];
+		bool thread[2] = {false, true};
+		for (int i = 0; i < 2; i++)
+			park_partner(&ps[i], c, false, -1, thread[i], &th[i]);
+		size_t want = unbuffered ? 2 : 5;
+		ASSERT_EQ(weft_chan_trysend_n(c, in, unbuffered ? 3 : 6, &sent), 0);
+		ASSERT_EQ(sent, want);
+		join_partners(ps, thread, th, 2, 0);
+		ASSERT_EQ(ps[0].value, 0);
+		ASSERT_EQ(ps[1].value, 1);
+		ASSERT_EQ(weft_chan_len(c), want - 2);
+		for (int64_t i = 2; i < (int64_t)want; i++) {
+			ASSERT_EQ(weft_chan_tryrecv(c, &v), 0);
+			ASSERT_EQ(v, i);
+		}
+		for (int i = 0; !unbuffered && i < 3; i++)
+			ASSERT_EQ(weft_chan_trysend(c, &in[i]), 0);
+		batch_moves_none(c, true, in, EAGAIN);
+		weft_chan_close(c);
+		batch_moves_none(c, true, in, EPIPE);
+		weft_chan_release(c);
+	}
+}
+
+/*
+ * The batch forms' arguments: EINVAL for max or n 0, a NULL count, and
+ * elements NULL with a nonzero size (the count is zeroed all the same);
+ * EAGAIN for a NULL channel; a NULL out discards what it receives; a
+ * zero-size channel needs no elements at all. Guards: a missing check (a
+ * crash, or a batch of 0 reported as success).
+ */
+TEST(batch_arguments)
+{
+	weft_chan *c = make_chan(sizeof(int64_t), 4);
+	weft_chan *z = make_chan(0, 8);
+	int64_t v[4] = {1, 2, 3, 4};
+	size_t n = 99;
+	ASSERT_EQ(weft_chan_tryrecv_n(c, v, 0, &n), EINVAL);
+	ASSERT_EQ(n, 0);
+	ASSERT_EQ(weft_chan_tryrecv_n(c, v, 4, NULL), EINVAL);
+	n = 99;
+	ASSERT_EQ(weft_chan_trysend_n(c, v, 0, &n), EINVAL);
+	ASSERT_EQ(n, 0);
+	ASSERT_EQ(weft_chan_trysend_n(c, v, 4, NULL), EINVAL);
+	n = 99;
+	ASSERT_EQ(weft_chan_trysend_n(c, NULL, 4, &n), EINVAL);
+	ASSERT_EQ(n, 0);
+	ASSERT_EQ(weft_chan_len(c), 0);
+	batch_moves_none(NULL, true, v, EAGAIN);
+	batch_moves_none(NULL, false, v, EAGAIN);
+
+	ASSERT_EQ(weft_chan_trysend_n(c, v, 3, &n), 0);
+	ASSERT_EQ(n, 3);
+	ASSERT_EQ(weft_chan_tryrecv_n(c, NULL, 2, &n), 0);
+	ASSERT_EQ(n, 2);
+	ASSERT_EQ(weft_chan_tryrecv(c, &v[0]), 0);
+	ASSERT_EQ(v[0], 3);
+
+	ASSERT_EQ(weft_chan_trysend_n(z, NULL, 10, &n), 0);
+	ASSERT_EQ(n, 8);
+	ASSERT_EQ(weft_chan_tryrecv_n(z, NULL, 5, &n), 0);
+	ASSERT_EQ(n, 5);
+	ASSERT_EQ(weft_chan_len(z), 3);
+	weft_chan_release(c);
+	weft_chan_release(z);
+}
+
+struct batch_selector {
+	weft_chan *c, *never;
+	int dir; /* of its case on c */
+	int64_t value;
+	int chosen, result;
+	atomic_int started;
+	weft_wg wg;
+};
+
+/* Select on [receive from never, dir on c]. */
+static void select_on(void *arg)
+{
+	struct batch_selector *s = arg;
+	int64_t dummy;
+	weft_case cs[2] = {WEFT_RECV_CASE(s->never, &dummy),
+	                   {.chan = s->c, .dir = s->dir, .elem = &s->value}};
+	atomic_store(&s->started, 1);
+	s->result = weft_select(cs, 2, &s->chosen);
+	weft_wg_done(&s->wg);
+}
+
+/*
+ * A select parked on a channel is completed by a batch like by a single
+ * operation: on an unbuffered channel, a selecting sender (77) queued before
+ * a plain one (78) gives 77, 78 to weft_chan_tryrecv_n, and the select
+ * reports its case on c; a selecting receiver queued before a plain one gets
+ * the first of weft_chan_trysend_n's values, the plain one the second.
+ * Guards: a select's sudog completed without claiming its wait or without
+ * the case that won, its value skipped or taken out of turn.
+ */
+TEST(batch_completes_select)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	for (int dir = WEFT_SEND; dir >= WEFT_RECV; dir--) {
+		struct batch_selector s = {.c = make_chan(sizeof(int64_t), 0),
+		                           .never = make_chan(sizeof(int64_t), 0),
+		                           .dir = dir,
+		                           .value = dir == WEFT_SEND ? 77 : -1,
+		                           .chosen = -1};
+		weft_wg_add(&s.wg, 1);
+		GO(select_on, &s);
+		wait_parked(&s.started, 1);
+		struct partner p;
+		pthread_t th;
+		bool thread = false;
+		park_partner(&p, s.c, dir == WEFT_SEND, 78, false, &th);
+		int64_t v[3] = {5, 6, 7};
+		size_t n = 0;
+		if (dir == WEFT_SEND) {
+			ASSERT_EQ(weft_chan_tryrecv_n(s.c, v, 3, &n), 0);
+			ASSERT_EQ(n, 2);
+			ASSERT_EQ(v[0], 77);
+			ASSERT_EQ(v[1], 78);
+		} else {
+			ASSERT_EQ(weft_chan_trysend_n(s.c, v, 3, &n), 0);
+			ASSERT_EQ(n, 2);
+		}
+		weft_wg_wait(&s.wg);
+		join_partners(&p, &thread, &th, 1, 0);
+		ASSERT_EQ(s.result, 0);
+		ASSERT_EQ(s.chosen, 1);
+		if (dir == WEFT_RECV) {
+			ASSERT_EQ(s.value, 5);
+			ASSERT_EQ(p.value, 6);
+		}
+		weft_chan_release(s.c);
+		weft_chan_release(s.never);
+	}
+}
+
+/* The batch stress: producers send disjoint ranges of values, consumers
+ * count each value seen. */
+#define STRESS_PRODUCERS 4
+#define STRESS_CONSUMERS 3
+
+struct batch_stress {
+	weft_chan *c;
+	int64_t per;         /* values per producer */
+	atomic_uchar *seen;  /* per value: times received */
+	atomic_long batched; /* values moved by batch calls */
+	atomic_int misorder; /* a batch with one producer's values out of order */
+	weft_wg producers, consumers;
+};
+
+struct stress_role {
+	struct batch_stress *s;
+	int id;
+	uint32_t seed;
+};
+
+/* Send [id * per, (id + 1) * per) in random chunks: trysend_n, then the
+ * rest of the chunk one blocking send at a time. */
+static void stress_produce(void *arg)
+{
+	struct stress_role *r = arg;
+	struct batch_stress *s = r->s;
+	int64_t buf[24];
+	for (int64_t next = r->id * s->per, end = next + s->per; next < end;) {
+		size_t n = 1 + test_rand32(&r->seed) % 24, sent = 0;
+		if ((int64_t)n > end - next)
+			n = (size_t)(end - next);
+		for (size_t i = 0; i < n; i++)
+			buf[i] = next + (int64_t)i;
+		int e = weft_chan_trysend_n(s->c, buf, n, &sent);
+		ASSERT(e == 0 || e == EAGAIN);
+		atomic_fetch_add(&s->batched, (long)sent);
+		for (size_t i = sent; i < n; i++)
+			ASSERT_EQ(weft_chan_send(s->c, &buf[i]), 0);
+		next += (int64_t)n;
+	}
+	weft_wg_done(&s->producers);
+}
+
+static void stress_count(struct batch_stress *s, const int64_t *v, size_t n)
+{
+	int64_t last[STRESS_PRODUCERS];
+	for (int i = 0; i < STRESS_PRODUCERS; i++)
+		last[i] = -1;
+	for (size_t i = 0; i < n; i++) {
+		ASSERT(v[i] >= 0 && v[i] < STRESS_PRODUCERS * s->per);
+		int who = (int)(v[i] / s->per);
+		if (v[i] <= last[who])
+			atomic_store(&s->misorder, 1);
+		last[who] = v[i];
+		atomic_fetch_add(&s->seen[v[i]], 1);
+	}
+}
+
+/* Receive until the channel is closed and drained: tryrecv_n of a random
+ * size, else (nothing ready) a blocking receive or, now and then, a select
+ * with a deadline of 20 us, whose timed-out case stays queued a moment as a
+ * stale sudog for the others to skip. */
+static void stress_consume(void *arg)
+{
+	struct stress_role *r = arg;
+	struct batch_stress *s = r->s;
+	weft_chan *never = make_chan(sizeof(int64_t), 0);
+	int64_t buf[24];
+	for (;;) {
+		size_t max = 1 + test_rand32(&r->seed) % 24, n = 0;
+		int e = weft_chan_tryrecv_n(s->c, buf, max, &n);
+		if (e == 0) {
+			atomic_fetch_add(&s->batched, (long)n);
+			stress_count(s, buf, n);
+			continue;
+		}
+		if (e == EPIPE)
+			break;
+		ASSERT_EQ(e, EAGAIN);
+		if (test_rand32(&r->seed) % 4 == 0) {
+			weft_case cs[2] = {WEFT_RECV_CASE(never, NULL), WEFT_RECV_CASE(s->c, buf)};
+			int chosen;
+			e = weft_select_until(cs, 2, &chosen, weft_now() + 20 * WEFT_MICROSECOND);
+			if (e == ETIMEDOUT)
+				continue;
+		} else {
+			e = weft_chan_recv(s->c, buf);
+		}
+		if (e == EPIPE)
+			break;
+		ASSERT_EQ(e, 0);
+		stress_count(s, buf, 1);
+	}
+	weft_chan_release(never);
+	weft_wg_done(&s->consumers);
+}
+
+static void batch_stress_run(size_t cap)
+{
+	struct batch_stress s = {.c = make_chan(sizeof(int64_t), cap),
+	                         .per = TEST_SIZE(50000, 5000)};
+	s.seen = calloc((size_t)(STRESS_PRODUCERS * s.per), 1);
+	ASSERT(s.seen != NULL);
+	struct stress_role roles[STRESS_PRODUCERS + STRESS_CONSUMERS];
+	pthread_t th;
+	weft_wg_add(&s.producers, STRESS_PRODUCERS);
+	weft_wg_add(&s.consumers, STRESS_CONSUMERS);
+	for (int i = 0; i < STRESS_PRODUCERS + STRESS_CONSUMERS; i++) {
+		roles[i] = (struct stress_role){
+			.s = &s, .id = i, .seed = 2463534242u + 7u * (uint32_t)i};
+		if (i == 0)
+			test_start_thread(&th, stress_produce, &roles[i]); /* a foreign one */
+		else if (i < STRESS_PRODUCERS)
+			GO(stress_produce, &roles[i]);
+		else
+			GO(stress_consume, &roles[i]);
+	}
+	weft_wg_wait(&s.producers);
+	test_join_thread(th);
+	weft_chan_close(s.c);
+	weft_wg_wait(&s.consumers);
+	for (int64_t v = 0; v < STRESS_PRODUCERS * s.per; v++)
+		if (atomic_load(&s.seen[v]) != 1)
+			FAIL("cap %zu: value %lld received %d times", cap, (long long)v,
+			     atomic_load(&s.seen[v]));
+	ASSERT_EQ(atomic_load(&s.misorder), 0);
+	printf("    cap %zu: batch calls made %ld of the %lld sends and receives\n", cap,
+	       atomic_load(&s.batched), (long long)(2 * STRESS_PRODUCERS * s.per));
+	ASSERT_GT(atomic_load(&s.batched), 0);
+	free(s.seen);
+	weft_chan_release(s.c);
+}
+
+/*
+ * Stress: 4 producers (one a pthread) send 50,000 values each in random
+ * chunks with weft_chan_trysend_n, the rest of a chunk by blocking sends; 3
+ * consumers take random batches with weft_chan_tryrecv_n, else block in a
+ * receive or in a select with a 20 us deadline; through an unbuffered, a
+ * cap-1 and a cap-64 channel on 2 Ps. Every value arrives exactly once, and
+ * within one batch each producer's values are in increasing order. Guards:
+ * a lost or repeated value (a ring index or count off by one, a partner
+ * completed twice, a stale select case taken), a lost wake-up (hang), a
+ * batch out of order.
+ */
+TEST(batch_stress_exactly_once)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	batch_stress_run(0);
+	batch_stress_run(1);
+	batch_stress_run(64);
 }
 
 /* ---------------------------------------------------------------- _until forms */
