@@ -50,9 +50,10 @@
  *    from the output channel (weft_pipeline_start);
  *  - an item the pipeline discards (a filter rejected it; it could not be
  *    delivered because the pipeline was cancelled or failed; it was left in
- *    a channel or a reorder buffer when the pipeline stopped; there is no
- *    sink and no output channel) is given to the drop function of the edge
- *    that carries it (weft_pipeline_source.drop, weft_pipeline_stage.drop).
+ *    a channel, a reorder buffer or a worker's batch when the pipeline
+ *    stopped; there is no sink and no output channel) is given to the drop
+ *    function of the edge that carries it (weft_pipeline_source.drop,
+ *    weft_pipeline_stage.drop).
  *    Without one, it is simply forgotten (right for plain values).
  * So every item is consumed exactly once: by a function that owns it or by
  * a drop. Drop functions may run on any goroutine, several at once.
@@ -171,8 +172,8 @@ typedef struct weft_pipeline_source {
  *   arg        passed to the function and to drop
  *   out_size   bytes per output item (at most WEFT_CHAN_MAX_ELEM); a filter
  *              passes its input on, so for it 0 or the input's size
- *   workers    goroutines running the function, each on one item at a time
- *              (0: 1; at most WEFT_PIPELINE_MAX_WORKERS)
+ *   workers    goroutines running the function (0: 1; at most
+ *              WEFT_PIPELINE_MAX_WORKERS)
  *   ordered    deliver outputs in input order (see the top)
  *   buffer     capacity of the stage's output channel (0: unbuffered, as
  *              Go's make(chan T))
@@ -182,10 +183,39 @@ typedef struct weft_pipeline_source {
  *              out_size bytes (x 8 for a flatmap, whose worker keeps up to 8
  *              outputs of an item that is ahead of its turn and then waits
  *              for it).
+ *   batch      unordered map and filter stages: the most items a worker
+ *              takes at once from its input (at most
+ *              WEFT_PIPELINE_MAX_BATCH). It never waits to fill a batch: it
+ *              takes what is waiting, up to batch items, or, when nothing
+ *              is, waits for one item and adds what is waiting by then. It
+ *              runs the function on each (the context is looked at before
+ *              each call, as always), then passes the outputs on: as many as
+ *              the output channel takes at once in one operation, the rest
+ *              one at a time. That saves channel operations, which dominate the
+ *              cost of cheap functions on several Ps, but an item's output
+ *              waits for the rest of its batch, and the items of a batch
+ *              wait for one worker while others may be idle.
+ *                1: one item at a time, as Go's range loop.
+ *                0: automatic: up to 16 items (fewer when that would take
+ *                more than 16 KiB of item buffers per worker), but only while
+ *                the function is cheap, taking 5 us an item or less on
+ *                average; a worker goes back to one item at a time after a
+ *                batch slower than that, and times each item then, batching
+ *                again after 8 cheap ones in a row. So slow functions (I/O,
+ *                hashing files) fan out across the workers item by item.
+ *              Ordered stages and flatmaps take one item at a time whatever
+ *              batch says. A function that must see its earlier outputs
+ *              consumed downstream before it returns needs batch 1.
  *   drop       frees an output item the pipeline discards; NULL: none (for
  *              a filter, NULL means its input edge's drop)
  *   name       shown in goroutine dumps ("pipeline NAME#2"); may be NULL
  * All-zero fields are the defaults.
+ *
+ * Memory. The items between the source and the sink, whatever the speeds of
+ * the stages, are at most: the capacities of the channels (the source's
+ * buffer and every stage's), plus per unordered stage workers x batch (the
+ * automatic batch counts as 16 here; a flatmap's as 1), plus per ordered
+ * stage its window, plus the one the sink is being given.
  */
 typedef struct weft_pipeline_stage {
 	weft_pipeline_map_fn map;
@@ -197,12 +227,14 @@ typedef struct weft_pipeline_stage {
 	bool ordered;
 	size_t buffer;
 	size_t window;
+	size_t batch;
 	weft_pipeline_drop_fn drop;
 	const char *name;
 } weft_pipeline_stage;
 
 #define WEFT_PIPELINE_MAX_WORKERS 4096
 #define WEFT_PIPELINE_MAX_WINDOW ((size_t)1 << 20)
+#define WEFT_PIPELINE_MAX_BATCH ((size_t)256)
 
 /*
  * weft_pipeline_new - a pipeline reading from *src (copied), whose context is
@@ -220,8 +252,8 @@ WEFT_API int weft_pipeline_new(weft_pipeline **out, weft_ctx *parent,
  * weft_pipeline_add - append a stage (*st is copied); its input is the
  * previous stage's output (the source's, for the first).
  * Returns 0, or: EINVAL (st NULL; not exactly one of map, filter, flatmap;
- * out_size too large, or a filter's differing from its input's; workers or
- * window out of range), ENOMEM. Nothing is added on error.
+ * out_size too large, or a filter's differing from its input's; workers,
+ * window or batch out of range), ENOMEM. Nothing is added on error.
  * Blocks: no. Thread-safety: one goroutine builds a pipeline; a pipeline
  * that was started is a fatal error.
  */

@@ -9,7 +9,11 @@
  * frees every item exactly once (items are heap objects here, counted; the
  * pipeline's drop functions get what it discards); cancellation from
  * outside (parent cancel, parent deadline, weft_pipeline_cancel, before the
- * start, with a channel source nobody ever closes); buffers and windows bound the items in flight, and are used; the
+ * start, with a channel source nobody ever closes); batches (their sizes
+ * follow the setting, and the function's cost when automatic; a failure or
+ * a cancellation mid-batch drops exactly what is left of it; the automatic
+ * batch leaves a slow function's items to fan out); buffers, batches and
+ * windows bound the items in flight, and are used; the
  * output channel, a channel source, no sink, a foreign thread; bad
  * configurations (EINVAL, ENOMEM at start with nothing run) and misuse
  * (fatal errors, in child processes).
@@ -328,6 +332,17 @@ static int sink_in_order(weft_ctx *ctx, void *arg, void *item)
 	return 0;
 }
 
+/* Run p to its end (it must succeed) and free it: the time it took, in
+ * ns. */
+static int64_t run_timed(weft_pipeline *p)
+{
+	int64_t t0 = test_now_ns();
+	ASSERT_EQ(weft_pipeline_run(p), 0);
+	int64_t took = test_now_ns() - t0;
+	weft_pipeline_free(p);
+	return took;
+}
+
 /* One run of 8 items through a stage of 4 workers sleeping 40 ms each:
  * returns the elapsed time in ns. */
 static int64_t fanout_once(bool ordered)
@@ -343,10 +358,7 @@ static int64_t fanout_once(bool ordered)
 	                             .workers = 4,
 	                             .ordered = ordered});
 	ASSERT_EQ(weft_pipeline_set_sink(p, sink_in_order, &o), 0);
-	int64_t t0 = test_now_ns();
-	ASSERT_EQ(weft_pipeline_run(p), 0);
-	int64_t took = test_now_ns() - t0;
-	weft_pipeline_free(p);
+	int64_t took = run_timed(p);
 	ASSERT_EQ(o.next, 8);
 	if (ordered)
 		ASSERT_EQ(o.bad, 0);
@@ -649,6 +661,140 @@ TEST(failure_churn)
 	expect_all_freed();
 }
 
+/* ---------------------------------------------------------------- batches */
+
+/* A stage over objects that fails (EIO) at its fail_call-th call, or
+ * cancels the pipeline during its cancel_call-th; the drops of its input
+ * and output edges are counted apart. */
+struct mid_batch {
+	weft_pipeline *p;
+	long fail_call, cancel_call;
+	atomic_long calls, in_drops, out_drops, sunk;
+};
+
+static int mid_call(struct mid_batch *mb)
+{
+	long k = atomic_fetch_add(&mb->calls, 1) + 1;
+	if (k == mb->cancel_call)
+		weft_pipeline_cancel(mb->p);
+	return k == mb->fail_call ? EIO : 0;
+}
+
+static int map_mid(weft_ctx *ctx, void *arg, void *in, void *out)
+{
+	(void)ctx;
+	struct obj *o = *(struct obj **)in;
+	uint64_t v = o->v;
+	obj_free(o);
+	int r = mid_call(arg);
+	if (r == 0)
+		*(struct obj **)out = obj_new(v * 2);
+	return r;
+}
+
+static int filter_mid(weft_ctx *ctx, void *arg, void *item, bool *keep)
+{
+	(void)ctx;
+	*keep = (*(struct obj **)item)->v % 2 == 0;
+	return mid_call(arg);
+}
+
+static void drop_mid_in(void *arg, void *item)
+{
+	obj_free(*(struct obj **)item);
+	atomic_fetch_add(&((struct mid_batch *)arg)->in_drops, 1);
+}
+
+static void drop_mid_out(void *arg, void *item)
+{
+	obj_free(*(struct obj **)item);
+	atomic_fetch_add(&((struct mid_batch *)arg)->out_drops, 1);
+}
+
+static int sink_mid(weft_ctx *ctx, void *arg, void *item)
+{
+	(void)ctx;
+	obj_free(*(struct obj **)item);
+	atomic_fetch_add(&((struct mid_batch *)arg)->sunk, 1);
+	return 0;
+}
+
+/* One stage (a map, or a filter keeping even values) of one worker with a
+ * batch of 8, fed by a channel holding objects 0..15, failing or cancelling
+ * at call `at`: check the run's result, the calls made, and the drops on
+ * each side; then free what stayed in the channel. */
+static void mid_batch_once(bool filter, bool cancel, long at, long want_in, long want_out)
+{
+	int64_t base = weft_num_goroutines();
+	struct mid_batch mb = {.fail_call = cancel ? 0 : at, .cancel_call = cancel ? at : 0};
+	weft_chan *ch = NULL;
+	ASSERT_EQ(weft_chan_make(&ch, sizeof(struct obj *), 16), 0);
+	objs_reset();
+	for (uint64_t i = 0; i < 16; i++) {
+		struct obj *o = obj_new(i);
+		ASSERT_EQ(weft_chan_send(ch, &o), 0);
+	}
+	weft_pipeline_source src = {.chan = ch, .arg = &mb, .drop = drop_mid_in};
+	mb.p = new_pipeline(NULL, &src);
+	weft_pipeline_stage st = {.arg = &mb,
+	                          .out_size = sizeof(struct obj *),
+	                          .buffer = 16,
+	                          .batch = 8,
+	                          .drop = drop_mid_out};
+	if (filter)
+		st.filter = filter_mid;
+	else
+		st.map = map_mid;
+	add(mb.p, st);
+	ASSERT_EQ(weft_pipeline_set_sink(mb.p, sink_mid, &mb), 0);
+	ASSERT_EQ(weft_pipeline_run(mb.p), cancel ? ECANCELED : EIO);
+	weft_pipeline_free(mb.p);
+	expect_goroutines(base);
+	ASSERT_EQ(atomic_load(&mb.calls), at);
+	ASSERT_EQ(atomic_load(&mb.in_drops), want_in);
+	ASSERT_EQ(atomic_load(&mb.out_drops), want_out);
+	ASSERT_EQ(atomic_load(&mb.sunk), 0);
+	ASSERT_EQ(weft_chan_len(ch), 8); /* the second batch was never taken */
+	struct obj *o;
+	while (weft_chan_tryrecv(ch, &o) == 0)
+		obj_free(o);
+	ASSERT_EQ(atomic_load(&objs_live), 0);
+	weft_chan_release(ch);
+	expect_all_freed();
+}
+
+/*
+ * A failure in the middle of a batch of 8: a map failing on its 3rd item
+ * (which it freed) leaves 2 outputs unsent, dropped by the output edge, and
+ * 5 inputs never processed, dropped by the input edge; a filter failing on
+ * its 5th leaves its 5 items (2 kept, 2 rejected, the failed one) to the
+ * output edge's drop and 3 inputs to the input's. Nothing reaches the sink,
+ * no function is called after the failure, and every object is freed
+ * exactly once. Guards: the rest of a batch processed after a failure,
+ * unprocessed inputs or unsent outputs leaked, or given to the wrong drop,
+ * or dropped twice.
+ */
+TEST(failure_mid_batch_drops_the_rest)
+{
+	mid_batch_once(false, false, 3, 5, 2);
+	mid_batch_once(true, false, 5, 3, 5);
+}
+
+/*
+ * A cancellation in the middle of a batch of 8 (the 3rd map call cancels
+ * the pipeline, and succeeds): the context is looked at before each item,
+ * so no 4th call is made; the 3 outputs made are dropped unsent, the 5
+ * inputs left by the input edge; run returns ECANCELED. The same for a
+ * filter cancelling at its 5th call (5 items to the output's drop, 3 to the
+ * input's). Guards: a batch run to its end on a cancelled context, items of
+ * a stopped batch leaked.
+ */
+TEST(cancel_mid_batch)
+{
+	mid_batch_once(false, true, 3, 5, 3);
+	mid_batch_once(true, true, 5, 3, 5);
+}
+
 /* ---------------------------------------------------------------- cancellation */
 
 static int sink_slow(weft_ctx *ctx, void *arg, void *item)
@@ -858,26 +1004,22 @@ static int sink_flow(weft_ctx *ctx, void *arg, void *item)
 	return weft_sleep_ctx(ctx, 200 * 1000); /* 0.2 ms: the slow consumer */
 }
 
-/*
- * Backpressure: a fast source and a slow sink. Items emitted but not yet
- * consumed can only sit in the buffers (source 2, stage outputs 3 and 5),
- * with the unordered stage's 2 workers (one item each) and in the ordered
- * stage's window of 4: at most 16. The maximum seen must be at most that,
- * and at least 14 (the buffers are really used). Guards: a buffer or window
- * ignored or made larger (too many ahead), buffers not made at all (too few).
- */
-TEST(backpressure_bounded_by_buffers)
+/* The most items seen between the source and the slow sink of: source
+ * (buffer src_buffer) -> unordered map (2 workers, the batch given, buffer
+ * 3) -> ordered map (3 workers, window 4, buffer 5) -> sink. */
+static long max_ahead(size_t src_buffer, size_t batch)
 {
 	ASSERT_EQ(weft_set_procs(2, NULL), 0);
 	struct flow fl = {.n = TEST_SIZE(600, 300)};
 	weft_pipeline_source src = {
-		.gen = gen_flow, .arg = &fl, .item_size = sizeof(uint64_t), .buffer = 2};
+		.gen = gen_flow, .arg = &fl, .item_size = sizeof(uint64_t), .buffer = src_buffer};
 	weft_pipeline *p = new_pipeline(NULL, &src);
 	add(p, (weft_pipeline_stage){.map = map_flow,
 	                             .arg = &fl,
 	                             .out_size = sizeof(uint64_t),
 	                             .workers = 2,
-	                             .buffer = 3});
+	                             .buffer = 3,
+	                             .batch = batch});
 	add(p, (weft_pipeline_stage){.map = map_flow,
 	                             .arg = &fl,
 	                             .out_size = sizeof(uint64_t),
@@ -888,12 +1030,47 @@ TEST(backpressure_bounded_by_buffers)
 	ASSERT_EQ(weft_pipeline_set_sink(p, sink_flow, &fl), 0);
 	ASSERT_EQ(weft_pipeline_run(p), 0);
 	weft_pipeline_free(p);
-	long ahead = atomic_load(&fl.max_ahead);
-	printf("    at most %ld items between source and sink (bound 16)\n", ahead);
 	ASSERT_EQ(atomic_load(&fl.consumed), (long)fl.n);
+	expect_all_freed();
+	long ahead = atomic_load(&fl.max_ahead);
+	printf("    batch %zu: at most %ld items between source and sink\n", batch, ahead);
+	return ahead;
+}
+
+/*
+ * Backpressure: a fast source and a slow sink. Items emitted but not yet
+ * consumed can only sit in the buffers (source 2, stage outputs 3 and 5),
+ * with the unordered stage's 2 workers (one item each: batch 1) and in the
+ * ordered stage's window of 4: at most 16. The maximum seen must be at most
+ * that, and at least 14 (the buffers are really used). Guards: a buffer or
+ * window ignored or made larger (too many ahead), buffers not made at all
+ * (too few), batch 1 taking more than one item.
+ */
+TEST(backpressure_bounded_by_buffers)
+{
+	long ahead = max_ahead(2, 1);
 	ASSERT_LE(ahead, 16);
 	ASSERT_GE(ahead, 14);
-	expect_all_freed();
+}
+
+/*
+ * With batches the bound is the buffers plus workers x batch: with a source
+ * buffer of 8 and a batch of 4, the unordered stage's 2 workers hold up to
+ * 8 items, so at most 8 + 3 + 5 + 2 x 4 + 4 = 28, and at least 26 are seen
+ * (the buffers and the batches fill). The automatic batch of a cheap
+ * function goes past the 22 that one item per worker allows (it does
+ * batch), and stays within 16 + 2 x 16 + 4. Guards: a batch that takes more
+ * than it may (an off-by-one on the limit), batches never taken, items held
+ * outside the bound.
+ */
+TEST(backpressure_bounded_with_batches)
+{
+	long ahead = max_ahead(8, 4);
+	ASSERT_LE(ahead, 28);
+	ASSERT_GE(ahead, 26);
+	ahead = max_ahead(8, 0);
+	ASSERT_LE(ahead, 52);
+	ASSERT_GT(ahead, 22);
 }
 
 /*
@@ -928,6 +1105,179 @@ TEST(ordered_window_bounds_run_ahead)
 		ASSERT_EQ(o.bad, 0);
 		ASSERT_EQ(fl.ahead_of_head, want[i]);
 	}
+	expect_all_freed();
+}
+
+struct slow_map {
+	int64_t nap;
+	atomic_long running, max_running;
+};
+
+static int map_slow(weft_ctx *ctx, void *arg, void *in, void *out)
+{
+	struct slow_map *sm = arg;
+	record_max(&sm->max_running, atomic_fetch_add(&sm->running, 1) + 1);
+	memcpy(out, in, sizeof(uint64_t));
+	int r = weft_sleep_ctx(ctx, sm->nap);
+	atomic_fetch_sub(&sm->running, 1);
+	return r;
+}
+
+/* 16 items, all waiting in the source's buffer, through 2 workers of a
+ * 2 ms map with the automatic batch: the elapsed time in ns. */
+static int64_t slow_auto_once(void)
+{
+	uint64_t n = 16;
+	struct slow_map sm = {.nap = 2 * TEST_MS};
+	struct collect c = {0};
+	weft_pipeline_source src = {
+		.gen = gen_count, .arg = &n, .item_size = sizeof n, .buffer = 16};
+	weft_pipeline *p = new_pipeline(NULL, &src);
+	add(p, (weft_pipeline_stage){
+		       .map = map_slow, .arg = &sm, .out_size = sizeof(uint64_t), .workers = 2});
+	ASSERT_EQ(weft_pipeline_set_sink(p, sink_collect, &c), 0);
+	int64_t took = run_timed(p);
+	ASSERT_EQ(c.got, 16);
+	ASSERT_EQ(atomic_load(&sm.max_running), 2);
+	return took;
+}
+
+/*
+ * The automatic batch does not hoard a slow function's items: 16 items of
+ * 2 ms each, all waiting at once, on 2 workers (batch 0) take about 16 ms,
+ * both workers busy at once, not the 32 ms of one worker that took them
+ * all. Best of three against 24 ms. Guards: an automatic mode that batches
+ * before it knows the function is cheap, or goes on batching a slow one.
+ */
+TEST(auto_batch_lets_slow_items_fan_out)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	int64_t bound = 24 * TEST_MS * test_slowdown();
+	int64_t took = TEST_BEST_OF(3, bound, slow_auto_once());
+	printf("    16 x 2 ms on 2 workers, automatic batch: %.1f ms\n", took / 1e6);
+	ASSERT_LE(took, bound);
+	expect_all_freed();
+}
+
+/* A one-worker map stage fed by a channel the test fills: each call notes
+ * how many items were still in the channel, which tells how many the worker
+ * took at once. Values of 1000 and more take 1 ms, the others nothing. */
+struct probe {
+	weft_chan *ch;
+	weft_pipeline *p;
+	atomic_long calls, sunk;
+	size_t lens[128];
+};
+
+static int map_probe(weft_ctx *ctx, void *arg, void *in, void *out)
+{
+	struct probe *pr = arg;
+	long k = atomic_fetch_add(&pr->calls, 1);
+	ASSERT_LT(k, 128);
+	pr->lens[k] = weft_chan_len(pr->ch);
+	memcpy(out, in, sizeof(uint64_t));
+	return *(uint64_t *)in >= 1000 ? weft_sleep_ctx(ctx, TEST_MS) : 0;
+}
+
+static int sink_probe(weft_ctx *ctx, void *arg, void *item)
+{
+	(void)ctx, (void)item;
+	atomic_fetch_add(&((struct probe *)arg)->sunk, 1);
+	return 0;
+}
+
+static void probe_start(struct probe *pr, size_t batch)
+{
+	ASSERT_EQ(weft_chan_make(&pr->ch, sizeof(uint64_t), 64), 0);
+	weft_pipeline_source src = {.chan = pr->ch};
+	pr->p = new_pipeline(NULL, &src);
+	add(pr->p, (weft_pipeline_stage){.map = map_probe,
+	                                 .arg = pr,
+	                                 .out_size = sizeof(uint64_t),
+	                                 .buffer = 64,
+	                                 .batch = batch});
+	ASSERT_EQ(weft_pipeline_set_sink(pr->p, sink_probe, pr), 0);
+	ASSERT_EQ(weft_pipeline_start(pr->p, NULL), 0);
+}
+
+/* Put values first.. (n of them) in the channel at once, by then (most
+ * likely) to a parked worker: one batch send hands it the first and
+ * buffers the others, all before it wakes. Wait until all went through.
+ * Returns the index of the phase's first call. */
+static long probe_push(struct probe *pr, uint64_t first, size_t n)
+{
+	uint64_t v[64];
+	size_t sent = 0;
+	long from = atomic_load(&pr->calls);
+	for (size_t i = 0; i < n; i++)
+		v[i] = first + i;
+	weft_sleep(2 * TEST_MS);
+	ASSERT_EQ(weft_chan_trysend_n(pr->ch, v, n, &sent), 0);
+	ASSERT_EQ(sent, n);
+	int64_t give_up = test_now_ns() + 5 * SEC * test_slowdown();
+	while (atomic_load(&pr->sunk) < from + (long)n && test_now_ns() < give_up)
+		weft_sleep(TEST_MS);
+	ASSERT_EQ(atomic_load(&pr->calls), from + (long)n);
+	return from;
+}
+
+/* Calls [from, from + n) that saw the same channel length as the call
+ * before them: items of one batch. */
+static int probe_batched(const struct probe *pr, long from, size_t n)
+{
+	int same = 0;
+	for (long i = from + 1; i < from + (long)n; i++)
+		same += pr->lens[i] == pr->lens[i - 1];
+	return same;
+}
+
+static void probe_end(struct probe *pr)
+{
+	weft_chan_close(pr->ch);
+	ASSERT_EQ(weft_pipeline_wait(pr->p), 0);
+	weft_pipeline_free(pr->p);
+	weft_chan_release(pr->ch);
+}
+
+/*
+ * How many items a worker takes at once. 16 items waiting: with batch 4, the
+ * calls see 12 items left 4 times, then 8, 4 and 0; with batch 1, 15, 14,
+ * ... 0. Automatic, the cost decides: 16 slow items (1 ms) go one at a time
+ * from the start; 40 cheap ones after them are batched (after a run of
+ * cheap single items); 16 slow ones then go in one batch (the worker could
+ * not know), and the next 16 slow ones one at a time again. Guards: a batch
+ * off by one or not taken, batch 1 taking more, an automatic mode that
+ * batches a slow function from the start or after a slow batch, or never
+ * batches a cheap one.
+ */
+TEST(batch_sizes_follow_setting_and_cost)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	int64_t base = weft_num_goroutines();
+	static const size_t batches[] = {4, 1};
+	for (int b = 0; b < 2; b++) {
+		size_t batch = batches[b];
+		struct probe pr = {0};
+		probe_start(&pr, batch);
+		long from = probe_push(&pr, 0, 16);
+		for (long i = 0; i < 16; i++)
+			ASSERT_EQ(pr.lens[from + i], 16 - (size_t)(i / (long)batch + 1) * batch);
+		probe_end(&pr);
+	}
+	struct probe pr = {0};
+	probe_start(&pr, 0);
+	long slow = probe_push(&pr, 1000, 16);
+	long cheap = probe_push(&pr, 0, 40);
+	probe_push(&pr, 2000, 16);
+	long again = probe_push(&pr, 3000, 16);
+	printf("    automatic: %d, %d and %d of 16, 40 and 16 calls in a batch\n",
+	       probe_batched(&pr, slow, 16), probe_batched(&pr, cheap, 40),
+	       probe_batched(&pr, again, 16));
+	ASSERT_EQ(probe_batched(&pr, slow, 16), 0);
+	ASSERT_GT(probe_batched(&pr, cheap, 40), 0);
+	ASSERT_EQ(probe_batched(&pr, again, 16), 0);
+	probe_end(&pr);
+	expect_goroutines(base);
 	expect_all_freed();
 }
 
@@ -1199,11 +1549,11 @@ TEST(empty_source)
 /*
  * Bad configurations are EINVAL and add nothing: no source or two, an item
  * size over WEFT_CHAN_MAX_ELEM, no stage function or two, a filter whose
- * size differs from its input's, workers or window out of range, a NULL
- * sink. A buffer too large to allocate makes start fail with ENOMEM having
- * run nothing (the generator is never called), and the pipeline can be
- * freed. Guards: bad input accepted, a failed start that ran something or
- * leaked.
+ * size differs from its input's, workers, window or batch out of range, a
+ * NULL sink. A buffer too large to allocate makes start fail with ENOMEM
+ * having run nothing (the generator is never called), and the pipeline can
+ * be freed. Guards: bad input accepted, a failed start that ran something
+ * or leaked.
  */
 TEST(bad_configuration)
 {
@@ -1236,14 +1586,16 @@ TEST(bad_configuration)
 	         .out_size = 8,
 	         .ordered = true,
 	         .window = WEFT_PIPELINE_MAX_WINDOW + 1},
+		{.map = map_mul3, .out_size = 8, .batch = WEFT_PIPELINE_MAX_BATCH + 1},
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		if (weft_pipeline_add(p, &bad[i]) != EINVAL)
 			FAIL("bad stage %zu accepted", i);
 	ASSERT_EQ(weft_pipeline_add(p, NULL), EINVAL);
 	ASSERT_EQ(weft_pipeline_set_sink(p, NULL, NULL), EINVAL);
-	/* A filter of size 0 or its input's is fine. */
-	add(p, (weft_pipeline_stage){.filter = filter_even, .out_size = 8});
+	/* A filter of size 0 or its input's is fine; so is the largest batch. */
+	add(p, (weft_pipeline_stage){
+		       .filter = filter_even, .out_size = 8, .batch = WEFT_PIPELINE_MAX_BATCH});
 	add(p, (weft_pipeline_stage){.map = map_mul3, .out_size = 8, .buffer = SIZE_MAX / 16});
 	atomic_store(&cancelled_calls, 0);
 	ASSERT_EQ(weft_pipeline_start(p, NULL), ENOMEM);
