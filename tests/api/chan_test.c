@@ -1360,6 +1360,62 @@ TEST(batch_completes_select)
 	}
 }
 
+/*
+ * A batch completes at most 32 parked partners, and while more are queued
+ * it leaves the ring alone: 40 receivers parked on a cap-4 channel take 32
+ * of 50 values, nothing is buffered, and the next call gives the other 8
+ * theirs and buffers 4; 40 senders parked on a full cap-4 channel give 32
+ * values to a receive of up to 50 (the ring stays full, refilled), and the
+ * next call the remaining 12. Every value arrives once. Guards: a batch
+ * that buffers values past parked receivers or drains the ring past parked
+ * senders (the invariant single operations rely on), a wake list overrun.
+ */
+TEST(batch_serves_at_most_32_partners)
+{
+	enum { CROWD = 40 };
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	for (int sends = 0; sends < 2; sends++) {
+		weft_chan *c = make_chan(sizeof(int64_t), 4);
+		struct partner ps[CROWD];
+		pthread_t th[CROWD];
+		bool thread[CROWD] = {false};
+		int64_t v[64], seen = 0;
+		size_t n = 0;
+		for (int64_t i = 0; sends && i < 4; i++)
+			ASSERT_EQ(weft_chan_trysend(c, &i), 0);
+		for (int i = 0; i < CROWD; i++) {
+			ps[i] = (struct partner){.c = c, .value = sends ? 4 + i : -1};
+			weft_wg_add(&ps[i].wg, 1);
+			GO(sends ? partner_send : partner_recv, &ps[i]);
+		}
+		for (int i = 0; i < CROWD; i++)
+			wait_parked(&ps[i].started, 1);
+		for (int64_t i = 0; i < 64; i++)
+			v[i] = i;
+		if (sends) {
+			ASSERT_EQ(weft_chan_tryrecv_n(c, v, 50, &n), 0);
+			ASSERT_EQ(n, 32);
+			ASSERT_EQ(weft_chan_len(c), 4);
+			ASSERT_EQ(weft_chan_tryrecv_n(c, v + 32, 50, &n), 0);
+			ASSERT_EQ(n, 12);
+		} else {
+			ASSERT_EQ(weft_chan_trysend_n(c, v, 50, &n), 0);
+			ASSERT_EQ(n, 32);
+			ASSERT_EQ(weft_chan_len(c), 0);
+			ASSERT_EQ(weft_chan_trysend_n(c, v + 32, 18, &n), 0);
+			ASSERT_EQ(n, 12);
+			ASSERT_EQ(weft_chan_len(c), 4);
+		}
+		join_partners(ps, thread, th, CROWD, 0);
+		for (int i = 0; !sends && i < CROWD; i++)
+			v[i] = ps[i].value; /* what the receivers got */
+		for (int i = 0; i < (sends ? 44 : CROWD); i++)
+			seen |= (int64_t)1 << v[i];
+		ASSERT_EQ(seen, ((int64_t)1 << (sends ? 44 : CROWD)) - 1);
+		weft_chan_release(c);
+	}
+}
+
 /* The batch stress: producers send disjoint ranges of values, consumers
  * count each value seen. */
 #define STRESS_PRODUCERS 4
