@@ -231,6 +231,19 @@ WEFT_API void weft_unlock_thread(void);
  */
 WEFT_API void weft_dump(FILE *out);
 
+/*
+ * weft_fatalf - end the process with a fatal error, as weft does for API
+ * misuse (Go's throw): "fatal error: " and the printf-formatted message (up
+ * to about 500 bytes; longer is cut) go to stderr in one write(2), so that
+ * reports from several threads never interleave, then abort() (SIGABRT: a
+ * core dump or a debugger has the stack). Nothing is flushed or freed first;
+ * it does not allocate. For libraries on weft whose misuse reports should
+ * read like weft's own (weft's patterns use it: "fatal error: pipeline: ...").
+ * Blocks: never returns. Thread-safety: any thread, goroutine or not, also
+ * before weft has started.
+ */
+WEFT_API __attribute__((noreturn, format(printf, 1, 2))) void weft_fatalf(const char *fmt, ...);
+
 /* Runtime counters; see weft_stats_get(). Totals count since start. */
 typedef struct weft_stats {
 	int64_t goroutines;   /* alive now */

@@ -60,10 +60,8 @@ struct weft_breaker {
 	bool delivering; /* a call is reporting the queue */
 };
 
-/* API misuse: reported in one line, as the rest of weft reports it, then
- * abort. fmt must be a literal. */
-#define misuse(fmt, ...) \
-	(fprintf(stderr, "fatal error: breaker: " fmt "\n", ##__VA_ARGS__), abort())
+/* API misuse: weft's fatal error. fmt must be a literal. */
+#define misuse(fmt, ...) weft_fatalf("breaker: " fmt, ##__VA_ARGS__)
 
 static int64_t now_of(const weft_breaker *b)
 {

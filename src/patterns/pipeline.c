@@ -195,24 +195,8 @@ struct weft_pipeline {
 	atomic_int err;         /* the first error */
 };
 
-static void fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-
-/* Go's panic: one write(2), so that reports from threads do not interleave. */
-static void fatal(const char *fmt, ...)
-{
-	char buf[256];
-	va_list ap;
-	int n = snprintf(buf, sizeof buf, "fatal error: pipeline: ");
-	va_start(ap, fmt);
-	n += vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
-	va_end(ap);
-	if (n > (int)sizeof buf - 2)
-		n = (int)sizeof buf - 2;
-	buf[n++] = '\n';
-	ssize_t r = write(STDERR_FILENO, buf, (size_t)n);
-	(void)r;
-	abort();
-}
+/* API misuse: weft's fatal error (Go's panic). fmt must be a literal. */
+#define fatal(fmt, ...) weft_fatalf("pipeline: " fmt, ##__VA_ARGS__)
 
 static void check(const weft_pipeline *p, const char *call)
 {

@@ -57,18 +57,8 @@
 
 /* ---------------------------------------------------------------- misuse */
 
-/* Go's throw: one write, so reports from several threads do not interleave,
- * then abort() in every build. */
-__attribute__((noreturn, cold)) static void fatal(const char *msg)
-{
-	char buf[256];
-	int n = snprintf(buf, sizeof buf, "fatal error: %s\n", msg);
-	if (n < 0 || n >= (int)sizeof buf)
-		n = (int)sizeof buf - 1;
-	ssize_t r = write(STDERR_FILENO, buf, (size_t)n);
-	(void)r;
-	abort();
-}
+/* API misuse: weft's fatal error (Go's throw). */
+#define fatal(msg) weft_fatalf("%s", msg)
 
 /* ---------------------------------------------------------------- flows */
 

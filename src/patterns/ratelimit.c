@@ -27,10 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* API misuse: reported in one line, as the rest of weft reports it, then
- * abort. fmt must be a literal. */
-#define misuse(fmt, ...) \
-	(fprintf(stderr, "fatal error: ratelimit: " fmt "\n", ##__VA_ARGS__), abort())
+/* API misuse: weft's fatal error. fmt must be a literal. */
+#define misuse(fmt, ...) weft_fatalf("ratelimit: " fmt, ##__VA_ARGS__)
 
 static void check_limit(double limit)
 {

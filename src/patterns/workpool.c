@@ -132,20 +132,9 @@
 #define cpu_relax() atomic_signal_fence(memory_order_seq_cst)
 #endif
 
-/* Go's panic for misuse: weft's fatal-error format, then abort. (The
- * patterns see only weft.h, so this cannot be weft__fatal.) */
-__attribute__((noreturn, format(printf, 1, 2))) static void wp_fatal(const char *fmt, ...)
-{
-	va_list ap;
-
-	fflush(stdout);
-	fputs("fatal error: workpool: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	abort();
-}
+/* API misuse: weft's fatal error (Go's panic), after what the program
+ * printed so far. fmt must be a literal. */
+#define wp_fatal(fmt, ...) (fflush(stdout), weft_fatalf("workpool: " fmt, ##__VA_ARGS__))
 
 #define POOL_MAGIC 0x776b706c /* "wkpl" */
 #define POOL_FREED 0x64656164 /* "dead" */

@@ -6,6 +6,8 @@
  */
 #include "fatal.h"
 
+#include "weft.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,15 @@ static void vreport(const char *fmt, va_list ap)
 }
 
 void weft__fatal(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vreport(fmt, ap);
+	va_end(ap);
+	abort();
+}
+
+void weft_fatalf(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);

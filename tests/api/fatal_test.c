@@ -603,6 +603,33 @@ CHILD(cancel_cause_value_over_cancellable_foreign)
 	return ctx_misuse((void *)CTX_CANCEL_CAUSE_VALUE_OVER_CANCELLABLE);
 }
 
+static void fatalf_go(void *arg)
+{
+	weft_fatalf("mylib: %s %d of %d", (const char *)arg, 3, 7);
+}
+
+static int fatalf_main(void *arg)
+{
+	(void)arg;
+	GO(fatalf_go, "bad thing");
+	weft_sleep(10000 * TEST_MS);
+	printf("survived\n");
+	return 0;
+}
+
+CHILD(fatalf_goroutine)
+{
+	return weft_main(fatalf_main, NULL);
+}
+
+/* Before weft has started: a plain program's first weft call. */
+CHILD(fatalf_unstarted)
+{
+	weft_fatalf("mylib: %s", "no runtime yet");
+	printf("survived\n");
+	return 0;
+}
+
 static void expect_fatal(const char *child, const char *msg)
 {
 	test_child c;
@@ -624,6 +651,19 @@ TEST_THREAD(fatal_unlock_of_unlocked_mutex)
 		     "fatal error: sync: unlock of unlocked mutex");
 	expect_fatal("unlock_unlocked_foreign",
 		     "fatal error: sync: unlock of unlocked mutex");
+}
+
+/*
+ * weft_fatalf, the public form of weft's fatal error: the formatted message
+ * after "fatal error: " on stderr and SIGABRT, from a goroutine (the other
+ * goroutine's sleep never ends it) and before the runtime has started.
+ * Guards: a format that is not applied, a return (the child prints
+ * "survived"), an exit instead of abort.
+ */
+TEST_THREAD(fatalf_reports_and_aborts)
+{
+	expect_fatal("fatalf_goroutine", "fatal error: mylib: bad thing 3 of 7\n");
+	expect_fatal("fatalf_unstarted", "fatal error: mylib: no runtime yet\n");
 }
 
 /* A WaitGroup counter below zero is fatal (one done too many, or add(-1)). */
