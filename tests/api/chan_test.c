@@ -17,6 +17,8 @@
  */
 #include "test.h"
 
+#define expect_fatal(child, msg) EXPECT_FATAL((child), NULL, CHILD_TIMEOUT_MS, (msg))
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -816,17 +818,6 @@ CHILD(close_nil_goroutine)
 CHILD(close_nil_foreign)
 {
 	return bad_close_main(NULL);
-}
-
-static void expect_fatal(const char *child, const char *msg)
-{
-	test_child c;
-	test_child_run(child, NULL, CHILD_TIMEOUT_MS, &c);
-	ASSERT_NOT_CONTAINS(c.out, "survived");
-	ASSERT_CHILD_SIGNAL(&c, SIGABRT);
-	ASSERT_CONTAINS(c.err, "fatal error");
-	ASSERT_CONTAINS(c.err, msg);
-	test_child_free(&c);
 }
 
 /*

@@ -106,26 +106,6 @@ static void wg_wait_bounded(weft_wg *wg, int64_t bound_ns, const char *what)
 		FAIL("%s: not finished after %lld ms", what, (long long)(bound_ns / TEST_MS));
 }
 
-/* Poll until weft_num_goroutines() is back to base (goroutines that have
- * called weft_wg_done may still be on their way out). */
-static void expect_goroutines(int64_t base)
-{
-	int64_t deadline = test_now_ns() + 5 * SEC * test_slowdown();
-	while (weft_num_goroutines() != base && test_now_ns() < deadline)
-		weft_sleep(TEST_MS);
-	ASSERT_EQ(weft_num_goroutines(), base);
-}
-
-/* Every context and channel the test made has been freed (weft_stats counts
- * those alive; the background is not one). Ends every test. */
-static void expect_all_freed(void)
-{
-	weft_stats st;
-	weft_stats_get(&st);
-	ASSERT_EQ(st.contexts, 0);
-	ASSERT_EQ(st.channels, 0);
-}
-
 /* ---------------------------------------------------------------- 100,000 waiters */
 
 enum {
@@ -280,7 +260,7 @@ TEST(cancel_reaches_100k_waiters)
 	ASSERT_EQ(atomic_load(&c->overlaps), 0);
 	for (int k = 0; k < W_KINDS; k++)
 		test_join_thread(th[k]);
-	expect_goroutines(base);
+	EXPECT_GOROUTINES(base);
 
 	ASSERT_EQ(weft_ctx_err(root), ECANCELED);
 	ASSERT_EQ(weft_ctx_err(c->ctx[1]), ECANCELED);
@@ -300,7 +280,7 @@ TEST(cancel_reaches_100k_waiters)
 	weft_ctx_release(root);
 	weft_chan_release(c->no_sender);
 	weft_chan_release(c->no_receiver);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- deadlines */
@@ -360,7 +340,7 @@ TEST(deadline_fires_on_time)
 	ASSERT_EQ(weft_ctx_cause(c), ETIMEDOUT);
 	ASSERT_EQ(weft_ctx_wait(c), ETIMEDOUT);
 	weft_ctx_release(c);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /*
@@ -413,7 +393,7 @@ TEST(deadline_parent_earlier)
 	ASSERT_EQ(weft_ctx_deadline(plain, NULL), 0);
 	weft_ctx_release(plain);
 	weft_ctx_release(v);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /*
@@ -440,7 +420,7 @@ TEST(sleep_ctx)
 	ASSERT_GE(weft_now() - t0, 30 * TEST_MS);
 	ASSERT_LT(weft_now() - t0, PROMPT_NS);
 	weft_ctx_release(c);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 static void thread_sleep_ctx(void *arg)
@@ -493,7 +473,7 @@ TEST_THREAD(deadline_on_foreign_thread)
 	ASSERT_LT(weft_now() - t0, PROMPT_NS);
 	test_join_thread(th);
 	weft_ctx_release(c);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /*
@@ -605,7 +585,7 @@ TEST(cancel_idempotent_race)
 		weft_ctx_release(v);
 		weft_ctx_release(race.p);
 	}
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* A tree of depth TREE_DEPTH + 1 below `top`, binary, mixing cancellable
@@ -724,7 +704,7 @@ TEST(cancel_tree)
 	ASSERT_EQ(weft_ctx_err(uncle), ECANCELED);
 	weft_ctx_release(uncle);
 	weft_ctx_release(grand);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /*
@@ -761,7 +741,7 @@ TEST(cancel_cause_and_direction)
 	ASSERT_EQ(weft_ctx_err(p), ECANCELED);
 	ASSERT_EQ(weft_ctx_cause(p), ECANCELED);
 	weft_ctx_release(p);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 static struct starters {
@@ -884,7 +864,7 @@ TEST(values)
 	weft_ctx_release(b);
 	weft_ctx_release(c1);
 	weft_ctx_release(a);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- done channel */
@@ -970,7 +950,7 @@ TEST(done_channel)
 	ASSERT_EQ(weft_select_until(cs, 1, &chosen, weft_now() + PROMPT_NS), EPIPE);
 	ASSERT_EQ(chosen, 0);
 	weft_ctx_release(c);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* The done channel, first asked for after the cancel: closed, with a bound
@@ -1129,7 +1109,7 @@ TEST(chan_ctx_live)
 	weft_chan_release(p.c);
 	weft_ctx_release(v);
 	weft_ctx_release(c);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /*
@@ -1176,7 +1156,7 @@ TEST(chan_ctx_done)
 	weft_chan_release(b);
 	weft_chan_release(u);
 	weft_ctx_release(c);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- sync waits */
@@ -1307,7 +1287,7 @@ TEST(sem_ctx)
 	weft_ctx_release(k);
 	weft_ctx_release(t);
 	weft_ctx_release(c);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- WaitGroup */
@@ -1375,7 +1355,7 @@ TEST(wg_ctx)
 	}
 	ASSERT_EQ(atomic_load(&w[6].r), -1);
 	test_join_thread(th);
-	expect_goroutines(base + 1);
+	EXPECT_GOROUTINES(base + 1);
 	weft_wg scribbled = WEFT_WG_INIT;
 	weft_wg_add(&scribbled, 32);
 	for (int i = 0; i < 32; i++)
@@ -1410,7 +1390,7 @@ TEST(wg_ctx)
 	weft_ctx_release(k);
 	weft_ctx_release(t);
 	weft_ctx_release(c);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- Cond */
@@ -1523,7 +1503,7 @@ TEST(cond_ctx)
 	weft_ctx_release(t);
 	weft_ctx_release(k);
 	weft_ctx_release(c);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- references */
@@ -1596,7 +1576,7 @@ TEST(refcount)
 	ASSERT_EQ(weft_ctx_err(kid), 0);
 	weft_ctx_cancel(kid);
 	weft_ctx_release(kid);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /*
@@ -1622,7 +1602,7 @@ TEST(release_with_pending_deadline)
 	weft_ctx_cancel(p);
 	weft_ctx_release(p);
 	weft_sleep(10 * TEST_MS);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 enum { CHURN_LIVE = 8 };
@@ -1718,8 +1698,8 @@ TEST(create_cancel_release_stress)
 		ASSERT_EQ(atomic_load(&churn.bad), 0);
 		weft_ctx_release(churn.p);
 	}
-	expect_goroutines(base);
-	expect_all_freed();
+	EXPECT_GOROUTINES(base);
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- errgroup */
@@ -1794,7 +1774,7 @@ TEST(errgroup_first_error_cancels_rest)
 	ASSERT_EQ(weft_ctx_err(gctx), ECANCELED);
 	ASSERT_EQ(weft_ctx_cause(gctx), EIO);
 	weft_ctx_release(gctx);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 static int eg_ok(weft_ctx *ctx, void *arg)
@@ -1860,7 +1840,7 @@ TEST(errgroup_ok_reuse_parent)
 	weft_ctx_cancel(p);
 	ASSERT_EQ(weft_errgroup_wait(&g), ECANCELED);
 	weft_ctx_release(p);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 static int eg_limited(weft_ctx *ctx, void *arg)
@@ -1923,5 +1903,5 @@ TEST(errgroup_limit)
 	ASSERT_EQ(weft_errgroup_wait(&g), 0);
 	ASSERT_EQ(atomic_load(&eg.ran), 4);
 	ASSERT_EQ(atomic_load(&eg.started), 4);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }

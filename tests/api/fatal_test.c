@@ -11,6 +11,8 @@
  */
 #include "test.h"
 
+#define expect_fatal(child, msg) EXPECT_FATAL((child), NULL, CHILD_TIMEOUT_MS, (msg))
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -628,16 +630,6 @@ CHILD(fatalf_unstarted)
 	weft_fatalf("mylib: %s", "no runtime yet");
 	printf("survived\n");
 	return 0;
-}
-
-static void expect_fatal(const char *child, const char *msg)
-{
-	test_child c;
-	test_child_run(child, NULL, CHILD_TIMEOUT_MS, &c);
-	ASSERT_NOT_CONTAINS(c.out, "survived");
-	ASSERT_CHILD_SIGNAL(&c, SIGABRT);
-	ASSERT_CONTAINS(c.err, msg);
-	test_child_free(&c);
 }
 
 /*

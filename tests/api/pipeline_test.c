@@ -49,25 +49,6 @@ static void add(weft_pipeline *p, weft_pipeline_stage st)
 	ASSERT_EQ(weft_pipeline_add(p, &st), 0);
 }
 
-/* Poll until weft_num_goroutines() is back to base (a goroutine that has
- * signalled the pipeline's WaitGroup may still be on its way out). */
-static void expect_goroutines(int64_t base)
-{
-	int64_t deadline = test_now_ns() + 5 * SEC * test_slowdown();
-	while (weft_num_goroutines() != base && test_now_ns() < deadline)
-		weft_sleep(TEST_MS);
-	ASSERT_EQ(weft_num_goroutines(), base);
-}
-
-/* Every channel and context the test made has been freed. */
-static void expect_all_freed(void)
-{
-	weft_stats st;
-	weft_stats_get(&st);
-	ASSERT_EQ(st.channels, 0);
-	ASSERT_EQ(st.contexts, 0);
-}
-
 /* A scrambler: some calls yield, a few spin a little, so that workers finish
  * their items out of order. */
 static void jitter(uint64_t x)
@@ -234,8 +215,8 @@ static size_t run_chain(const struct chain_cfg *cfg, uint64_t n)
 	if (all_ordered && c.misplaced)
 		FAIL("%zu of %zu values out of order, the first at %zu", c.misplaced, nwant,
 		     c.first_bad);
-	expect_goroutines(base);
-	expect_all_freed();
+	EXPECT_GOROUTINES(base);
+	EXPECT_ALL_FREED();
 	return c.misplaced;
 }
 
@@ -382,7 +363,7 @@ TEST(fanout_is_parallel)
 	       o / 1e6);
 	ASSERT_LE(u, bound);
 	ASSERT_LE(o, bound);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- counted objects */
@@ -585,7 +566,7 @@ static void fail_once(enum pos at, bool ordered)
 	ASSERT_EQ(weft_ctx_err(weft_pipeline_ctx(p)), ECANCELED);
 	ASSERT_EQ(weft_ctx_cause(weft_pipeline_ctx(p)), EIO);
 	/* Every goroutine is gone: nothing is called any more. */
-	expect_goroutines(base);
+	EXPECT_GOROUTINES(base);
 	long calls[P_NONE];
 	for (int i = 0; i < P_NONE; i++)
 		calls[i] = atomic_load(&f->calls[i]);
@@ -604,7 +585,7 @@ static void fail_once(enum pos at, bool ordered)
 	       ordered ? "ordered" : "mixed", atomic_load(&f->emitted), atomic_load(&objs_dropped),
 	       took / 1e6);
 	free(f);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /*
@@ -657,8 +638,8 @@ TEST(failure_churn)
 		ASSERT_EQ(atomic_load(&objs_live), 0);
 		free(f);
 	}
-	expect_goroutines(base);
-	expect_all_freed();
+	EXPECT_GOROUTINES(base);
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- batches */
@@ -749,7 +730,7 @@ static void mid_batch_once(bool filter, bool cancel, long at, long want_in, long
 	ASSERT_EQ(weft_pipeline_set_sink(mb.p, sink_mid, &mb), 0);
 	ASSERT_EQ(weft_pipeline_run(mb.p), cancel ? ECANCELED : EIO);
 	weft_pipeline_free(mb.p);
-	expect_goroutines(base);
+	EXPECT_GOROUTINES(base);
 	ASSERT_EQ(atomic_load(&mb.calls), at);
 	ASSERT_EQ(atomic_load(&mb.in_drops), want_in);
 	ASSERT_EQ(atomic_load(&mb.out_drops), want_out);
@@ -760,7 +741,7 @@ static void mid_batch_once(bool filter, bool cancel, long at, long want_in, long
 		obj_free(o);
 	ASSERT_EQ(atomic_load(&objs_live), 0);
 	weft_chan_release(ch);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /*
@@ -860,7 +841,7 @@ static int run_endless(weft_ctx *parent, struct canceller *c, bool ordered, int6
 	} else {
 		*took = t1 - t0;
 	}
-	expect_goroutines(base);
+	EXPECT_GOROUTINES(base);
 	weft_pipeline_free(p);
 	ASSERT_EQ(atomic_load(&objs_live), 0);
 	free(f);
@@ -899,7 +880,7 @@ TEST(external_cancellation)
 		ASSERT_LT(took, 30 * TEST_MS + PROMPT_NS);
 		weft_ctx_release(parent);
 	}
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 static atomic_int cancelled_calls;
@@ -946,8 +927,8 @@ TEST(cancel_before_start)
 	}
 	ASSERT_EQ(atomic_load(&cancelled_calls), 0);
 	ASSERT_EQ(c.got, 0);
-	expect_goroutines(base);
-	expect_all_freed();
+	EXPECT_GOROUTINES(base);
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- bounds */
@@ -1031,7 +1012,7 @@ static long max_ahead(size_t src_buffer, size_t batch)
 	ASSERT_EQ(weft_pipeline_run(p), 0);
 	weft_pipeline_free(p);
 	ASSERT_EQ(atomic_load(&fl.consumed), (long)fl.n);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 	long ahead = atomic_load(&fl.max_ahead);
 	printf("    batch %zu: at most %ld items between source and sink\n", batch, ahead);
 	return ahead;
@@ -1105,7 +1086,7 @@ TEST(ordered_window_bounds_run_ahead)
 		ASSERT_EQ(o.bad, 0);
 		ASSERT_EQ(fl.ahead_of_head, want[i]);
 	}
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 struct slow_map {
@@ -1156,7 +1137,7 @@ TEST(auto_batch_lets_slow_items_fan_out)
 	int64_t took = TEST_BEST_OF(3, bound, slow_auto_once());
 	printf("    16 x 2 ms on 2 workers, automatic batch: %.1f ms\n", took / 1e6);
 	ASSERT_LE(took, bound);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* A one-worker map stage fed by a channel the test fills: each call notes
@@ -1277,8 +1258,8 @@ TEST(batch_sizes_follow_setting_and_cost)
 	ASSERT_GT(probe_batched(&pr, cheap, 40), 0);
 	ASSERT_EQ(probe_batched(&pr, again, 16), 0);
 	probe_end(&pr);
-	expect_goroutines(base);
-	expect_all_freed();
+	EXPECT_GOROUTINES(base);
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- output and source channels */
@@ -1346,8 +1327,8 @@ TEST(output_channel)
 	ASSERT_EQ(weft_pipeline_set_sink(p, sink_in_order, &(struct order_check){0}), 0);
 	ASSERT_EQ(weft_pipeline_start(p, &out), EINVAL);
 	weft_pipeline_free(p);
-	expect_goroutines(base);
-	expect_all_freed();
+	EXPECT_GOROUTINES(base);
+	EXPECT_ALL_FREED();
 }
 
 struct feeder {
@@ -1411,8 +1392,8 @@ TEST(channel_source)
 		ASSERT_EQ(weft_chan_elem_size(fd.ch), sizeof(uint64_t));
 		weft_chan_release(fd.ch);
 	}
-	expect_goroutines(base);
-	expect_all_freed();
+	EXPECT_GOROUTINES(base);
+	EXPECT_ALL_FREED();
 }
 
 /* Two new objects per value. */
@@ -1463,8 +1444,8 @@ TEST(cancel_with_idle_channel_source)
 		weft_chan_release(ch);
 		weft_ctx_release(parent);
 	}
-	expect_goroutines(base);
-	expect_all_freed();
+	EXPECT_GOROUTINES(base);
+	EXPECT_ALL_FREED();
 }
 
 /*
@@ -1489,7 +1470,7 @@ TEST(no_sink_drops_outputs)
 	weft_pipeline_free(p);
 	ASSERT_EQ(atomic_load(&objs_live), 0);
 	ASSERT_EQ(atomic_load(&objs_dropped), 2 * (long)n);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /*
@@ -1517,8 +1498,8 @@ TEST_THREAD(run_from_foreign_thread)
 	weft_pipeline_free(p);
 	ASSERT_EQ(o.next, n);
 	ASSERT_EQ(o.bad, 0);
-	expect_goroutines(base);
-	expect_all_freed();
+	EXPECT_GOROUTINES(base);
+	EXPECT_ALL_FREED();
 }
 
 /*
@@ -1541,7 +1522,7 @@ TEST(empty_source)
 		weft_pipeline_free(p);
 		ASSERT_EQ(c.got, 0);
 	}
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- errors and misuse */
@@ -1601,8 +1582,8 @@ TEST(bad_configuration)
 	ASSERT_EQ(weft_pipeline_start(p, NULL), ENOMEM);
 	weft_pipeline_free(p);
 	ASSERT_EQ(atomic_load(&cancelled_calls), 0);
-	expect_goroutines(base);
-	expect_all_freed();
+	EXPECT_GOROUTINES(base);
+	EXPECT_ALL_FREED();
 }
 
 enum misuse {

@@ -26,6 +26,8 @@
  */
 #include "test.h"
 
+#define expect_fatal(child, msg) EXPECT_FATAL((child), NULL, 5000, (msg))
+
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -48,25 +50,6 @@ static weft_ctx *new_cancel(void)
 	weft_ctx *c = NULL;
 	ASSERT_EQ(weft_ctx_with_cancel(weft_ctx_background(), &c), 0);
 	return c;
-}
-
-/* Every channel and context the test made has been freed. */
-static void expect_all_freed(void)
-{
-	weft_stats st;
-	weft_stats_get(&st);
-	ASSERT_EQ(st.channels, 0);
-	ASSERT_EQ(st.contexts, 0);
-}
-
-/* Poll until the goroutine count is back to base (a goroutine that has
- * signalled its end may still be on its way out). */
-static void expect_goroutines(int64_t base)
-{
-	int64_t deadline = test_now_ns() + 5 * SEC * test_slowdown();
-	while (weft_num_goroutines() != base && test_now_ns() < deadline)
-		weft_sleep(TEST_MS);
-	ASSERT_EQ(weft_num_goroutines(), base);
 }
 
 static void wg_wait_bounded(weft_wg *wg, const char *what)
@@ -169,7 +152,7 @@ static void merge_many(uint32_t nin, uint32_t per)
 TEST(merge_every_value_once)
 {
 	merge_many(TEST_SIZE(64, 16), TEST_SIZE(2000, 300));
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* The same with the consumer, the merge's creator and its joiner on a thread
@@ -177,7 +160,7 @@ TEST(merge_every_value_once)
 TEST_THREAD(merge_from_foreign_thread)
 {
 	merge_many(8, TEST_SIZE(2000, 300));
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* No inputs: out is closed at once (Go's merge of nothing). */
@@ -191,7 +174,7 @@ TEST(merge_of_nothing)
 	ASSERT_EQ(weft_merge_wait(m), 0);
 	weft_merge_free(m);
 	weft_chan_release(out);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* Bad arguments start nothing, move nothing, close nothing. */
@@ -234,7 +217,7 @@ TEST(merge_and_tee_einval)
 	weft_chan_release(b);
 	weft_chan_release(wide);
 	weft_chan_release(out);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* How a merge is stopped in merge_cancel(). */
@@ -293,7 +276,7 @@ static void merge_cancel(enum stop_how how)
 	weft_merge_stop(m); /* idempotent, after the end too */
 	ASSERT_EQ(weft_merge_wait(m), want);
 	/* Only the producers remain. */
-	expect_goroutines(base + NIN / 2);
+	EXPECT_GOROUTINES(base + NIN / 2);
 	for (int i = 0; i < NIN; i += 2)
 		ASSERT_EQ(weft_chan_len(ins[i]), 4); /* full again: nobody forwards */
 	for (int i = 0; i < NIN; i++)
@@ -304,8 +287,8 @@ static void merge_cancel(enum stop_how how)
 		weft_chan_release(ins[i]);
 	weft_chan_release(out);
 	weft_ctx_release(ctx);
-	expect_goroutines(base);
-	expect_all_freed();
+	EXPECT_GOROUTINES(base);
+	EXPECT_ALL_FREED();
 }
 
 TEST(merge_cancel_by_context)
@@ -369,7 +352,7 @@ TEST(merge_cancel_while_always_ready)
 	weft_merge_free(m);
 	weft_chan_release(in);
 	weft_chan_release(out);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* A merge (and a tee) whose context is done before it starts moves nothing,
@@ -402,7 +385,7 @@ TEST(merge_and_tee_with_done_context_move_nothing)
 	weft_chan_release(in);
 	weft_chan_release(out);
 	weft_chan_release(out2);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* out closed by someone else while the forwarders wait to send: the merge
@@ -427,7 +410,7 @@ TEST(merge_output_closed_by_other)
 	for (int i = 0; i < NIN; i++)
 		weft_chan_release(ins[i]);
 	weft_chan_release(out);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ================================================================ tee */
@@ -487,7 +470,7 @@ TEST(tee_every_value_to_both_in_order)
 	weft_chan_release(in);
 	weft_chan_release(o1);
 	weft_chan_release(o2);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* A tee whose second reader never reads is stuck with value 0 given to the
@@ -514,12 +497,12 @@ TEST_THREAD(tee_cancel)
 	ASSERT_EQ(recv_bounded(o2, &v), EPIPE);
 	ASSERT_EQ(weft_chan_len(in), 2); /* values 1 and 2 stay in in */
 	weft_tee_free(t);
-	expect_goroutines(base);
+	EXPECT_GOROUTINES(base);
 	weft_ctx_release(ctx);
 	weft_chan_release(in);
 	weft_chan_release(o1);
 	weft_chan_release(o2);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* weft_tee_stop while the tee waits on an empty input; and an output closed
@@ -550,7 +533,7 @@ TEST(tee_stop_and_output_closed_by_other)
 	weft_chan_release(in);
 	weft_chan_release(o1);
 	weft_chan_release(o2);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ================================================================ pub-sub */
@@ -686,7 +669,7 @@ static void policy_slow_and_fast(int policy)
 	weft_sub_free(fast);
 	weft_sub_free(slow);
 	weft_pubsub_free(ps);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 TEST(pubsub_block_slow_and_fast)
@@ -748,7 +731,7 @@ static void policy_concurrent(int policy)
 	free(ss.got);
 	weft_sub_free(slow);
 	weft_pubsub_free(ps);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 TEST(pubsub_drop_newest_concurrent)
@@ -814,7 +797,7 @@ TEST(pubsub_no_subscribers_and_topics)
 	ASSERT_EQ(st.topics, 0);
 	ASSERT_EQ(st.subscriptions, 0);
 	weft_pubsub_free(ps);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 struct canceller {
@@ -887,7 +870,7 @@ TEST(pubsub_publish_gives_up_having_given_nothing)
 	weft_sub_free(full);
 	weft_sub_free(roomy);
 	weft_pubsub_free(ps);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 struct publisher {
@@ -952,7 +935,7 @@ TEST(pubsub_unsubscribe_wakes_blocked_publisher)
 	weft_sub_free(stuck);
 	weft_sub_free(other);
 	weft_pubsub_free(ps);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* A receiver parked on a subscription that is then freed by another
@@ -1024,7 +1007,7 @@ TEST(pubsub_close_delivers_accepted_then_epipe)
 	weft_sub_free(full);
 	weft_sub_free(lossy);
 	weft_sub_free(empty);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* Freeing a subscription under a parked receiver wakes it with EPIPE. */
@@ -1044,7 +1027,7 @@ TEST(pubsub_free_wakes_receiver)
 	ASSERT_EQ(pr.result, EPIPE);
 	ASSERT_EQ(weft_pubsub_publish(ps, "t", NULL), 0);
 	weft_pubsub_free(ps);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* Receivers sharing one subscription: each message goes to exactly one. */
@@ -1149,7 +1132,7 @@ TEST(pubsub_shared_subscription)
 	expect_sub_stats(sub, n + R, n + R, 0, 0);
 	weft_sub_free(sub);
 	weft_pubsub_free(ps);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* A subscriber in a select loop over the ready channel and a quit channel,
@@ -1211,7 +1194,7 @@ TEST(pubsub_ready_channel_in_select)
 	weft_chan_release(quit);
 	weft_sub_free(sub);
 	weft_pubsub_free(ps);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- stress */
@@ -1410,7 +1393,7 @@ TEST(pubsub_stress)
 		free(subs[i].log);
 	}
 	weft_pubsub_free(ps);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- arguments and misuse */
@@ -1440,7 +1423,7 @@ TEST(pubsub_einval)
 	weft_sub_free(NULL);
 	weft_pubsub_free(NULL);
 	weft_pubsub_free(ps);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 CHILD(publish_nil_broker)
@@ -1463,16 +1446,6 @@ CHILD(wait_nil_merge)
 	weft_merge_wait(NULL);
 	printf("survived\n");
 	return 0;
-}
-
-static void expect_fatal(const char *child, const char *msg)
-{
-	test_child c;
-	test_child_run(child, NULL, 5000, &c);
-	ASSERT_NOT_CONTAINS(c.out, "survived");
-	ASSERT_CHILD_SIGNAL(&c, SIGABRT);
-	ASSERT_CONTAINS(c.err, msg);
-	test_child_free(&c);
 }
 
 /* A NULL handle is a bug, named, not a crash somewhere inside. */

@@ -101,19 +101,6 @@ static void set_default(int sig)
 	ASSERT(is_default(sig));
 }
 
-/* Poll until weft_num_goroutines() is back to base (goroutines that have
- * called weft_wg_done may still be on their way out). */
-static void expect_goroutines(int64_t base)
-{
-	int64_t deadline = test_now_ns() + 5 * SEC * test_slowdown();
-	while (weft_num_goroutines() != base && test_now_ns() < deadline)
-		weft_sleep(TEST_MS);
-	if (weft_num_goroutines() != base) {
-		weft_dump(stderr);
-		ASSERT_EQ(weft_num_goroutines(), base);
-	}
-}
-
 /* Every channel the child made has been freed, the ones registered for
  * signals included (weft_signal_stop drops the registry's reference). */
 static void expect_channels_freed(void)
@@ -519,7 +506,7 @@ static int graceful_main(void *arg)
 	 * every goroutine but the dispatcher is gone. */
 	ASSERT(is_default(SIGTERM));
 	ASSERT(is_default(SIGINT));
-	expect_goroutines(base);
+	EXPECT_GOROUTINES(base);
 	weft_ctx_release(srv.stop);
 	weft_chan_release(srv.conns);
 	weft_chan_release(srv.sigc);
@@ -641,7 +628,7 @@ static int restore_main(void *arg)
 	weft_signal_stop(c);
 	ASSERT(is_ignored(SIGUSR1));
 
-	expect_goroutines(base);
+	EXPECT_GOROUTINES(base);
 	weft_chan_release(other);
 	weft_chan_release(c);
 	expect_channels_freed();
@@ -780,7 +767,7 @@ static int full_main(void *arg)
 	weft_signal_stop(small);
 	weft_signal_stop(big);
 	ASSERT(is_default(SIGUSR1));
-	expect_goroutines(base);
+	EXPECT_GOROUTINES(base);
 	weft_chan_release(small);
 	weft_chan_release(big);
 	expect_channels_freed();
@@ -847,7 +834,7 @@ static int two_main(void *arg)
 	/* The last one stopped: the default is back. */
 	weft_signal_stop(a);
 	ASSERT(is_default(SIGUSR1));
-	expect_goroutines(base);
+	EXPECT_GOROUTINES(base);
 	weft_chan_release(a);
 	weft_chan_release(b);
 	expect_channels_freed();

@@ -23,6 +23,8 @@
  */
 #include "test.h"
 
+#define expect_fatal(child, msg) EXPECT_FATAL((child), NULL, 10000, (msg))
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -57,22 +59,6 @@ static weft_workpool_metrics metrics(weft_workpool *p)
 	weft_workpool_metrics m;
 	weft_workpool_metrics_get(p, &m);
 	return m;
-}
-
-/* Every context and channel made has been freed; the pool's go with its
- * last worker, just after shutdown returns, hence the bounded wait. */
-static void expect_all_freed(void)
-{
-	int64_t deadline = test_now_ns() + 5 * SEC * test_slowdown();
-	weft_stats st;
-	for (;;) {
-		weft_stats_get(&st);
-		if ((st.contexts == 0 && st.channels == 0) || test_now_ns() > deadline)
-			break;
-		weft_sleep(MS);
-	}
-	ASSERT_EQ(st.contexts, 0);
-	ASSERT_EQ(st.channels, 0);
 }
 
 static weft_ctx *new_cancel(void)
@@ -305,7 +291,7 @@ TEST(hundred_thousand_jobs_accounted_once)
 	ASSERT_EQ(atomic_load(&stress.got[WEFT_WORKPOOL_COMPLETED]), expect[K_OK]);
 	ASSERT_EQ(m.workers, 8);
 	free(stress.jobs);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- in order */
@@ -388,7 +374,7 @@ TEST(results_in_submission_order)
 	for (int i = 0; i < n; i++)
 		ASSERT_EQ(atomic_load(&jobs[i].delivered), 1);
 	free(jobs);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* In order, to a callback: one at a time, in id order. */
@@ -427,7 +413,7 @@ TEST(in_order_callback)
 	end_pool(p);
 	ASSERT_EQ(cb.bad, 0);
 	ASSERT_EQ(cb.next, (uint64_t)n);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* When wait returns, every result has been delivered: a slow callback has
@@ -459,7 +445,7 @@ TEST(wait_covers_result_delivery)
 		ASSERT_EQ(metrics(p).completed, 20);
 		end_pool(p);
 	}
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- backpressure */
@@ -524,7 +510,7 @@ TEST(try_submit_fails_exactly_when_full)
 	end_pool(p);
 	gate_destroy(&g);
 	gate_destroy(&g2);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* A blocked submit is woken when a worker frees a slot, not by polling. */
@@ -568,7 +554,7 @@ TEST(blocked_submit_woken_by_room)
 	ASSERT_EQ(metrics(p).completed, 3);
 	end_pool(p);
 	gate_destroy(&g);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* Under load, with a slow-ish pool: the queue never holds more than its
@@ -626,7 +612,7 @@ TEST(queue_never_exceeds_bound)
 	check_bound(64);
 	check_bound(100);
 	check_bound(1);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- deadlines */
@@ -747,7 +733,7 @@ TEST(per_job_deadlines)
 	end_pool(p);
 	ASSERT_EQ(honour.got + stubborn.got + expired.got + late_ok.got, 4);
 	gate_destroy(&g);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 TEST(pool_default_job_timeout)
@@ -766,7 +752,7 @@ TEST(pool_default_job_timeout)
 	ASSERT_EQ(a.r.status, WEFT_WORKPOOL_TIMED_OUT);
 	ASSERT_EQ(b.r.status, WEFT_WORKPOOL_COMPLETED);
 	end_pool(p);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- cancellation */
@@ -822,7 +808,7 @@ TEST(cancel_through_submit_context)
 	ASSERT_EQ(m.completed, 1);
 	end_pool(p);
 	gate_destroy(&g);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- failures */
@@ -880,7 +866,7 @@ TEST(failures_are_contained)
 	ASSERT_EQ(m.completed, 10000);
 	ASSERT_LE(m.run.count, 20000 / 1024 + 1); /* untimed but one in 1024 */
 	end_pool(p);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- shutdown */
@@ -922,7 +908,7 @@ TEST(shutdown_drain_runs_queued_jobs)
 		n++;
 	ASSERT_EQ(n, 40);
 	weft_chan_release(ch);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* Shut a pool down (discarding) from another goroutine. */
@@ -977,7 +963,7 @@ TEST(shutdown_discard_cancels_queued_jobs)
 	ASSERT_EQ(m.completed, 1);
 	weft_workpool_free(p);
 	gate_destroy(&g);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* Long jobs that honour their contexts: a shutdown with a deadline returns at
@@ -1003,7 +989,7 @@ TEST(shutdown_deadline_cancels_long_jobs)
 	ASSERT_EQ(m.submitted, 12);
 	ASSERT_EQ(m.workers, 0);
 	weft_workpool_free(p);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* A job that ignores its context: shutdown still returns at its deadline;
@@ -1059,7 +1045,7 @@ TEST(shutdown_now_cancels_everything)
 	weft_ctx_release(c);
 	weft_workpool_free(p);
 	gate_destroy(&g);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* The parent context: cancelling it is an immediate shutdown. */
@@ -1087,7 +1073,7 @@ TEST(parent_context_cancels_the_pool)
 	weft_ctx_release(c);
 	weft_ctx_release(parent);
 	gate_destroy(&g);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* Nobody reads the results: the workers wait on the full channel
@@ -1121,7 +1107,7 @@ TEST(unread_results_at_shutdown)
 	ASSERT_EQ(weft_chan_len(ch), 4);
 	ASSERT(weft_chan_closed(ch));
 	weft_workpool_free(p);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- resize */
@@ -1224,7 +1210,7 @@ TEST(resize_under_load)
 	end_pool(p);
 	gate_destroy(&g1);
 	gate_destroy(&g2);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- metrics */
@@ -1284,7 +1270,7 @@ TEST(metrics_and_latency_percentiles)
 	ASSERT_GT(m.wait.max, 0);
 	end_pool(p);
 	gate_destroy(&g);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* Adaptive sampling: short jobs are timed one in 256 once the pool has seen
@@ -1311,7 +1297,7 @@ TEST(adaptive_latency_sampling)
 	}
 	ASSERT_GE(metrics(p).run.count - before, 400 - 256);
 	end_pool(p);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- logs */
@@ -1367,7 +1353,7 @@ TEST(structured_logs)
 	ASSERT_EQ(memlen, logbuf.len);
 	ASSERT_EQ(strcmp(mem, logbuf.buf), 0);
 	free(mem);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- wait */
@@ -1392,7 +1378,7 @@ TEST(wait_for_idle)
 	ASSERT_EQ(weft_workpool_wait_ctx(NULL, p), 0);
 	end_pool(p);
 	gate_destroy(&g);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* Workers that have parked (idle for a while) are woken by a submit, and
@@ -1417,7 +1403,7 @@ TEST(parked_workers_are_woken)
 	ASSERT_EQ(metrics(p).completed, 16);
 	end_pool(p);
 	gate_destroy(&g);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* Jobs that submit jobs: a tree of 1 + 4 + 16 + 64 + 256 jobs. */
@@ -1452,7 +1438,7 @@ TEST(jobs_submit_jobs)
 	ASSERT_EQ(atomic_load(&tree_nodes), 341);
 	ASSERT_EQ(metrics(tree_pool).completed, 341);
 	end_pool(tree_pool);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- many submitters */
@@ -1524,7 +1510,7 @@ TEST(many_submitters_flood)
 	for (int i = 0; i < 5000; i++)
 		ASSERT_EQ(weft_workpool_submit(p, ok_job, NULL, NULL), 0);
 	end_pool(p);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- foreign threads */
@@ -1571,7 +1557,7 @@ TEST_THREAD(foreign_thread_pool)
 	ASSERT_EQ(weft_workpool_shutdown(p, WEFT_WORKPOOL_DRAIN, weft_now() + PROMPT_NS), 0);
 	ASSERT_EQ(weft_chan_recv(ch, &r), EPIPE);
 	weft_workpool_free(p);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- configuration */
@@ -1604,7 +1590,7 @@ TEST(configuration)
 	ASSERT_EQ(strcmp(weft_workpool_status_name(WEFT_WORKPOOL_TIMED_OUT), "timed_out"), 0);
 	ASSERT_EQ(strcmp(weft_workpool_status_name(99), "unknown"), 0);
 	weft_workpool_free(NULL);
-	expect_all_freed();
+	EXPECT_ALL_FREED();
 }
 
 /* ---------------------------------------------------------------- misuse */
@@ -1660,15 +1646,6 @@ CHILD(free_twice)
 CHILD(submit_to_nil)
 {
 	return weft_workpool_submit(NULL, ok_job, NULL, NULL) == 0 ? 5 : 4;
-}
-
-static void expect_fatal(const char *child, const char *msg)
-{
-	test_child c;
-	test_child_run(child, NULL, 10000, &c);
-	ASSERT_CHILD_SIGNAL(&c, SIGABRT);
-	ASSERT_CONTAINS(c.err, msg);
-	test_child_free(&c);
 }
 
 TEST(misuse_is_fatal)

@@ -607,3 +607,56 @@ void test_join_thread(pthread_t th)
 	pthread_join(th, NULL);
 	weft_blocking_end();
 }
+
+/* ---------------------------------------------------------------- weft checks */
+
+#define CHECK_POLL_NS ((int64_t)5000 * TEST_MS)
+
+void test__expect_goroutines(const char *file, int line, int64_t base)
+{
+	int64_t deadline = test_now_ns() + CHECK_POLL_NS * test_slowdown();
+	while (weft_num_goroutines() != base && test_now_ns() < deadline)
+		weft_sleep(TEST_MS);
+	int64_t n = weft_num_goroutines();
+	if (n != base) {
+		weft_dump(stderr);
+		test__fail(file, line, "%lld goroutines, expected %lld (dump above)", (long long)n,
+			   (long long)base);
+	}
+}
+
+void test__expect_all_freed(const char *file, int line)
+{
+	int64_t deadline = test_now_ns() + CHECK_POLL_NS * test_slowdown();
+	weft_stats st;
+	for (;;) {
+		weft_stats_get(&st);
+		if ((st.contexts == 0 && st.channels == 0) || test_now_ns() > deadline)
+			break;
+		weft_sleep(TEST_MS);
+	}
+	if (st.contexts != 0 || st.channels != 0)
+		test__fail(file, line, "not freed: %lld contexts, %lld channels",
+			   (long long)st.contexts, (long long)st.channels);
+}
+
+void test__expect_fatal(const char *file, int line, const char *child, const char *const *env,
+			int timeout_ms, const char *msg)
+{
+	test_child c;
+	test_child_run(child, env, timeout_ms, &c);
+	if (c.out && strstr(c.out, "survived"))
+		test__fail(file, line, "child %s survived its misuse\n--- child stdout ---\n%s",
+			   child, c.out);
+	if (c.timed_out || !c.signaled || c.signo != SIGABRT)
+		test__fail(file, line,
+			   "child %s %s, expected death by SIGABRT\n"
+			   "--- child stderr ---\n%s--- end ---",
+			   child, c.desc, c.err ? c.err : "");
+	if (!c.err || !strstr(c.err, "fatal error") || !strstr(c.err, msg))
+		test__fail(file, line,
+			   "child %s: stderr lacks \"fatal error\" or \"%s\"\n"
+			   "--- child stderr ---\n%s--- end ---",
+			   child, msg, c.err ? c.err : "");
+	test_child_free(&c);
+}

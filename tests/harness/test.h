@@ -245,6 +245,28 @@ bool test_chaos(void);
 /* The number of CPUs this process may run on (sched_getaffinity). */
 int test_cpus(void);
 
+/* ---------------------------------------------------------------- weft checks */
+
+/* Poll (for up to 5 s x test_slowdown()) until weft_num_goroutines() is back
+ * to base: goroutines that have signalled their end (weft_wg_done) may still
+ * be on their way out. On failure the goroutines are dumped to stderr. */
+void test__expect_goroutines(const char *file, int line, int64_t base);
+#define EXPECT_GOROUTINES(base) test__expect_goroutines(__FILE__, __LINE__, (base))
+
+/* Every channel and context the test made has been freed (weft_stats counts
+ * those alive; the background context is not one), polling as above for the
+ * ones a goroutine on its way out still holds. */
+void test__expect_all_freed(const char *file, int line);
+#define EXPECT_ALL_FREED() test__expect_all_freed(__FILE__, __LINE__)
+
+/* Run CHILD(child) as test_child_run() does; it must die of SIGABRT with
+ * "fatal error" and msg on its stderr, and never print "survived" (what a
+ * misuse child prints when the misuse returned). */
+void test__expect_fatal(const char *file, int line, const char *child, const char *const *env,
+			int timeout_ms, const char *msg);
+#define EXPECT_FATAL(child, env, timeout_ms, msg)                               \
+	test__expect_fatal(__FILE__, __LINE__, (child), (env), (timeout_ms), (msg))
+
 /* ---------------------------------------------------------------- helpers */
 
 /* CLOCK_MONOTONIC in ns, read directly (independent of weft_now()). */
