@@ -76,7 +76,7 @@ void weft__switch(void **save_sp, void *new_sp);
 void weft__gostart(void);
 void weft__goentry(void);
 
-static __thread struct weft__m *tls_m;
+__thread struct weft__m *weft__tls_m;
 
 #ifdef WEFT_TSAN
 void AnnotateBenignRaceSized(const char *file, int line, const volatile void *mem,
@@ -85,9 +85,9 @@ void AnnotateBenignRaceSized(const char *file, int line, const volatile void *me
 
 /* ---------------------------------------------------------------- thread state */
 
-__attribute__((noinline)) struct weft__m *weft__m_get(void)
+__attribute__((noinline)) struct weft__m *weft__m_get_slow(void)
 {
-	struct weft__m *m = tls_m;
+	struct weft__m *m = weft__tls_m;
 	/* An opaque barrier: the compiler may not treat this function as pure
 	 * and reuse one thread's answer after a switch to another thread. */
 	__asm__ __volatile__("" : "+r"(m));
@@ -96,7 +96,7 @@ __attribute__((noinline)) struct weft__m *weft__m_get(void)
 
 __attribute__((noinline)) static void m_set(struct weft__m *m)
 {
-	tls_m = m;
+	weft__tls_m = m;
 	__asm__ __volatile__("" ::: "memory");
 }
 
@@ -595,7 +595,11 @@ static void stopm(struct weft__m *m)
 		s->midle = m;
 		s->nmidle++;
 	}
+	/* More Ps were left than Ms were on their way: the rest get idle or
+	 * new Ms (we may have just become the idle one). */
+	struct weft__p *orphans = wanted_orphans_locked();
 	weft__unlock(&s->lock);
+	start_wanted(orphans);
 
 	for (;;) {
 		if (__atomic_load_n(&m->park, __ATOMIC_ACQUIRE))
