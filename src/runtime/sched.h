@@ -230,9 +230,31 @@ extern struct weft__sched weft__sched;
 
 /* ---------------------------------------------------------------- thread state */
 
-/* The current M, or NULL on a foreign thread. Never inlined and never
- * cached by the compiler across a call that can park (DESIGN, TLS). */
-struct weft__m *weft__m_get(void);
+/*
+ * The current M, or NULL on a foreign thread. Never cached by the compiler
+ * across a call that can park (DESIGN, TLS): on x86-64 it is one volatile
+ * asm that reads %fs afresh each time it runs (a "memory" clobber keeps it
+ * in place among the calls around it), elsewhere an opaque out-of-line call.
+ * The variable is initial-exec TLS: one load through the GOT, never
+ * __tls_get_addr, in the shared library too.
+ */
+extern __thread struct weft__m *weft__tls_m
+	__attribute__((visibility("hidden"), tls_model("initial-exec")));
+struct weft__m *weft__m_get_slow(void);
+static inline __attribute__((always_inline)) struct weft__m *weft__m_get(void)
+{
+#if defined(__x86_64__)
+	struct weft__m *m;
+	__asm__ __volatile__("movq weft__tls_m@gottpoff(%%rip), %0\n\t"
+			     "movq %%fs:(%0), %0"
+			     : "=r"(m)
+			     :
+			     : "memory");
+	return m;
+#else
+	return weft__m_get_slow();
+#endif
+}
 /* The current G or NULL on a foreign thread / the scheduler context. */
 struct weft__g *weft__g_get(void);
 
