@@ -322,6 +322,10 @@ WEFT_API void weft_ticker_free(weft_ticker *t);
  *   int  name_tryrecv(name c, T *out)       weft_chan_tryrecv
  *   int  name_recv_until(name c, T *out, int64_t deadline)
  *   int  name_send_until(name c, T v, int64_t deadline)
+ *   int  name_trysend_n(name c, const T *v, size_t n, size_t *sent)
+ *                                           weft_chan_trysend_n
+ *   int  name_tryrecv_n(name c, T *out, size_t max, size_t *n)
+ *                                           weft_chan_tryrecv_n
  *   weft_case name_recv_case(name c, T *out)   a select case receiving into *out
  *   weft_case name_send_case(name c, const T *v) a select case sending *v (which
  *                                              must live until the select returns)
@@ -363,6 +367,14 @@ WEFT_API void weft_ticker_free(weft_ticker *t);
 	static inline int name##_send_until(name c, T v, int64_t deadline)                 \
 	{                                                                                  \
 		return weft_chan_send_until(c.raw, &v, deadline);                          \
+	}                                                                                  \
+	static inline int name##_trysend_n(name c, const T *v, size_t n, size_t *sent)    \
+	{                                                                                  \
+		return weft_chan_trysend_n(c.raw, v, n, sent);                             \
+	}                                                                                  \
+	static inline int name##_tryrecv_n(name c, T *out, size_t max, size_t *n)         \
+	{                                                                                  \
+		return weft_chan_tryrecv_n(c.raw, out, max, n);                            \
 	}                                                                                  \
 	static inline weft_case name##_recv_case(name c, T *out)                           \
 	{                                                                                  \

@@ -1847,6 +1847,27 @@ TEST(typed_wrapper)
 	point_chan_close(c);
 	point_chan_release(c);
 
+	/* Batches of T, on a ring of 2: of three, two go; they come back in
+	 * order, with the third once there is room. */
+	point_chan b;
+	ASSERT_EQ(point_chan_make(&b, 2), 0);
+	struct point three[3] = { { 30, 31, 32.5 }, { 33, 34, 35.25 }, { 36, 37, 38 } };
+	struct point back[3] = { { 0 } };
+	size_t k = 0;
+	ASSERT_EQ(point_chan_trysend_n(b, three, 3, &k), 0);
+	ASSERT_EQ(k, 2);
+	ASSERT_EQ(point_chan_trysend_n(b, three + 2, 1, &k), EAGAIN);
+	ASSERT_EQ(point_chan_tryrecv_n(b, back, 3, &k), 0);
+	ASSERT_EQ(k, 2);
+	ASSERT(back[0].x == 30 && back[0].y == 31 && back[0].z == 32.5);
+	ASSERT(back[1].x == 33 && back[1].y == 34 && back[1].z == 35.25);
+	ASSERT_EQ(point_chan_trysend_n(b, three + 2, 1, &k), 0);
+	ASSERT_EQ(point_chan_tryrecv_n(b, back, 3, &k), 0);
+	ASSERT_EQ(k, 1);
+	ASSERT(back[0].x == 36 && back[0].y == 37 && back[0].z == 38);
+	ASSERT_EQ(point_chan_tryrecv_n(b, back, 3, &k), EAGAIN);
+	point_chan_release(b);
+
 	/* The closer borrows our reference: keep it until close returns. */
 	struct typed t = { .wg = WEFT_WG_INIT };
 	ASSERT_EQ(point_chan_make(&t.c, 0), 0);
