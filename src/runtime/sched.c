@@ -394,6 +394,26 @@ static void m_wake(struct weft__m *m, struct weft__p *p, int spinning)
 		weft__netpoll_break();
 }
 
+/* Take an idle M off the list, or NULL. sched.lock held. */
+static struct weft__m *midle_pop_locked(void)
+{
+	struct weft__sched *s = &weft__sched;
+	struct weft__m *m = s->midle;
+	if (m) {
+		s->midle = m->link;
+		s->nmidle--;
+	}
+	return m;
+}
+
+/* m, without a P and not idle, is on its way to stopm: count it, so that
+ * startm leaves it a P rather than start another M. sched.lock held. */
+static void transit_begin_locked(struct weft__m *m)
+{
+	m->transit = 1;
+	weft__sched.nmtransit++;
+}
+
 /* Give P p to an idle M; else leave it for an M on its way to the idle list
  * (it takes p in stopm, moments away), so threads do not outgrow procs +
  * max_blocking; else start a new M. Spinning when it is to look for work.
@@ -402,11 +422,8 @@ static void startm(struct weft__p *p, int spinning)
 {
 	struct weft__sched *s = &weft__sched;
 	weft__lock(&s->lock);
-	struct weft__m *m = s->midle;
-	if (m) {
-		s->midle = m->link;
-		s->nmidle--;
-	} else if (s->nmtransit > 0) {
+	struct weft__m *m = midle_pop_locked();
+	if (!m && s->nmtransit > 0) {
 		p->wanted_spinning = spinning;
 		p->link = s->pwanted;
 		s->pwanted = p;
@@ -486,13 +503,9 @@ static void wake_timer_m(void)
 {
 	struct weft__sched *s = &weft__sched;
 	weft__lock(&s->lock);
-	struct weft__m *m = s->midle;
-	if (m) {
-		s->midle = m->link;
-		s->nmidle--;
-		m->transit = 1; /* off the idle list without a P */
-		s->nmtransit++;
-	}
+	struct weft__m *m = midle_pop_locked();
+	if (m)
+		transit_begin_locked(m); /* off the idle list without a P */
 	weft__unlock(&s->lock);
 	if (m)
 		m_wake(m, NULL, 0);
@@ -560,8 +573,7 @@ static struct weft__p *transit_take_p(struct weft__m *m)
 		m->spinning = 1;
 		__atomic_add_fetch(&s->nmspinning, 1, __ATOMIC_SEQ_CST);
 	} else {
-		m->transit = 1;
-		s->nmtransit++;
+		transit_begin_locked(m);
 	}
 	struct weft__p *orphans = wanted_orphans_locked();
 	weft__unlock(&s->lock);
@@ -636,8 +648,7 @@ static void stopm(struct weft__m *m)
 			s->nmidle--;
 			m->nextp = NULL;
 			m->spinning = 0;
-			m->transit = 1; /* without a P, off the idle list */
-			s->nmtransit++;
+			transit_begin_locked(m); /* without a P, off the idle list */
 			__atomic_store_n(&m->park, 1, __ATOMIC_RELAXED);
 		}
 		weft__unlock(&s->lock);
@@ -991,8 +1002,7 @@ top:
 	}
 	releasep(m);
 	pidleput(p);
-	m->transit = 1; /* until stopm, or the P below */
-	s->nmtransit++;
+	transit_begin_locked(m); /* until stopm, or the P below */
 	weft__unlock(&s->lock);
 
 	if (m->spinning) {
@@ -1535,8 +1545,7 @@ void weft_blocking_end(void)
 	if (!q && !m->lockedg && !m->exiting) {
 		/* On the way to stopm (through g0 and findrunnable): a P that
 		 * startm would start a new M for can wait for this one. */
-		m->transit = 1;
-		s->nmtransit++;
+		transit_begin_locked(m);
 	}
 	weft__unlock(&s->lock);
 	if (q) {
