@@ -23,6 +23,7 @@
 #include "netpoll.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,7 +180,7 @@ static void retake(int64_t now, int *retaken)
 		if (weft__runq_drain(p) > 0)
 			weft__wakep();
 		if (weft__timers_peek(&p->timers) <= now)
-			weft__timers_run(&p->timers, now);
+			weft__timers_run(&p->timers, now, INT_MAX);
 		if (s->hogs && !p->sm_hog_reported) {
 			p->sm_hog_reported = 1;
 			struct weft__g *g = __atomic_load_n(&m->curg, __ATOMIC_ACQUIRE);

@@ -23,11 +23,27 @@
  * frame reused) right away. 4-ary rather than binary: half the levels, and
  * the four children share a cache line or two.
  *
+ * The queue lane. Most timers arrive in deadline order: every sleep or
+ * deadline of one duration, added as time goes by, lands after the last one.
+ * Such a timer (due no earlier than the queue's last slot) is appended to a
+ * FIFO ring instead of the heap: O(1) in and out, with no sifting, and the
+ * timers due next sit in a row, so the ones after the current can be
+ * prefetched (firing a sleeper's timer is a TLB miss on its stack page).
+ * Out-of-order timers take the heap; the earliest timer is the lesser of the
+ * two heads. A deleted queue slot becomes a hole (t == NULL) that the head
+ * and tail skip; holes are squeezed out once they are half the queue, so
+ * deadlines added and deleted behind one long-lived timer cost O(1)
+ * amortised and bounded memory.
+ *
  * Invariants (under heap->lock):
  *  - a timer t is pending in h exactly when t->heap == h; then exactly one
- *    slot of h names t, and for a deletable t it is v[t->idx].
- *  - h->earliest is the deadline of v[0] (or INT64_MAX when empty), for the
- *    lock-free peek.
+ *    slot of h names t, and for a deletable t it is v[t->idx] (idx >= 0) or
+ *    q[~t->idx] (idx < 0).
+ *  - q's slots from qhead to qtail have non-decreasing deadlines (holes
+ *    included); the slots at qhead and qtail - 1 are not holes; qdead counts
+ *    the holes.
+ *  - h->earliest is the lesser of v[0]'s and q[qhead]'s deadlines (INT64_MAX
+ *    when both are empty), for the lock-free peek.
  *  - fn runs at most once per add, after its slot left the heap, with the
  *    lock released, so fn may add timers (even to the same heap).
  */
@@ -47,14 +63,100 @@ void weft__timers_init(struct weft__timers *h)
 	h->lock = 0;
 	h->len = h->cap = 0;
 	h->v = NULL;
+	h->q = NULL;
+	h->qhead = h->qtail = h->qcap = h->qdead = 0;
 	h->earliest = INT64_MAX;
 }
 
 void weft__timers_destroy(struct weft__timers *h)
 {
 	weft__free(h->v);
+	weft__free(h->q);
 	weft__timers_init(h);
 }
+
+/* ---- the queue lane */
+
+static inline struct weft__tentry *qslot(struct weft__timers *h, uint32_t pos)
+{
+	return &h->q[pos & (h->qcap - 1)];
+}
+
+/* Put slot x at ring position pos (a deletable timer learns its index). */
+static inline void qplace(struct weft__timers *h, uint32_t pos, struct weft__tentry x)
+{
+	uint32_t i = pos & (h->qcap - 1);
+	h->q[i] = x;
+	if (x.deletable)
+		x.t->idx = ~(int32_t)i;
+}
+
+/* Drop the holes at both ends. */
+static void qtrim(struct weft__timers *h)
+{
+	while (h->qhead != h->qtail && !qslot(h, h->qhead)->t) {
+		h->qhead++;
+		h->qdead--;
+	}
+	while (h->qhead != h->qtail && !qslot(h, h->qtail - 1)->t) {
+		h->qtail--;
+		h->qdead--;
+	}
+}
+
+/* Squeeze out the holes, keeping the order. The write position never passes
+ * the read position, so this works in place. */
+static void qcompact(struct weft__timers *h)
+{
+	uint32_t w = h->qhead;
+	for (uint32_t r = h->qhead; r != h->qtail; r++) {
+		struct weft__tentry x = *qslot(h, r);
+		if (x.t)
+			qplace(h, w++, x);
+	}
+	h->qtail = w;
+	h->qdead = 0;
+}
+
+/* Make room for one more slot: squeeze out holes if they are a quarter of
+ * the ring, else double it. Returns 0 or ENOMEM. */
+static int qroom(struct weft__timers *h)
+{
+	uint32_t n = h->qtail - h->qhead;
+	if (n < h->qcap)
+		return 0;
+	if (h->qdead > h->qcap / 4) {
+		qcompact(h);
+		return 0;
+	}
+	uint32_t ncap = h->qcap ? h->qcap * 2 : 64;
+	struct weft__tentry *nq = weft__alloc(sizeof *nq * (size_t)ncap);
+	if (!nq)
+		return ENOMEM;
+	struct weft__tentry *old = h->q;
+	uint32_t oldhead = h->qhead, oldmask = h->qcap - 1;
+	h->q = nq;
+	h->qcap = ncap;
+	for (uint32_t i = 0; i < n; i++)
+		qplace(h, i, old[(oldhead + i) & oldmask]);
+	h->qhead = 0;
+	h->qtail = n;
+	weft__free(old);
+	return 0;
+}
+
+/* Delete the slot at ring index i. */
+static void qdelete(struct weft__timers *h, uint32_t i)
+{
+	h->q[i].t = NULL;
+	h->q[i].deletable = 0;
+	h->qdead++;
+	qtrim(h);
+	if (h->qdead >= 64 && 2 * h->qdead >= h->qtail - h->qhead)
+		qcompact(h);
+}
+
+/* ---- the heap lane */
 
 /* Put slot x at index i (a deletable timer learns its new index). */
 static inline void place(struct weft__tentry *v, int32_t i, struct weft__tentry x)
@@ -110,15 +212,28 @@ static void remove_at(struct weft__timers *h, int32_t i)
 		sift_down(h->v, h->len, i);
 }
 
+/* ---- both lanes */
+
 /* Publish the new earliest deadline. */
 static void settle(struct weft__timers *h)
 {
+	int64_t e = h->len ? h->v[0].when : INT64_MAX;
+	if (h->qhead != h->qtail && qslot(h, h->qhead)->when < e)
+		e = qslot(h, h->qhead)->when;
 	/* Pairs with the acquire in weft__timers_peek. */
-	__atomic_store_n(&h->earliest, h->len ? h->v[0].when : INT64_MAX, __ATOMIC_RELEASE);
+	__atomic_store_n(&h->earliest, e, __ATOMIC_RELEASE);
 }
 
 static int push(struct weft__timers *h, struct weft__timer *t)
 {
+	struct weft__tentry x = { .when = t->when, .t = t, .deletable = t->deletable };
+	if (h->qhead == h->qtail || t->when >= qslot(h, h->qtail - 1)->when) {
+		if (qroom(h))
+			return ENOMEM;
+		__atomic_store_n(&t->heap, h, __ATOMIC_RELEASE);
+		qplace(h, h->qtail++, x);
+		return 0;
+	}
 	if (h->len == h->cap) {
 		int32_t ncap = h->cap ? h->cap * 2 : 64;
 		struct weft__tentry *nv = weft__alloc(sizeof *nv * (size_t)ncap);
@@ -131,7 +246,7 @@ static int push(struct weft__timers *h, struct weft__timer *t)
 		h->cap = ncap;
 	}
 	__atomic_store_n(&t->heap, h, __ATOMIC_RELEASE);
-	place(h->v, h->len, (struct weft__tentry){ .when = t->when, .t = t, .deletable = t->deletable });
+	place(h->v, h->len, x);
 	sift_up(h->v, h->len++);
 	return 0;
 }
@@ -161,7 +276,10 @@ int weft__timer_del(struct weft__timer *t)
 			weft__unlock(&h->lock);
 			continue;
 		}
-		remove_at(h, t->idx);
+		if (t->idx >= 0)
+			remove_at(h, t->idx);
+		else
+			qdelete(h, (uint32_t)~t->idx);
 		__atomic_store_n(&t->heap, NULL, __ATOMIC_RELAXED);
 		settle(h);
 		weft__unlock(&h->lock);
@@ -176,23 +294,61 @@ void weft__timer_stop_wait(struct weft__timer *t, const uint32_t *let_go)
 			weft_yield();
 }
 
-int weft__timers_run(struct weft__timers *h, int64_t now)
+/* Take the earliest timer if it is due at now, or return NULL. */
+static struct weft__timer *pop_due(struct weft__timers *h, int64_t now)
 {
+	int64_t hw = h->len ? h->v[0].when : INT64_MAX;
+	if (h->qhead != h->qtail) {
+		struct weft__tentry *x = qslot(h, h->qhead);
+		if (x->when <= hw) {
+			if (x->when > now)
+				return NULL;
+			struct weft__timer *t = x->t;
+			h->qhead++;
+			qtrim(h);
+			return t;
+		}
+	}
+	if (hw > now)
+		return NULL;
+	struct weft__timer *t = h->v[0].t;
+	remove_at(h, 0);
+	return t;
+}
+
+/* Timers taken from the heap per lock hold. */
+enum { RUN_BATCH = 32 };
+
+int weft__timers_run(struct weft__timers *h, int64_t now, int max)
+{
+	struct weft__timer *batch[RUN_BATCH];
 	int ran = 0;
-	if (weft__timers_peek(h) > now)
-		return 0;
-	weft__lock(&h->lock);
-	while (h->len && h->v[0].when <= now) {
-		struct weft__timer *t = h->v[0].t;
-		remove_at(h, 0);
-		__atomic_store_n(&t->heap, NULL, __ATOMIC_RELAXED);
+	while (ran < max && weft__timers_peek(h) <= now) {
+		int n = 0;
+		weft__lock(&h->lock);
+		while (n < RUN_BATCH && ran + n < max) {
+			struct weft__timer *t = pop_due(h, now);
+			if (!t)
+				break;
+			/* This store is the first touch of t: for a sleeper, a
+			 * cold line in a cold page (a TLB miss). The misses of a
+			 * batch overlap: the stores wait in the store buffer
+			 * while the next timers are taken. */
+			__atomic_store_n(&t->heap, NULL, __ATOMIC_RELAXED);
+			batch[n++] = t;
+		}
 		settle(h);
 		weft__unlock(&h->lock);
-		t->fn(t);
-		ran++;
-		weft__lock(&h->lock);
+		if (n == 0)
+			break;
+		/* Now the pages are mapped in the TLB: warm what the
+		 * callbacks touch next, all at once (a sleeper's G). */
+		for (int i = 0; i < n; i++)
+			__builtin_prefetch(batch[i]->arg, 1);
+		for (int i = 0; i < n; i++)
+			batch[i]->fn(batch[i]);
+		ran += n;
 	}
-	weft__unlock(&h->lock);
 	return ran;
 }
 
@@ -206,7 +362,11 @@ void weft__timers_move(struct weft__timers *from, struct weft__timers *to)
 	for (int32_t i = 0; i < from->len; i++)
 		if (push(to, from->v[i].t))
 			weft__fatal("out of memory moving timers");
+	for (uint32_t r = from->qhead; r != from->qtail; r++)
+		if (qslot(from, r)->t && push(to, qslot(from, r)->t))
+			weft__fatal("out of memory moving timers");
 	from->len = 0;
+	from->qhead = from->qtail = from->qdead = 0;
 	settle(from);
 	settle(to);
 	weft__unlock(&b->lock);

@@ -19,8 +19,9 @@ struct weft__timer {
 	void *arg;                   /* for fn */
 	struct weft__timers *heap;   /* the heap it is pending in, or NULL; written under
 	                              * that heap's lock, read atomically by weft__timer_del */
-	int32_t idx;                 /* its slot, kept only for deletable timers; under
-	                              * the heap lock */
+	int32_t idx;                 /* its slot, kept only for deletable timers: >= 0 in
+	                              * the heap, ~ring index in the queue; under the
+	                              * heap lock */
 	uint8_t deletable;           /* set by the owner before adding: the timer may be
 	                              * deleted (and then freed at once) */
 };
@@ -34,11 +35,18 @@ struct weft__tentry {
 	int32_t deletable;
 };
 
+/* The timers of one P, in two lanes: a 4-ary min-heap, and a FIFO queue
+ * for timers that arrive in deadline order (timer.c). */
 struct weft__timers {
 	uint32_t lock;
 	int32_t len, cap;            /* under lock */
 	struct weft__tentry *v;      /* a 4-ary min-heap on when; under lock */
-	int64_t earliest;            /* atomic: v[0].when or INT64_MAX, for lock-free peeks */
+	struct weft__tentry *q;      /* a ring of qcap (a power of two) slots, when
+	                              * non-decreasing from qhead to qtail; under lock */
+	uint32_t qhead, qtail;       /* free-running; q[qhead] is live when not empty */
+	uint32_t qcap, qdead;        /* qdead: deleted slots between qhead and qtail */
+	int64_t earliest;            /* atomic: the earliest deadline of both lanes or
+	                              * INT64_MAX, for lock-free peeks */
 };
 
 /* Add t (not in any heap) to h with deadline when. Returns 0 or ENOMEM. */
@@ -51,8 +59,9 @@ int weft__timer_del(struct weft__timer *t);
  * already running, wait (yielding) until the callback has set *let_go as
  * its last touch of t. Afterwards t may be freed. */
 void weft__timer_stop_wait(struct weft__timer *t, const uint32_t *let_go);
-/* Run the timers of h due at now; returns how many ran. */
-int weft__timers_run(struct weft__timers *h, int64_t now);
+/* Run the timers of h due at now, at most max of them (the earliest); returns
+ * how many ran. */
+int weft__timers_run(struct weft__timers *h, int64_t now, int max);
 /* Move every timer of from into to (a P going away). */
 void weft__timers_move(struct weft__timers *from, struct weft__timers *to);
 static inline int64_t weft__timers_peek(struct weft__timers *h)
