@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * timer.h - per-P timer heaps. Each P keeps a binary min-heap of timers
- * ordered by deadline, behind its own lock so that other Ps (stealing),
- * idle Ms and sysmon can run a busy P's overdue timers. A timer's callback
+ * timer.h - per-P timers. Each P keeps its timers in a 4-ary min-heap and a
+ * FIFO queue for those that arrive in deadline order (timer.c), behind one
+ * lock so that other Ps (stealing), idle Ms and sysmon can run a busy P's
+ * overdue timers. A timer's callback
  * runs with no lock held, on whichever thread ran the heap.
  */
 #ifndef WEFT_RUNTIME_TIMER_H
