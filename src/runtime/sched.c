@@ -821,11 +821,17 @@ static inline __attribute__((always_inline)) struct weft__g *next_queued(struct 
  * pick_fast comes back for them. */
 enum { TIMERS_BATCH = 32, TIMERS_LOW = 8 };
 
+/* Gs in p's ring. Owner P. */
+static inline uint32_t ring_len(struct weft__p *p)
+{
+	return p->runqtail - __atomic_load_n(&p->runqhead, __ATOMIC_RELAXED);
+}
+
 /* How many timers to fire now on p: room up to TIMERS_BATCH, at least
  * TIMERS_LOW. Owner P. */
 static inline int timers_room(struct weft__p *p)
 {
-	uint32_t queued = p->runqtail - __atomic_load_n(&p->runqhead, __ATOMIC_RELAXED);
+	uint32_t queued = ring_len(p);
 	return queued >= TIMERS_BATCH - TIMERS_LOW ? TIMERS_LOW : TIMERS_BATCH - (int)queued;
 }
 
@@ -848,7 +854,7 @@ static inline __attribute__((always_inline)) struct weft__g *pick_fast(struct we
 	 * queue never holds them off for long). Read the clock only then: it
 	 * costs ~25 ns here. */
 	int64_t when = weft__timers_peek(&p->timers);
-	if (when != INT64_MAX && (timers_room(p) > TIMERS_BATCH - TIMERS_LOW || p->schedtick % 16 == 0) &&
+	if (when != INT64_MAX && (ring_len(p) < TIMERS_LOW || p->schedtick % 16 == 0) &&
 	    when <= weft_now())
 		return GO_G0;
 	/* The network is polled on g0 too (findrunnable), every 61st switch
@@ -1308,23 +1314,10 @@ void weft__ready(struct weft__g *g)
 	weft__ready_m(weft__m_get(), g);
 }
 
-/* Warm the top of a parked G's stack, which it reads back first when it
- * runs: the saved registers and the frames of its way into park, about half
- * a kilobyte. When many Gs wake together (timers, a close) each stack is
- * cold, and its lines would otherwise be missed one by one at the switch.
- * Only prefetches: a stale sp does no harm. */
-static inline void warm_stack(struct weft__g *g)
-{
-	char *sp = __atomic_load_n((char **)&g->sp, __ATOMIC_RELAXED);
-	for (int i = 0; i < 8; i++)
-		__builtin_prefetch(sp + 64 * i, 1);
-}
-
 void weft__ready_m(struct weft__m *m, struct weft__g *g)
 {
 	struct weft__sched *s = &weft__sched;
 	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELEASE);
-	warm_stack(g);
 	if (m && m->p && !m->in_blocking && !chaos(2)) {
 		weft__runq_put(m->p, g, 1);
 	} else {
@@ -1388,8 +1381,22 @@ void weft__timer_add_here(struct weft__timer *t, int64_t when)
 		wake_timer_m();
 }
 
+/* Warm the top of a parked G's stack, which it reads back first when it
+ * runs: the saved registers and the frames of its way into park, about half
+ * a kilobyte. A sleeper's stack is cold when its timer fires (10,000
+ * sleepers: one page each), and its lines would otherwise be missed one by
+ * one at the switch. Only for timers: a goroutine woken by a channel
+ * operation was usually running a moment ago. Only prefetches. */
+static inline void warm_stack(struct weft__g *g)
+{
+	char *sp = __atomic_load_n((char **)&g->sp, __ATOMIC_RELAXED);
+	for (int i = 0; i < 8; i++)
+		__builtin_prefetch(sp + 64 * i, 1);
+}
+
 static void sleep_fire(struct weft__timer *t)
 {
+	warm_stack(t->arg);
 	weft__ready(t->arg);
 }
 

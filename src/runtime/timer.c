@@ -26,9 +26,7 @@
  * The queue lane. Most timers arrive in deadline order: every sleep or
  * deadline of one duration, added as time goes by, lands after the last one.
  * Such a timer (due no earlier than the queue's last slot) is appended to a
- * FIFO ring instead of the heap: O(1) in and out, with no sifting, and the
- * timers due next sit in a row, so the ones after the current can be
- * prefetched (firing a sleeper's timer is a TLB miss on its stack page).
+ * FIFO ring instead of the heap: O(1) in and out, with no sifting.
  * Out-of-order timers take the heap; the earliest timer is the lesser of the
  * two heads. A deleted queue slot becomes a hole (t == NULL) that the head
  * and tail skip; holes are squeezed out once they are half the queue, so
