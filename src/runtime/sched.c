@@ -726,6 +726,12 @@ static inline __attribute__((always_inline)) void run_after(struct weft__m *m)
 	switch (a) {
 	case AFTER_READY:
 		weft__runq_put(m->p, g, 0);
+		/* A yield queues work that an idle P could take: nothing else
+		 * wakes one for it (a P that went idle while the queue was
+		 * briefly empty would leave two yielding goroutines sharing
+		 * one P for good). Now and then, so it costs nothing. */
+		if ((m->p->schedtick & 63) == 0)
+			weft__wakep();
 		break;
 	case AFTER_GLOBAL:
 		weft__lock(&weft__sched.lock);
