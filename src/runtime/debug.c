@@ -188,7 +188,7 @@ static void fault_handler(int sig, siginfo_t *si, void *ucv)
 		    (sp && sp < (uintptr_t)g->stack_lo + 256 &&
 		     sp + 16 * pg >= (uintptr_t)g->stack_lo)) {
 			char buf[256];
-			size_t kib = g->stack_size / 1024;
+			size_t kib = (g->stack_size + 1023) / 1024; /* a colour's bytes (stack.c) */
 			int n = snprintf(buf, sizeof buf,
 					 "fatal error: goroutine %llu stack overflow (stack %zu KiB, "
 					 "created at %s:%d)\n", (unsigned long long)g->id, kib,

@@ -3,10 +3,11 @@
  * stack.c - goroutine stacks and the G records that live at their tops.
  *
  * Layout of one unit (addresses grow to the right):
- *   [guard page][ usable stack ............ [G record] ]
+ *   [guard page][ usable stack ............ [G record][colour] ]
  *                ^stack_lo                             ^stack_lo + stack_size
  * The record shares the top page with the goroutine's first frames, so a
- * parked goroutine costs one page of RSS.
+ * parked goroutine costs one page of RSS. The colour (0 to 15 cache lines,
+ * default units only, see COLORS) staggers the records' page offsets.
  *
  * Default-size units are carved in batches from 1 GiB MAP_NORESERVE
  * reservations (one VMA each). A guard page is installed with
@@ -56,6 +57,16 @@
 #define RESERVE_BYTES ((size_t)1 << 30)
 #define BATCH 64
 #define RECORD_BYTES ((sizeof(struct weft__g) + 63) & ~(size_t)63)
+/*
+ * Cache colours. Units are a whole number of pages apart, so without an
+ * offset every record, and every goroutine's first frames, would sit at the
+ * same offset in its page: the same few cache sets (L1 is indexed by the
+ * page offset alone, L2 mostly by it), which a thousand goroutines in
+ * flight thrash. Each unit of a batch ends its record `colour` lines below
+ * the top of its page, colour = index % COLORS, spreading them over COLORS
+ * times as many sets; the bytes above the record (at most 960) are unused.
+ */
+#define COLORS 16
 
 enum { GUARD_UNKNOWN, GUARD_MADV_BATCH, GUARD_MADV, GUARD_MPROTECT };
 
@@ -240,7 +251,8 @@ static int carve(struct weft__g **out)
 	struct weft__g *first = NULL, *prev = NULL;
 	/* Reverse order, so that popping hands out the lowest addresses first. */
 	for (int i = BATCH - 1; i >= 0; i--) {
-		struct weft__g *g = record_init(guards[i] + pg, unit - pg);
+		size_t color = (size_t)(i % COLORS) * 64;
+		struct weft__g *g = record_init(guards[i] + pg, unit - pg - color);
 		if (prev)
 			prev->allnext = g;
 		else
