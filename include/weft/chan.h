@@ -154,8 +154,12 @@ WEFT_API int weft_chan_tryrecv_n(weft_chan *c, void *out, size_t max, size_t *n)
 /*
  * weft_chan_close - no more values will be sent on c. Buffered values stay
  * receivable; then receivers get EPIPE. Every blocked receiver and sender is
- * woken (senders get EPIPE). Closing a closed channel, or NULL, is a fatal
- * error. Close does not drop a reference.
+ * woken (senders get EPIPE, and no value of theirs is received after the
+ * close); with one P the blocked goroutines are woken in a cascade, each
+ * waking the next as it leaves its wait, rather than all before close
+ * returns. A blocked call whose deadline passes before its wake-up still
+ * reports the close. Closing a closed channel, or NULL, is a fatal error.
+ * Close does not drop a reference.
  * Blocks: no. Thread-safety: any thread.
  */
 WEFT_API void weft_chan_close(weft_chan *c);

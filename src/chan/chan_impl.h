@@ -55,6 +55,7 @@ struct weft__wait {
 	uint8_t claimable;
 	uint8_t counted;         /* a foreign thread counted as blocked (no deadline) */
 	uint8_t success;         /* the won case moved a value (0: its channel closed) */
+	uint8_t relay;           /* woken by a close's cascade: pass it on (chan.c) */
 	struct weft__sudog *won; /* the case that completed; NULL: the deadline came */
 	int64_t deadline;        /* INT64_MAX: none */
 	struct weft__timer tm;   /* goroutines with a deadline */
@@ -260,6 +261,7 @@ static inline void weft__wait_init(struct weft__wait *w, struct weft__g *g, int 
 	w->claimable = (uint8_t)(claimable || deadline != INT64_MAX);
 	w->counted = 0;
 	w->success = 0;
+	w->relay = 0;
 	w->won = NULL;
 	w->deadline = deadline;
 	w->timer_done = 0;
@@ -298,6 +300,11 @@ static inline void weft__wait_wake(struct weft__m *m, struct weft__wait *w)
 	else
 		weft__foreign_wake(&w->futex, w->counted);
 }
+/* A goroutine woken by a close's cascade (w->relay) passes it on, on its way
+ * out of the wait: it wakes the next waiter of c, which it holds alive, and
+ * drops its hold (which may free c). m is the caller's M. */
+void weft__chan_close_relay(struct weft__m *m, weft_chan *c);
+
 /* Block forever (a NULL channel, an empty select), or until deadline. */
 void weft__block_forever(const char *reason, int64_t deadline);
 

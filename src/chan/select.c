@@ -110,7 +110,8 @@ static inline __attribute__((always_inline)) int poll_case(const weft_case *cs,
 	weft_chan *c = cs->chan;
 	struct weft__sudog *sg;
 	if (cs->dir == WEFT_RECV) {
-		if ((sg = weft__sudogq_take(&c->sendq)) != NULL) {
+		/* A closed channel's queued senders are failing (chan.c). */
+		if (!c->closed && (sg = weft__sudogq_take(&c->sendq)) != NULL) {
 			weft__chan_recv_from(c, sg, cs->elem);
 			*wake = sg;
 			return 0;
@@ -250,7 +251,8 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 	/* 4. Unlink our other sudogs: every one but the winner's is still
 	 * queued (other parties skip stale sudogs, never unlink them), and
 	 * keeps its channel alive until we do. The winner's channel we do not
-	 * touch: it may be gone already. */
+	 * touch (it may be gone already), unless its close's cascade made us
+	 * a relay: then we hold it until we pass the cascade on. */
 	int nf = 0;
 	for (int k = 0; k < np; k++) {
 		struct weft__sudog *sg = &s->sg[s->lockidx[k]];
@@ -259,12 +261,20 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 		if (nf == 0 || s->locked[nf - 1] != sg->c)
 			s->locked[nf++] = sg->c;
 	}
+	struct weft__sudog *closed = NULL;
 	if (nf) {
 		lock_all(s->locked, nf);
 		for (int k = 0; k < np; k++) {
 			struct weft__sudog *sg = &s->sg[s->lockidx[k]];
-			if (sg != w.won)
-				weft__sudogq_unlink(sg->q, sg);
+			if (sg == w.won)
+				continue;
+			weft__sudogq_unlink(sg->q, sg);
+			/* Timed out on a channel whose close's cascade had not
+			 * reached us yet: the close is the answer (a receive
+			 * once the ring is drained). */
+			if (!w.won && !closed && sg->c->closed &&
+			    (sg->dir == WEFT_SEND || sg->c->qcount == 0))
+				closed = sg;
 		}
 		/* A channel released by everyone while we waited is freed by
 		 * the last waiter to leave: us, if its count drops to zero. */
@@ -276,12 +286,14 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 				weft__chan_free(s->locked[k]);
 	}
 	weft__race_acquire(&w);
-	if (!w.won)
+	if (!w.won && !closed)
 		return ETIMEDOUT;
-	struct weft__sudog *won = w.won;
+	struct weft__sudog *won = w.won ? w.won : closed;
 	*chosen = won->idx;
 	if (w.success)
 		return 0;
+	if (w.relay)
+		weft__chan_close_relay(weft__m_get(), won->c); /* alive: we hold it */
 	if (won->dir == WEFT_RECV && won->elem)
 		memset(won->elem, 0, won->esz);
 	return EPIPE;

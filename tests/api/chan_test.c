@@ -745,33 +745,39 @@ static void close_blocked(struct blocked *b, weft_fn fn)
 
 /*
  * Close wakes every blocked receiver, 8 goroutines and 2 pthreads, on an
- * unbuffered and on an empty buffered channel: each gets EPIPE and a zeroed
- * element. Guards: close waking only one waiter (the rest hang), waking
- * goroutines but not parked threads, a woken receiver reporting success.
+ * unbuffered and on an empty buffered channel, at 1 P (a cascade: each woken
+ * goroutine wakes the next) and 2 (all at once): each gets EPIPE and a
+ * zeroed element. Guards: close waking only one waiter (the rest hang), a
+ * cascade that stops at a thread, waking goroutines but not parked threads,
+ * a woken receiver reporting success.
  */
 TEST(close_wakes_all_receivers)
 {
-	ASSERT_EQ(weft_set_procs(2, NULL), 0);
-	for (size_t cap = 0; cap <= 4; cap += 4) {
-		static struct blocked b;
-		b = (struct blocked){ .c = make_chan(sizeof(int64_t), cap) };
-		close_blocked(&b, blocked_recv);
-		ASSERT_EQ(atomic_load(&b.zeroed), BLOCKED_G + BLOCKED_T);
-		weft_chan_release(b.c);
+	for (int procs = 1; procs <= 2; procs++) {
+		ASSERT_EQ(weft_set_procs(procs, NULL), 0);
+		for (size_t cap = 0; cap <= 4; cap += 4) {
+			static struct blocked b;
+			b = (struct blocked){ .c = make_chan(sizeof(int64_t), cap) };
+			close_blocked(&b, blocked_recv);
+			ASSERT_EQ(atomic_load(&b.zeroed), BLOCKED_G + BLOCKED_T);
+			weft_chan_release(b.c);
+		}
 	}
 }
 
 /*
  * Close wakes every blocked sender, 8 goroutines and 2 pthreads, on an
- * unbuffered channel and on a full cap-1 channel: each gets EPIPE, none of
+ * unbuffered channel and on a full cap-1 channel, at 1 and 2 Ps: each gets
+ * EPIPE, none of
  * their values enters the channel (the one buffered value is still received,
  * then EPIPE). Guards: senders left parked forever, a woken sender's value
  * slipped into the buffer, close dropping the buffered value.
  */
 TEST(close_wakes_all_senders)
 {
-	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	for (int procs = 1; procs <= 2; procs++)
 	for (size_t cap = 0; cap <= 1; cap++) {
+		ASSERT_EQ(weft_set_procs(procs, NULL), 0);
 		static struct blocked b;
 		b = (struct blocked){ .c = make_chan(sizeof(int64_t), cap) };
 		int64_t v = 77;
@@ -786,6 +792,219 @@ TEST(close_wakes_all_senders)
 		}
 		ASSERT_EQ(weft_chan_recv(b.c, &v), EPIPE);
 		weft_chan_release(b.c);
+	}
+}
+
+/* ---------------------------------------------------------------- close's cascade */
+
+static int64_t live_channels(void)
+{
+	weft_stats st;
+	weft_stats_get(&st);
+	return st.channels;
+}
+
+/*
+ * At 1 P a close wakes its waiters in a cascade (chan.c): each woken
+ * goroutine wakes the next on its way out of the wait, so for a while a
+ * closed channel still has waiters queued. These tests hold that window
+ * open: the woken goroutines are slow, or have not run yet.
+ */
+
+/* Spin (no switch) for ns: a woken goroutine that keeps its P. */
+static void spin_for(int64_t ns)
+{
+	int64_t end = weft_now() + ns;
+	while (weft_now() < end)
+		;
+}
+
+struct cascade {
+	weft_chan *c;
+	weft_chan *never; /* a select's other case: never ready */
+	atomic_int started;
+	atomic_int epipe, other;
+	int64_t spin_ns; /* each woken waiter spins this long */
+	int64_t deadline;
+	int late_result; /* the waiter with a deadline */
+	int late_chosen;
+	weft_wg wg;
+};
+
+static void cascade_recv(void *arg)
+{
+	struct cascade *k = arg;
+	int64_t v = -1;
+	atomic_fetch_add(&k->started, 1);
+	int r = weft_chan_recv(k->c, &v);
+	atomic_fetch_add(r == EPIPE && v == 0 ? &k->epipe : &k->other, 1);
+	spin_for(k->spin_ns);
+	weft_wg_done(&k->wg);
+}
+
+static void cascade_send(void *arg)
+{
+	struct cascade *k = arg;
+	int64_t v = 5;
+	atomic_fetch_add(&k->started, 1);
+	int r = weft_chan_send(k->c, &v);
+	atomic_fetch_add(r == EPIPE ? &k->epipe : &k->other, 1);
+	weft_wg_done(&k->wg);
+}
+
+static void cascade_select(void *arg)
+{
+	struct cascade *k = arg;
+	int64_t v = -1, w;
+	weft_case cs[2] = { WEFT_RECV_CASE(k->never, &w), WEFT_RECV_CASE(k->c, &v) };
+	int chosen = -1;
+	atomic_fetch_add(&k->started, 1);
+	int r = weft_select(cs, 2, &chosen);
+	atomic_fetch_add(r == EPIPE && chosen == 1 && v == 0 ? &k->epipe : &k->other, 1);
+	spin_for(k->spin_ns);
+	weft_wg_done(&k->wg);
+}
+
+static void cascade_recv_until(void *arg)
+{
+	struct cascade *k = arg;
+	int64_t v = -1;
+	atomic_fetch_add(&k->started, 1);
+	k->late_result = weft_chan_recv_until(k->c, &v, k->deadline);
+	weft_wg_done(&k->wg);
+}
+
+static void cascade_select_until(void *arg)
+{
+	struct cascade *k = arg;
+	int64_t v = -1, w;
+	weft_case cs[2] = { WEFT_RECV_CASE(k->never, &w), WEFT_RECV_CASE(k->c, &v) };
+	atomic_fetch_add(&k->started, 1);
+	k->late_result = weft_select_until(cs, 2, &k->late_chosen, k->deadline);
+	weft_wg_done(&k->wg);
+}
+
+static void cascade_thread_recv(void *arg)
+{
+	cascade_recv(arg);
+}
+
+/*
+ * At 1 P, 3000 goroutines parked on one channel (plain receives, and
+ * selects with a never-ready second case) and 2 pthreads: one close, and
+ * every one of them returns EPIPE (a select, its closed case; a receive, a
+ * zeroed element), with the closer's reference dropped right after the close
+ * (the cascade keeps the channel alive, and the last relay frees it).
+ * Guards: a select that does not pass the cascade on (every waiter behind it
+ * hangs: the wait is bounded), a relay that never drops its hold (the
+ * channel leaks), a foreign thread in the middle stopping the cascade.
+ */
+TEST(close_cascade_reaches_every_kind_of_waiter)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	enum { EACH = 1500, THREADS = 2 };
+	static struct cascade k;
+	k = (struct cascade){ .c = make_chan(sizeof(int64_t), 0), .never = make_chan(sizeof(int64_t), 0) };
+	int64_t base = live_channels();
+	pthread_t th[THREADS];
+	weft_wg_add(&k.wg, 2 * EACH + THREADS);
+	for (int i = 0; i < EACH; i++) {
+		GO(cascade_recv, &k);
+		GO(cascade_select, &k);
+		if (i == EACH / 2)
+			for (int t = 0; t < THREADS; t++)
+				test_start_thread(&th[t], cascade_thread_recv, &k);
+	}
+	wait_parked(&k.started, 2 * EACH + THREADS);
+	weft_chan_close(k.c);
+	weft_chan_release(k.c); /* orphaned while the cascade runs */
+	ASSERT_EQ(weft_wg_wait_until(&k.wg, weft_now() + 5 * WEFT_SECOND * test_slowdown()), 0);
+	for (int t = 0; t < THREADS; t++)
+		test_join_thread(th[t]);
+	ASSERT_EQ(atomic_load(&k.other), 0);
+	ASSERT_EQ(atomic_load(&k.epipe), 2 * EACH + THREADS);
+	int64_t deadline = test_now_ns() + 2000 * TEST_MS;
+	while (live_channels() != base - 1 && test_now_ns() < deadline)
+		weft_sleep(TEST_MS);
+	ASSERT_EQ(live_channels(), base - 1); /* k.c freed by its last relay */
+	weft_chan_release(k.never);
+}
+
+/*
+ * At 1 P, while a close's cascade is still on its way (three parked senders,
+ * the first readied but not yet run), a receive on the closed channel takes
+ * no value from the senders still queued: weft_chan_recv, weft_chan_tryrecv,
+ * a select and weft_chan_tryrecv_n all report the close, and every sender
+ * gets EPIPE. Guards: a receive, a select case or a batch receive that
+ * completes a queued sender of a closed channel (a send after the close).
+ */
+TEST(close_cascade_senders_give_no_value)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	static struct cascade k;
+	k = (struct cascade){ .c = make_chan(sizeof(int64_t), 0), .never = make_chan(sizeof(int64_t), 0) };
+	weft_wg_add(&k.wg, 3);
+	for (int i = 0; i < 3; i++)
+		GO(cascade_send, &k);
+	wait_parked(&k.started, 3);
+	weft_chan_close(k.c);
+	/* No switch since the close: two senders are still queued. */
+	int64_t v = -1, batch[4];
+	size_t got = 99;
+	int chosen = -1;
+	weft_case cs[1] = { WEFT_RECV_CASE(k.c, &v) };
+	ASSERT_EQ(weft_chan_tryrecv_n(k.c, batch, 4, &got), EPIPE);
+	ASSERT_EQ(got, 0);
+	ASSERT_EQ(weft_select(cs, 1, &chosen), EPIPE);
+	ASSERT_EQ(v, 0);
+	v = -1;
+	ASSERT_EQ(weft_chan_tryrecv(k.c, &v), EPIPE);
+	ASSERT_EQ(v, 0);
+	v = -1;
+	ASSERT_EQ(weft_chan_recv(k.c, &v), EPIPE);
+	ASSERT_EQ(v, 0);
+	weft_wg_wait(&k.wg);
+	ASSERT_EQ(atomic_load(&k.other), 0);
+	ASSERT_EQ(atomic_load(&k.epipe), 3);
+	weft_chan_release(k.c);
+	weft_chan_release(k.never);
+}
+
+/*
+ * At 1 P, a receive and a select with a deadline wait behind 300 receivers
+ * that each spin 300 us once woken, so a close made well before the
+ * deadline reaches them only after it. Their timers fire while they are
+ * still queued on the closed channel: both report the close (EPIPE; the
+ * select, its closed case), not a timeout. Guards: a timed-out wait that
+ * ignores the close it finds when it unlinks itself (ETIMEDOUT for an
+ * operation whose channel was closed 40 ms before its deadline).
+ */
+TEST(close_cascade_beats_a_later_deadline)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	enum { SLOW = 300 };
+	for (int sel = 0; sel <= 1; sel++) {
+		static struct cascade k;
+		k = (struct cascade){ .c = make_chan(sizeof(int64_t), 0),
+				      .never = make_chan(sizeof(int64_t), 0),
+				      .spin_ns = 300 * 1000 * test_slowdown(), .late_result = -1 };
+		weft_wg_add(&k.wg, SLOW + 1);
+		for (int i = 0; i < SLOW; i++)
+			GO(cascade_recv, &k);
+		wait_parked(&k.started, SLOW);
+		k.deadline = weft_now() + 60 * TEST_MS * test_slowdown();
+		GO(sel ? cascade_select_until : cascade_recv_until, &k);
+		wait_parked(&k.started, SLOW + 1); /* 20 ms */
+		ASSERT(weft_now() < k.deadline - 30 * TEST_MS * test_slowdown());
+		weft_chan_close(k.c);
+		weft_wg_wait(&k.wg);
+		ASSERT(weft_now() > k.deadline); /* the cascade was slower */
+		ASSERT_EQ(atomic_load(&k.other), 0);
+		ASSERT_EQ(k.late_result, EPIPE);
+		if (sel)
+			ASSERT_EQ(k.late_chosen, 1);
+		weft_chan_release(k.c);
+		weft_chan_release(k.never);
 	}
 }
 
@@ -1884,12 +2103,6 @@ TEST(typed_wrapper)
 	point_chan_release(t.c);
 }
 
-static int64_t live_channels(void)
-{
-	weft_stats st;
-	weft_stats_get(&st);
-	return st.channels;
-}
 
 static void recv_until_then_done(void *arg)
 {
