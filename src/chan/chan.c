@@ -287,8 +287,10 @@ static void close_step(struct weft__m *m, weft_chan *c, int hold)
 		unused = weft__chan_unused(c);
 	}
 	weft__chan_unlock(c);
-	if (one && n)
+	if (one && n) {
+		weft__warm_stack(batch[0]);
 		weft__ready_m(m, batch[0]); /* runnext: it runs right after us */
+	}
 	else
 		weft__ready_batch(m, batch, n);
 	while (foreign) {

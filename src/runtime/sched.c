@@ -1387,22 +1387,10 @@ void weft__timer_add_here(struct weft__timer *t, int64_t when)
 		wake_timer_m();
 }
 
-/* Warm the top of a parked G's stack, which it reads back first when it
- * runs: the saved registers and the frames of its way into park, about half
- * a kilobyte. A sleeper's stack is cold when its timer fires (10,000
- * sleepers: one page each), and its lines would otherwise be missed one by
- * one at the switch. Only for timers: a goroutine woken by a channel
- * operation was usually running a moment ago. Only prefetches. */
-static inline void warm_stack(struct weft__g *g)
-{
-	char *sp = __atomic_load_n((char **)&g->sp, __ATOMIC_RELAXED);
-	for (int i = 0; i < 8; i++)
-		__builtin_prefetch(sp + 64 * i, 1);
-}
 
 static void sleep_fire(struct weft__timer *t)
 {
-	warm_stack(t->arg);
+	weft__warm_stack(t->arg);
 	weft__ready(t->arg);
 }
 
