@@ -316,10 +316,19 @@ static inline void weft__runq_put(struct weft__p *p, struct weft__g *g, int next
 	 * owner's gets only empty it): a plain release store does, with no
 	 * locked instruction, on the ping-pong path. Chaos mode goes the slow
 	 * way, which may send g to the ring instead. */
-	if (next && !__atomic_load_n(&weft__sched.chaos, __ATOMIC_RELAXED) &&
-	    !__atomic_load_n(&p->runnext, __ATOMIC_RELAXED)) {
-		__atomic_store_n(&p->runnext, g, __ATOMIC_RELEASE);
-		return;
+	if (!__atomic_load_n(&weft__sched.chaos, __ATOMIC_RELAXED)) {
+		if (next && !__atomic_load_n(&p->runnext, __ATOMIC_RELAXED)) {
+			__atomic_store_n(&p->runnext, g, __ATOMIC_RELEASE);
+			return;
+		}
+		/* The ring's tail, with room (a yield's path): only the owner
+		 * writes the tail; the release store publishes the slot. */
+		uint32_t t = p->runqtail;
+		if (!next && t - __atomic_load_n(&p->runqhead, __ATOMIC_ACQUIRE) < WEFT_RUNQ_SIZE) {
+			p->runq[t % WEFT_RUNQ_SIZE] = g;
+			__atomic_store_n(&p->runqtail, t + 1, __ATOMIC_RELEASE);
+			return;
+		}
 	}
 	weft__runq_put_slow(p, g, next);
 }
