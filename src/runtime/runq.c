@@ -20,11 +20,12 @@
  * only as a last resort.
  *
  * The owner takes runnext with no locked instruction (two of the six in a
- * channel ping-pong round trip were the runnext CAS), by an asymmetric
+ * channel ping-pong round trip were the runnext CAS), and swaps a new G in
+ * (a spawn or a wake-up displacing the last one) likewise, by an asymmetric
  * Dekker hand-shake with thieves, who pay for it with a membarrier() that
  * forces a full barrier on every running thread of the process:
- *   owner:  rn_taking = 1; if rn_steal == 0 { g = runnext; runnext = NULL }
- *           rn_taking = 0        (else: the CAS, as before)
+ *   owner:  rn_taking = 1; if rn_steal == 0 { g = runnext; runnext = NULL
+ *           (a swap: = new) }; rn_taking = 0   (else: the CAS or exchange)
  *   thief:  CAS rn_steal 0 -> 1; membarrier(); if rn_taking == 0:
  *           CAS runnext g -> NULL; rn_steal = 0
  * membarrier puts a barrier in the owner's instruction stream somewhere
@@ -119,8 +120,24 @@ void weft__runq_put_slow(struct weft__p *p, struct weft__g *g, int next)
 	if (weft__sched.chaos && (weft__fastrand() & 1))
 		next = 0;
 	if (next) {
-		/* (The empty-runnext case is weft__runq_put's, inline.) */
-		struct weft__g *old = __atomic_exchange_n(&p->runnext, g, __ATOMIC_ACQ_REL);
+		/* (The empty-runnext case is weft__runq_put's, inline.) The
+		 * swap uses take_next's hand-shake: no locked instruction, whose
+		 * full barrier would also wait here for the new G's cold stores
+		 * (its record and first frame, on a spawn). */
+		struct weft__g *old;
+		if (weft__membarrier_ok) {
+			__atomic_store_n(&p->rn_taking, 1, __ATOMIC_RELAXED);
+			__atomic_signal_fence(__ATOMIC_SEQ_CST);
+			if (!__atomic_load_n(&p->rn_steal, __ATOMIC_ACQUIRE)) {
+				old = __atomic_load_n(&p->runnext, __ATOMIC_RELAXED);
+				__atomic_store_n(&p->runnext, g, __ATOMIC_RELEASE);
+				__atomic_store_n(&p->rn_taking, 0, __ATOMIC_RELEASE);
+				goto displaced;
+			}
+			__atomic_store_n(&p->rn_taking, 0, __ATOMIC_RELEASE);
+		}
+		old = __atomic_exchange_n(&p->runnext, g, __ATOMIC_ACQ_REL);
+	displaced:
 		if (!old)
 			return;
 		g = old; /* the displaced one goes to the tail */

@@ -96,8 +96,8 @@ struct weft__p {
 	uint32_t runqtail;                     /* atomic; written only by the owner */
 	struct weft__g *runq[WEFT_RUNQ_SIZE];  /* slots; published by the tail store */
 	struct weft__g *runnext;               /* atomic; the next G to run */
-	/* The runnext hand-shake (runq.c): the owner announces a take in
-	 * rn_taking; a thief holds rn_steal while it may take runnext. */
+	/* The runnext hand-shake (runq.c): the owner announces a take or a
+	 * swap in rn_taking; a thief holds rn_steal while it may take runnext. */
 	uint32_t rn_taking;                    /* atomic; written by the owner */
 	uint32_t rn_steal;                     /* atomic; CAS by thieves */
 	uint32_t rn_streak;                    /* runnext picks in a row; owner only */

@@ -188,32 +188,37 @@ TEST_THREAD(concurrent_steal_exactly_once)
 enum { RN_MAX = 200000 };
 static struct weft__g rn_gs[RN_MAX];
 
-/* The owner puts each of `rounds` Gs as runnext and takes runnext back at
- * once, while two thieves try to steal runnext the whole time (their own
- * rings are empty and the victim is not running, so they do not nap). */
+/* The owner puts `rounds` Gs as runnext, in pairs (the second displaces
+ * the first to the ring, a swap), and takes them back at once, while two
+ * thieves try to steal runnext the whole time (their own rings are empty
+ * and the victim is not running, so they do not nap). */
 static void runnext_race(int rounds)
 {
 	static int seen_owner[RN_MAX], seen_a[RN_MAX], seen_b[RN_MAX];
 	struct race r;
 	race_start(&r, rn_gs, rounds, seen_owner, seen_a, seen_b);
-	for (int i = 0; i < rounds; i++) {
+	for (int i = 0; i + 1 < rounds; i += 2) {
 		weft__runq_put(r.owner, &rn_gs[i], 1);
-		struct weft__g *g = weft__runq_get(r.owner);
-		if (g)
-			seen_owner[g - rn_gs]++;
+		weft__runq_put(r.owner, &rn_gs[i + 1], 1);
+		for (int k = 0; k < 2; k++) {
+			struct weft__g *g = weft__runq_get(r.owner);
+			if (g)
+				seen_owner[g - rn_gs]++;
+		}
 	}
 	printf("    membarrier %d: %ld of %d stolen from runnext\n", weft__membarrier_ok,
 	       race_finish(&r), rounds);
 }
 
 /*
- * The owner takes runnext without a locked instruction when membarrier() is
- * available (runq.c's hand-shake), with a CAS otherwise; thieves race it on
- * every G. Every G comes out exactly once, both ways. Guards: a thief that
- * skips the membarrier or ignores rn_taking (a duplicate on every run here);
- * an owner that does not read runnext again after seeing no thief (a G a
- * thief has just taken runs twice: a window of a few instructions, caught in
- * about one run in five).
+ * The owner takes runnext, and swaps a new G into it, without a locked
+ * instruction when membarrier() is available (runq.c's hand-shake), with a
+ * CAS or an exchange otherwise; thieves race it on every G. Every G comes
+ * out exactly once, both ways. Guards: a thief that skips the membarrier or
+ * ignores rn_taking (a duplicate on every run here); an owner's take or swap
+ * that ignores rn_steal (a G a thief has just taken runs twice); an owner
+ * that does not read runnext again after seeing no thief (a window of a few
+ * instructions, caught in about one run in five).
  */
 TEST_THREAD(runnext_owner_vs_thieves_exactly_once)
 {
