@@ -182,14 +182,30 @@ struct weft__m {
 	int *errno_ptr;            /* this thread's errno (an M never changes thread) */
 };
 
+/* Grouped by who writes what, a cache line or more per group, so that the
+ * fields every switch and spawn reads (nprocs, chaos) never share a line
+ * with counters other Ms write all the time (nmspinning as Ms start and
+ * stop looking for work, the global queue under its lock, the id
+ * generator). */
 struct weft__sched {
-	uint32_t lock; /* protects the idle lists, the global queue, M creation */
-
-	struct weft__p *allp[WEFT_MAX_PROCS]; /* allocated up to nallp; never freed */
-	int nallp;
+	/* Read-mostly: set at start or by weft_set_procs. */
 	int nprocs;          /* atomic: the P count in force */
+	int nallp;
+	/* Debug options from WEFT_DEBUG, read-only after start. */
+	int chaos;
+	uint64_t chaos_seed;
+	int hogs;
+	int schedtrace_ms;
+	struct weft__p *allp[WEFT_MAX_PROCS]; /* allocated up to nallp; never freed */
+
+	/* What wakep reads on every spawn and wake-up, written as Ps go idle
+	 * and Ms start or stop spinning. */
+	_Alignas(WEFT_CACHELINE) int npidle; /* atomic */
+	int nmspinning;      /* atomic */
+
+	/* The lock and what it protects. */
+	_Alignas(WEFT_CACHELINE) uint32_t lock; /* the idle lists, the global queue, M creation */
 	struct weft__p *pidle;
-	int npidle;          /* atomic */
 	struct weft__m *midle;
 	int nmidle;
 	/* Ms without a P on their way to the idle list (findrunnable gave its
@@ -198,10 +214,6 @@ struct weft__sched {
 	 * takes one. Under lock. */
 	int nmtransit;
 	struct weft__p *pwanted;
-	int nmspinning;      /* atomic */
-	struct weft__m *allm;
-	int mcount;          /* atomic: Ms started and not exited */
-
 	/* The global run queue: a growable ring of G pointers (not a list
 	 * through the Gs: each G lives in its own stack page, and walking them
 	 * costs a TLB miss apiece). */
@@ -209,22 +221,18 @@ struct weft__sched {
 	int64_t gq_cap, gq_head;
 	int64_t runqsize;    /* atomic (read racily by the fast checks) */
 
+	/* The rest. */
+	_Alignas(WEFT_CACHELINE) uint64_t goid; /* atomic id generator */
+	struct weft__m *allm;
+	int mcount;          /* atomic: Ms started and not exited */
 	uint32_t allg_lock;
 	struct weft__g *allg;
 	int64_t ngoroutines; /* atomic: goroutines spawned without a P (foreign threads) */
-	uint64_t goid;       /* atomic id generator */
-
 	int64_t timer_wait_until; /* atomic: deadline the timer-waiting idle M sleeps to */
 	int nblocking;       /* atomic: Ms inside weft_blocking_begin/end */
 	int nforeign_blocked; /* atomic: foreign threads parked inside weft */
 	int64_t nhandoff;    /* atomic */
-
-	/* Debug options from WEFT_DEBUG, read-only after start. */
-	int chaos;
-	uint64_t chaos_seed;
-	int hogs;
-	int schedtrace_ms;
-};
+} __attribute__((aligned(WEFT_CACHELINE)));
 
 extern struct weft__sched weft__sched;
 
