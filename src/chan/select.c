@@ -89,14 +89,14 @@ static void sort_by_chan(const weft_case *cases, int *idx, int n)
 	}
 }
 
-static int lock_all(weft_chan *const *locked, int n)
+static inline __attribute__((always_inline)) int lock_all(weft_chan *const *locked, int n)
 {
 	for (int i = 0; i < n; i++)
 		weft__chan_lock(locked[i]);
 	return n;
 }
 
-static void unlock_all(weft_chan *const *locked, int n)
+static inline __attribute__((always_inline)) void unlock_all(weft_chan *const *locked, int n)
 {
 	for (int i = n - 1; i >= 0; i--)
 		weft__chan_unlock(locked[i]);
@@ -204,7 +204,16 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 	}
 	for (int k = 0; k < np; k++)
 		s->lockidx[k] = s->poll[k];
-	sort_by_chan(cases, s->lockidx, np);
+	if (np == 2) {
+		/* The common select of two: one comparison, inline. */
+		if (case_cmp_chan(cases, s->lockidx[0], s->lockidx[1]) > 0) {
+			int t = s->lockidx[0];
+			s->lockidx[0] = s->lockidx[1];
+			s->lockidx[1] = t;
+		}
+	} else {
+		sort_by_chan(cases, s->lockidx, np);
+	}
 	int nl = 0;
 	for (int k = 0; k < np; k++) {
 		weft_chan *c = cases[s->lockidx[k]].chan;
