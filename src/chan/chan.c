@@ -290,9 +290,9 @@ static void close_step(struct weft__m *m, weft_chan *c, int hold)
 	if (one && n) {
 		weft__warm_stack(batch[0]);
 		weft__ready_m(m, batch[0]); /* runnext: it runs right after us */
-	}
-	else
+	} else {
 		weft__ready_batch(m, batch, n);
+	}
 	while (foreign) {
 		sg = foreign;
 		foreign = sg->next; /* before the wake: the record goes with it */

@@ -1387,7 +1387,6 @@ void weft__timer_add_here(struct weft__timer *t, int64_t when)
 		wake_timer_m();
 }
 
-
 static void sleep_fire(struct weft__timer *t)
 {
 	weft__warm_stack(t->arg);

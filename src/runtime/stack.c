@@ -135,7 +135,7 @@ static int install_guards(char **at, int n)
 	size_t pg = weft__page_size();
 	if (st.guard_mode == GUARD_UNKNOWN) {
 		st.pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-		st.populate_ok = st.pidfd >= 0;
+		__atomic_store_n(&st.populate_ok, st.pidfd >= 0, __ATOMIC_RELAXED);
 		st.guard_mode = GUARD_MADV_BATCH;
 		st.map_count_max = read_max_map_count();
 	}
