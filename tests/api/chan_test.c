@@ -775,8 +775,9 @@ TEST(close_wakes_all_receivers)
  */
 TEST(close_wakes_all_senders)
 {
-	for (int procs = 1; procs <= 2; procs++)
-	for (size_t cap = 0; cap <= 1; cap++) {
+	for (int run = 0; run < 4; run++) {
+		int procs = 1 + run / 2;
+		size_t cap = (size_t)(run % 2);
 		ASSERT_EQ(weft_set_procs(procs, NULL), 0);
 		static struct blocked b;
 		b = (struct blocked){ .c = make_chan(sizeof(int64_t), cap) };
