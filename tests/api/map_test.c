@@ -755,7 +755,7 @@ TEST(map_matches_reference_under_concurrency)
 	weft_wg_wait(&s.done);
 
 	int64_t live = 0;
-	char ns[8], key[40];
+	char ns[16], key[40]; /* room for "w" and any int */
 	for (int id = 0; id < NW; id++) {
 		snprintf(ns, sizeof ns, "w%d", id);
 		for (unsigned i = 0; i < NKEYS; i++) {
