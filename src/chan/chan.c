@@ -245,6 +245,14 @@ void weft__chan_free(weft_chan *c)
  */
 #define CLOSE_BATCH 128
 
+/* The next waiter of c (locked) for its close to complete: receivers
+ * first, then senders; NULL when none is left. */
+static inline struct weft__sudog *close_take(weft_chan *c)
+{
+	struct weft__sudog *sg = weft__sudogq_take(&c->recvq);
+	return sg ? sg : weft__sudogq_take(&c->sendq);
+}
+
 /* The next step of c's close, c locked and closed, then unlocked; hold:
  * the caller is a relay, whose hold on c is dropped (and c freed if that
  * leaves it unused). */
@@ -254,31 +262,29 @@ static void close_step(struct weft__m *m, weft_chan *c, int hold)
 	struct weft__g *batch[CLOSE_BATCH];
 	int n = 0;
 	struct weft__sudog *foreign = NULL, *sg;
-	for (int dir = 0; dir < 2 && !(one && n); dir++) {
-		struct weft__sudogq *q = dir == 0 ? &c->recvq : &c->sendq;
-		while (!(one && n) && (sg = weft__sudogq_take(q)) != NULL) {
-			weft__sudog_finish(sg, 0);
-			struct weft__wait *w = sg->w;
-			if (!w->g) {
-				sg->next = foreign; /* woken once c is unlocked */
-				foreign = sg;
-				continue;
-			}
-			if (one) {
-				w->relay = 1;
-				c->nwait++; /* its hold, dropped in weft__chan_close_relay */
-			}
-			weft__race_release(w); /* as weft__wait_wake */
-			__builtin_prefetch(w->g, 1);
-			batch[n++] = w->g;
-			if (n == CLOSE_BATCH) {
-				/* Its sudogs are not touched again, and its Gs
-				 * cannot run before this: ready them with c
-				 * still locked (a G may then spin on c briefly,
-				 * in a select's cleanup). */
-				weft__ready_batch(m, batch, n);
-				n = 0;
-			}
+	/* Every waiter; with one P, up to the first goroutine (a relay). */
+	while (!(one && n) && (sg = close_take(c)) != NULL) {
+		weft__sudog_finish(sg, 0);
+		struct weft__wait *w = sg->w;
+		if (!w->g) {
+			sg->next = foreign; /* woken once c is unlocked */
+			foreign = sg;
+			continue;
+		}
+		if (one) {
+			w->relay = 1;
+			c->nwait++; /* its hold, dropped in weft__chan_close_relay */
+		}
+		weft__race_release(w); /* as weft__wait_wake */
+		__builtin_prefetch(w->g, 1);
+		batch[n++] = w->g;
+		if (n == CLOSE_BATCH) {
+			/* Its sudogs are not touched again, and its Gs cannot
+			 * run before this: ready them with c still locked (a
+			 * G may then spin on c briefly, in a select's
+			 * cleanup). */
+			weft__ready_batch(m, batch, n);
+			n = 0;
 		}
 	}
 	int unused = 0;
@@ -480,9 +486,7 @@ static inline __attribute__((always_inline)) int chan_recv(weft_chan *c, void *o
 
 	struct weft__m *m = weft__m_get();
 	weft__chan_lock(c);
-	/* A closed channel's queued senders are failing (the close's cascade
-	 * has yet to reach them): take no value from them. */
-	struct weft__sudog *sg = c->closed ? NULL : weft__sudogq_take(&c->sendq);
+	struct weft__sudog *sg = weft__chan_take_sender(c);
 	if (sg) {
 		weft__chan_recv_from(c, sg, out);
 		weft__chan_unlock(c);
@@ -571,8 +575,8 @@ static inline __attribute__((always_inline)) int chan_batch(weft_chan *c, int di
 	/* Partners first: parked receivers mean an empty ring; parked senders
 	 * a full one, and each refills the slot a receive takes its value
 	 * from (the head), so values keep their send order. */
-	for (; k < n && nwake < BATCH_WAKES && !c->closed; k++) {
-		struct weft__sudog *sg = weft__sudogq_take(q);
+	for (; k < n && nwake < BATCH_WAKES; k++) {
+		struct weft__sudog *sg = send ? weft__sudogq_take(q) : weft__chan_take_sender(c);
 		if (!sg)
 			break;
 		if (send)

@@ -162,6 +162,15 @@ static inline struct weft__sudog *weft__sudogq_take(struct weft__sudogq *q)
 	return NULL;
 }
 
+/* The first queued sender of c (locked) that a receive can complete, taken
+ * as weft__sudogq_take does; NULL if none, and always once c is closed: a
+ * closed channel's queued senders are failing (its close's cascade has yet
+ * to reach them, chan.c), so no receive takes a value from them. */
+static inline struct weft__sudog *weft__chan_take_sender(weft_chan *c)
+{
+	return c->closed ? NULL : weft__sudogq_take(&c->sendq);
+}
+
 /* After a waiter unlinked its own sudog from c, with c locked: whether c was
  * orphaned and is now unused, so that the caller must weft__chan_free() it
  * once unlocked. */

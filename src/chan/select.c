@@ -110,8 +110,7 @@ static inline __attribute__((always_inline)) int poll_case(const weft_case *cs,
 	weft_chan *c = cs->chan;
 	struct weft__sudog *sg;
 	if (cs->dir == WEFT_RECV) {
-		/* A closed channel's queued senders are failing (chan.c). */
-		if (!c->closed && (sg = weft__sudogq_take(&c->sendq)) != NULL) {
+		if ((sg = weft__chan_take_sender(c)) != NULL) {
 			weft__chan_recv_from(c, sg, cs->elem);
 			*wake = sg;
 			return 0;

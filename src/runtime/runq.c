@@ -115,29 +115,41 @@ static int put_slow(struct weft__p *p, struct weft__g *g, uint32_t h, uint32_t t
 	return 1;
 }
 
+/* The owner's side of the runnext hand-shake (above): replace runnext with
+ * g (NULL: take it) with no locked instruction. Returns 1, the old runnext
+ * in *old, if it could; 0 if a thief may be at it, or membarrier is
+ * missing: then the caller uses its CAS or exchange, and *old is as it was. */
+static inline int owner_swap_next(struct weft__p *p, struct weft__g *g, struct weft__g **old)
+{
+	if (!weft__membarrier_ok)
+		return 0;
+	__atomic_store_n(&p->rn_taking, 1, __ATOMIC_RELAXED);
+	/* Only the compiler is fenced: the hardware may still order the store
+	 * after the load; the thief's membarrier covers it. */
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	int alone = !__atomic_load_n(&p->rn_steal, __ATOMIC_ACQUIRE);
+	if (alone) {
+		/* Read again: a thief may have taken it just before. */
+		*old = __atomic_load_n(&p->runnext, __ATOMIC_RELAXED);
+		if (*old || g)
+			__atomic_store_n(&p->runnext, g, __ATOMIC_RELEASE);
+	}
+	__atomic_store_n(&p->rn_taking, 0, __ATOMIC_RELEASE);
+	return alone;
+}
+
 void weft__runq_put_slow(struct weft__p *p, struct weft__g *g, int next)
 {
 	if (weft__sched.chaos && (weft__fastrand() & 1))
 		next = 0;
 	if (next) {
-		/* (The empty-runnext case is weft__runq_put's, inline.) The
-		 * swap uses take_next's hand-shake: no locked instruction, whose
-		 * full barrier would also wait here for the new G's cold stores
-		 * (its record and first frame, on a spawn). */
+		/* (The empty-runnext case is weft__runq_put's, inline.) Without
+		 * a locked instruction where it can: its full barrier would also
+		 * wait here for the new G's cold stores (its record and first
+		 * frame, on a spawn). */
 		struct weft__g *old;
-		if (weft__membarrier_ok) {
-			__atomic_store_n(&p->rn_taking, 1, __ATOMIC_RELAXED);
-			__atomic_signal_fence(__ATOMIC_SEQ_CST);
-			if (!__atomic_load_n(&p->rn_steal, __ATOMIC_ACQUIRE)) {
-				old = __atomic_load_n(&p->runnext, __ATOMIC_RELAXED);
-				__atomic_store_n(&p->runnext, g, __ATOMIC_RELEASE);
-				__atomic_store_n(&p->rn_taking, 0, __ATOMIC_RELEASE);
-				goto displaced;
-			}
-			__atomic_store_n(&p->rn_taking, 0, __ATOMIC_RELEASE);
-		}
-		old = __atomic_exchange_n(&p->runnext, g, __ATOMIC_ACQ_REL);
-	displaced:
+		if (!owner_swap_next(p, g, &old))
+			old = __atomic_exchange_n(&p->runnext, g, __ATOMIC_ACQ_REL);
 		if (!old)
 			return;
 		g = old; /* the displaced one goes to the tail */
@@ -145,14 +157,7 @@ void weft__runq_put_slow(struct weft__p *p, struct weft__g *g, int next)
 	for (;;) {
 		uint32_t h = load_acq(&p->runqhead);
 		uint32_t t = p->runqtail;
-		if (t - h < WEFT_RUNQ_SIZE) {
-			p->runq[t % WEFT_RUNQ_SIZE] = g;
-			/* Publish the slot: pairs with the acquire loads of runqtail
-			 * in get and grab. */
-			__atomic_store_n(&p->runqtail, t + 1, __ATOMIC_RELEASE);
-			return;
-		}
-		if (put_slow(p, g, h, t))
+		if (weft__runq_append(p, g, h, t) || put_slow(p, g, h, t))
 			return;
 	}
 }
@@ -163,20 +168,8 @@ static inline struct weft__g *take_next(struct weft__p *p)
 	struct weft__g *next = __atomic_load_n(&p->runnext, __ATOMIC_RELAXED);
 	if (!next)
 		return NULL;
-	if (weft__membarrier_ok) {
-		__atomic_store_n(&p->rn_taking, 1, __ATOMIC_RELAXED);
-		/* Only the compiler is fenced: the hardware may still order
-		 * the store after the load; the thief's membarrier covers it. */
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		if (!__atomic_load_n(&p->rn_steal, __ATOMIC_ACQUIRE)) {
-			next = __atomic_load_n(&p->runnext, __ATOMIC_RELAXED);
-			if (next)
-				__atomic_store_n(&p->runnext, NULL, __ATOMIC_RELAXED);
-			__atomic_store_n(&p->rn_taking, 0, __ATOMIC_RELEASE);
-			return next;
-		}
-		__atomic_store_n(&p->rn_taking, 0, __ATOMIC_RELEASE);
-	}
+	if (owner_swap_next(p, NULL, &next))
+		return next;
 	if (__atomic_compare_exchange_n(&p->runnext, &next, NULL, 0, __ATOMIC_ACQ_REL,
 					__ATOMIC_RELAXED))
 		return next;

@@ -318,6 +318,19 @@ void weft__inject(struct weft__m *m, struct weft__g **v, int n);
 /* Put g on p's queue; as runnext when next (the previous runnext moves to the
  * tail). Overflow moves half the ring to the global queue. Owner P only. */
 void weft__runq_put_slow(struct weft__p *p, struct weft__g *g, int next);
+/* Append g at the ring's tail t, h being its head read with acquire: only
+ * the owner writes the tail, and the release store publishes the slot
+ * (pairs with the acquire loads of runqtail in get and grab). Returns 0,
+ * appending nothing, if the ring is full. Owner P only. */
+static inline int weft__runq_append(struct weft__p *p, struct weft__g *g, uint32_t h, uint32_t t)
+{
+	if (t - h >= WEFT_RUNQ_SIZE)
+		return 0;
+	p->runq[t % WEFT_RUNQ_SIZE] = g;
+	__atomic_store_n(&p->runqtail, t + 1, __ATOMIC_RELEASE);
+	return 1;
+}
+
 static inline void weft__runq_put(struct weft__p *p, struct weft__g *g, int next)
 {
 	/* An empty runnext can only be filled by its owner (thieves and the
@@ -329,14 +342,10 @@ static inline void weft__runq_put(struct weft__p *p, struct weft__g *g, int next
 			__atomic_store_n(&p->runnext, g, __ATOMIC_RELEASE);
 			return;
 		}
-		/* The ring's tail, with room (a yield's path): only the owner
-		 * writes the tail; the release store publishes the slot. */
-		uint32_t t = p->runqtail;
-		if (!next && t - __atomic_load_n(&p->runqhead, __ATOMIC_ACQUIRE) < WEFT_RUNQ_SIZE) {
-			p->runq[t % WEFT_RUNQ_SIZE] = g;
-			__atomic_store_n(&p->runqtail, t + 1, __ATOMIC_RELEASE);
+		/* The ring's tail, with room (a yield's path). */
+		if (!next && weft__runq_append(p, g, __atomic_load_n(&p->runqhead, __ATOMIC_ACQUIRE),
+					       p->runqtail))
 			return;
-		}
 	}
 	weft__runq_put_slow(p, g, next);
 }

@@ -314,7 +314,7 @@ static struct weft__timer *pop_due(struct weft__timers *h, int64_t now)
 	return t;
 }
 
-/* Timers taken from the heap per lock hold. */
+/* Timers taken (from either lane) per lock hold. */
 enum { RUN_BATCH = 32 };
 
 int weft__timers_run(struct weft__timers *h, int64_t now, int max)

@@ -3,8 +3,8 @@
  * timer.h - per-P timers. Each P keeps its timers in a 4-ary min-heap and a
  * FIFO queue for those that arrive in deadline order (timer.c), behind one
  * lock so that other Ps (stealing), idle Ms and sysmon can run a busy P's
- * overdue timers. A timer's callback
- * runs with no lock held, on whichever thread ran the heap.
+ * overdue timers. A timer's callback runs with no lock held, on whichever
+ * thread ran the timers.
  */
 #ifndef WEFT_RUNTIME_TIMER_H
 #define WEFT_RUNTIME_TIMER_H
