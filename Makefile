@@ -9,6 +9,7 @@
 #   make race          the tests under ThreadSanitizer       (build/tsan)
 #   make asan          the tests under ASan + UBSan          (build/asan)
 #   make chaos         the release tests again with WEFT_DEBUG=chaos,seed=N, N in SEEDS
+#   make aarch64       cross-build for AArch64 and run the tests under qemu-aarch64 (build/aarch64)
 #   make demo          build and run the demo (DEMO_ARGS=--help for its options)
 #   make bench         build weft-bench and say how to run it against Go
 #   make install       install header, libraries and weft.pc under PREFIX (/usr/local)
@@ -43,7 +44,7 @@ else
 TSAN_RUN :=
 endif
 
-.PHONY: all release test race asan chaos demo examples bench install format clean help
+.PHONY: all release test race asan chaos aarch64 demo examples bench install format clean help
 
 all: release
 
@@ -73,6 +74,30 @@ chaos: release
 		WEFT_DEBUG=chaos,seed=$$seed $(CTEST) --preset release $(CTEST_ARGS) || \
 			{ echo "make chaos: FAILED with WEFT_DEBUG=chaos,seed=$$seed"; exit 1; }; \
 	done
+
+# The AArch64 port, cross-built and tested under QEMU's user-mode emulator.
+# The cross compiler and QEMU come from Debian (installed here when missing
+# and running as root with apt-get).
+AARCH64_PKGS := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+aarch64:
+	@if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || \
+	    ! command -v qemu-aarch64 >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "make aarch64: installing $(AARCH64_PKGS)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends $(AARCH64_PKGS) >/dev/null || \
+			{ apt-get update -qq >/dev/null && \
+			  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends $(AARCH64_PKGS) >/dev/null; }; \
+		else \
+			echo "make aarch64: needs $(AARCH64_PKGS) (apt-get install them as root)"; \
+			exit 1; \
+		fi; \
+	fi
+	@test -f build/aarch64/CMakeCache.txt -a build/aarch64/CMakeCache.txt -nt CMakePresets.json || \
+		$(CMAKE) --preset aarch64
+	$(CMAKE) --build --preset aarch64 -j $(JOBS)
+	$(CTEST) --preset aarch64 $(CTEST_ARGS)
 
 demo: build/release/CMakeCache.txt
 	$(CMAKE) --build --preset release -j $(JOBS) --target weft-demo

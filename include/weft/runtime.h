@@ -15,7 +15,12 @@
  *                      thread moves; seed=N makes it reproducible), hogs
  *                      (report goroutines running > 10 ms without a switch and
  *                      blocking calls stuck > 1 s), schedtrace=MS (a scheduler
- *                      summary line on stderr every MS milliseconds).
+ *                      summary line on stderr every MS milliseconds),
+ *                      hostthreads=N (N threads of the process are not the
+ *                      program's and never wake a goroutine, e.g. an
+ *                      emulator's: deadlock detection, which takes any thread
+ *                      it does not know for a possible waker, counts them as
+ *                      its own).
  */
 #ifndef WEFT_RUNTIME_H
 #define WEFT_RUNTIME_H

@@ -69,8 +69,52 @@ static void print_frame(FILE *out, void *pc)
 		fprintf(out, "%p\n", pc);
 }
 
+/* Where a parked G's saved frame pointer and return address sit, in words
+ * from its saved sp, and the switch frame's size (switch_*.S). Both
+ * architectures keep the return address in the word after the frame
+ * pointer, in the switch frame and in every frame record. */
+#if defined(__x86_64__)
+enum { SWITCH_FP_WORD = 6, SWITCH_FRAME_BYTES = 64 };
+#elif defined(__aarch64__)
+enum { SWITCH_FP_WORD = 10, SWITCH_FRAME_BYTES = 176 };
+#endif
+
+/* The stack pointer, program counter and frame pointer of a signal's
+ * interrupted context (0 where unknown). */
+static uintptr_t uc_sp(void *ucv)
+{
+#if defined(__x86_64__)
+	return (uintptr_t)((ucontext_t *)ucv)->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+	return (uintptr_t)((ucontext_t *)ucv)->uc_mcontext.sp;
+#else
+	(void)ucv;
+	return 0;
+#endif
+}
+
+#if defined(__x86_64__) || defined(__aarch64__)
+static uintptr_t uc_pc(void *ucv)
+{
+#if defined(__x86_64__)
+	return (uintptr_t)((ucontext_t *)ucv)->uc_mcontext.gregs[REG_RIP];
+#else
+	return (uintptr_t)((ucontext_t *)ucv)->uc_mcontext.pc;
+#endif
+}
+
+static uintptr_t uc_fp(void *ucv)
+{
+#if defined(__x86_64__)
+	return (uintptr_t)((ucontext_t *)ucv)->uc_mcontext.gregs[REG_RBP];
+#else
+	return (uintptr_t)((ucontext_t *)ucv)->uc_mcontext.regs[29];
+#endif
+}
+#endif
+
 /* Walk the frame-pointer chain of a parked G (the layout of the switch
- * frame is in switch_x86_64.S). Racy by nature when the G resumes while we
+ * frame is in switch_*.S). Racy by nature when the G resumes while we
  * read: every read stays inside its stack, so the worst is a garbled trace. */
 #if defined(WEFT_TSAN)
 __attribute__((no_sanitize("thread")))
@@ -80,13 +124,13 @@ __attribute__((no_sanitize("address")))
 #endif
 static void walk_parked(FILE *out, struct weft__g *g)
 {
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__aarch64__)
 	uintptr_t lo = (uintptr_t)g->stack_lo, hi = (uintptr_t)g;
 	uintptr_t sp = (uintptr_t)__atomic_load_n(&g->sp, __ATOMIC_RELAXED);
-	if (sp < lo || sp + 64 > hi)
+	if (sp < lo || sp + SWITCH_FRAME_BYTES > hi)
 		return;
-	uintptr_t fp = ((uintptr_t *)sp)[6];
-	void *pc = (void *)((uintptr_t *)sp)[7];
+	uintptr_t fp = ((uintptr_t *)sp)[SWITCH_FP_WORD];
+	void *pc = (void *)((uintptr_t *)sp)[SWITCH_FP_WORD + 1];
 	for (int i = 0; i < MAX_FRAMES && pc; i++) {
 		print_frame(out, pc);
 		if (fp < lo || fp + 16 > hi || (fp & 7))
@@ -179,10 +223,7 @@ static void fault_handler(int sig, siginfo_t *si, void *ucv)
 	struct weft__m *m = weft__m_get();
 	struct weft__g *g = m ? m->curg : NULL;
 	if (g) {
-		uintptr_t sp = 0;
-#if defined(__x86_64__)
-		sp = (uintptr_t)((ucontext_t *)ucv)->uc_mcontext.gregs[REG_RSP];
-#endif
+		uintptr_t sp = uc_sp(ucv);
 		size_t pg = weft__page_size();
 		if (weft__stack_is_guard(g, si->si_addr) ||
 		    (sp && sp < (uintptr_t)g->stack_lo + 256 &&
@@ -214,8 +255,7 @@ static void hog_handler(int sig, siginfo_t *si, void *ucv)
 	(void)si;
 	void *frames[MAX_FRAMES];
 	int n = 0;
-#if defined(__x86_64__)
-	ucontext_t *uc = ucv;
+#if defined(__x86_64__) || defined(__aarch64__)
 	struct weft__m *m = weft__m_get();
 	uintptr_t lo = 0, hi = 0;
 	if (m && m->curg) {
@@ -225,8 +265,8 @@ static void hog_handler(int sig, siginfo_t *si, void *ucv)
 		lo = (uintptr_t)m->g0_lo;
 		hi = lo + m->g0_size;
 	}
-	frames[n++] = (void *)uc->uc_mcontext.gregs[REG_RIP];
-	uintptr_t fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
+	frames[n++] = (void *)uc_pc(ucv);
+	uintptr_t fp = uc_fp(ucv);
 	while (n < MAX_FRAMES && fp >= lo && fp + 16 <= hi && !(fp & 7)) {
 		void *pc = (void *)((uintptr_t *)fp)[1];
 		if (!pc)

@@ -188,9 +188,11 @@ static void parse_debug(void)
 			s->hogs = 1;
 		else if (!strncmp(tok, "schedtrace=", 11))
 			s->schedtrace_ms = atoi(tok + 11);
+		else if (!strncmp(tok, "hostthreads=", 12))
+			s->host_threads = atoi(tok + 12) > 0 ? atoi(tok + 12) : 0;
 		else
 			fprintf(stderr, "weft: WEFT_DEBUG: unknown option '%s' (known: chaos, "
-				"seed=N, hogs, schedtrace=MS)\n", tok);
+				"seed=N, hogs, schedtrace=MS, hostthreads=N)\n", tok);
 	}
 	if (s->chaos && !s->chaos_seed)
 		s->chaos_seed = (uint64_t)weft_now() | 1;
@@ -1165,15 +1167,28 @@ static void *m_main(void *arg)
 
 static void init_context(struct weft__g *g)
 {
+	uintptr_t top = (uintptr_t)g & ~(uintptr_t)15;
+	uint64_t *sp = (uint64_t *)top;
+#if defined(__x86_64__)
 	/* Frame that weft__switch pops (see switch_x86_64.S): control word,
 	 * r15..r12, rbx, rbp = 0 (ends backtraces), then weft__gostart as the
 	 * return address, leaving rsp 16-byte aligned there. */
-	uintptr_t top = (uintptr_t)g & ~(uintptr_t)15;
-	uint64_t *sp = (uint64_t *)top;
 	*--sp = (uint64_t)(uintptr_t)weft__gostart;
 	for (int i = 0; i < 6; i++)
 		*--sp = 0;
 	*--sp = 0x1F80 | ((uint64_t)0x037F << 32); /* default MXCSR and x87 CW */
+#elif defined(__aarch64__)
+	/* Frame that weft__switch pops (see switch_aarch64.S), 22 words:
+	 * x19..x28, x29 = 0 (ends backtraces), x30 = weft__gostart, d8..d15,
+	 * FPCR = 0 (round to nearest, no traps: the reset value), pad. sp
+	 * ends 16-byte aligned at weft__gostart. */
+	sp -= 22;
+	for (int i = 0; i < 22; i++)
+		sp[i] = 0;
+	sp[11] = (uint64_t)(uintptr_t)weft__gostart;
+#else
+#error "weft: no context switch for this architecture"
+#endif
 	g->sp = sp;
 }
 

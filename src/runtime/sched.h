@@ -196,6 +196,7 @@ struct weft__sched {
 	uint64_t chaos_seed;
 	int hogs;
 	int schedtrace_ms;
+	int host_threads;    /* threads that are not the program's (sysmon.c) */
 	struct weft__p *allp[WEFT_MAX_PROCS]; /* allocated up to nallp; never freed */
 
 	/* What wakep reads on every spawn and wake-up, written as Ps go idle
@@ -240,9 +241,10 @@ extern struct weft__sched weft__sched;
 
 /*
  * The current M, or NULL on a foreign thread. Never cached by the compiler
- * across a call that can park (DESIGN, TLS): on x86-64 it is one volatile
- * asm that reads %fs afresh each time it runs (a "memory" clobber keeps it
- * in place among the calls around it), elsewhere an opaque out-of-line call.
+ * across a call that can park (DESIGN, TLS): on x86-64 and AArch64 it is
+ * one volatile asm that reads the thread pointer (%fs, tpidr_el0) afresh
+ * each time it runs (a "memory" clobber keeps it in place among the calls
+ * around it), elsewhere an opaque out-of-line call.
  * The variable is initial-exec TLS: one load through the GOT, never
  * __tls_get_addr, in the shared library too.
  */
@@ -258,6 +260,16 @@ static inline __attribute__((always_inline)) struct weft__m *weft__m_get(void)
 			     : "=r"(m)
 			     :
 			     : "memory");
+	return m;
+#elif defined(__aarch64__)
+	struct weft__m *m;
+	__asm__ __volatile__("adrp %0, :gottprel:weft__tls_m\n\t"
+			     "ldr %0, [%0, #:gottprel_lo12:weft__tls_m]\n\t"
+			     "mrs x16, tpidr_el0\n\t"
+			     "ldr %0, [x16, %0]"
+			     : "=r"(m)
+			     :
+			     : "x16", "memory");
 	return m;
 #else
 	return weft__m_get_slow();

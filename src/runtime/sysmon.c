@@ -39,16 +39,28 @@
 
 static int san_extra_threads;
 
-/* Threads in this process, from /proc/self/stat (field 20). */
-static int count_threads(void)
+/* Read a /proc file into buf (at most n - 1 bytes, NUL-terminated);
+ * returns 0 or -1. */
+static int read_proc(const char *path, char *buf, size_t n)
 {
-	char buf[1024];
-	FILE *f = fopen("/proc/self/stat", "r");
+	FILE *f = fopen(path, "r");
 	if (!f)
 		return -1;
-	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	size_t len = fread(buf, 1, n - 1, f);
 	fclose(f);
-	buf[n] = 0;
+	buf[len] = 0;
+	return 0;
+}
+
+/* Threads in this process, from /proc/self/stat (field 20), or from the
+ * Threads: line of /proc/self/status where stat says 0: an emulator such as
+ * qemu-user fakes stat, leaving most fields 0, and passes status through
+ * (counting its own threads, which WEFT_DEBUG=hostthreads=N accounts for). */
+static int count_threads(void)
+{
+	char buf[2048];
+	if (read_proc("/proc/self/stat", buf, sizeof buf))
+		return -1;
 	char *p = strrchr(buf, ')');
 	if (!p)
 		return -1;
@@ -57,7 +69,13 @@ static int count_threads(void)
 	for (p++; *p && field < 20; p++)
 		if (*p == ' ')
 			field++;
-	return atoi(p);
+	int n = atoi(p);
+	if (n > 0)
+		return n;
+	if (read_proc("/proc/self/status", buf, sizeof buf))
+		return -1;
+	p = strstr(buf, "\nThreads:");
+	return p ? atoi(p + 9) : -1;
 }
 
 static int all_idle(void)
@@ -104,7 +122,7 @@ static int deadlocked_now(void)
 	}
 	int threads = count_threads();
 	int ours = __atomic_load_n(&s->mcount, __ATOMIC_SEQ_CST) + 1 /* sysmon */ + foreign +
-		   san_extra_threads;
+		   san_extra_threads + s->host_threads;
 	return threads == ours;
 }
 

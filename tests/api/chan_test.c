@@ -1407,7 +1407,7 @@ TEST(batch_recv_keeps_order)
 		for (int64_t i = 0; !unbuffered && i < 4; i++)
 			ASSERT_EQ(weft_chan_trysend(c, &i), 0);
 		struct partner ps[3];
-		pthread_t th[3];
+		pthread_t th[3] = {0}; /* joined only where thread[i] */
 		bool thread[3] = {false, true, false};
 		for (int i = 0; i < 3; i++)
 			park_partner(&ps[i], c, true, base + (unbuffered ? i : 4 + i), thread[i],
@@ -1450,7 +1450,7 @@ TEST(batch_send_fills_receivers_then_buffer)
 		int64_t in[6] = {0, 1, 2, 3, 4, 5}, v;
 		size_t sent = 99;
 		struct partner ps[2];
-		pthread_t th[2];
+		pthread_t th[2] = {0};
 		bool thread[2] = {false, true};
 		for (int i = 0; i < 2; i++)
 			park_partner(&ps[i], c, false, -1, thread[i], &th[i]);
@@ -1560,7 +1560,7 @@ TEST(batch_completes_select)
 		GO(select_on, &s);
 		wait_parked(&s.started, 1);
 		struct partner p;
-		pthread_t th;
+		pthread_t th = 0;
 		bool thread = false;
 		park_partner(&p, s.c, dir == WEFT_SEND, 78, false, &th);
 		int64_t v[3] = {5, 6, 7};
@@ -1604,7 +1604,7 @@ TEST(batch_serves_at_most_32_partners)
 	for (int sends = 0; sends < 2; sends++) {
 		weft_chan *c = make_chan(sizeof(int64_t), 4);
 		struct partner ps[CROWD];
-		pthread_t th[CROWD];
+		pthread_t th[CROWD] = {0};
 		bool thread[CROWD] = {false};
 		int64_t v[64], seen = 0;
 		size_t n = 0;

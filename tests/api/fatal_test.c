@@ -184,6 +184,44 @@ TEST_THREAD(deadlock_detected_after_timer)
 	test_child_free(&c);
 }
 
+/* A thread that never calls weft and never wakes anything. */
+static void *idle_forever(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/* Main alone waiting on a WaitGroup nobody will complete, in a process with
+ * one more thread that weft does not know, started before the runtime. */
+CHILD(deadlock_host_thread)
+{
+	pthread_t th;
+	ASSERT_EQ(pthread_create(&th, NULL, idle_forever, NULL), 0);
+	return weft_main(lonely_main, NULL);
+}
+
+/*
+ * WEFT_DEBUG=hostthreads=N: N threads are not the program's and never wake a
+ * goroutine (an emulator's own threads), so with the extra thread declared a
+ * deadlock is still detected; the child's WEFT_DEBUG is the run's own (chaos
+ * mode, or the hostthreads of an emulated run) plus one host thread (a later
+ * entry wins). Undeclared, that thread is a possible waker and nothing is
+ * reported (no_deadlock_waiting_on_foreign_thread). Guards: the option not
+ * parsed, or not counted by the detector (the child hangs until the harness
+ * kills it).
+ */
+TEST_THREAD(deadlock_detected_with_declared_host_thread)
+{
+	const char *d = getenv("WEFT_DEBUG");
+	char dbg[512];
+	snprintf(dbg, sizeof dbg, "WEFT_DEBUG=%s%shostthreads=%d", d && *d ? d : "",
+	         d && *d ? "," : "", test_host_threads() + 1);
+	const char *const env[] = { "WEFT_PROCS=2", dbg, NULL };
+	expect_deadlock("deadlock_host_thread", env);
+}
+
 /* -------------------------------------------------------- live programs */
 
 static int sleepy_main(void *arg)

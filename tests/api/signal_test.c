@@ -615,8 +615,10 @@ static int restore_main(void *arg)
 	const int rtmax = SIGRTMAX;
 	ASSERT_EQ(rtmax, 64);
 	ASSERT_EQ(weft_signal_notify(c, &rtmax, 1), 0);
-	send_self(rtmax);
-	ASSERT_EQ(recv_sig(c), rtmax);
+	if (!test_emulated()) { /* qemu-user keeps the top signals for itself */
+		send_self(rtmax);
+		ASSERT_EQ(recv_sig(c), rtmax);
+	}
 	weft_signal_stop(c);
 	ASSERT(is_default(rtmax));
 

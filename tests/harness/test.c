@@ -124,12 +124,25 @@ int test_slowdown(void)
 	return f;
 }
 
+bool test_emulated(void)
+{
+	const char *s = getenv("WEFT_TEST_EXEC");
+	return s && *s;
+}
+
 bool test_quick(void)
 {
 	const char *s = getenv("WEFT_TEST_QUICK");
 	if (s && *s && strcmp(s, "0") != 0)
 		return true;
-	return TEST_TSAN || TEST_ASAN;
+	return TEST_TSAN || TEST_ASAN || test_emulated();
+}
+
+int test_host_threads(void)
+{
+	const char *d = getenv("WEFT_DEBUG");
+	const char *h = d ? strstr(d, "hostthreads=") : NULL;
+	return h && (h == d || h[-1] == ',') ? atoi(h + 12) : 0;
 }
 
 int test_cpus(void)
@@ -296,11 +309,51 @@ static void describe(test_child *c)
 		snprintf(c->desc, sizeof c->desc, "ended oddly");
 }
 
+/*
+ * The child's argv: /proc/self/exe --child name, behind the command prefix in
+ * WEFT_TEST_EXEC if set (words split at spaces). A test built for another
+ * architecture runs under an emulator (qemu-aarch64 -L SYSROOT: the aarch64
+ * test preset sets it); the emulator's execve is the host's, so the child
+ * must start under the emulator too, by the binary's real path. Built before
+ * the fork: the child of a threaded process may not allocate.
+ */
+static char **child_argv(const char *name, char **words_out)
+{
+	const char *wrap = getenv("WEFT_TEST_EXEC");
+	char *words = strdup(wrap && *wrap ? wrap : "");
+	*words_out = words;
+	size_t n = 0;
+	for (char *p = words; *p; p++)
+		if (*p != ' ' && (p == words || p[-1] == ' '))
+			n++;
+	char **argv = calloc(n + 4, sizeof *argv);
+	if (!words || !argv)
+		abort();
+	size_t k = 0;
+	for (char *save = NULL, *w = strtok_r(words, " ", &save); w; w = strtok_r(NULL, " ", &save))
+		argv[k++] = w;
+	if (k) {
+		static char exe[4096];
+		ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+		if (len <= 0)
+			FAIL("readlink /proc/self/exe: %s", strerror(errno));
+		exe[len] = 0;
+		argv[k++] = exe;
+	} else {
+		argv[k++] = "/proc/self/exe";
+	}
+	argv[k++] = "--child";
+	argv[k++] = (char *)name;
+	argv[k] = NULL;
+	return argv;
+}
+
 void test_child_run(const char *name, const char *const *env, int timeout_ms,
 		    test_child *c)
 {
 	int po[2], pe[2];
-	char *argv[] = { "/proc/self/exe", "--child", (char *)name, NULL };
+	char *words;
+	char **argv = child_argv(name, &words);
 	char **envp = child_environ(env);
 	bool on_goroutine = weft_self_id() != 0;
 
@@ -315,9 +368,11 @@ void test_child_run(const char *name, const char *const *env, int timeout_ms,
 	if (pid == 0) {
 		dup2(po[1], 1);
 		dup2(pe[1], 2);
-		execve(argv[0], argv, envp);
+		execvpe(argv[0], argv, envp);
 		_exit(127);
 	}
+	free(words);
+	free(argv);
 	free(envp);
 	close(po[1]);
 	close(pe[1]);

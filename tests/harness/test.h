@@ -235,9 +235,15 @@ __attribute__((noreturn)) void test__fail_duration(const char *file, int line,
 
 /* Multiplier for time tolerances and timeouts (see the file comment). */
 int test_slowdown(void);
-/* True when stress sizes should shrink: WEFT_TEST_QUICK set, or a sanitizer
- * build. */
+/* True when stress sizes should shrink: WEFT_TEST_QUICK set, a sanitizer
+ * build, or an emulated run. */
 bool test_quick(void);
+/* True when the tests run under an emulator (WEFT_TEST_EXEC set: the aarch64
+ * preset runs them under qemu-aarch64), whose limits some tests respect. */
+bool test_emulated(void);
+/* Threads of the process that are not the program's: the N of
+ * hostthreads=N in WEFT_DEBUG (an emulator's own threads), else 0. */
+int test_host_threads(void);
 /* full, or quick when test_quick(). */
 #define TEST_SIZE(full, quick) (test_quick() ? (quick) : (full))
 /* True when WEFT_DEBUG asks for chaos mode. */
