@@ -188,8 +188,8 @@ static void parse_debug(void)
 			s->hogs = 1;
 		else if (!strncmp(tok, "schedtrace=", 11))
 			s->schedtrace_ms = atoi(tok + 11);
-		else if (!strncmp(tok, "hostthreads=", 12))
-			s->host_threads = atoi(tok + 12) > 0 ? atoi(tok + 12) : 0;
+		else if (!strncmp(tok, "hostthreads=", 12) && atoi(tok + 12) >= 0)
+			s->host_threads = atoi(tok + 12);
 		else
 			fprintf(stderr, "weft: WEFT_DEBUG: unknown option '%s' (known: chaos, "
 				"seed=N, hogs, schedtrace=MS, hostthreads=N)\n", tok);

@@ -140,9 +140,13 @@ bool test_quick(void)
 
 int test_host_threads(void)
 {
+	/* The last entry wins, as in the runtime's parser. */
 	const char *d = getenv("WEFT_DEBUG");
-	const char *h = d ? strstr(d, "hostthreads=") : NULL;
-	return h && (h == d || h[-1] == ',') ? atoi(h + 12) : 0;
+	int n = 0;
+	for (const char *h = d; h && (h = strstr(h, "hostthreads=")); h += 12)
+		if (h == d || h[-1] == ',')
+			n = atoi(h + 12);
+	return n;
 }
 
 int test_cpus(void)
@@ -314,10 +318,11 @@ static void describe(test_child *c)
  * WEFT_TEST_EXEC if set (words split at spaces). A test built for another
  * architecture runs under an emulator (qemu-aarch64 -L SYSROOT: the aarch64
  * test preset sets it); the emulator's execve is the host's, so the child
- * must start under the emulator too, by the binary's real path. Built before
- * the fork: the child of a threaded process may not allocate.
+ * must start under the emulator too, by the binary's real path (read into
+ * exe). Built before the fork: the child of a threaded process may not
+ * allocate.
  */
-static char **child_argv(const char *name, char **words_out)
+static char **child_argv(const char *name, char **words_out, char *exe, size_t exe_size)
 {
 	const char *wrap = getenv("WEFT_TEST_EXEC");
 	char *words = strdup(wrap && *wrap ? wrap : "");
@@ -333,8 +338,7 @@ static char **child_argv(const char *name, char **words_out)
 	for (char *save = NULL, *w = strtok_r(words, " ", &save); w; w = strtok_r(NULL, " ", &save))
 		argv[k++] = w;
 	if (k) {
-		static char exe[4096];
-		ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+		ssize_t len = readlink("/proc/self/exe", exe, exe_size - 1);
 		if (len <= 0)
 			FAIL("readlink /proc/self/exe: %s", strerror(errno));
 		exe[len] = 0;
@@ -352,8 +356,8 @@ void test_child_run(const char *name, const char *const *env, int timeout_ms,
 		    test_child *c)
 {
 	int po[2], pe[2];
-	char *words;
-	char **argv = child_argv(name, &words);
+	char *words, exe[4096];
+	char **argv = child_argv(name, &words, exe, sizeof exe);
 	char **envp = child_environ(env);
 	bool on_goroutine = weft_self_id() != 0;
 
