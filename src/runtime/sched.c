@@ -110,7 +110,7 @@ struct weft__g *weft__g_get(void)
  * __errno_location const, so the address must never be computed before a
  * switch and used after it. Gs read it through their current M
  * (m->errno_ptr, set by the M's own thread); this is for the rest. */
-__attribute__((noinline)) static int *errno_addr(void)
+__attribute__((noinline)) int *weft__errno_addr(void)
 {
 	int *p = &errno;
 	__asm__ __volatile__("" : "+r"(p));
@@ -370,7 +370,7 @@ static void newm(struct weft__p *p, int spinning)
 	weft__unlock(&s->lock);
 	m->rand = (s->chaos ? s->chaos_seed : (uint64_t)weft_now()) * 0x9E3779B97F4A7C15ull +
 		  (uint64_t)m->id * 0xBF58476D1CE4E5B9ull + 1;
-	int saved_errno = *errno_addr();
+	int saved_errno = *weft__errno_addr();
 	pthread_attr_t a;
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
@@ -378,7 +378,7 @@ static void newm(struct weft__p *p, int spinning)
 	pthread_attr_destroy(&a);
 	if (e)
 		weft__fatal_errno("pthread_create for a new M", e);
-	*errno_addr() = saved_errno;
+	*weft__errno_addr() = saved_errno;
 }
 
 /* Wake an M taken off the idle list, handing it P p (or none). */
@@ -718,6 +718,14 @@ static inline void san_finish(struct weft__m *m, struct weft__g *cur)
 	(void)m;
 }
 
+/* Put g on the global queue, taking sched.lock. */
+static void globrunq_put_locking(struct weft__g *g)
+{
+	weft__lock(&weft__sched.lock);
+	weft__globrunq_put(g);
+	weft__unlock(&weft__sched.lock);
+}
+
 static inline __attribute__((always_inline)) void run_after(struct weft__m *m)
 {
 	int a = m->after;
@@ -736,9 +744,7 @@ static inline __attribute__((always_inline)) void run_after(struct weft__m *m)
 			weft__wakep();
 		break;
 	case AFTER_GLOBAL:
-		weft__lock(&weft__sched.lock);
-		weft__globrunq_put(g);
-		weft__unlock(&weft__sched.lock);
+		globrunq_put_locking(g);
 		weft__wakep();
 		break;
 	case AFTER_PARK:
@@ -958,6 +964,9 @@ static int live_chain_elsewhere(struct weft__p *self)
 	return 0;
 }
 
+/* Below, with the blocking-call slots it takes. */
+static void precarve_unowned(struct weft__m *m);
+
 /* Find a runnable G for m, parking the M while there is none. On g0. */
 static struct weft__g *findrunnable(struct weft__m *m)
 {
@@ -1056,10 +1065,22 @@ top:
 			}
 		}
 	}
+	if (weft__stack_precarve_wanted()) {
+		precarve_unowned(m);
+		goto top;
+	}
 	stopm(m);
 	goto top;
 
 found:
+	/* The P may have been removed since the check at the top (the
+	 * stealing and polling above take a while): then g, which may have
+	 * been readied after the removal, must not run here. It goes to the
+	 * global queue, and the top retires the P. */
+	if (m->p->id >= __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE)) {
+		globrunq_put_locking(g);
+		goto top;
+	}
 	m->linger = 0;
 	if (m->spinning)
 		reset_spinning(m);
@@ -1133,7 +1154,7 @@ static void *m_main(void *arg)
 {
 	struct weft__m *m = arg;
 	m_set(m);
-	m->errno_ptr = errno_addr();
+	m->errno_ptr = weft__errno_addr();
 #ifdef WEFT_TSAN
 	/* This thread's errno slot is shared by every goroutine that runs here;
 	 * the runtime saves and restores it per goroutine at each switch, in
@@ -1207,10 +1228,7 @@ int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *f
 	struct weft__m *m = weft__m_get();
 	struct weft__p *p = m && m->curg && !m->in_blocking ? m->p : NULL;
 	int err = ENOMEM;
-	/* Carving stacks makes system calls; the caller's errno is its own. */
-	int saved_errno = *errno_addr();
 	struct weft__g *g = weft__stack_alloc(p, size, &err);
-	*errno_addr() = saved_errno;
 	if (!g)
 		return err;
 	if (p) {
@@ -1226,8 +1244,6 @@ int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *f
 	g->arg = arg;
 	g->file = file;
 	g->line = line;
-	/* A blind store: reading the flag would stall on the record's second
-	 * (cold) line; a store goes through the store buffer. */
 	g->named = opts && opts->name;
 	if (g->named)
 		snprintf(g->name, sizeof g->name, "%s", opts->name);
@@ -1240,13 +1256,10 @@ int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *f
 		__atomic_add_fetch(&s->ngoroutines, 1, __ATOMIC_RELAXED);
 	}
 	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELEASE);
-	if (p && !chaos(4)) {
+	if (p && !chaos(4))
 		weft__runq_put(p, g, 1);
-	} else {
-		weft__lock(&s->lock);
-		weft__globrunq_put(g);
-		weft__unlock(&s->lock);
-	}
+	else
+		globrunq_put_locking(g);
 	weft__wakep();
 	return 0;
 }
@@ -1265,8 +1278,9 @@ void weft__goexit(void)
 		g->lockedm = NULL;
 		g->lock_count = 0;
 	}
-	if (g->wait_reason)
-		__atomic_store_n(&g->wait_reason, NULL, __ATOMIC_RELAXED);
+	/* g->wait_reason stays: dumps read it only of a G that is WAITING, and
+	 * every park sets it first (reading it here would miss on the record's
+	 * second line, which nothing else on this path touches). */
 	__atomic_store_n(&g->status, G_DEAD, __ATOMIC_RELEASE);
 	m->after = AFTER_FREE;
 	m->after_g = g;
@@ -1339,13 +1353,10 @@ void weft__ready_m(struct weft__m *m, struct weft__g *g)
 {
 	struct weft__sched *s = &weft__sched;
 	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELEASE);
-	if (m && m->p && !m->in_blocking && !chaos(2)) {
+	if (m && m->p && !m->in_blocking && !chaos(2))
 		weft__runq_put(m->p, g, 1);
-	} else {
-		weft__lock(&s->lock);
-		weft__globrunq_put(g);
-		weft__unlock(&s->lock);
-	}
+	else
+		globrunq_put_locking(g);
 	if (__atomic_load_n(&s->npidle, __ATOMIC_SEQ_CST) != 0)
 		weft__wakep();
 }
@@ -1519,6 +1530,45 @@ static void blk_release(void)
 {
 	__atomic_sub_fetch(&blk_inuse, 1, __ATOMIC_SEQ_CST);
 	blk_pass();
+}
+
+/*
+ * m, with no P and in transit to stopm, while spawns outrun the stack caches
+ * (stack.c): carve stacks for them first. Out of the transit count, so that
+ * work readied meanwhile gets the idle P and another M instead of waiting
+ * for this one; a P already wanted from it is taken instead (returns with
+ * m->p set). Goes on to stopm when the credit is spent or a timer is near.
+ */
+static void precarve_unowned(struct weft__m *m)
+{
+	struct weft__sched *s = &weft__sched;
+	/* Carving is system calls made for the runtime: like a goroutine's
+	 * blocking call it holds a slot, so that the Ms started meanwhile
+	 * stay within weft_procs() + weft_max_blocking() (runtime.h). None
+	 * free: no carving. */
+	if (!blk_try())
+		return;
+	weft__lock(&s->lock);
+	int got = transit_end_locked(m);
+	struct weft__p *orphans = wanted_orphans_locked();
+	weft__unlock(&s->lock);
+	start_wanted(orphans);
+	if (got) {
+		blk_release();
+		struct weft__p *p = m->nextp;
+		m->nextp = NULL;
+		acquirep(m, p);
+		return;
+	}
+	/* A batch takes some 200 us (more under a sanitizer), and an M that
+	 * is not asleep in stopm sleeps for no timer: carve only while none is
+	 * due within a millisecond, and give the slot back as soon as a
+	 * goroutine waits for one. */
+	while (weft__stack_precarve_wanted() &&
+	       !__atomic_load_n(&blk_q.len_, __ATOMIC_SEQ_CST) &&
+	       weft__timers_earliest() > weft_now() + WEFT_MILLISECOND)
+		weft__stack_precarve();
+	blk_release();
 }
 
 int weft_max_blocking(void)

@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "weft.h"
@@ -58,7 +59,8 @@ struct weft__g {
 	uint32_t status;            /* G_*, atomic */
 	int32_t line;               /* creation site: line */
 	struct weft__m *lockedm;    /* the M it is pinned to, or NULL; owner: the G */
-	struct weft__g *schedlink;  /* free-list link; owner: the P or the stack cache */
+	uint8_t custom_stack;       /* not a default-size stack: unmapped at exit */
+	uint8_t named;              /* name[] holds a name */
 	weft_fn fn;                 /* entry; set at spawn */
 	void *arg;
 	uint64_t id;                /* set at spawn, read-only while alive */
@@ -69,9 +71,7 @@ struct weft__g {
 	const char *wait_reason;    /* why it is WAITING; atomic (read by dumps) */
 	int64_t wait_since;         /* weft__coarse_now when it parked; atomic */
 	int lock_count;             /* weft_lock_thread nesting; owner: the G */
-	uint8_t custom_stack;       /* not a default-size stack: unmapped at exit */
 	uint8_t stack_trimmed;      /* in the global cache with its memory given back */
-	uint8_t named;              /* name[] holds a name */
 
 	char *stack_lo;             /* lowest usable byte (the guard page is just below) */
 	size_t stack_size;          /* usable bytes from stack_lo to the end of this record */
@@ -80,6 +80,8 @@ struct weft__g {
 	void *tsan_fiber;           /* sanitizer fiber state */
 	void *asan_fake_stack;
 } __attribute__((aligned(64)));
+_Static_assert(offsetof(struct weft__g, file) + sizeof(const char *) <= 64,
+	       "spawn, run and exit touch only the record's first line");
 
 /* P states. */
 enum {
@@ -383,13 +385,30 @@ void weft__globrunq_put(struct weft__g *g);
 void weft__globrunq_putbatch(struct weft__g **v, int n);
 struct weft__g *weft__globrunq_get(struct weft__p *p, int max);
 
+/* errno's address for the thread we are on now, never cached across a
+ * switch (sched.c). */
+int *weft__errno_addr(void);
+
 /* ---------------------------------------------------------------- stacks (stack.c) */
 
 /* A G record with a fresh or cached stack of size bytes (0 = default); NULL
- * and *err set on failure. p may be NULL (foreign thread). */
+ * and *err set on failure. p may be NULL (foreign thread). The caller's
+ * errno is kept (weft_go must not change it). */
 struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err);
 /* Return g's record and stack. Precondition: no one runs on that stack. */
 void weft__stack_free(struct weft__p *p, struct weft__g *g);
+/* Default-size stacks are carved WEFT_STACK_BATCH at a time; idle Ps carve
+ * at most WEFT_PRECARVE_MAX batches ahead of demand. */
+#define WEFT_STACK_BATCH 64
+#define WEFT_PRECARVE_MAX 8
+/* Whether spawns have recently outrun the stack caches, so that an M whose
+ * P went idle should weft__stack_precarve(): carve a batch of stacks into
+ * the global cache (stack.c says when). No lock held. */
+int weft__stack_precarve_wanted(void);
+void weft__stack_precarve(void);
+/* Default-size stacks carved so far: in all, and by idle Ps; returns
+ * whether a carve ahead is under way (tests). */
+int weft__stack_counts(int64_t *carved, int64_t *ahead);
 /* Give back the memory of stacks idle in the global cache (sysmon). */
 void weft__stack_trim(void);
 /* Move p's cache to the global cache (P retired). */

@@ -13,6 +13,7 @@
  * reservations (one VMA each). A guard page is installed with
  * MADV_GUARD_INSTALL (Linux 6.13+), which adds no VMA, batched through one
  * process_madvise() call per batch where the kernel allows it; older kernels
+ * (and emulators that accept the advice but ignore it: probed once)
  * get mprotect(PROT_NONE) guards, each of which splits the reservation's VMA,
  * so vm.max_map_count bounds the number of stacks: we count them and refuse
  * with EAGAIN (and one line on stderr) before the kernel refuses.
@@ -32,6 +33,7 @@
 #include "sched.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +60,7 @@
 #endif
 
 #define RESERVE_BYTES ((size_t)1 << 30)
-#define BATCH 64
+#define BATCH WEFT_STACK_BATCH
 #define RECORD_BYTES ((sizeof(struct weft__g) + 63) & ~(size_t)63)
 /*
  * Cache colours. Units are a whole number of pages apart, so without an
@@ -83,7 +85,12 @@ static struct {
 	uint32_t carve_lock;    /* the bump region and guard-mode state; taken without
 	                         * st.lock, so slow page faults never block the cache */
 	int guard_mode;
+	int madv_guard;         /* MADV_GUARD_INSTALL really guards: 1, no: -1,
+	                         * not yet probed: 0 (atomic; see madv_guard_works) */
 	int populate_ok;        /* populate_tops works here (until it fails once) */
+	int precarve;           /* batches idle Ps may carve ahead (atomic; see below) */
+	int64_t carved, carved_ahead; /* default units, all and by idle Ps (atomic) */
+	int precarving;         /* carves ahead under way (atomic) */
 	int pidfd;
 	long map_count_max;
 	long mprotect_guards;
@@ -122,10 +129,45 @@ static void warn_map_count(void)
 {
 	if (st.map_count_warned++)
 		return;
-	fprintf(stderr, "weft: cannot create more goroutine stacks: this kernel lacks "
-		"MADV_GUARD_INSTALL (Linux 6.13+), so each guard page costs memory maps, and "
+	fprintf(stderr, "weft: cannot create more goroutine stacks: MADV_GUARD_INSTALL "
+		"(Linux 6.13+) is missing here or has no effect (an emulator), so each guard "
+		"page costs memory maps, and "
 		"vm.max_map_count=%ld is nearly used up; raise it (sysctl vm.max_map_count) or "
 		"use a newer kernel\n", st.map_count_max);
+}
+
+/*
+ * Whether MADV_GUARD_INSTALL really guards pages here. Its success proves
+ * nothing: an emulator such as qemu-user (7.2) answers 0 to advice it does
+ * not know and does nothing, which left every stack unguarded there (an
+ * overflow ran into the next mapping). So probe once: a guarded page makes
+ * write(2) from it to a pipe fail with EFAULT. (write, because the kernel
+ * alone reads the buffer: under Valgrind, calls whose arguments it reads
+ * itself, such as rt_sigprocmask's set, would fault inside Valgrind.) If no
+ * pipe can be had (descriptors used up at the first stack), the answer is
+ * no: mprotect guards cost maps but always guard. Racing first callers
+ * probe alike.
+ */
+static int madv_guard_works(void)
+{
+	int v = __atomic_load_n(&st.madv_guard, __ATOMIC_ACQUIRE);
+	if (v)
+		return v > 0;
+	size_t pg = weft__page_size();
+	v = -1;
+	char *p = mmap(NULL, pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p != MAP_FAILED) {
+		int fd[2];
+		if (madvise(p, pg, MADV_GUARD_INSTALL) == 0 && pipe2(fd, O_CLOEXEC) == 0) {
+			if (write(fd[1], p, 1) < 0 && errno == EFAULT)
+				v = 1;
+			close(fd[0]);
+			close(fd[1]);
+		}
+		munmap(p, pg);
+	}
+	__atomic_store_n(&st.madv_guard, v, __ATOMIC_RELEASE);
+	return v > 0;
 }
 
 /* Install guard pages at the given addresses. carve_lock held. Returns 0 or an
@@ -136,7 +178,7 @@ static int install_guards(char **at, int n)
 	if (st.guard_mode == GUARD_UNKNOWN) {
 		st.pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
 		__atomic_store_n(&st.populate_ok, st.pidfd >= 0, __ATOMIC_RELAXED);
-		st.guard_mode = GUARD_MADV_BATCH;
+		st.guard_mode = madv_guard_works() ? GUARD_MADV_BATCH : GUARD_MPROTECT;
 		st.map_count_max = read_max_map_count();
 	}
 	if (st.guard_mode == GUARD_MADV_BATCH) {
@@ -291,6 +333,7 @@ static int carve(struct weft__g **out)
 		out[BATCH - 1 - i] = g;
 	}
 	allg_link(first, prev);
+	__atomic_add_fetch(&st.carved, BATCH, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -307,7 +350,8 @@ static struct weft__g *alloc_custom(size_t size, int *err)
 		return NULL;
 	}
 	/* A separate mapping costs a VMA anyway; mprotect works everywhere. */
-	if (madvise(m, pg, MADV_GUARD_INSTALL) != 0 && mprotect(m, pg, PROT_NONE) != 0) {
+	if ((!madv_guard_works() || madvise(m, pg, MADV_GUARD_INSTALL) != 0) &&
+	    mprotect(m, pg, PROT_NONE) != 0) {
 		munmap(m, usable + pg);
 		*err = EAGAIN;
 		return NULL;
@@ -318,15 +362,29 @@ static struct weft__g *alloc_custom(size_t size, int *err)
 	return g;
 }
 
-/* Make a recycled record ready for weft_go. Only the first line and what
- * is not already clean at exit are written: a G ends with no timer
- * pending, not locked (goexit clears lockedm), with no wait reason. */
+/* Prefetch a line for writing (PREFETCHW: fetched exclusive, so the store
+ * that follows needs no second trip to the other caches; a NOP on x86-64
+ * CPUs without it). */
+static inline void prefetch_write(const void *a)
+{
+#if defined(__x86_64__)
+	__asm__ volatile("prefetchw %0" : : "m"(*(const char *)a));
+#else
+	__builtin_prefetch(a, 1);
+#endif
+}
+
+/* Make a recycled record ready for weft_go: only what is not already clean
+ * at exit (units are freed only there, by goexit's AFTER_FREE). A G ends with
+ * no timer pending and not locked (goexit clears lockedm); a stale wait
+ * reason is never read (dumps read it only of a WAITING G, and a park sets
+ * it first). */
 static void reset_record(struct weft__g *g)
 {
-	g->schedlink = NULL;
-	g->lockedm = NULL;
 #ifdef WEFT_ASAN
 	g->asan_fake_stack = NULL;
+#else
+	(void)g;
 #endif
 }
 
@@ -341,18 +399,89 @@ static struct weft__g *global_pop(void)
 	return g;
 }
 
-struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err)
+/*
+ * Carving ahead. A new unit costs a page fault's worth of kernel time (2-5
+ * us on a VM) and is paid by the spawner when the caches run dry, so a burst
+ * of spawns runs at the kernel's pace on one CPU while the Ps that run the
+ * new goroutines often sit idle. Each carve on demand (the global cache was
+ * empty) of a burst (precarve_grant says when) grants credit for
+ * PRECARVE_GRANT more batches, at most PRECARVE_MAX in all; an M whose P
+ * found nothing to run spends it before it sleeps, carving batches into the
+ * global cache, having handed its P back first (precarve_unowned, sched.c),
+ * so that no work waits for the carve. The credit exists only while the
+ * spawner keeps missing, so a program that stops spawning gets at most
+ * PRECARVE_MAX batches it did not ask for, cached for its next spawns and
+ * trimmed like any unit if they stay unused. (Measured, MemPark1M at 2 Ps:
+ * creation 2.8 s -> 2.1 s.) With one P nothing changes until the spawner
+ * blocks: no P is idle while it runs.
+ */
+#define PRECARVE_GRANT 2
+#define PRECARVE_MAX WEFT_PRECARVE_MAX
+/* After a carve on demand: credit, if it is a burst's, i.e. the units
+ * carved before it are nearly all in use (fewer than half a batch idle in
+ * the caches; goroutines alive stand for units in use). A program's first
+ * carve has none before it, and one whose goroutines come and go keeps
+ * plenty idle (in some P's cache): neither is a burst. */
+static void precarve_grant(void)
+{
+	int64_t before = __atomic_load_n(&st.carved, __ATOMIC_RELAXED) - BATCH;
+	if (before <= 0 || before - weft__count_goroutines() >= BATCH / 2)
+		return;
+	int c = __atomic_load_n(&st.precarve, __ATOMIC_RELAXED);
+	while (c < PRECARVE_MAX &&
+	       !__atomic_compare_exchange_n(&st.precarve, &c,
+					    c + PRECARVE_GRANT < PRECARVE_MAX ? c + PRECARVE_GRANT : PRECARVE_MAX,
+					    1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
+int weft__stack_precarve_wanted(void)
+{
+	return __atomic_load_n(&st.precarve, __ATOMIC_SEQ_CST) > 0;
+}
+
+void weft__stack_precarve(void)
+{
+	/* Under way before the credit is taken: no credit left and nothing
+	 * under way, read in that order, means no more carving. */
+	__atomic_add_fetch(&st.precarving, 1, __ATOMIC_SEQ_CST);
+	int c = __atomic_load_n(&st.precarve, __ATOMIC_SEQ_CST);
+	do {
+		if (c <= 0)
+			goto out;
+	} while (!__atomic_compare_exchange_n(&st.precarve, &c, c - 1, 1,
+					      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+	struct weft__g *batch[BATCH];
+	if (carve(batch) != 0) {
+		/* Out of memory or maps: leave it to demand, which reports it. */
+		__atomic_store_n(&st.precarve, 0, __ATOMIC_RELAXED);
+	} else {
+		weft__lock(&st.lock);
+		global_push(batch, BATCH);
+		weft__unlock(&st.lock);
+		__atomic_add_fetch(&st.carved_ahead, BATCH, __ATOMIC_RELAXED);
+	}
+out:
+	__atomic_sub_fetch(&st.precarving, 1, __ATOMIC_SEQ_CST);
+}
+
+int weft__stack_counts(int64_t *carved, int64_t *ahead)
+{
+	int busy = __atomic_load_n(&st.precarving, __ATOMIC_SEQ_CST) > 0;
+	*carved = __atomic_load_n(&st.carved, __ATOMIC_RELAXED);
+	*ahead = __atomic_load_n(&st.carved_ahead, __ATOMIC_RELAXED);
+	return busy;
+}
+
+/* weft__stack_alloc past the P's cache: size is a custom size, or 0 for the
+ * default (from the global cache, carving when it is empty). */
+static struct weft__g *stack_alloc_slow(struct weft__p *p, size_t size, int *err)
 {
 	struct weft__g *g;
-	if (size != 0 && round_page(size) != round_page(WEFT_DEFAULT_STACK)) {
+	if (size) {
 		g = alloc_custom(size, err);
 		if (g)
 			reset_record(g);
-		return g;
-	}
-	if (p && p->ngfree) {
-		g = p->gfree[--p->ngfree];
-		reset_record(g);
 		return g;
 	}
 	weft__lock(&st.lock);
@@ -365,6 +494,7 @@ struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err)
 			*err = e;
 			return NULL;
 		}
+		precarve_grant();
 		weft__lock(&st.lock);
 		global_push(batch, BATCH);
 	}
@@ -376,6 +506,32 @@ struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err)
 	if (g->stack_trimmed)
 		g->stack_trimmed = 0;
 	reset_record(g);
+	return g;
+}
+
+struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err)
+{
+	int custom = size != 0 && round_page(size) != round_page(WEFT_DEFAULT_STACK);
+	if (!custom && p && p->ngfree) {
+		struct weft__g *g = p->gfree[--p->ngfree];
+		/* The next spawn writes the next unit's record and the frame
+		 * below it: ask for both lines now, so they come in (from
+		 * another CPU's cache when another P ran its last goroutine)
+		 * while this spawn goes on. */
+		if (p->ngfree) {
+			char *next = (char *)p->gfree[p->ngfree - 1];
+			prefetch_write(next);
+			prefetch_write(next - 64);
+		}
+		reset_record(g);
+		return g;
+	}
+	/* The other ways make system calls (mmap, madvise, a futex wait for
+	 * the lock); the caller's errno is its own. No switch can happen in
+	 * between, so the address holds. */
+	int *errp = weft__errno_addr(), saved_errno = *errp;
+	struct weft__g *g = stack_alloc_slow(p, custom ? size : 0, err);
+	*errp = saved_errno;
 	return g;
 }
 

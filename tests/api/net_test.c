@@ -1656,7 +1656,8 @@ TEST(eof_persists)
 	for (int round = 0; round < 10; round++) {
 		tcp_pair(&a, &b);
 		struct full_read fr;
-		start_full_reader(&fr, a, PROMPT_NS);
+		/* The reader must still wait when start_full_reader looks. */
+		start_full_reader(&fr, a, 10 * PROMPT_NS);
 		ASSERT_EQ(weft_write(b, "hello", 5, &n), 0);
 		ASSERT_EQ(weft_fd_close(b), 0);
 		wg_wait_bounded(&fr.done, 20 * PROMPT_NS, "weft_read_full at the end of stream");

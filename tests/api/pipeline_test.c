@@ -1313,8 +1313,7 @@ TEST(output_channel)
 		ASSERT_EQ(weft_chan_recv(out, &o), 0);
 		obj_free(o);
 	}
-	while (weft_chan_len(out) < 16) /* let it fill up */
-		weft_sleep(TEST_MS);
+	WAIT_FOR(weft_chan_len(out) >= 16); /* let it fill up */
 	weft_pipeline_cancel(p);
 	ASSERT_EQ(weft_pipeline_wait(p), ECANCELED);
 	ASSERT(weft_chan_closed(out));

@@ -384,8 +384,7 @@ static void churn_wait(struct churn_set *s)
 	 * goroutine still running on a P that weft_set_procs() retired (it
 	 * counts only the Ps below the new count), and would declare a
 	 * deadlock while one of these finishes on such a P. */
-	while (weft_wg_wait_until(&s->wg, weft_now() + TEST_MS) == ETIMEDOUT)
-		;
+	POLL_UNTIL(weft_wg_wait_until(&s->wg, weft_now() + TEST_MS) == 0, (void)0);
 	test_join_thread(s->thread);
 }
 

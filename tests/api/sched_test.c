@@ -308,7 +308,7 @@ static void spread_yielder(void *arg)
 	weft_wg_done(&s->wg);
 }
 
-/* One trial: two yielders spawned here, counted from 3 to 10 ms after the
+/* One trial: two yielders spawned here, counted from 3 to 25 ms after the
  * spawns while this goroutine waits for them. Returns 1 if one P ran none
  * of the counted yields. */
 static int spread_trial(void)
@@ -320,7 +320,7 @@ static int spread_trial(void)
 	weft_wg_add(&s.wg, 2);
 	int64_t now = weft_now();
 	atomic_store(&s.from, now + 3 * WEFT_MILLISECOND);
-	atomic_store(&s.until, now + 10 * WEFT_MILLISECOND);
+	atomic_store(&s.until, now + 25 * WEFT_MILLISECOND);
 	GO(spread_yielder, &s);
 	GO(spread_yielder, &s);
 	weft_wg_wait(&s.wg);
@@ -333,21 +333,23 @@ static int spread_trial(void)
  * spawner waits. The other P, woken by the spawns, often looks for work at
  * a moment when it can take neither and goes back to sleep; after that
  * nothing readies or spawns a goroutine, so only the yields can get the idle
- * P to take one. Over 40 trials at most 4 may keep
- * one P without yields from 3 ms on (with the yields waking it, a split
- * takes microseconds). Guards: a yield that never wakes an idle P: about 30%
- * of trials then stay on one P, and 5 or more of 40 do with probability
- * 0.997.
+ * P to take one. Over 60 trials at most 6 may keep one P without yields
+ * from 3 to 25 ms (with the yields waking it, a split takes microseconds;
+ * the 22 ms window is there for a loaded machine, where the woken P's
+ * thread may wait for a CPU: CI's asan step once saw 5 of 40 trials with a
+ * 7 ms window). Guards: a yield that never wakes an idle P: 27% of trials
+ * then stay on one P (33 of 120 measured), and 7 or more of 60 do with
+ * probability 0.999.
  */
 TEST(yielders_spread_to_an_idle_p)
 {
 	ASSERT_EQ(weft_set_procs(2, NULL), 0);
-	enum { TRIALS = 40 };
+	enum { TRIALS = 60 };
 	int stuck = 0;
 	for (int t = 0; t < TRIALS; t++)
 		stuck += spread_trial();
 	printf("    trials with one P idle: %d of %d\n", stuck, TRIALS);
-	ASSERT_LE(stuck, 4);
+	ASSERT_LE(stuck, 6);
 }
 
 /* ---------------------------------------------------------------- runnext fairness */

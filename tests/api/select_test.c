@@ -954,8 +954,7 @@ static void duel_run(bool recv_cases)
 			v = 7 * r;
 			ASSERT_EQ(weft_chan_send(duel.c[other], &v), 0);
 		}
-		while (atomic_load(&duel.finished) < 2 * r)
-			weft_yield();
+		YIELD_UNTIL(atomic_load(&duel.finished) >= 2 * r);
 		if (!recv_cases) {
 			ASSERT_EQ(duel.got[chosen], mine[chosen]);
 			ASSERT_EQ(duel.got[other], 7 * r);
@@ -1362,8 +1361,7 @@ TEST(release_during_select_cleanup)
 		test_start_thread(&tr, orphan_releaser, &o);
 		atomic_store(&o.go, 1);
 		test_join_thread(tr);
-		while (o.chosen < 0)
-			weft_sleep(10 * WEFT_MICROSECOND);
+		POLL_UNTIL(o.chosen >= 0, weft_sleep(10 * WEFT_MICROSECOND));
 		if (o.chosen == 1) {
 			/* The try-send came first and won: the winner's send on a
 			 * still waits for a receiver. */

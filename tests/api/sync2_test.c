@@ -37,16 +37,30 @@ static void join(weft_wg *wg, const char *what)
 		FAIL("%s: not finished after %lld ms", what, (long long)(bound_ns() / TEST_MS));
 }
 
-/* Poll (1 ms naps) until expr holds; fail naming it after the bound. */
-#define WAIT_FOR(expr)                                                   \
-	do {                                                             \
-		int64_t wait_end_ = test_now_ns() + bound_ns();          \
-		while (!(expr)) {                                        \
-			if (test_now_ns() > wait_end_)                   \
-				FAIL("timed out waiting for %s", #expr); \
-			weft_sleep(TEST_MS);                             \
-		}                                                        \
-	} while (0)
+/* WAIT_FOR and YIELD_UNTIL come from test.h (bounded as bound_ns() is). */
+
+/*
+ * Tries at a second waiter queued behind a timed one while it waits: the
+ * timed one's timeout is a window all the same, and a main descheduled
+ * across it finds the timed one gone (its result ends the waits), a round
+ * that shows nothing. try_window_ns(try) is the timeout for a try: 100 ms
+ * x slowdown, doubled each time. try_again(in_time, try, who) says whether
+ * another try is needed (it prints why), and fails after the third.
+ */
+static int64_t try_window_ns(int try)
+{
+	return (int64_t)(100 << try) * TEST_MS * test_slowdown();
+}
+
+static bool try_again(bool in_time, int try, const char *who)
+{
+	if (in_time)
+		return false;
+	if (try == 2)
+		FAIL("3 tries: the %s waiter timed out before the second queued", who);
+	printf("    try %d: the %s waiter timed out before the second queued\n", try + 1, who);
+	return true;
+}
 
 /* How many goroutines are parked with wait reason `reason` (from a dump).
  * A goroutine shows as parked only once it is in its wait queue. */
@@ -687,23 +701,29 @@ TEST(cond_signal_without_waiters_is_lost)
 	join(&l.done, "late waiter");
 	ASSERT_EQ(l.result, ETIMEDOUT);
 
-	/* Long enough for the second waiter to queue behind the first. */
-	l.timeout = 100 * TEST_MS * test_slowdown();
-	l.result = -1;
-	weft_wg_add(&l.done, 2);
-	GO(short_cond_wait, &l);
-	WAIT_FOR(parked("sync.Cond.Wait") == 1);
-	GO(flag_cond_wait, &l);
-	WAIT_FOR(parked("sync.Cond.Wait") == 2 || l.result != -1);
-	ASSERT_EQ(l.result, -1);
-	WAIT_FOR(l.result != -1);
-	ASSERT_EQ(l.result, ETIMEDOUT);
-	weft_mutex_lock(&l.mu);
-	l.flag = 1;
-	weft_mutex_unlock(&l.mu);
-	weft_cond_signal(&l.c);
-	join(&l.done, "waiter behind a timed-out one");
-	ASSERT(all_zero(&l.c, sizeof l.c));
+	/* The timeout leaves time for the second waiter to queue behind the
+	 * first (see try_again). */
+	for (int try = 0;; try++) {
+		l.timeout = try_window_ns(try);
+		l.result = -1;
+		l.flag = 0;
+		weft_wg_add(&l.done, 2);
+		GO(short_cond_wait, &l);
+		WAIT_FOR(parked("sync.Cond.Wait") == 1 || l.result != -1);
+		GO(flag_cond_wait, &l);
+		WAIT_FOR(parked("sync.Cond.Wait") == 2 || l.result != -1);
+		bool behind = l.result == -1; /* both were queued at once */
+		WAIT_FOR(l.result != -1);
+		ASSERT_EQ(l.result, ETIMEDOUT);
+		weft_mutex_lock(&l.mu);
+		l.flag = 1;
+		weft_mutex_unlock(&l.mu);
+		weft_cond_signal(&l.c);
+		join(&l.done, "waiter behind a timed-out one");
+		ASSERT(all_zero(&l.c, sizeof l.c));
+		if (!try_again(behind, try, "timed"))
+			break;
+	}
 }
 
 struct race_round {
@@ -743,9 +763,10 @@ static void race_plain_waiter(void *arg)
 
 /*
  * A signal racing a deadline: a timed waiter at the front of the queue and a
- * plain one behind it; the signal is sent at the timed one's deadline (the
- * test sleeps until the same instant, so its wake-up and the deadline often
- * come together). Either the timed waiter takes the signal (it returns 0,
+ * plain one behind it; the signal is sent near the timed one's deadline,
+ * swept from 300 us before it to the instant (a sleep's wake-up is late by
+ * some 100 us here, so rounds fall on both sides of the deadline and some
+ * right on it). Either the timed waiter takes the signal (it returns 0,
  * and a second signal is for the plain one) or it times out, and then the
  * one signal must reach the plain waiter. 60 rounds. Guards: a signal spent
  * on a waiter whose deadline has claimed it but which is still queued (a
@@ -761,15 +782,18 @@ TEST(cond_signal_races_deadline)
 		r.result = -1;
 		weft_wg_add(&r.done, 2);
 		GO(race_timed_waiter, &r);
-		while (locked_get(&r.mu, &r.queued) < 1)
-			weft_yield();
+		/* The timed waiter may queue and time out before this looks
+		 * (a descheduled main): its result ends the wait too. */
+		YIELD_UNTIL(locked_get(&r.mu, &r.queued) >= 1 || r.result != -1);
 		GO(race_plain_waiter, &r);
-		while (locked_get(&r.mu, &r.queued) < 2 && r.result == -1)
-			weft_yield();
+		YIELD_UNTIL(locked_get(&r.mu, &r.queued) >= 2 || r.result != -1);
 		weft_mutex_lock(&r.mu);
 		int64_t deadline = r.deadline;
 		weft_mutex_unlock(&r.mu);
-		weft_sleep_until(deadline);
+		/* Sweep the signal across the deadline: a sleep wakes some
+		 * 100 us late here, so aim from 300 us before it to the
+		 * instant itself. */
+		weft_sleep_until(deadline - (int64_t)(rounds - i) * 300 * WEFT_MICROSECOND / rounds);
 		weft_mutex_lock(&r.mu);
 		r.tokens = 1;
 		weft_cond_signal(&r.c);
@@ -1274,37 +1298,50 @@ TEST(sem_acquire_until_gives_up)
 	ASSERT_EQ(weft_set_procs(2, NULL), 0);
 	static struct sem_ctx s;
 	static struct sem_arg front, behind, small, big;
+	/* The deadline leaves time for the second waiter to queue behind the
+	 * first (see try_again). */
 	for (int foreign = 0; foreign < 2; foreign++) {
-		s = (struct sem_ctx){0};
-		ASSERT_EQ(weft_sem_init(&s.sem, 10), 0);
-		ASSERT_EQ(weft_sem_acquire(&s.sem, 5), 0);
-		/* Long enough for the second waiter to queue behind the first. */
-		int64_t deadline = weft_now() + 100 * TEST_MS * test_slowdown();
-		front = (struct sem_arg){&s, 0, 8, deadline, -1};
-		behind = (struct sem_arg){&s, 1, 3, INT64_MAX, -1};
-		weft_wg_add(&s.done, 2);
-		pthread_t th;
-		if (foreign) {
-			test_start_thread(&th, sem_give_up, &front);
-			/* Not in a dump: tryacquire(0) fails only while someone waits. */
-			WAIT_FOR(weft_sem_tryacquire(&s.sem, 0) == EAGAIN);
-		} else {
-			GO(sem_give_up, &front);
-			WAIT_FOR(parked("semaphore.Acquire") == 1);
+		for (int try = 0;; try++) {
+			s = (struct sem_ctx){0};
+			ASSERT_EQ(weft_sem_init(&s.sem, 10), 0);
+			ASSERT_EQ(weft_sem_acquire(&s.sem, 5), 0);
+			int64_t deadline = weft_now() + try_window_ns(try);
+			front = (struct sem_arg){&s, 0, 8, deadline, -1};
+			behind = (struct sem_arg){&s, 1, 3, INT64_MAX, -1};
+			weft_wg_add(&s.done, 2);
+			pthread_t th;
+			if (foreign) {
+				test_start_thread(&th, sem_give_up, &front);
+				/* Not in a dump: tryacquire(0) fails only while
+				 * someone waits. */
+				WAIT_FOR(weft_sem_tryacquire(&s.sem, 0) == EAGAIN ||
+				         front.result != -1);
+			} else {
+				GO(sem_give_up, &front);
+				WAIT_FOR(parked("semaphore.Acquire") == 1 || front.result != -1);
+			}
+			GO(sem_waiter, &behind);
+			WAIT_FOR(parked("semaphore.Acquire") == 1 + !foreign || front.result != -1);
+			/* Read before the clock: if it is still before the deadline,
+			 * both were queued, and the one behind must wait. */
+			int served = atomic_load(&s.served), front_result = front.result;
+			bool in_time = weft_now() < deadline;
+			if (in_time) {
+				ASSERT_EQ(front_result, -1);
+				ASSERT_EQ(served, 0);
+			}
+			join(&s.done, "waiter behind a timed-out one");
+			if (foreign)
+				test_join_thread(th);
+			ASSERT_EQ(front.result, ETIMEDOUT);
+			ASSERT_GE(weft_now(), deadline);
+			ASSERT_EQ(behind.result, 0);
+			ASSERT_EQ(weft_sem_tryacquire(&s.sem, 2), 0); /* 5 + 3 + 2 */
+			ASSERT_EQ(weft_sem_tryacquire(&s.sem, 1), EAGAIN);
+			weft_sem_release(&s.sem, 10);
+			if (!try_again(in_time, try, "front"))
+				break;
 		}
-		GO(sem_waiter, &behind);
-		WAIT_FOR(parked("semaphore.Acquire") == 1 + !foreign || front.result != -1);
-		ASSERT_EQ(front.result, -1);
-		ASSERT_EQ(atomic_load(&s.served), 0);
-		join(&s.done, "waiter behind a timed-out one");
-		if (foreign)
-			test_join_thread(th);
-		ASSERT_EQ(front.result, ETIMEDOUT);
-		ASSERT_GE(weft_now(), deadline);
-		ASSERT_EQ(behind.result, 0);
-		ASSERT_EQ(weft_sem_tryacquire(&s.sem, 2), 0); /* 5 + 3 + 2 */
-		ASSERT_EQ(weft_sem_tryacquire(&s.sem, 1), EAGAIN);
-		weft_sem_release(&s.sem, 10);
 	}
 
 	s = (struct sem_ctx){0};

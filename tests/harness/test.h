@@ -273,6 +273,31 @@ void test__expect_fatal(const char *file, int line, const char *child, const cha
 #define EXPECT_FATAL(child, env, timeout_ms, msg)                               \
 	test__expect_fatal(__FILE__, __LINE__, (child), (env), (timeout_ms), (msg))
 
+/*
+ * POLL_UNTIL(expr, step) - run step until expr holds; after 5 s x
+ * test_slowdown() fail naming expr, rather than spin on until the harness's
+ * timeout. WAIT_FOR polls with 1 ms naps, YIELD_UNTIL with bare yields (for
+ * races that need the poller back quickly).
+ * expr must stay true once it has become true: the poller may be
+ * descheduled for any length of time between two looks. To wait for a state
+ * that passes (a goroutine parked with a deadline, a job running), accept
+ * what comes after it too ("|| w.result != -1"), or the poll can miss the
+ * whole window and fail (or, unbounded, spin forever).
+ */
+#define POLL_UNTIL(expr, step)                                                  \
+	do {                                                                    \
+		int64_t test_poll_end_ =                                        \
+			test_now_ns() + 5000 * TEST_MS * test_slowdown();       \
+		while (!(expr)) {                                               \
+			if (test_now_ns() > test_poll_end_)                     \
+				test__fail(__FILE__, __LINE__,                  \
+					   "timed out waiting for %s", #expr);  \
+			step;                                                   \
+		}                                                               \
+	} while (0)
+#define WAIT_FOR(expr) POLL_UNTIL(expr, weft_sleep(TEST_MS))
+#define YIELD_UNTIL(expr) POLL_UNTIL(expr, weft_yield())
+
 /* ---------------------------------------------------------------- helpers */
 
 /* CLOCK_MONOTONIC in ns, read directly (independent of weft_now()). */
