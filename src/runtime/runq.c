@@ -366,7 +366,11 @@ struct weft__g *weft__globrunq_get(struct weft__p *p, int max)
 {
 	struct weft__sched *s = &weft__sched;
 	int64_t size = s->runqsize;
-	if (size == 0)
+	/* A P beyond weft_procs() takes nothing: its M may have checked the
+	 * count before weft_set_procs lowered it (pick_fast reads it without
+	 * the lock), and a G queued since then must not run there. The count
+	 * is exact here: it changes only under sched.lock. */
+	if (size == 0 || p->id >= s->nprocs)
 		return NULL;
 	/* Take a fair share: the queue divided among the Ps, at most half a
 	 * ring, so one P does not hoard what the others could run. */

@@ -1037,8 +1037,7 @@ top:
 
 	/* Nothing: give up the P. */
 	weft__lock(&s->lock);
-	if (s->runqsize > 0) {
-		g = weft__globrunq_get(p, 0);
+	if ((g = weft__globrunq_get(p, 0)) != NULL) {
 		weft__unlock(&s->lock);
 		goto found;
 	}

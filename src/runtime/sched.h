@@ -383,6 +383,8 @@ int weft__runq_empty(struct weft__p *p);
 /* Global queue; sched.lock must be held. */
 void weft__globrunq_put(struct weft__g *g);
 void weft__globrunq_putbatch(struct weft__g **v, int n);
+/* Takes a share into p's queue and returns one G; NULL when the global
+ * queue is empty or p is beyond weft_procs(). */
 struct weft__g *weft__globrunq_get(struct weft__p *p, int max);
 
 /* errno's address for the thread we are on now, never cached across a

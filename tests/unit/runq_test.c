@@ -30,7 +30,7 @@ static struct weft__p *new_p(int id)
 
 static void drain_global(int *seen)
 {
-	struct weft__p *tmp = new_p(99);
+	struct weft__p *tmp = new_p(0);
 	weft__lock(&weft__sched.lock);
 	for (;;) {
 		struct weft__g *g = weft__globrunq_get(tmp, 1);
@@ -85,6 +85,36 @@ TEST_THREAD(overflow_to_global)
 	for (int i = 0; i < M; i++)
 		ASSERT_EQ(seen[i], 1);
 	free(p);
+}
+
+/*
+ * A P beyond weft_procs() takes nothing from the global queue, and the
+ * queue keeps every G for the Ps that remain. Guards: an M whose P was
+ * removed after it last read the count (pick_fast reads it without the lock)
+ * running a G readied since then on that P, as the chaos run of
+ * api/sched set_procs_while_running once caught.
+ */
+TEST_THREAD(global_queue_refuses_a_removed_p)
+{
+	static int seen[NG];
+	memset(seen, 0, sizeof seen);
+	weft__sched.nprocs = 2;
+	struct weft__p *p1 = new_p(1);
+	weft__lock(&weft__sched.lock);
+	for (int i = 0; i < 10; i++)
+		weft__globrunq_put(&gs[i]);
+	struct weft__g *g = weft__globrunq_get(p1, 1);
+	ASSERT_PTR_EQ(g, &gs[0]);
+	weft__sched.nprocs = 1; /* weft_set_procs(1): P 1 goes away */
+	ASSERT_PTR_EQ(weft__globrunq_get(p1, 0), NULL);
+	ASSERT_PTR_EQ(weft__globrunq_get(p1, 1), NULL);
+	ASSERT_EQ(weft__sched.runqsize, 9);
+	weft__unlock(&weft__sched.lock);
+	ASSERT(weft__runq_empty(p1));
+	drain_global(seen);
+	for (int i = 1; i < 10; i++)
+		ASSERT_EQ(seen[i], 1);
+	free(p1);
 }
 
 struct thief {
