@@ -20,8 +20,13 @@ void weft__lock_slow(uint32_t *l)
 
 void weft__spin_lock_slow(uint32_t *l)
 {
-	for (int i = 0; i < 128; i++) {
-		weft__cpu_relax();
+	/* Look less and less often (after 1, 2, ... 16 pauses; 128 in all):
+	 * every look pulls the lock's line away from the holder, who must
+	 * fetch it back to unlock. Looking after every pause made a channel
+	 * with 4 senders and 4 receivers on 2 Ps 1.5x slower per message. */
+	for (int i = 0, k = 1; i < 128; i += k, k += k < 16) {
+		for (int j = 0; j < k; j++)
+			weft__cpu_relax();
 		if (__atomic_load_n(l, __ATOMIC_RELAXED) == 0 && weft__trylock(l))
 			return;
 	}
