@@ -115,7 +115,7 @@ static inline void weft__unlock(uint32_t *l)
  * weft__spin_lock - for the hottest tiny critical sections (a channel's):
  * the unlock is a plain release store, so an uncontended lock and unlock
  * cost one locked instruction instead of two. The price: the unlocker
- * cannot know of sleepers, so a waiter spins, then yields, then naps in
+ * cannot know of sleepers, so a waiter spins (backing off), then naps in
  * short bounded sleeps that nobody cuts short. All-zero is unlocked.
  */
 void weft__spin_lock_slow(uint32_t *l);
