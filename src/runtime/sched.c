@@ -590,6 +590,9 @@ static struct weft__p *transit_take_p(struct weft__m *m)
 static void stopm(struct weft__m *m)
 {
 	struct weft__sched *s = &weft__sched;
+	/* A sleeping M takes from no ring: the busy Ps' owners may take
+	 * from theirs without a CAS again. */
+	weft__ring_thief_retire(&m->ring_thief);
 	int64_t until = weft__timers_earliest();
 	int timed = 0;
 	int64_t cur = __atomic_load_n(&s->timer_wait_until, __ATOMIC_SEQ_CST);
@@ -940,7 +943,7 @@ static struct weft__g *steal_work(struct weft__m *m)
 				if (g)
 					return g;
 			}
-			struct weft__g *g = weft__runq_steal(p, v, round == 3);
+			struct weft__g *g = weft__runq_steal(p, v, round == 3, &m->ring_thief);
 			if (g)
 				return g;
 		}

@@ -102,6 +102,9 @@ struct weft__p {
 	 * swap in rn_taking; a thief holds rn_steal while it may take runnext. */
 	uint32_t rn_taking;                    /* atomic; written by the owner */
 	uint32_t rn_steal;                     /* atomic; CAS by thieves */
+	/* The ring's hand-shake (runq.c): the owner announces a take of the
+	 * ring's head, made without a CAS while no thief is announced. */
+	uint32_t rq_taking;                    /* atomic; written by the owner */
 	uint32_t rn_streak;                    /* runnext picks in a row; owner only */
 
 	int id;                   /* index in sched.allp; fixed */
@@ -157,6 +160,7 @@ struct weft__m {
 	uint32_t park;            /* futex word: 1 = woken */
 	uint32_t polling;         /* atomic: blocked in epoll for stopm (netpoll.c) */
 	int spinning;             /* counted in sched.nmspinning; owner: this M */
+	int ring_thief;           /* counted in sched.ringthieves; owner: this M */
 	int transit;              /* counted in sched.nmtransit; under sched.lock */
 	int linger;               /* naps taken while spinning (findrunnable); owner */
 	int id;
@@ -200,6 +204,10 @@ struct weft__sched {
 	int schedtrace_ms;
 	int host_threads;    /* threads that are not the program's (sysmon.c) */
 	struct weft__p *allp[WEFT_MAX_PROCS]; /* allocated up to nallp; never freed */
+
+	/* Ms that may take from other Ps' rings (runq.c): read by every take
+	 * from a ring, written when an M starts stealing and when it sleeps. */
+	_Alignas(WEFT_CACHELINE) int ringthieves; /* atomic */
 
 	/* What wakep reads on every spawn and wake-up, written as Ps go idle
 	 * and Ms start or stop spinning. */
@@ -372,7 +380,12 @@ struct weft__g *weft__runq_get(struct weft__p *p);
 struct weft__g *weft__runq_get_fair(struct weft__p *p);
 /* Steal about half of victim's queue into p's; returns one G to run now or
  * NULL. steal_next allows taking victim's runnext. p must be owned by the caller. */
-struct weft__g *weft__runq_steal(struct weft__p *p, struct weft__p *victim, int steal_next);
+struct weft__g *weft__runq_steal(struct weft__p *p, struct weft__p *victim, int steal_next,
+				 int *thief);
+/* Announce (*thief = 1) or retire (*thief = 0) a thief of other Ps' rings:
+ * see runq.c. weft__runq_steal announces its caller as needed; the caller
+ * retires before it sleeps. */
+void weft__ring_thief_retire(int *thief);
 /* Number of Gs in p's queue including runnext (racy). */
 uint32_t weft__runq_len(struct weft__p *p);
 /* Move everything queued on victim (runnext too) to the global queue; returns
