@@ -205,7 +205,9 @@ static inline struct weft__g *take_ring(struct weft__p *p)
 		/* The ring's hand-shake (see the top of this file). */
 		__atomic_store_n(&p->rq_taking, 1, __ATOMIC_RELAXED);
 		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		if (!__atomic_load_n(&weft__sched.ringthieves, __ATOMIC_RELAXED)) {
+		/* Acquire: a thief that has just left the count made its
+		 * last CAS on our head before it did. */
+		if (!__atomic_load_n(&weft__sched.ringthieves, __ATOMIC_ACQUIRE)) {
 			uint32_t h = __atomic_load_n(&p->runqhead, __ATOMIC_RELAXED);
 			uint32_t t = p->runqtail;
 			struct weft__g *g = NULL;
