@@ -40,8 +40,8 @@
  * The ring's head gets a hand-shake of the same kind, with the cost moved
  * to when a thief starts: an M announces itself in sched.ringthieves (and
  * makes a membarrier) before its first steal from a non-empty ring, and
- * stays announced until it sleeps (stopm); sysmon announces itself for a
- * drain. While no thief is announced, the owner takes the head with plain
+ * stays announced until it sleeps (stopm, stoplockedm), exits or enters a
+ * blocking call; sysmon announces itself for a drain. While no thief is announced, the owner takes the head with plain
  * stores (rq_taking = 1; if ringthieves == 0 { head++ }; rq_taking = 0),
  * else with the CAS; a thief waits until rq_taking == 0 before it reads
  * head (a take begun before its membarrier is then over; one begun after

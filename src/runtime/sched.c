@@ -1103,6 +1103,7 @@ static void startlockedm(struct weft__m *m, struct weft__g *g)
  * us a P because our G is runnable. */
 static void stoplockedm(struct weft__m *m)
 {
+	weft__ring_thief_retire(&m->ring_thief); /* as stopm */
 	if (m->p)
 		weft__handoffp(releasep(m));
 	while (!__atomic_load_n(&m->park, __ATOMIC_ACQUIRE))
@@ -1115,6 +1116,7 @@ static void stoplockedm(struct weft__m *m)
 static void m_exit(struct weft__m *m)
 {
 	struct weft__sched *s = &weft__sched;
+	weft__ring_thief_retire(&m->ring_thief); /* as stopm */
 	if (m->p)
 		weft__handoffp(releasep(m));
 	__atomic_sub_fetch(&s->mcount, 1, __ATOMIC_SEQ_CST);
@@ -1615,6 +1617,9 @@ void weft_blocking_begin(void)
 	blk_acquire();
 	m = weft__m_get(); /* it may have parked and moved */
 	struct weft__p *p = m->p;
+	/* No stealing inside the call: the other Ps' owners may take from
+	 * their rings without a CAS meanwhile (as stopm). */
+	weft__ring_thief_retire(&m->ring_thief);
 	__atomic_store_n(&m->blocking_since, weft_now(), __ATOMIC_RELAXED);
 	m->in_blocking = 1;
 	__atomic_add_fetch(&weft__sched.nblocking, 1, __ATOMIC_SEQ_CST);

@@ -384,7 +384,7 @@ struct weft__g *weft__runq_steal(struct weft__p *p, struct weft__p *victim, int 
 				 int *thief);
 /* Announce (*thief = 1) or retire (*thief = 0) a thief of other Ps' rings:
  * see runq.c. weft__runq_steal announces its caller as needed; the caller
- * retires before it sleeps. */
+ * retires before it sleeps, exits or enters a blocking call. */
 void weft__ring_thief_retire(int *thief);
 /* Number of Gs in p's queue including runnext (racy). */
 uint32_t weft__runq_len(struct weft__p *p);
