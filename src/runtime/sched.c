@@ -590,9 +590,6 @@ static struct weft__p *transit_take_p(struct weft__m *m)
 static void stopm(struct weft__m *m)
 {
 	struct weft__sched *s = &weft__sched;
-	/* A sleeping M takes from no ring: the busy Ps' owners may take
-	 * from theirs without a CAS again. */
-	weft__ring_thief_retire(&m->ring_thief);
 	int64_t until = weft__timers_earliest();
 	int timed = 0;
 	int64_t cur = __atomic_load_n(&s->timer_wait_until, __ATOMIC_SEQ_CST);
@@ -1103,7 +1100,6 @@ static void startlockedm(struct weft__m *m, struct weft__g *g)
  * us a P because our G is runnable. */
 static void stoplockedm(struct weft__m *m)
 {
-	weft__ring_thief_retire(&m->ring_thief); /* as stopm */
 	if (m->p)
 		weft__handoffp(releasep(m));
 	while (!__atomic_load_n(&m->park, __ATOMIC_ACQUIRE))
@@ -1116,7 +1112,7 @@ static void stoplockedm(struct weft__m *m)
 static void m_exit(struct weft__m *m)
 {
 	struct weft__sched *s = &weft__sched;
-	weft__ring_thief_retire(&m->ring_thief); /* as stopm */
+	weft__ring_thief_retire(&m->ring_thief);
 	if (m->p)
 		weft__handoffp(releasep(m));
 	__atomic_sub_fetch(&s->mcount, 1, __ATOMIC_SEQ_CST);
@@ -1617,9 +1613,6 @@ void weft_blocking_begin(void)
 	blk_acquire();
 	m = weft__m_get(); /* it may have parked and moved */
 	struct weft__p *p = m->p;
-	/* No stealing inside the call: the other Ps' owners may take from
-	 * their rings without a CAS meanwhile (as stopm). */
-	weft__ring_thief_retire(&m->ring_thief);
 	__atomic_store_n(&m->blocking_since, weft_now(), __ATOMIC_RELAXED);
 	m->in_blocking = 1;
 	__atomic_add_fetch(&weft__sched.nblocking, 1, __ATOMIC_SEQ_CST);

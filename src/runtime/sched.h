@@ -160,7 +160,7 @@ struct weft__m {
 	uint32_t park;            /* futex word: 1 = woken */
 	uint32_t polling;         /* atomic: blocked in epoll for stopm (netpoll.c) */
 	int spinning;             /* counted in sched.nmspinning; owner: this M */
-	int ring_thief;           /* counted in sched.ringthieves; owner: this M */
+	int ring_thief;           /* counted in sched.ringthieves until exit; owner: this M */
 	int transit;              /* counted in sched.nmtransit; under sched.lock */
 	int linger;               /* naps taken while spinning (findrunnable); owner */
 	int id;
@@ -206,7 +206,7 @@ struct weft__sched {
 	struct weft__p *allp[WEFT_MAX_PROCS]; /* allocated up to nallp; never freed */
 
 	/* Ms that may take from other Ps' rings (runq.c): read by every take
-	 * from a ring, written when an M starts stealing and when it sleeps. */
+	 * from a ring, written when an M first steals and when it exits. */
 	_Alignas(WEFT_CACHELINE) int ringthieves; /* atomic */
 
 	/* What wakep reads on every spawn and wake-up, written as Ps go idle
@@ -384,7 +384,7 @@ struct weft__g *weft__runq_steal(struct weft__p *p, struct weft__p *victim, int 
 				 int *thief);
 /* Announce (*thief = 1) or retire (*thief = 0) a thief of other Ps' rings:
  * see runq.c. weft__runq_steal announces its caller as needed; the caller
- * retires before it sleeps, exits or enters a blocking call. */
+ * retires when it exits. */
 void weft__ring_thief_retire(int *thief);
 /* Number of Gs in p's queue including runnext (racy). */
 uint32_t weft__runq_len(struct weft__p *p);

@@ -144,9 +144,9 @@ static void *steal_loop(void *arg)
 			weft__ring_thief_retire(&ring_thief);
 			return NULL;
 		}
-		/* Retire now and then, as an M does when it sleeps: the owner
-		 * goes back to its takes without a CAS, and the next steal
-		 * announces us again, racing them. */
+		/* Retire now and then (an M does when it exits; sysmon after
+		 * each drain): the owner goes back to its takes without a CAS,
+		 * and the next steal announces us again, racing them. */
 		if (k % retire_every == 0)
 			weft__ring_thief_retire(&ring_thief);
 	}
