@@ -126,14 +126,16 @@ WEFT_API void weft_mutex_unlock(weft_mutex *m);
  */
 typedef struct weft_rwmutex {
 	/* private */
-	weft_mutex w_;            /* held by the writer (or the writer to be) */
+	weft_mutex w_;            /* orders the writers that miss the fast path */
 	int32_t readers_;         /* readers in, minus 1<<30 while a writer is pending */
 	int32_t departing_;       /* readers the pending writer still waits for */
 	uint32_t wsema_, rsema_;
+	uint32_t wfast_;          /* the writer in came by the fast path, not w_ */
+	uint32_t wwait_;          /* a writer holding w_ waits for the fast one */
 	struct weft__waitq wq_, rq_;
 } weft_rwmutex;
 
-#define WEFT_RWMUTEX_INIT {WEFT_MUTEX_INIT, 0, 0, 0, 0, WEFT__WAITQ_INIT, WEFT__WAITQ_INIT}
+#define WEFT_RWMUTEX_INIT {WEFT_MUTEX_INIT, 0, 0, 0, 0, 0, 0, WEFT__WAITQ_INIT, WEFT__WAITQ_INIT}
 
 /* weft_rwmutex_rlock - lock rw for reading. Blocks: yes (while a writer holds
  * or waits for it). Thread-safety: any thread. */

@@ -217,6 +217,91 @@ TEST(rwmutex_readers_writers_exclusion)
 	weft_rwmutex_runlock(&s.rw);
 }
 
+/* Writers only, mostly: a lock taken by the fast path (a CAS of the reader
+ * count alone) and one taken by the slow path (the writers' mutex first)
+ * must still exclude each other. */
+struct rw_writers {
+	weft_rwmutex rw;
+	long count;           /* under rw; plain, read and written across a yield */
+	atomic_long entries;  /* write sections entered */
+	atomic_int inside;    /* writers between lock and unlock */
+	atomic_int readers_in;
+	atomic_long overlaps; /* a writer inside with anybody else */
+	atomic_uint ids;
+	int ops;
+	weft_wg done;
+};
+
+static void rw_writer_loop(void *arg)
+{
+	struct rw_writers *s = arg;
+	uint32_t seed = 2246822519u * (atomic_fetch_add(&s->ids, 1) + 1);
+	for (int i = 0; i < s->ops; i++) {
+		uint32_t r = test_rand32(&seed);
+		if (r % 4 == 0) {
+			/* A reader now and then: the writers that come while
+			 * it is in miss the fast path. */
+			weft_rwmutex_rlock(&s->rw);
+			atomic_fetch_add(&s->readers_in, 1);
+			if (atomic_load(&s->inside) != 0)
+				atomic_fetch_add(&s->overlaps, 1);
+			if (r & 0x100)
+				weft_yield();
+			atomic_fetch_sub(&s->readers_in, 1);
+			weft_rwmutex_runlock(&s->rw);
+			continue;
+		}
+		if (r & 0x200) {
+			weft_rwmutex_lock(&s->rw);
+		} else if (weft_rwmutex_trylock(&s->rw) != 0) {
+			continue;
+		}
+		if (atomic_fetch_add(&s->inside, 1) != 0 || atomic_load(&s->readers_in) != 0)
+			atomic_fetch_add(&s->overlaps, 1);
+		long v = s->count;
+		if (r & 0x100)
+			weft_yield(); /* hold the lock across a switch */
+		s->count = v + 1;
+		atomic_fetch_add(&s->entries, 1);
+		atomic_fetch_sub(&s->inside, 1);
+		weft_rwmutex_unlock(&s->rw);
+	}
+	weft_wg_done(&s->done);
+}
+
+/*
+ * 12 goroutines and a pthread at 2 Ps write-lock in a loop (lock or
+ * trylock), read-locking one time in 4, holding the lock across a yield
+ * half the time. No writer is ever inside with anybody else, no increment
+ * of the plain counter is lost, all finish (a slow writer that waits for a
+ * fast one must be woken by its unlock), and the lock is free afterwards.
+ * Guards: a slow writer that does not wait for a fast one, a fast unlock
+ * that does not wake the slow writer, a stray wake-up token that lets a
+ * writer past readers it should wait for.
+ */
+TEST(rwmutex_fast_and_slow_writers)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	enum { G = 12 };
+	static struct rw_writers s;
+	s = (struct rw_writers){0};
+	s.ops = TEST_SIZE(30000, 6000);
+	weft_wg_add(&s.done, G + 1);
+	pthread_t th;
+	test_start_thread(&th, rw_writer_loop, &s);
+	for (int i = 0; i < G; i++)
+		GO(rw_writer_loop, &s);
+	join(&s.done, "writers");
+	test_join_thread(th);
+	ASSERT_EQ(atomic_load(&s.overlaps), 0);
+	ASSERT_GT(atomic_load(&s.entries), 0);
+	ASSERT_EQ(s.count, atomic_load(&s.entries));
+	ASSERT_EQ(weft_rwmutex_trylock(&s.rw), 0);
+	weft_rwmutex_unlock(&s.rw);
+	ASSERT_EQ(weft_rwmutex_tryrlock(&s.rw), 0);
+	weft_rwmutex_runlock(&s.rw);
+}
+
 struct rw_try {
 	weft_rwmutex rw;
 	atomic_int seq; /* order of entry */
@@ -316,6 +401,44 @@ TEST(rwmutex_try_forms)
 	ASSERT_EQ(t.reader_at, 1);
 	ASSERT_EQ(weft_rwmutex_trylock(rw), 0);
 	weft_rwmutex_unlock(rw);
+}
+
+static void queued_writer(void *arg)
+{
+	struct rw_try *t = arg;
+	weft_rwmutex_lock(&t->rw);
+	t->writer_at = atomic_fetch_add(&t->seq, 1);
+	weft_rwmutex_unlock(&t->rw);
+	weft_wg_done(&t->done);
+}
+
+/*
+ * A writer that takes a free lock (the fast path) holds off a second writer
+ * (which parks, holding the writers' mutex) and a reader that came first;
+ * its unlock lets the reader in, then the writer. Guards: a fast unlock that
+ * does not wake the waiting writer (the join fails), a writer let in while
+ * the fast one holds the lock or before the reader that queued earlier.
+ */
+TEST(rwmutex_writer_waits_for_fast_writer)
+{
+	static struct rw_try t;
+	t = (struct rw_try){0};
+	t.writer_at = t.reader_at = -1;
+	weft_rwmutex_lock(&t.rw);
+	weft_wg_add(&t.done, 2);
+	GO(queued_reader, &t);
+	WAIT_FOR(parked("sync.RWMutex.RLock") == 1);
+	GO(queued_writer, &t);
+	WAIT_FOR(parked("sync.RWMutex.Lock") == 1);
+	weft_sleep(2 * TEST_MS);
+	ASSERT_EQ(atomic_load(&t.seq), 0);
+	ASSERT_EQ(on_thread(trylock_once, &t), EBUSY);
+	weft_rwmutex_unlock(&t.rw);
+	join(&t.done, "queued reader and writer");
+	ASSERT_EQ(t.reader_at, 0);
+	ASSERT_EQ(t.writer_at, 1);
+	ASSERT_EQ(weft_rwmutex_trylock(&t.rw), 0);
+	weft_rwmutex_unlock(&t.rw);
 }
 
 /* One side loops (8 readers or 4 writers, each holding the lock across a
