@@ -12,9 +12,14 @@
  * the mutex to starvation mode: unlock hands ownership straight to the
  * front waiter, newcomers queue at the back without trying. The last waiter,
  * or one that waited under 1 ms, switches back to normal mode.
- * A contended locker spins briefly first, only when there is another P
- * running (the holder may be about to release) and its own P has nothing
- * else to run (Go's canSpin).
+ * A contended locker spins briefly first (up to 4 rounds of 30 pauses) when
+ * there are other Ps (the holder may be running, about to release). Go's
+ * canSpin also wants the locker's P to have nothing else to run; the plain
+ * Mutex does not ask that (MutexContended at 2 Ps: 25 ns a lock spinning,
+ * 34 ns parking instead), but the "polite" lock that RWMutex's writers take
+ * does: a writer that misses that mutex usually waits long (its holder
+ * waits for readers too), and handing the CPU on makes RWMutexReadMostly at
+ * 2 Ps 14.3 -> 13.5 ns.
  */
 #include "weft.h"
 
@@ -33,20 +38,25 @@
 #define WAITER_SHIFT 3
 #define STARVE_NS 1000000
 
-static int can_spin(int iter)
+static inline __attribute__((always_inline)) int can_spin(int iter, int polite)
 {
 	/* Spinning only helps when the holder can run at the same time. */
-	return iter < 4 && weft_procs() > 1;
+	if (iter >= 4 || weft_procs() <= 1)
+		return 0;
+	if (!polite)
+		return 1;
+	struct weft__m *m = weft__m_get();
+	return !m || !m->p || weft__runq_empty(m->p);
 }
 
-static void lock_slow(weft_mutex *m)
+static inline __attribute__((always_inline)) void lock_slow(weft_mutex *m, int polite)
 {
 	uint32_t *st = &m->state_;
 	int64_t wait_start = 0;
 	int starving = 0, awoke = 0, iter = 0;
 	uint32_t old = __atomic_load_n(st, __ATOMIC_RELAXED);
 	for (;;) {
-		if ((old & (LOCKED | STARVING)) == LOCKED && can_spin(iter)) {
+		if ((old & (LOCKED | STARVING)) == LOCKED && can_spin(iter, polite)) {
 			/* Tell unlock not to wake anyone: we are awake. */
 			if (!awoke && !(old & WOKEN) && (old >> WAITER_SHIFT) != 0 &&
 			    __atomic_compare_exchange_n(st, &old, old | WOKEN, 0,
@@ -102,8 +112,18 @@ void weft_mutex_lock(weft_mutex *m)
 	uint32_t z = 0;
 	if (__builtin_expect(!__atomic_compare_exchange_n(&m->state_, &z, LOCKED, 0,
 							  __ATOMIC_ACQUIRE, __ATOMIC_RELAXED), 0))
-		lock_slow(m);
+		lock_slow(m, 0);
 	weft__race_acquire(m); /* pairs with the release in unlock */
+}
+
+/* weft_mutex_lock that spins only when this P has nothing else to run. */
+void weft__mutex_lock_polite(weft_mutex *m)
+{
+	uint32_t z = 0;
+	if (__builtin_expect(!__atomic_compare_exchange_n(&m->state_, &z, LOCKED, 0,
+							  __ATOMIC_ACQUIRE, __ATOMIC_RELAXED), 0))
+		lock_slow(m, 1);
+	weft__race_acquire(m);
 }
 
 int weft_mutex_trylock(weft_mutex *m)

@@ -32,6 +32,7 @@
 #include "park.h"
 #include "sanitizer.h"
 #include "sched.h"
+#include "sync_impl.h"
 
 #define MAX_READERS (1 << 30)
 
@@ -74,7 +75,7 @@ void weft_rwmutex_runlock(weft_rwmutex *rw)
 /* The slow path: w_ first. Returns with readers_ made negative. */
 static int32_t lock_slow(weft_rwmutex *rw)
 {
-	weft_mutex_lock(&rw->w_);
+	weft__mutex_lock_polite(&rw->w_);
 	int32_t r = __atomic_load_n(&rw->readers_, __ATOMIC_RELAXED);
 	for (;;) {
 		if (r >= 0) {

@@ -21,5 +21,8 @@ int weft__sem_acquire(weft_sem *s, int64_t n, int64_t deadline, struct weft__can
 /* weft_mutex_unlock that never yields to a woken waiter (for callers that
  * hold a lock of their own). */
 void weft__mutex_unlock_noyield(weft_mutex *m);
+/* weft_mutex_lock that spins only while its P has nothing else to run
+ * (Go's canSpin): for a mutex whose holder is likely to keep it a while. */
+void weft__mutex_lock_polite(weft_mutex *m);
 
 #endif
