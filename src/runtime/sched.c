@@ -73,6 +73,11 @@ struct weft__sched weft__sched = {
 };
 
 void weft__switch(void **save_sp, void *new_sp);
+#if defined(__x86_64__)
+void weft__switch_new(void **save_sp, void *new_sp);
+#else
+#define weft__switch_new weft__switch /* a ret there predicts as well as a jump */
+#endif
 void weft__gostart(void);
 void weft__goentry(void);
 
@@ -780,7 +785,12 @@ static inline __attribute__((always_inline)) void gogo(struct weft__m *m, struct
 		__atomic_store_n(&m->curg, NULL, __ATOMIC_RELEASE);
 	}
 	san_start(m, from, to);
-	weft__switch(from ? &from->sp : &m->g0_sp, to ? to->sp : m->g0_sp);
+	if (to && to->fresh) {
+		to->fresh = 0;
+		weft__switch_new(from ? &from->sp : &m->g0_sp, to->sp);
+	} else {
+		weft__switch(from ? &from->sp : &m->g0_sp, to ? to->sp : m->g0_sp);
+	}
 	/* Resumed: we may be on another thread now. */
 	m = weft__m_get();
 	san_finish(m, from);
@@ -1211,6 +1221,7 @@ static void init_context(struct weft__g *g)
 #error "weft: no context switch for this architecture"
 #endif
 	g->sp = sp;
+	g->fresh = 1;
 }
 
 int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *file, int line)

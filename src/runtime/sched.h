@@ -61,6 +61,7 @@ struct weft__g {
 	struct weft__m *lockedm;    /* the M it is pinned to, or NULL; owner: the G */
 	uint8_t custom_stack;       /* not a default-size stack: unmapped at exit */
 	uint8_t named;              /* name[] holds a name */
+	uint8_t fresh;              /* never run: sp is init_context's frame */
 	weft_fn fn;                 /* entry; set at spawn */
 	void *arg;
 	uint64_t id;                /* set at spawn, read-only while alive */

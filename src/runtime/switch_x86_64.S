@@ -73,8 +73,60 @@ weft__switch:
 	.size	weft__switch, .-weft__switch
 
 /*
+ * void weft__switch_new(void **save_sp, void *new_sp) - weft__switch to a
+ * goroutine that has never run: new_sp is the initial frame that
+ * init_context (sched.c) built (default control state, zero registers,
+ * weft__gostart as the return address). Saves the current context exactly as
+ * weft__switch does, restores the control state the same way, then skips
+ * the rest of the frame and jumps to weft__gostart. The ret that
+ * weft__switch would make there goes to an address the return-stack
+ * predictor never expects (it predicts a return into the scheduler), and
+ * mispredicts on every goroutine's start; a direct jump does not.
+ */
+	.globl	weft__switch_new
+	.hidden	weft__switch_new
+	.type	weft__switch_new, @function
+	.p2align 4
+weft__switch_new:
+	.cfi_startproc
+	stmxcsr	-56(%rsp)
+	fnstcw	-52(%rsp)
+	pushq	%rbp
+	.cfi_adjust_cfa_offset 8
+	pushq	%rbx
+	.cfi_adjust_cfa_offset 8
+	pushq	%r12
+	.cfi_adjust_cfa_offset 8
+	pushq	%r13
+	.cfi_adjust_cfa_offset 8
+	pushq	%r14
+	.cfi_adjust_cfa_offset 8
+	pushq	%r15
+	.cfi_adjust_cfa_offset 8
+	subq	$8, %rsp
+	.cfi_adjust_cfa_offset 8
+	movq	%rsp, (%rdi)
+	movq	%rsp, %rcx
+	movq	%rsi, %rsp
+	movl	(%rsp), %eax
+	cmpl	(%rcx), %eax
+	je	1f
+	ldmxcsr	(%rsp)
+1:	movzwl	4(%rsp), %edx
+	cmpw	4(%rcx), %dx
+	je	2f
+	fldcw	4(%rsp)
+	/* Past the control word, the six zero registers and the return
+	 * address: rsp is where weft__switch's ret would leave it. The new
+	 * goroutine needs none of the registers (weft__gostart zeroes rbp). */
+2:	addq	$64, %rsp
+	jmp	weft__gostart
+	.cfi_endproc
+	.size	weft__switch_new, .-weft__switch_new
+
+/*
  * weft__gostart - where a new goroutine's first switch "returns" to. The
- * initial frame built by weft__ctx_init makes rsp 16-byte aligned here and
+ * initial frame built by init_context (sched.c) makes rsp 16-byte aligned here and
  * rbp zero, so backtraces stop at this frame. weft__goentry never returns.
  */
 	.globl	weft__gostart
