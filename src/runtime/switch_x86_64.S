@@ -17,13 +17,14 @@
  */
 	.text
 
-/* void weft__switch(void **save_sp, void *new_sp) */
-	.globl	weft__switch
-	.hidden	weft__switch
-	.type	weft__switch, @function
-	.p2align 4
-weft__switch:
-	.cfi_startproc
+/*
+ * SWITCH_SAVE_LOAD: save the current context as a frame on its stack,
+ * publish its sp at (%rdi), take %rsi as the new stack, and restore the new
+ * context's control state, only where it differs from the old one's (ldmxcsr
+ * and especially fldcw are slow, and the state is nearly always the same).
+ * Leaves rsp at the new frame's r15 slot.
+ */
+	.macro SWITCH_SAVE_LOAD
 	/* Save the floating-point control state first, into the red zone
 	 * where the frame's control-word slot will be once the six registers
 	 * are pushed: stmxcsr is slow to complete (several ns on AMD Zen),
@@ -50,9 +51,6 @@ weft__switch:
 	movq	%rsp, (%rdi)
 	movq	%rsp, %rcx
 	movq	%rsi, %rsp
-	/* Restore the new context's control state, only where it differs:
-	 * ldmxcsr and especially fldcw are slow, and the state is nearly
-	 * always the same. */
 	movl	(%rsp), %eax
 	cmpl	(%rcx), %eax
 	je	1f
@@ -62,6 +60,16 @@ weft__switch:
 	je	2f
 	fldcw	4(%rsp)
 2:	addq	$8, %rsp
+	.endm
+
+/* void weft__switch(void **save_sp, void *new_sp) */
+	.globl	weft__switch
+	.hidden	weft__switch
+	.type	weft__switch, @function
+	.p2align 4
+weft__switch:
+	.cfi_startproc
+	SWITCH_SAVE_LOAD
 	popq	%r15
 	popq	%r14
 	popq	%r13
@@ -76,12 +84,12 @@ weft__switch:
  * void weft__switch_new(void **save_sp, void *new_sp) - weft__switch to a
  * goroutine that has never run: new_sp is the initial frame that
  * init_context (sched.c) built (default control state, zero registers,
- * weft__gostart as the return address). Saves the current context exactly as
- * weft__switch does, restores the control state the same way, then skips
- * the rest of the frame and jumps to weft__gostart. The ret that
- * weft__switch would make there goes to an address the return-stack
- * predictor never expects (it predicts a return into the scheduler), and
- * mispredicts on every goroutine's start; a direct jump does not.
+ * weft__gostart as the return address). Saves and restores as weft__switch
+ * does, then skips the registers and the return address and jumps to
+ * weft__gostart. The ret that weft__switch would make there goes to an
+ * address the return-stack predictor never expects (it predicts a return
+ * into the scheduler), and mispredicted on every goroutine's start; a
+ * direct jump does not.
  */
 	.globl	weft__switch_new
 	.hidden	weft__switch_new
@@ -89,37 +97,11 @@ weft__switch:
 	.p2align 4
 weft__switch_new:
 	.cfi_startproc
-	stmxcsr	-56(%rsp)
-	fnstcw	-52(%rsp)
-	pushq	%rbp
-	.cfi_adjust_cfa_offset 8
-	pushq	%rbx
-	.cfi_adjust_cfa_offset 8
-	pushq	%r12
-	.cfi_adjust_cfa_offset 8
-	pushq	%r13
-	.cfi_adjust_cfa_offset 8
-	pushq	%r14
-	.cfi_adjust_cfa_offset 8
-	pushq	%r15
-	.cfi_adjust_cfa_offset 8
-	subq	$8, %rsp
-	.cfi_adjust_cfa_offset 8
-	movq	%rsp, (%rdi)
-	movq	%rsp, %rcx
-	movq	%rsi, %rsp
-	movl	(%rsp), %eax
-	cmpl	(%rcx), %eax
-	je	1f
-	ldmxcsr	(%rsp)
-1:	movzwl	4(%rsp), %edx
-	cmpw	4(%rcx), %dx
-	je	2f
-	fldcw	4(%rsp)
-	/* Past the control word, the six zero registers and the return
-	 * address: rsp is where weft__switch's ret would leave it. The new
-	 * goroutine needs none of the registers (weft__gostart zeroes rbp). */
-2:	addq	$64, %rsp
+	SWITCH_SAVE_LOAD
+	/* Past the six zero registers and the return address: rsp is where
+	 * weft__switch's ret would leave it. The new goroutine needs none of
+	 * the registers (weft__gostart zeroes rbp). */
+	addq	$56, %rsp
 	jmp	weft__gostart
 	.cfi_endproc
 	.size	weft__switch_new, .-weft__switch_new
