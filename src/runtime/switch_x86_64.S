@@ -108,9 +108,10 @@ weft__switch_new:
 	.size	weft__switch_new, .-weft__switch_new
 
 /*
- * weft__gostart - where a new goroutine's first switch "returns" to. The
- * initial frame built by init_context (sched.c) makes rsp 16-byte aligned here and
- * rbp zero, so backtraces stop at this frame. weft__goentry never returns.
+ * weft__gostart - where a new goroutine's first switch "returns" (or, with
+ * weft__switch_new, jumps) to. The initial frame built by init_context
+ * (sched.c) leaves rsp 16-byte aligned here, and rbp is zeroed, so
+ * backtraces stop at this frame. weft__goentry never returns.
  */
 	.globl	weft__gostart
 	.hidden	weft__gostart
