@@ -207,7 +207,8 @@ struct weft__sched {
 	struct weft__p *allp[WEFT_MAX_PROCS]; /* allocated up to nallp; never freed */
 
 	/* Ms that may take from other Ps' rings (runq.c): read by every take
-	 * from a ring, written when an M first steals and when it exits. */
+	 * from a ring, written when an M first steals and when it exits, and
+	 * around sysmon's drain of a hog's queue. */
 	_Alignas(WEFT_CACHELINE) int ringthieves; /* atomic */
 
 	/* What wakep reads on every spawn and wake-up, written as Ps go idle
@@ -383,9 +384,9 @@ struct weft__g *weft__runq_get_fair(struct weft__p *p);
  * NULL. steal_next allows taking victim's runnext. p must be owned by the caller. */
 struct weft__g *weft__runq_steal(struct weft__p *p, struct weft__p *victim, int steal_next,
 				 int *thief);
-/* Announce (*thief = 1) or retire (*thief = 0) a thief of other Ps' rings:
- * see runq.c. weft__runq_steal announces its caller as needed; the caller
- * retires when it exits. */
+/* Retire a thief of other Ps' rings (*thief = 0; nothing if it is not one):
+ * see runq.c. weft__runq_steal announces its caller (*thief = 1) at its
+ * first steal from a non-empty ring; an M retires when it exits. */
 void weft__ring_thief_retire(int *thief);
 /* Number of Gs in p's queue including runnext (racy). */
 uint32_t weft__runq_len(struct weft__p *p);

@@ -107,23 +107,24 @@ static inline __attribute__((always_inline)) void lock_slow(weft_mutex *m, int p
 	}
 }
 
-void weft_mutex_lock(weft_mutex *m)
+static inline __attribute__((always_inline)) void mutex_lock(weft_mutex *m, int polite)
 {
 	uint32_t z = 0;
 	if (__builtin_expect(!__atomic_compare_exchange_n(&m->state_, &z, LOCKED, 0,
 							  __ATOMIC_ACQUIRE, __ATOMIC_RELAXED), 0))
-		lock_slow(m, 0);
+		lock_slow(m, polite);
 	weft__race_acquire(m); /* pairs with the release in unlock */
+}
+
+void weft_mutex_lock(weft_mutex *m)
+{
+	mutex_lock(m, 0);
 }
 
 /* weft_mutex_lock that spins only when this P has nothing else to run. */
 void weft__mutex_lock_polite(weft_mutex *m)
 {
-	uint32_t z = 0;
-	if (__builtin_expect(!__atomic_compare_exchange_n(&m->state_, &z, LOCKED, 0,
-							  __ATOMIC_ACQUIRE, __ATOMIC_RELAXED), 0))
-		lock_slow(m, 1);
-	weft__race_acquire(m);
+	mutex_lock(m, 1);
 }
 
 int weft_mutex_trylock(weft_mutex *m)

@@ -37,6 +37,19 @@ static void join(weft_wg *wg, const char *what)
 		FAIL("%s: not finished after %lld ms", what, (long long)(bound_ns() / TEST_MS));
 }
 
+/* Run fn(arg) in g goroutines and one pthread, each signalling done once,
+ * and join them all (failing as join() does). */
+static void run_mixed(weft_fn fn, void *arg, int g, weft_wg *done, const char *what)
+{
+	weft_wg_add(done, g + 1);
+	pthread_t th;
+	test_start_thread(&th, fn, arg);
+	for (int i = 0; i < g; i++)
+		GO(fn, arg);
+	join(done, what);
+	test_join_thread(th);
+}
+
 /* WAIT_FOR and YIELD_UNTIL come from test.h (bounded as bound_ns() is). */
 
 /*
@@ -201,13 +214,7 @@ TEST(rwmutex_readers_writers_exclusion)
 	 * not: c must be ~a. Under qemu-aarch64 a reader often goes first.) */
 	s.rec = (struct rw_record){.a = 0, .b = 0, .c = ~0ull, .d = 0x5a5a5a5a};
 	s.ops = TEST_SIZE(4000, 800);
-	weft_wg_add(&s.done, G + 1);
-	pthread_t th;
-	test_start_thread(&th, rw_worker, &s);
-	for (int i = 0; i < G; i++)
-		GO(rw_worker, &s);
-	join(&s.done, "readers and writers");
-	test_join_thread(th);
+	run_mixed(rw_worker, &s, G, &s.done, "readers and writers");
 	ASSERT_EQ(atomic_load(&s.overlaps), 0);
 	ASSERT_EQ(atomic_load(&s.torn), 0);
 	ASSERT_GT(atomic_load(&s.writes), 0);
@@ -290,13 +297,7 @@ TEST(rwmutex_fast_and_slow_writers)
 	static struct rw_writers s;
 	s = (struct rw_writers){0};
 	s.ops = TEST_SIZE(30000, 6000);
-	weft_wg_add(&s.done, G + 1);
-	pthread_t th;
-	test_start_thread(&th, rw_writer_loop, &s);
-	for (int i = 0; i < G; i++)
-		GO(rw_writer_loop, &s);
-	join(&s.done, "writers");
-	test_join_thread(th);
+	run_mixed(rw_writer_loop, &s, G, &s.done, "writers");
 	ASSERT_EQ(atomic_load(&s.overlaps), 0);
 	ASSERT_GT(atomic_load(&s.entries), 0);
 	ASSERT_EQ(s.count, atomic_load(&s.entries));
