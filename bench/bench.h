@@ -102,6 +102,7 @@ int64_t bench_map(int64_t n);                         /* sync.c */
 int64_t bench_pool(int64_t n);                        /* sync.c */
 void bench_cancel_fanout(const struct bench_case *c); /* sync.c */
 void bench_mempark(const struct bench_case *c);       /* mempark.c */
+void bench_mempark_floor(const struct bench_case *c); /* mempark.c */
 int64_t bench_tcp_echo_rr(int64_t n);                 /* net.c */
 int64_t bench_tcp_echo_stream(int64_t n);             /* net.c */
 int64_t bench_pool_submit(int64_t n);                 /* workpool.c */

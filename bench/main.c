@@ -55,6 +55,9 @@ static const struct bench_case cases[] = {
 	/* Patterns (bench/go/ holds their Go counterparts). */
 	{.name = "PoolSubmit", .q = 8, .timed = bench_pool_submit},
 	{.name = "Pipeline3", .q = 1, .timed = bench_pipeline3},
+	/* The kernel's part of MemPark1M, without weft (mempark.c). */
+	{.name = "MemParkFloor", .run = bench_mempark_floor},
+	{.name = "MemParkFloorDense", .run = bench_mempark_floor, .arg = 1},
 };
 
 #define NCASES (sizeof(cases) / sizeof(cases[0]))

@@ -20,10 +20,16 @@
  * done, and main drops the reference only after waiting for done.
  */
 #include "bench.h"
+#include "sysdefs.h" /* src/util: the Linux constants stack.c uses */
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 struct mempark_state {
 	weft_wg ready; /* each goroutine: done once it runs */
@@ -75,5 +81,111 @@ void bench_mempark(const struct bench_case *c)
 		weft_chan_close(s.ch);
 		weft_wg_wait(&s.done);
 		weft_chan_release(s.ch);
+	}
+}
+
+/* ---------------------------------------------------------------- MemParkFloor */
+
+/*
+ * MemParkFloor and MemParkFloorDense (weft's own, not in the Go suite): what
+ * the kernel alone charges for a million goroutine stacks, without weft. Each
+ * does the memory work weft's stack carver (src/runtime/stack.c) does for
+ * them, the same way: 1 GiB MAP_NORESERVE reservations, units carved in
+ * batches of WEFT_STACK_BATCH, one process_madvise(MADV_GUARD_INSTALL) call
+ * per batch for the guard pages at the units' bottoms and one
+ * process_madvise(MADV_POPULATE_WRITE) call per batch for the pages at their
+ * tops. MemParkFloor's unit is weft's (a guard page and WEFT_DEFAULT_STACK);
+ * MemParkFloorDense's is a guard page and one page, the densest layout in
+ * which every stack has a guard page: the floor for any such layout.
+ * Compare MemPark1M's create_ms with them, run back to back (the host's price
+ * for a first touch of memory moves a lot between runs on a VM). ns/op is
+ * the time per stack; the case's arg is the usable pages of a unit (0:
+ * weft's default); one repetition per --reps. Where the guard advice is
+ * missing (Linux before 6.13) the line says guards=none and installs none.
+ */
+
+#define FLOOR_STACKS 1000000
+#define FLOOR_BATCH 64 /* WEFT_STACK_BATCH: src/runtime/sched.h */
+#define FLOOR_RESERVE ((size_t)1 << 30)
+
+/* One process_madvise call of advice on the page at each of at[0..n). */
+static int floor_advise(int pidfd, char *const *at, int n, size_t pg, int advice)
+{
+	struct iovec iov[FLOOR_BATCH];
+	int i;
+
+	for (i = 0; i < n; i++) {
+		iov[i].iov_base = at[i];
+		iov[i].iov_len = pg;
+	}
+	if (syscall(SYS_process_madvise, pidfd, iov, (size_t)n, advice, 0) ==
+	    (long)(pg * (size_t)n))
+		return 0;
+	return errno;
+}
+
+void bench_mempark_floor(const struct bench_case *c)
+{
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	size_t unit = pg + (c->arg ? (size_t)c->arg * pg : WEFT_DEFAULT_STACK);
+	size_t per_reserve = FLOOR_RESERVE / unit / FLOOR_BATCH * FLOOR_BATCH;
+	size_t nres = (FLOOR_STACKS + per_reserve - 1) / per_reserve;
+	char extra[128];
+	int r;
+
+	for (r = 0; r < bench_flags.reps; r++) {
+		char **res = calloc(nres, sizeof(*res));
+		char *at[FLOOR_BATCH];
+		size_t made = 0, k = 0;
+		int guards = 1, err, pidfd, i;
+		int64_t start, d;
+
+		if (res == NULL)
+			bench_fatal("MemParkFloor: out of memory");
+		pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+		if (pidfd < 0)
+			bench_fatal("MemParkFloor: pidfd_open: %s (Linux 5.3+ needed)",
+			            strerror(errno));
+		/* Seconds of system calls: let the runtime know, as any
+		 * program on weft would. */
+		weft_blocking_begin();
+		start = weft_now();
+		while (made < FLOOR_STACKS) {
+			size_t j = made % per_reserve;
+
+			if (j == 0) {
+				void *m = mmap(NULL, FLOOR_RESERVE, PROT_READ | PROT_WRITE,
+				               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+				if (m == MAP_FAILED)
+					bench_fatal("MemParkFloor: mmap: %s", strerror(errno));
+				res[k++] = m;
+			}
+			for (i = 0; i < FLOOR_BATCH; i++)
+				at[i] = res[k - 1] + (j + (size_t)i) * unit;
+			if (guards) {
+				err = floor_advise(pidfd, at, FLOOR_BATCH, pg, MADV_GUARD_INSTALL);
+				if (err == EINVAL && made == 0)
+					guards = 0; /* no guard advice here: say so below */
+				else if (err != 0)
+					bench_fatal("MemParkFloor: MADV_GUARD_INSTALL: %s",
+					            strerror(err));
+			}
+			for (i = 0; i < FLOOR_BATCH; i++)
+				at[i] += unit - pg;
+			err = floor_advise(pidfd, at, FLOOR_BATCH, pg, MADV_POPULATE_WRITE);
+			if (err != 0)
+				bench_fatal("MemParkFloor: MADV_POPULATE_WRITE: %s (Linux 5.14+ needed)",
+				            strerror(err));
+			made += FLOOR_BATCH;
+		}
+		d = weft_now() - start;
+		weft_blocking_end();
+		snprintf(extra, sizeof(extra), "\t%.1f create_ms\t%zu unit_kib\tguards=%s",
+		         (double)d / 1e6, unit / 1024, guards ? "madvise" : "none");
+		bench_report(c->name, (int64_t)made, (double)d / (double)made, extra);
+		for (i = 0; (size_t)i < k; i++)
+			munmap(res[i], FLOOR_RESERVE);
+		free(res);
+		close(pidfd);
 	}
 }

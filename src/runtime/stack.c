@@ -45,19 +45,7 @@
 #include "alloc.h"
 #include "fatal.h"
 #include "sanitizer.h"
-
-#ifndef MADV_GUARD_INSTALL
-#define MADV_GUARD_INSTALL 102
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-#ifndef SYS_process_madvise
-#define SYS_process_madvise 440
-#endif
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
+#include "sysdefs.h"
 
 #define RESERVE_BYTES ((size_t)1 << 30)
 #define BATCH WEFT_STACK_BATCH
