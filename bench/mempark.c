@@ -100,32 +100,73 @@ void bench_mempark(const struct bench_case *c)
  * Compare MemPark1M's create_ms with them, run back to back (the host's price
  * for a first touch of memory moves a lot between runs on a VM). ns/op is
  * the time per stack; the case's arg is the usable pages of a unit (0:
- * weft's default); one repetition per --reps. Where the guard advice is
- * missing (Linux before 6.13) the line says guards=none and installs none.
+ * weft's default); one repetition per --reps.
+ *
+ * Where a kernel lacks a call, the case falls back as the carver does, and
+ * its line says how it went: guards=batch (process_madvise), guards=madvise
+ * (a madvise call per page), guards=none (no MADV_GUARD_INSTALL: the carver
+ * then uses mprotect, a VMA per stack, which this case does not imitate);
+ * tops=populate, or tops=touch (a first-touch write to each top page).
  */
-
 #define FLOOR_STACKS 1000000
 #define FLOOR_BATCH 64 /* WEFT_STACK_BATCH: src/runtime/sched.h */
 #define FLOOR_RESERVE ((size_t)1 << 30)
 
-/* One process_madvise call of advice on the page at each of at[0..n). */
+enum { GUARDS_NONE, GUARDS_MADVISE, GUARDS_BATCH };
+
+/* One process_madvise call of advice on the page at each of at[0..n).
+ * Returns 0, or an error number (EAGAIN: only part of the batch was
+ * advised). */
 static int floor_advise(int pidfd, char *const *at, int n, size_t pg, int advice)
 {
 	struct iovec iov[FLOOR_BATCH];
+	long r;
 	int i;
 
 	for (i = 0; i < n; i++) {
 		iov[i].iov_base = at[i];
 		iov[i].iov_len = pg;
 	}
-	if (syscall(SYS_process_madvise, pidfd, iov, (size_t)n, advice, 0) ==
-	    (long)(pg * (size_t)n))
+	r = syscall(SYS_process_madvise, pidfd, iov, (size_t)n, advice, 0);
+	if (r == (long)(pg * (size_t)n))
 		return 0;
-	return errno;
+	return r < 0 ? errno : EAGAIN;
+}
+
+/* The guard pages at at[0..n), as the carver installs them: one batch call,
+ * else (a kernel whose process_madvise refuses this advice) a call per page,
+ * else none. *mode starts at GUARDS_BATCH and only steps down, and only on
+ * the first batch. */
+static void floor_guards(int pidfd, char *const *at, int n, size_t pg, int *mode, int first)
+{
+	int err = 0, i;
+
+	if (*mode == GUARDS_BATCH) {
+		err = floor_advise(pidfd, at, n, pg, MADV_GUARD_INSTALL);
+		if (err == 0)
+			return;
+		if (!first || (err != EINVAL && err != ENOSYS && err != EPERM))
+			bench_fatal("MemParkFloor: process_madvise(MADV_GUARD_INSTALL): %s",
+			            strerror(err));
+		*mode = GUARDS_MADVISE;
+	}
+	if (*mode == GUARDS_MADVISE) {
+		for (i = 0; i < n; i++) {
+			if (madvise(at[i], pg, MADV_GUARD_INSTALL) == 0)
+				continue;
+			err = errno;
+			if (!first || i > 0 || err != EINVAL)
+				bench_fatal("MemParkFloor: madvise(MADV_GUARD_INSTALL): %s",
+				            strerror(err));
+			*mode = GUARDS_NONE;
+			return;
+		}
+	}
 }
 
 void bench_mempark_floor(const struct bench_case *c)
 {
+	static const char *const guard_names[] = {"none", "madvise", "batch"};
 	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
 	size_t unit = pg + (c->arg ? (size_t)c->arg * pg : WEFT_DEFAULT_STACK);
 	size_t per_reserve = FLOOR_RESERVE / unit / FLOOR_BATCH * FLOOR_BATCH;
@@ -137,7 +178,7 @@ void bench_mempark_floor(const struct bench_case *c)
 		char **res = calloc(nres, sizeof(*res));
 		char *at[FLOOR_BATCH];
 		size_t made = 0, k = 0;
-		int guards = 1, err, pidfd, i;
+		int guards = GUARDS_BATCH, populate = 1, err, pidfd, i;
 		int64_t start, d;
 
 		if (res == NULL)
@@ -162,26 +203,27 @@ void bench_mempark_floor(const struct bench_case *c)
 			}
 			for (i = 0; i < FLOOR_BATCH; i++)
 				at[i] = res[k - 1] + (j + (size_t)i) * unit;
-			if (guards) {
-				err = floor_advise(pidfd, at, FLOOR_BATCH, pg, MADV_GUARD_INSTALL);
-				if (err == EINVAL && made == 0)
-					guards = 0; /* no guard advice here: say so below */
-				else if (err != 0)
-					bench_fatal("MemParkFloor: MADV_GUARD_INSTALL: %s",
-					            strerror(err));
-			}
+			floor_guards(pidfd, at, FLOOR_BATCH, pg, &guards, made == 0);
 			for (i = 0; i < FLOOR_BATCH; i++)
 				at[i] += unit - pg;
-			err = floor_advise(pidfd, at, FLOOR_BATCH, pg, MADV_POPULATE_WRITE);
-			if (err != 0)
-				bench_fatal("MemParkFloor: MADV_POPULATE_WRITE: %s (Linux 5.14+ needed)",
-				            strerror(err));
+			if (populate) {
+				err = floor_advise(pidfd, at, FLOOR_BATCH, pg, MADV_POPULATE_WRITE);
+				if (err != 0 && (made != 0 || (err != EINVAL && err != ENOSYS &&
+				                               err != EPERM)))
+					bench_fatal("MemParkFloor: MADV_POPULATE_WRITE: %s",
+					            strerror(err));
+				populate = err == 0;
+			}
+			if (!populate) /* as the carver's record writes fault them */
+				for (i = 0; i < FLOOR_BATCH; i++)
+					*(volatile char *)at[i] = 1;
 			made += FLOOR_BATCH;
 		}
 		d = weft_now() - start;
 		weft_blocking_end();
-		snprintf(extra, sizeof(extra), "\t%.1f create_ms\t%zu unit_kib\tguards=%s",
-		         (double)d / 1e6, unit / 1024, guards ? "madvise" : "none");
+		snprintf(extra, sizeof(extra), "\t%.1f create_ms\t%zu unit_kib\tguards=%s\ttops=%s",
+		         (double)d / 1e6, unit / 1024, guard_names[guards],
+		         populate ? "populate" : "touch");
 		bench_report(c->name, (int64_t)made, (double)d / (double)made, extra);
 		for (i = 0; (size_t)i < k; i++)
 			munmap(res[i], FLOOR_RESERVE);
