@@ -225,8 +225,8 @@ void bench_mempark_floor(const struct bench_case *c)
 		         (double)d / 1e6, unit / 1024, guard_names[guards],
 		         populate ? "populate" : "touch");
 		bench_report(c->name, (int64_t)made, (double)d / (double)made, extra);
-		for (i = 0; (size_t)i < k; i++)
-			munmap(res[i], FLOOR_RESERVE);
+		while (k > 0)
+			munmap(res[--k], FLOOR_RESERVE);
 		free(res);
 		close(pidfd);
 	}

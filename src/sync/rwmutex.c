@@ -102,22 +102,24 @@ static int32_t lock_slow(weft_rwmutex *rw)
 	}
 }
 
-/* The fast path: w_ free (no writer holds or waits for it) and nobody in. */
+/* The fast path: w_ free (no writer holds or waits for it) and nobody in.
+ * Returns whether it took the lock. */
 static inline int lock_fast(weft_rwmutex *rw)
 {
 	int32_t zero = 0;
-	return __atomic_load_n(&rw->w_.state_, __ATOMIC_RELAXED) == 0 &&
-	       __atomic_compare_exchange_n(&rw->readers_, &zero, -MAX_READERS, 0,
-					   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&rw->w_.state_, __ATOMIC_RELAXED) != 0 ||
+	    !__atomic_compare_exchange_n(&rw->readers_, &zero, -MAX_READERS, 0,
+					 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+		return 0;
+	rw->wfast_ = 1;
+	weft__race_acquire(&rw->readers_);
+	return 1;
 }
 
 void weft_rwmutex_lock(weft_rwmutex *rw)
 {
-	if (lock_fast(rw)) {
-		rw->wfast_ = 1;
-		weft__race_acquire(&rw->readers_);
+	if (lock_fast(rw))
 		return;
-	}
 	int32_t r = lock_slow(rw);
 	rw->wfast_ = 0;
 	/* Wait for the readers inside, if any are still to leave. */
@@ -128,11 +130,7 @@ void weft_rwmutex_lock(weft_rwmutex *rw)
 
 int weft_rwmutex_trylock(weft_rwmutex *rw)
 {
-	if (!lock_fast(rw))
-		return EBUSY;
-	rw->wfast_ = 1;
-	weft__race_acquire(&rw->readers_);
-	return 0;
+	return lock_fast(rw) ? 0 : EBUSY;
 }
 
 void weft_rwmutex_unlock(weft_rwmutex *rw)
