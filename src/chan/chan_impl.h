@@ -34,7 +34,8 @@ struct weft__wait;
 struct weft__chantimer;
 
 struct weft__sudog {
-	struct weft__sudog *next, *prev; /* in q; under the channel lock */
+	struct weft__sudog *next, *prev; /* in q; under the channel lock; the
+	                                  * first's prev is stale (never read) */
 	struct weft__sudogq *q;          /* the queue it is in, or NULL; under the channel lock */
 	struct weft__wait *w;
 	void *elem; /* send: the value; receive: where it goes (or NULL) */
@@ -125,16 +126,23 @@ static inline void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog 
 	__atomic_store_n(&sg->q, q, __ATOMIC_RELAXED);
 }
 
+/* The first sudog's prev is never read, so taking the first leaves the next
+ * one's stale: a close's walk then does not write into the next waiter's
+ * stack, a cold line (its own take prefetches it instead, chan.c). */
 static inline void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudog *sg)
 {
-	if (sg->prev)
-		sg->prev->next = sg->next;
-	else
-		q->first = sg->next;
-	if (sg->next)
-		sg->next->prev = sg->prev;
-	else
-		q->last = sg->prev;
+	struct weft__sudog *next = sg->next;
+	if (q->first == sg) {
+		q->first = next;
+		if (!next)
+			q->last = NULL;
+	} else {
+		sg->prev->next = next;
+		if (next)
+			next->prev = sg->prev;
+		else
+			q->last = sg->prev;
+	}
 	sg->c->nwait--;
 	__atomic_store_n(&sg->q, NULL, __ATOMIC_RELAXED);
 }
