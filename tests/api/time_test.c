@@ -202,9 +202,12 @@ static void timed_sleeper(void *arg)
 
 /*
  * 2,000 goroutines sleep 1..100 ms (pseudo-random) at 2 Ps: none wakes
- * early, all are done within 100 ms + 50 ms (2,000 wake-ups on a loaded
- * 2-core machine), and the median lateness is under 5 ms. Guards: heap ordering bugs (early or very late wake-ups), lost
- * timers (timeout), timers of one P never run by the other.
+ * early, none wakes more than 50 ms late (2,000 wake-ups on a loaded 2-core
+ * machine), and the median lateness is under 5 ms. Each sleeper times its own
+ * sleep, so the time it takes to start them all (long under ThreadSanitizer,
+ * with another test using the other core) is not counted. Guards: heap
+ * ordering bugs (early or very late wake-ups), lost timers (timeout), timers
+ * of one P never run by the other.
  */
 static int64_t many_sleepers_run(void)
 {
@@ -215,7 +218,6 @@ static int64_t many_sleepers_run(void)
 	weft_wg wg = WEFT_WG_INIT;
 	uint32_t r = 12345;
 	weft_wg_add(&wg, n);
-	int64_t t0 = test_now_ns();
 	for (int i = 0; i < n; i++) {
 		r = r * 1103515245 + 12345;
 		s[i] = (struct sleeper_arg){ (int64_t)(1 + (r >> 8) % 100) * TEST_MS,
@@ -223,24 +225,27 @@ static int64_t many_sleepers_run(void)
 		GO(timed_sleeper, &s[i]);
 	}
 	weft_wg_wait(&wg);
-	int64_t total = test_now_ns() - t0;
 	ASSERT_EQ(atomic_load(&early), 0);
 	int below = 0;
-	for (int i = 0; i < n; i++)
+	int64_t latest = 0;
+	for (int i = 0; i < n; i++) {
 		below += s[i].late_ns < 5 * TEST_MS * test_slowdown();
+		if (s[i].late_ns > latest)
+			latest = s[i].late_ns;
+	}
 	free(s);
-	/* Score: the total's excess over 100 ms, or "bad" when the median
+	/* Score: the latest wake-up's lateness, or "bad" when the median
 	 * lateness is over 5 ms. */
-	return below >= n / 2 ? total - 100 * TEST_MS : INT64_MAX / 2;
+	return below >= n / 2 ? latest : INT64_MAX / 2;
 }
 
 TEST(many_sleepers)
 {
 	ASSERT_EQ(weft_set_procs(2, NULL), 0);
-	int64_t excess = TEST_BEST_OF(3, 50 * TEST_MS * test_slowdown(),
+	int64_t latest = TEST_BEST_OF(3, 50 * TEST_MS * test_slowdown(),
 				      many_sleepers_run());
-	ASSERT_LT(excess, INT64_MAX / 2); /* median lateness under 5 ms */
-	ASSERT_DURATION(excess + 100 * TEST_MS, 100, 50);
+	ASSERT_LT(latest, INT64_MAX / 2); /* median lateness under 5 ms */
+	ASSERT_DURATION(latest, 0, 50);
 }
 
 struct spinner {
