@@ -313,18 +313,17 @@ static void close_step(struct weft__m *m, weft_chan *c, int hold)
 		c->nwait--;
 		unused = weft__chan_unused(c);
 	}
-	/* The cascade: fetch the waiter after the next relay's now. The
-	 * next relay's (the head) was fetched by the step before this one,
-	 * so each waiter's lines get two goroutines' runs to arrive. */
-	struct weft__sudog *nx = NULL;
 	if (one && n) {
-		nx = c->recvq.first ? c->recvq.first : c->sendq.first;
-		nx = nx ? nx->next : NULL;
+		/* The cascade: fetch the waiter after the next relay's now.
+		 * The next relay's (the head, in close_take's order) was
+		 * fetched by the step before this one, so each waiter's lines
+		 * get two goroutines' runs to arrive. */
+		struct weft__sudog *head = c->recvq.first ? c->recvq.first : c->sendq.first;
+		if (head && head->next)
+			prefetch_waiter(head->next);
 	}
 	weft__chan_unlock(c);
 	if (one && n) {
-		if (nx)
-			prefetch_waiter(nx);
 		weft__warm_stack(batch[0]);
 		weft__ready_m(m, batch[0]); /* runnext: it runs right after us */
 	} else {
