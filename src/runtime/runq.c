@@ -9,9 +9,9 @@
  * other Ms) read head and tail with acquire and claim slots by CAS on
  * runqhead; a thief copies its slots out before the CAS, and the CAS fails if
  * anyone consumed meanwhile, so a slot is never handed out twice. The ring is
- * bounded (256): on overflow the owner moves half of it, plus the new G, to
- * the global queue in one locked operation, so the global lock is taken once
- * per 128 spawns at worst.
+ * bounded (WEFT_RUNQ_SIZE, 1024): on overflow the owner moves half of it,
+ * plus the new G, to the global queue in one locked operation, so the global
+ * lock is taken once per 512 spawns at worst.
  *
  * runnext holds the G readied or spawned last by the running G: it runs next,
  * ahead of the ring, which keeps a producer and its consumer in lock-step on
