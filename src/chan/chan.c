@@ -270,6 +270,14 @@ static inline struct weft__sudog *close_take(weft_chan *c)
 	return sg ? sg : weft__sudogq_take(&c->sendq);
 }
 
+/* The waiter close_take will most likely take next (it skips select
+ * waiters already won elsewhere, which this does not): a hint for fetching
+ * ahead. */
+static inline struct weft__sudog *close_peek(weft_chan *c)
+{
+	return c->recvq.first ? c->recvq.first : c->sendq.first;
+}
+
 /* The next step of c's close, c locked and closed, then unlocked; hold:
  * the caller is a relay, whose hold on c is dropped (and c freed if that
  * leaves it unused). */
@@ -315,10 +323,10 @@ static void close_step(struct weft__m *m, weft_chan *c, int hold)
 	}
 	if (one && n) {
 		/* The cascade: fetch the waiter after the next relay's now.
-		 * The next relay's (the head, in close_take's order) was
-		 * fetched by the step before this one, so each waiter's lines
-		 * get two goroutines' runs to arrive. */
-		struct weft__sudog *head = c->recvq.first ? c->recvq.first : c->sendq.first;
+		 * The next relay's (close_peek's) was fetched by the step
+		 * before this one, so each waiter's lines get two goroutines'
+		 * runs to arrive. */
+		struct weft__sudog *head = close_peek(c);
 		if (head && head->next)
 			prefetch_waiter(head->next);
 	}
