@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * 10_timers_tickers.c - time as channels: weft_after(), weft_timer and
- * weft_ticker (Go's time.After, time.Timer and time.Ticker).
+ * weft_ticker (Go's time.After, time.Timer and time.Ticker); and
+ * weft_after_func() (time.AfterFunc), a timer that starts a goroutine.
  *
  * Each of them delivers the time on a channel (int64_t elements, the
  * weft_now() reading when it fired), so waiting for a moment is just a
@@ -16,6 +17,9 @@
  *     ticks instead of finding a backlog.
  *  4. the Go tour's "default selection": a ticker and an after channel in a
  *     select with a default case, which prints a dot while neither is ready.
+ *  5. weft_after_func(d, fn, arg): no channel; d from now, fn(arg) starts in
+ *     a goroutine of its own. weft_timer_stop() before then cancels it, and
+ *     its result says whether fn was kept from starting.
  *
  * Run: ./10_timers_tickers
  */
@@ -147,6 +151,53 @@ static int tick_boom(void)
 	return ticks >= 1 && dots >= 1;
 }
 
+struct reminder {
+	const char *text;
+	int64_t t0;
+	weft_wg *done;
+};
+
+/* Runs in its own goroutine when the timer fires. */
+static void remind(void *arg)
+{
+	struct reminder *r = arg;
+	printf("  +%.2f ms, goroutine %llu: %s\n", (weft_now() - r->t0) / 1e6,
+	       (unsigned long long)weft_self_id(), r->text);
+	weft_wg_done(r->done);
+}
+
+static int after_func(void)
+{
+	weft_wg wg = WEFT_WG_INIT, oven_wg = WEFT_WG_INIT;
+	int64_t t0 = weft_now();
+	struct reminder tea = {"the tea is ready", t0, &wg};
+	struct reminder oven = {"the oven is hot", t0, &oven_wg};
+	weft_timer *t1, *t2;
+
+	printf("5. weft_after_func: fn in a goroutine of its own (main is goroutine %llu)\n",
+	       (unsigned long long)weft_self_id());
+	weft_wg_add(&wg, 1);
+	weft_wg_add(&oven_wg, 1);
+	if (weft_after_func(&t1, 15 * MS, remind, &tea) != 0)
+		return 0;
+	if (weft_after_func(&t2, 1000 * MS, remind, &oven) != 0) {
+		weft_timer_free(t1);
+		return 0;
+	}
+	/* Changed our mind about the oven: stop says true, so remind() will
+	 * never run for it (and never touch `oven`). */
+	bool cancelled = weft_timer_stop(t2);
+	printf("  cancelled the oven reminder: %s\n", cancelled ? "true" : "false");
+	if (!cancelled)
+		weft_wg_wait(&oven_wg); /* too late: it started, and uses `oven` */
+	weft_wg_wait(&wg); /* the tea reminder's goroutine is done */
+	bool late = weft_timer_stop(t1);
+	printf("  stopping the tea reminder after it ran says %s\n", late ? "true" : "false");
+	weft_timer_free(t1);
+	weft_timer_free(t2);
+	return cancelled && !late;
+}
+
 static int run(void *unused)
 {
 	(void)unused;
@@ -154,10 +205,11 @@ static int run(void *unused)
 	int ok2 = timer();
 	int ok3 = ticker();
 	int ok4 = tick_boom();
+	int ok5 = after_func();
 
-	if (!(ok1 && ok2 && ok3 && ok4)) {
-		fprintf(stderr, "wrong: after %d, timer %d, ticker %d, tick-boom %d\n", ok1, ok2,
-		        ok3, ok4);
+	if (!(ok1 && ok2 && ok3 && ok4 && ok5)) {
+		fprintf(stderr, "wrong: after %d, timer %d, ticker %d, tick-boom %d, after_func %d\n",
+		        ok1, ok2, ok3, ok4, ok5);
 		return 1;
 	}
 	return 0;

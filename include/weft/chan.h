@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * weft/chan.h - channels, select, and time as channels (after, Timer,
- * Ticker): Go's semantics, for goroutines and foreign threads alike.
+ * Ticker, and AfterFunc's timer): Go's semantics, for goroutines and foreign
+ * threads alike.
  *
  * A channel carries elements of one fixed size, set at creation (0 is allowed:
  * a "signal" channel, Go's chan struct{}). Unbuffered (capacity 0) channels
@@ -51,6 +52,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "runtime.h" /* weft_fn */
 
 WEFT_BEGIN_DECLS
 
@@ -263,7 +265,8 @@ typedef struct weft_timer weft_timer;
 WEFT_API int weft_timer_new(weft_timer **out, int64_t duration_ns);
 
 /* weft_timer_chan - the timer's channel: borrowed, valid until
- * weft_timer_free() (weft_chan_retain() it to keep it longer). */
+ * weft_timer_free() (weft_chan_retain() it to keep it longer). NULL for a
+ * timer from weft_after_func(), which has none (NULL t: NULL). */
 WEFT_API weft_chan *weft_timer_chan(weft_timer *t);
 
 /* weft_timer_stop - stop t. Returns true if the call kept a value from being
@@ -282,6 +285,28 @@ WEFT_API bool weft_timer_reset(weft_timer *t, int64_t duration_ns);
  * ignored. Blocks: no (at most until a firing in progress on another thread
  * has finished). */
 WEFT_API void weft_timer_free(weft_timer *t);
+
+/*
+ * weft_after_func - Go's time.AfterFunc: *out gets a timer that, duration_ns
+ * from now (<= 0: at once), starts fn(arg) in a goroutine of its own. It has
+ * no channel (weft_timer_chan() returns NULL); stop, reset and free are the
+ * weft_timer calls, with Go's meaning for such a timer:
+ *  - weft_timer_stop() returns true if it kept fn from being started (the
+ *    timer was pending), false if fn's goroutine has already been started or
+ *    the timer was stopped. It never waits for fn.
+ *  - weft_timer_reset() makes it fire (and start fn once more) duration_ns
+ *    from then, and returns what weft_timer_stop() would have.
+ *  - weft_timer_free() stops it, waits out a firing in progress on another
+ *    thread, and frees it; a goroutine fn already runs in is not affected.
+ * Each firing starts one goroutine (weft_go()); fn owns nothing of the
+ * timer's, and arg is the caller's to keep alive until fn is done with it.
+ * If the goroutine cannot be started for want of memory, the timer stays
+ * pending and tries again 1 ms later, the wait doubling to at most 100 ms:
+ * fn is late, never dropped (and a stop meanwhile still cancels it).
+ * Errors: EINVAL (out or fn NULL), ENOMEM; *out is untouched on error.
+ * Blocks: no. Thread-safety: any thread.
+ */
+WEFT_API int weft_after_func(weft_timer **out, int64_t duration_ns, weft_fn fn, void *arg);
 
 /*
  * weft_ticker - Go's time.Ticker: its channel (elements int64_t, capacity 1)

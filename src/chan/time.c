@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * time.c - time as channels: weft_after, weft_timer (Go's time.Timer) and
- * weft_ticker (time.Ticker), on the scheduler's per-P timer heaps.
+ * weft_ticker (time.Ticker), on the scheduler's per-P timer heaps; and
+ * weft_after_func (time.AfterFunc), a Timer that starts a goroutine instead
+ * of sending.
  *
  * Each is a struct weft__chantimer: a heap timer plus a channel of capacity
  * 1 that the timer's callback try-sends the firing time into (a tick nobody
@@ -16,6 +18,13 @@
  *    unlock is its last touch.
  * Stop and reset also empty the channel, so no value from before them can be
  * received after (Go 1.23's guarantee).
+ *
+ * A func timer (weft_after_func) has no channel: its callback starts fn(arg)
+ * with weft_go() under the timer's lock, so a stop that finds it disarmed
+ * knows the goroutine has been started, and one that finds it armed has kept
+ * it from starting. A start that fails for want of memory is tried again a
+ * millisecond later, doubling to 100 ms, with the timer still armed: the
+ * call is late, never lost.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -33,8 +42,12 @@ struct weft__chantimer {
 	int pending;    /* under lock */
 	int64_t when;   /* under lock */
 	int64_t period; /* tickers: > 0 */
+	int64_t retry;  /* func timers: the wait before the next try to start
+	                 * fn after a failed one; 0 after a success; under lock */
 	weft_chan *c;   /* the channel: owned by a weft_timer/ticker, or
-	                          * owning us (weft_after) */
+	                 * owning us (weft_after); NULL for a func timer */
+	weft_fn fn;     /* func timers: started at each firing */
+	void *arg;
 };
 
 struct weft_timer {
@@ -48,6 +61,8 @@ struct weft_ticker {
 /* Drop a value fired but not received. Timer locked. Returns 1 if one was. */
 static int drain(weft_chan *c)
 {
+	if (!c)
+		return 0; /* a func timer */
 	weft__chan_lock(c);
 	int had = c->qcount > 0;
 	__atomic_store_n(&c->qcount, 0, __ATOMIC_RELAXED);
@@ -73,6 +88,23 @@ static void disarm(struct weft__chantimer *t)
 		t->pending--;
 }
 
+enum { FUNC_RETRY_FIRST = 1000000, FUNC_RETRY_MAX = 100000000 };
+
+/* A func timer fired (and is disarmed): start its goroutine, or, with no
+ * memory for one, stay armed and try again later. Timer locked. */
+static void fire_func(struct weft__chantimer *t, int64_t now)
+{
+	if (weft_go(t->fn, t->arg) == 0) {
+		t->retry = 0;
+		return;
+	}
+	t->retry = t->retry ? t->retry * 2 : FUNC_RETRY_FIRST;
+	if (t->retry > FUNC_RETRY_MAX)
+		t->retry = FUNC_RETRY_MAX;
+	if (!__atomic_load_n(&t->tm.heap, __ATOMIC_ACQUIRE))
+		arm(t, now + t->retry);
+}
+
 static void fire(struct weft__timer *tm)
 {
 	struct weft__chantimer *t = (struct weft__chantimer *)tm;
@@ -90,8 +122,12 @@ static void fire(struct weft__timer *tm)
 		} else {
 			t->armed = 0;
 		}
-		int64_t v = now;
-		weft_chan_trysend(t->c, &v); /* full: the tick is dropped */
+		if (t->fn) {
+			fire_func(t, now);
+		} else {
+			int64_t v = now;
+			weft_chan_trysend(t->c, &v); /* full: the tick is dropped */
+		}
 	}
 	/* Only now: the send may have woken a receiver that frees the timer
 	 * as soon as pending reaches zero and it gets the lock. */
@@ -99,8 +135,11 @@ static void fire(struct weft__timer *tm)
 	weft__unlock(&t->lock); /* the last touch of t */
 }
 
-static void init(struct weft__chantimer *t, weft_chan *c, int64_t period)
+static void init(struct weft__chantimer *t, weft_chan *c, int64_t period, weft_fn fn,
+                 void *arg)
 {
+	t->fn = fn;
+	t->arg = arg;
 	t->tm.fn = fire;
 	t->tm.arg = t;
 	t->tm.heap = NULL;
@@ -124,21 +163,22 @@ void weft__chantimer_destroy(struct weft__chantimer *t)
 	weft__unlock(&t->lock);
 }
 
-/* A new chantimer in *out: its channel made, its first firing at `first`.
- * Returns 0 or ENOMEM (*out untouched). */
-static int chantimer_new(struct weft__chantimer **out, int64_t period, int64_t first)
+/* A new chantimer in *out, its first firing at `first`: with a channel made
+ * for it, or, given fn, a func timer. Returns 0 or ENOMEM (*out untouched). */
+static int chantimer_new(struct weft__chantimer **out, int64_t period, int64_t first,
+                         weft_fn fn, void *arg)
 {
 	/* weft_timer and weft_ticker are a chantimer and nothing more. */
 	struct weft__chantimer *t = weft__calloc(1, sizeof(*t));
 	if (!t)
 		return ENOMEM;
-	weft_chan *c;
-	int err = weft_chan_make(&c, sizeof(int64_t), 1);
+	weft_chan *c = NULL;
+	int err = fn ? 0 : weft_chan_make(&c, sizeof(int64_t), 1);
 	if (err) {
 		weft__free(t);
 		return err;
 	}
-	init(t, c, period);
+	init(t, c, period, fn, arg);
 	weft__lock(&t->lock);
 	arm(t, first);
 	weft__unlock(&t->lock);
@@ -156,6 +196,7 @@ static int restart(struct weft__chantimer *t, int64_t period, int64_t when)
 	int was = t->armed;
 	disarm(t);
 	was |= drain(t->c);
+	t->retry = 0;
 	if (when != STOP_ONLY) {
 		t->period = period;
 		arm(t, when);
@@ -182,7 +223,7 @@ static int64_t after_ns(int64_t duration_ns)
 int weft_after(weft_chan **out, int64_t duration_ns)
 {
 	struct weft__chantimer *t;
-	int err = out ? chantimer_new(&t, 0, after_ns(duration_ns)) : EINVAL;
+	int err = out ? chantimer_new(&t, 0, after_ns(duration_ns), NULL, NULL) : EINVAL;
 	if (err)
 		return err;
 	/* The channel owns the timer: stopped and freed with its last
@@ -197,7 +238,16 @@ int weft_after(weft_chan **out, int64_t duration_ns)
 int weft_timer_new(weft_timer **out, int64_t duration_ns)
 {
 	struct weft__chantimer *t;
-	int err = out ? chantimer_new(&t, 0, after_ns(duration_ns)) : EINVAL;
+	int err = out ? chantimer_new(&t, 0, after_ns(duration_ns), NULL, NULL) : EINVAL;
+	if (!err)
+		*out = (weft_timer *)t;
+	return err;
+}
+
+int weft_after_func(weft_timer **out, int64_t duration_ns, weft_fn fn, void *arg)
+{
+	struct weft__chantimer *t;
+	int err = out && fn ? chantimer_new(&t, 0, after_ns(duration_ns), fn, arg) : EINVAL;
 	if (!err)
 		*out = (weft_timer *)t;
 	return err;
@@ -229,8 +279,9 @@ void weft_timer_free(weft_timer *t)
 int weft_ticker_new(weft_ticker **out, int64_t period_ns)
 {
 	struct weft__chantimer *t;
-	int err = out && period_ns > 0 ? chantimer_new(&t, period_ns, weft_now() + period_ns)
-	                               : EINVAL;
+	int err = out && period_ns > 0
+	                  ? chantimer_new(&t, period_ns, weft_now() + period_ns, NULL, NULL)
+	                  : EINVAL;
 	if (!err)
 		*out = (weft_ticker *)t;
 	return err;

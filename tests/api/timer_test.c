@@ -15,9 +15,11 @@
 #include "test.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #define LATE_MS 10
 #define LATE_BOUND (LATE_MS * TEST_MS * test_slowdown())
@@ -330,6 +332,336 @@ TEST(timer_reset)
 	ASSERT(!weft_timer_reset(t, -1)); /* <= 0: at once */
 	ASSERT_GE(recv_value(weft_timer_chan(t)), r0);
 	weft_timer_free(t);
+}
+
+/* ---------------------------------------------------------------- after_func */
+
+/* What a func timer's fn saw: it sends the time it started at on done
+ * (buffered: fn never waits) and counts its calls. */
+struct af {
+	weft_chan *done;   /* int64_t, capacity 64 */
+	atomic_long calls;
+	atomic_ullong gid; /* the goroutine fn last ran in */
+};
+
+static void af_fn(void *arg)
+{
+	struct af *a = arg;
+	int64_t v = weft_now();
+	atomic_store(&a->gid, weft_self_id());
+	atomic_fetch_add(&a->calls, 1);
+	ASSERT_EQ(weft_chan_trysend(a->done, &v), 0);
+}
+
+static void af_init(struct af *a)
+{
+	ASSERT_EQ(weft_chan_make(&a->done, sizeof(int64_t), 64), 0);
+	atomic_init(&a->calls, 0);
+	atomic_init(&a->gid, 0);
+}
+
+static weft_timer *new_func_timer(int64_t d, struct af *a)
+{
+	weft_timer *t = NULL;
+	ASSERT_EQ(weft_after_func(&t, d, af_fn, a), 0);
+	ASSERT(t != NULL);
+	ASSERT(weft_timer_chan(t) == NULL); /* Go: an AfterFunc timer's C is nil */
+	return t;
+}
+
+/* weft_after_func(30 ms): fn starts no earlier than 30 ms after the call, in
+ * a goroutine of its own. Returns its lateness. */
+static int64_t after_func30_late(void)
+{
+	struct af a;
+	af_init(&a);
+	int64_t t0 = weft_now();
+	weft_timer *t = new_func_timer(30 * TEST_MS, &a);
+	int64_t v = recv_value(a.done);
+	ASSERT_GE(v, t0 + 30 * TEST_MS);
+	ASSERT(atomic_load(&a.gid) != 0);
+	ASSERT(atomic_load(&a.gid) != weft_self_id());
+	ASSERT(!weft_timer_stop(t)); /* fired: fn was started */
+	weft_timer_free(t);
+	ASSERT_EQ(atomic_load(&a.calls), 1);
+	weft_chan_release(a.done);
+	return v - (t0 + 30 * TEST_MS);
+}
+
+/*
+ * Go's time.AfterFunc: fn starts on time in a new goroutine, once per
+ * firing; stop before the firing returns true and fn never runs; stop after
+ * returns false; reset re-arms (true only while pending) and a pending timer
+ * moved later never fires at the old time; free before the firing cancels
+ * it. Guards: a func timer that runs fn on the timer's thread (no goroutine
+ * of its own), runs it twice, runs it after a stop that returned true, or
+ * keeps the old due time on reset.
+ */
+TEST(after_func_runs_fn_in_goroutine)
+{
+	ASSERT_DURATION(TEST_BEST_OF(3, LATE_BOUND, after_func30_late()), 0, LATE_MS);
+
+	struct af a;
+	af_init(&a);
+	int64_t t0 = weft_now();
+	weft_timer *t = new_func_timer(30 * TEST_MS, &a);
+	ASSERT(weft_timer_stop(t));
+	ASSERT(!weft_timer_stop(t));
+	assert_silent_until(a.done, t0 + 90 * TEST_MS);
+	ASSERT_EQ(atomic_load(&a.calls), 0);
+
+	int64_t r0 = weft_now();
+	ASSERT(!weft_timer_reset(t, 5 * TEST_MS)); /* stopped: not pending */
+	ASSERT_GE(recv_value(a.done), r0 + 5 * TEST_MS);
+	ASSERT(!weft_timer_stop(t));
+
+	/* Pending at 100 ms, moved to 20 ms: one call, at the new time. */
+	ASSERT(!weft_timer_reset(t, 100 * TEST_MS)); /* fired: not pending */
+	int64_t r1 = weft_now();
+	ASSERT(weft_timer_reset(t, 20 * TEST_MS));
+	ASSERT_GE(recv_value(a.done), r1 + 20 * TEST_MS);
+	assert_silent_until(a.done, r1 + 130 * TEST_MS);
+	ASSERT_EQ(atomic_load(&a.calls), 2);
+	weft_timer_free(t);
+
+	/* Freed while pending: never fires. */
+	int64_t f0 = weft_now();
+	weft_timer_free(new_func_timer(20 * TEST_MS, &a));
+	assert_silent_until(a.done, f0 + 60 * TEST_MS);
+	ASSERT_EQ(atomic_load(&a.calls), 2);
+
+	weft_timer *u = (weft_timer *)0x1;
+	ASSERT_EQ(weft_after_func(NULL, TEST_MS, af_fn, &a), EINVAL);
+	ASSERT_EQ(weft_after_func(&u, TEST_MS, NULL, &a), EINVAL);
+	ASSERT(u == (weft_timer *)0x1);
+	ASSERT(weft_timer_chan(NULL) == NULL);
+	weft_chan_release(a.done);
+}
+
+/* From a foreign thread: made there, fires into a goroutine, stopped there. */
+TEST_THREAD(after_func_on_foreign_thread)
+{
+	struct af a;
+	af_init(&a);
+	int64_t t0 = weft_now();
+	weft_timer *t = new_func_timer(10 * TEST_MS, &a);
+	ASSERT_GE(recv_value(a.done), t0 + 10 * TEST_MS);
+	ASSERT(atomic_load(&a.gid) != 0);
+	ASSERT(!weft_timer_stop(t));
+	ASSERT(!weft_timer_reset(t, 5 * WEFT_SECOND));
+	ASSERT(weft_timer_stop(t));
+	weft_timer_free(t);
+	ASSERT_EQ(atomic_load(&a.calls), 1);
+	weft_chan_release(a.done);
+}
+
+struct af_race {
+	struct af a;
+	atomic_long stopped; /* stops that returned true */
+	atomic_long rounds;
+	int64_t until;
+	weft_wg wg;
+};
+
+/* The racing timers' fn: counts, no more. */
+static void af_count(void *arg)
+{
+	atomic_fetch_add(&((struct af *)arg)->calls, 1);
+}
+
+static void af_stopper(void *arg)
+{
+	struct af_race *x = arg;
+	static atomic_uint seeds;
+	uint32_t seed = (atomic_fetch_add(&seeds, 1) + 1) * 2654435761u | 1;
+	while (weft_now() < x->until) {
+		weft_timer *t = NULL;
+		int64_t d = (int64_t)(test_rand32(&seed) % 200) * 1000, t0 = weft_now();
+		ASSERT_EQ(weft_after_func(&t, d, af_count, &x->a), 0);
+		/* Stop in the 150 us after the due time, when an idle M
+		 * wakes to fire it. */
+		int64_t spin = t0 + d + (int64_t)(test_rand32(&seed) % 150) * 1000;
+		while (weft_now() < spin)
+			if (test_rand32(&seed) % 64 == 0)
+				weft_yield();
+		if (test_rand32(&seed) % 2 ? weft_timer_stop(t)
+		                           : weft_timer_reset(t, 10 * WEFT_SECOND)) {
+			atomic_fetch_add(&x->stopped, 1);
+			weft_timer_stop(t); /* the reset's 10 s firing */
+		}
+		/* A firing still in flight must heed the stop, not only the
+		 * free (which also cancels it). */
+		spin = weft_now() + (int64_t)(test_rand32(&seed) % 100) * 1000;
+		while (weft_now() < spin)
+			;
+		weft_timer_free(t);
+		atomic_fetch_add(&x->rounds, 1);
+	}
+	weft_wg_done(&x->wg);
+}
+
+static void *af_stopper_thread(void *arg)
+{
+	af_stopper(arg);
+	return NULL;
+}
+
+/*
+ * Stop (or reset) racing the firing, from 3 foreign threads (which run truly
+ * beside the Ms that fire their timers) and a goroutine, each timer due
+ * within 200 us and stopped in the 150 us after its due time, then freed
+ * 0-100 us later: a stop or reset that returns true kept fn from starting,
+ * one that returns false found it started, so the calls of fn plus the true
+ * returns equal the timers made, exactly. Guards: a stop that reports a
+ * firing it prevented or prevents one it reports, a reset that lets the old
+ * firing through. (A firing made to read `armed` a few microseconds before
+ * taking the timer's lock failed this test in 4 runs of 4; with more
+ * goroutines the Ms fire at the goroutines' switches and the foreign threads
+ * rarely race them.)
+ */
+TEST(after_func_stop_races_firing)
+{
+	enum { GS = 1, THREADS = 3 };
+	struct af_race x;
+	af_init(&x.a);
+	atomic_init(&x.stopped, 0);
+	atomic_init(&x.rounds, 0);
+	x.until = weft_now() + 300 * TEST_MS;
+	x.wg = (weft_wg)WEFT_WG_INIT;
+	weft_wg_add(&x.wg, GS + THREADS);
+	pthread_t th[THREADS];
+	for (int i = 0; i < THREADS; i++)
+		ASSERT_EQ(pthread_create(&th[i], NULL, af_stopper_thread, &x), 0);
+	for (int i = 0; i < GS; i++)
+		ASSERT_EQ(weft_go(af_stopper, &x), 0);
+	weft_wg_wait(&x.wg);
+	for (int i = 0; i < THREADS; i++)
+		ASSERT_EQ(pthread_join(th[i], NULL), 0);
+	long rounds = atomic_load(&x.rounds), stopped = atomic_load(&x.stopped);
+	/* Every fn not prevented has been started: wait for each to count in. */
+	int64_t deadline = weft_now() + 5 * WEFT_SECOND * test_slowdown();
+	while (atomic_load(&x.a.calls) + stopped < rounds && weft_now() < deadline)
+		weft_sleep(TEST_MS);
+	weft_sleep(20 * TEST_MS);
+	long calls = atomic_load(&x.a.calls);
+	printf("# %ld timers: %ld stopped, %ld fired\n", rounds, stopped, calls);
+	ASSERT_EQ(calls + stopped, rounds);
+	ASSERT_GT(stopped, 0);
+	ASSERT_GT(calls, 0);
+	weft_chan_release(x.a.done);
+}
+
+/* VmSize of this process, in bytes. */
+static long vm_size(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "VmSize: %ld kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb * 1024;
+}
+
+static void af_parked(void *gate)
+{
+	weft_chan_recv(gate, NULL); /* until closed */
+}
+
+/* Start goroutines parked on gate until weft_go fails; returns its error. */
+static int af_exhaust(weft_chan *gate, long *n)
+{
+	for (long i = 0; i < 1000000; i++) {
+		int r = weft_go(af_parked, gate);
+		if (r != 0)
+			return r;
+		(*n)++;
+	}
+	return 0;
+}
+
+struct af_exhauster {
+	weft_chan *gate;
+	weft_chan *result; /* int, capacity 1 */
+	long n;
+};
+
+/* Spawn from a goroutine (the P's own stack cache first), then park. */
+static void af_exhaust_here(void *arg)
+{
+	struct af_exhauster *e = arg;
+	int r = af_exhaust(e->gate, &e->n);
+	ASSERT_EQ(weft_chan_send(e->result, &r), 0);
+	weft_chan_recv(e->gate, NULL);
+}
+
+/*
+ * With the address space capped so that no stack can be mapped, every stack
+ * in use: a func timer's firing cannot start fn's goroutine. It must stay
+ * pending and try again (a stop meanwhile returns true and cancels it), and
+ * start fn once stacks are free again.
+ */
+CHILD(after_func_without_memory)
+{
+	weft_chan *gate, *result;
+	ASSERT_EQ(weft_chan_make(&gate, 0, 0), 0);
+	ASSERT_EQ(weft_chan_make(&result, sizeof(int), 1), 0);
+	/* Start the runtime and map the first stack reservation, then leave
+	 * the address space room for threads and malloc but not for another
+	 * reservation (1 GiB). */
+	struct af a;
+	af_init(&a);
+	weft_timer *t0 = new_func_timer(0, &a);
+	ASSERT_GE(recv_value(a.done), 0);
+	weft_timer_free(t0);
+	struct rlimit rl = { (rlim_t)vm_size() + ((rlim_t)768 << 20), RLIM_INFINITY };
+	ASSERT_EQ(setrlimit(RLIMIT_AS, &rl), 0);
+
+	struct af_exhauster e = { gate, result, 0 };
+	ASSERT_EQ(weft_go(af_exhaust_here, &e), 0);
+	int r = 0;
+	ASSERT_EQ(weft_chan_recv(result, &r), 0);
+	long n = 0;
+	int r2 = af_exhaust(gate, &n);
+	printf("parked %ld + %ld; weft_go: %d, %d\n", e.n, n, r, r2);
+
+	/* Stopped while it cannot start fn: never runs. */
+	weft_timer *t1 = new_func_timer(0, &a);
+	weft_sleep(30 * TEST_MS);
+	printf("stop while retrying: %d\n", weft_timer_stop(t1));
+	weft_timer_free(t1);
+
+	/* Left to retry: runs once stacks are free. */
+	weft_timer *t2 = new_func_timer(0, &a);
+	weft_sleep(30 * TEST_MS);
+	long before = atomic_load(&a.calls);
+	int64_t freed = weft_now();
+	weft_chan_close(gate);
+	int64_t v = recv_value(a.done);
+	printf("calls while exhausted: %ld; started after the release: %d; calls: %ld\n",
+	       before - 1, v >= freed, atomic_load(&a.calls) - 1);
+	weft_timer_free(t2);
+	return 0;
+}
+
+TEST_THREAD(after_func_retries_without_memory)
+{
+	if (TEST_ASAN || TEST_TSAN)
+		SKIP("the sanitizers' shadow memory does not fit under RLIMIT_AS");
+	if (test_emulated())
+		SKIP("qemu-user maps guest memory its own way");
+	const char *const env[] = { "WEFT_PROCS=1", NULL };
+	test_child c;
+	char want[64];
+	test_child_run("after_func_without_memory", env, 20 * CHILD_TIMEOUT_MS, &c);
+	ASSERT_CHILD_EXIT(&c, 0);
+	snprintf(want, sizeof want, "weft_go: %d, %d", ENOMEM, ENOMEM);
+	ASSERT_CONTAINS(c.out, want);
+	ASSERT_CONTAINS(c.out, "stop while retrying: 1");
+	ASSERT_CONTAINS(c.out, "calls while exhausted: 0; started after the release: 1; calls: 1");
+	test_child_free(&c);
 }
 
 struct stale_ctx {
