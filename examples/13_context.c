@@ -17,7 +17,7 @@
  * (here main waits for them before releasing), or take a reference of their
  * own with weft_ctx_retain().
  *
- * Four parts:
+ * Five parts:
  *  1. a tree of workers: cancelling one branch stops its workers only;
  *     cancelling the root stops the rest.  (Go: context.WithCancel)
  *  2. a request with a timeout: a slow call and a reply that never comes both
@@ -26,6 +26,10 @@
  *       select { case v := <-data: ...; case <-ctx.Done(): return ctx.Err() }
  *  4. a request id carried by the context to the code that logs it.
  *     (context.WithValue)
+ *  5. clean-up when a request ends: weft_ctx_after_func() starts a goroutine
+ *     once the request's context is cancelled (context.AfterFunc), and an
+ *     audit record written under weft_ctx_without_cancel() keeps the
+ *     request id but not its cancellation (context.WithoutCancel).
  *
  * Run: ./13_context
  */
@@ -310,6 +314,73 @@ static int values(void)
 	return ok;
 }
 
+/* ---------------------------------------------------------------- part 5 */
+
+struct cleanup {
+	weft_ctx *audit; /* the request's values, none of its cancellation */
+	weft_wg *done;
+};
+
+/* Started in a goroutine of its own once the request is cancelled. */
+static void release_resources(void *arg)
+{
+	struct cleanup *c = arg;
+	/* The request is cancelled, the audit context is not: the write may
+	 * still wait (up to its own 50 ms). */
+	weft_ctx *write;
+	int err = weft_ctx_with_timeout(c->audit, 50 * MS, &write);
+	if (err == 0) {
+		err = weft_sleep_ctx(write, 5 * MS); /* "writing the audit record" */
+		printf("  %s: %s\n", log_line(write, "audit record after the cancel"),
+		       err ? errname(err) : "written");
+		weft_ctx_release(write);
+	}
+	weft_wg_done(c->done);
+}
+
+static int after_cancel(void)
+{
+	weft_ctx *req, *audit;
+	char id[] = "req-43";
+	weft_wg wg = WEFT_WG_INIT;
+	weft_ctx_after *a;
+
+	printf("5. clean-up after a cancel: after_func and without_cancel\n");
+	if (weft_ctx_with_value(weft_ctx_background(), &request_id_key, id, &req) != 0)
+		return 0;
+	weft_ctx *live;
+	if (weft_ctx_with_cancel(req, &live) != 0) {
+		weft_ctx_release(req);
+		return 0;
+	}
+	if (weft_ctx_without_cancel(live, &audit) != 0) {
+		weft_ctx_release(live);
+		weft_ctx_release(req);
+		return 0;
+	}
+	struct cleanup c = {audit, &wg};
+	weft_wg_add(&wg, 1);
+	if (weft_ctx_after_func(live, release_resources, &c, &a) != 0) {
+		weft_ctx_release(audit);
+		weft_ctx_release(live);
+		weft_ctx_release(req);
+		return 0;
+	}
+	weft_ctx_cancel(live); /* the client went away */
+	/* Started by the cancel, so too late to stop: stop says false. */
+	bool stopped = weft_ctx_after_stop(a);
+	weft_wg_wait(&wg);
+	printf("  request: %s; audit context: %s; stop after the cancel: %s\n",
+	       errname(weft_ctx_err(live)), errname(weft_ctx_err(audit)),
+	       stopped ? "true" : "false");
+	int ok = !stopped && weft_ctx_err(live) == ECANCELED && weft_ctx_err(audit) == 0;
+	weft_ctx_after_free(a);
+	weft_ctx_release(audit);
+	weft_ctx_release(live);
+	weft_ctx_release(req);
+	return ok;
+}
+
 static int run(void *unused)
 {
 	(void)unused;
@@ -317,10 +388,11 @@ static int run(void *unused)
 	int ok2 = request_timeout();
 	int ok3 = select_done();
 	int ok4 = values();
+	int ok5 = after_cancel();
 
-	if (!(ok1 && ok2 && ok3 && ok4)) {
-		fprintf(stderr, "wrong: tree %d, timeout %d, select %d, values %d\n", ok1, ok2, ok3,
-		        ok4);
+	if (!(ok1 && ok2 && ok3 && ok4 && ok5)) {
+		fprintf(stderr, "wrong: tree %d, timeout %d, select %d, values %d, after %d\n", ok1,
+		        ok2, ok3, ok4, ok5);
 		return 1;
 	}
 	return 0;

@@ -64,6 +64,23 @@ WEFT_API int weft_ctx_with_timeout(weft_ctx *parent, int64_t timeout_ns, weft_ct
 WEFT_API int weft_ctx_with_deadline_cause(weft_ctx *parent, int64_t deadline_ns, int cause,
 					  weft_ctx **out);
 
+/* weft_ctx_with_timeout_cause - weft_ctx_with_deadline_cause(parent,
+ * weft_now() + timeout_ns, cause, out) (Go's WithTimeoutCause). */
+WEFT_API int weft_ctx_with_timeout_cause(weft_ctx *parent, int64_t timeout_ns, int cause,
+					 weft_ctx **out);
+
+/*
+ * weft_ctx_without_cancel - a child of parent that has parent's values but is
+ * never cancelled and has no deadline, whatever happens to parent (Go's
+ * WithoutCancel): for work that must finish after the request that started it
+ * was cancelled, such as writing an audit record. Its weft_ctx_err() stays 0,
+ * weft_ctx_done() is NULL, and its descendants are cancelled only by their
+ * own cancels and deadlines. Cancelling it is the fatal error of
+ * weft_ctx_cancel(). It holds a reference on parent, for the values. Returns
+ * 0 or ENOMEM (*out untouched). Blocks: no.
+ */
+WEFT_API int weft_ctx_without_cancel(weft_ctx *parent, weft_ctx **out);
+
 /*
  * weft_ctx_with_value - a child of parent that carries val under key, which
  * is compared by address (use the address of a static object of your own, as
@@ -117,6 +134,41 @@ WEFT_API void *weft_ctx_value(weft_ctx *ctx, const void *key);
 /* weft_ctx_wait - wait until ctx is cancelled; returns weft_ctx_err(ctx).
  * Waits forever for one that cannot be. Blocks: yes. */
 WEFT_API int weft_ctx_wait(weft_ctx *ctx);
+
+/*
+ * weft_ctx_after_func - Go's context.AfterFunc: once ctx is done (cancelled
+ * or past its deadline), start fn(arg) in a goroutine of its own; at once if
+ * ctx is done already; never if ctx can never be done. *out gets the
+ * registration, which holds a reference on ctx until weft_ctx_after_free().
+ * The cancellation starts the goroutine (with weft_go()) before
+ * weft_ctx_cancel() returns, as Go's does, and so does this call when ctx is
+ * done already. Registrations on one context are independent of each other;
+ * fn is started once at most. If there is no memory for its goroutine when
+ * ctx is done, the start is retried as weft_after_func() does: late, never
+ * dropped.
+ * Errors: EINVAL (ctx, fn or out NULL), ENOMEM; *out is untouched on error.
+ * Blocks: no. Thread-safety: any thread.
+ */
+typedef struct weft_ctx_after weft_ctx_after;
+WEFT_API int weft_ctx_after_func(weft_ctx *ctx, weft_fn fn, void *arg, weft_ctx_after **out);
+
+/*
+ * weft_ctx_after_stop - dissociate fn from the context (Go's stop()). Returns
+ * true if this call kept fn from being started; false if fn's goroutine has
+ * already been started (it does not wait for fn), or the registration was
+ * stopped before. NULL: false. Blocks: no (at most until a cancellation
+ * running on another thread has finished with this registration).
+ * Thread-safety: any thread, concurrently with a cancellation of the context.
+ */
+WEFT_API bool weft_ctx_after_stop(weft_ctx_after *a);
+
+/*
+ * weft_ctx_after_free - stop a (as weft_ctx_after_stop()), drop its reference
+ * on the context and free it; a goroutine fn already runs in is not
+ * affected. The last call on a: no other call on it may run concurrently or
+ * follow. NULL is ignored. Blocks: as weft_ctx_after_stop().
+ */
+WEFT_API void weft_ctx_after_free(weft_ctx_after *a);
 
 /* weft_ctx_retain - add a reference to ctx (returned). Blocks: no. */
 WEFT_API weft_ctx *weft_ctx_retain(weft_ctx *ctx);

@@ -329,4 +329,9 @@ void weft__block_forever(const char *reason, int64_t deadline);
  * progress; the caller frees it. */
 void weft__chantimer_destroy(struct weft__chantimer *t);
 
+/* A func timer (weft_after_func) made stopped: it fires only once reset.
+ * Returns 0 or ENOMEM (*out untouched). For weft_ctx_after_func, whose
+ * cancellation hook resets it to fire at once. */
+int weft__after_func_stopped(weft_timer **out, weft_fn fn, void *arg);
+
 #endif

@@ -135,8 +135,7 @@ static void fire(struct weft__timer *tm)
 	weft__unlock(&t->lock); /* the last touch of t */
 }
 
-static void init(struct weft__chantimer *t, weft_chan *c, int64_t period, weft_fn fn,
-                 void *arg)
+static void init(struct weft__chantimer *t, weft_chan *c, int64_t period, weft_fn fn, void *arg)
 {
 	t->fn = fn;
 	t->arg = arg;
@@ -163,10 +162,13 @@ void weft__chantimer_destroy(struct weft__chantimer *t)
 	weft__unlock(&t->lock);
 }
 
-/* A new chantimer in *out, its first firing at `first`: with a channel made
- * for it, or, given fn, a func timer. Returns 0 or ENOMEM (*out untouched). */
-static int chantimer_new(struct weft__chantimer **out, int64_t period, int64_t first,
-                         weft_fn fn, void *arg)
+#define STOP_ONLY INT64_MIN
+
+/* A new chantimer in *out, its first firing at `first` (STOP_ONLY: made
+ * stopped): with a channel made for it, or, given fn, a func timer. Returns
+ * 0 or ENOMEM (*out untouched). */
+static int chantimer_new(struct weft__chantimer **out, int64_t period, int64_t first, weft_fn fn,
+                         void *arg)
 {
 	/* weft_timer and weft_ticker are a chantimer and nothing more. */
 	struct weft__chantimer *t = weft__calloc(1, sizeof(*t));
@@ -179,14 +181,14 @@ static int chantimer_new(struct weft__chantimer **out, int64_t period, int64_t f
 		return err;
 	}
 	init(t, c, period, fn, arg);
-	weft__lock(&t->lock);
-	arm(t, first);
-	weft__unlock(&t->lock);
+	if (first != STOP_ONLY) {
+		weft__lock(&t->lock);
+		arm(t, first);
+		weft__unlock(&t->lock);
+	}
 	*out = t;
 	return 0;
 }
-
-#define STOP_ONLY INT64_MIN
 
 /* Stop t, drop a value not yet received, and re-arm it for `when` unless
  * that is STOP_ONLY. Returns whether a value was kept from delivery. */
@@ -248,6 +250,15 @@ int weft_after_func(weft_timer **out, int64_t duration_ns, weft_fn fn, void *arg
 {
 	struct weft__chantimer *t;
 	int err = out && fn ? chantimer_new(&t, 0, after_ns(duration_ns), fn, arg) : EINVAL;
+	if (!err)
+		*out = (weft_timer *)t;
+	return err;
+}
+
+int weft__after_func_stopped(weft_timer **out, weft_fn fn, void *arg)
+{
+	struct weft__chantimer *t;
+	int err = chantimer_new(&t, 0, STOP_ONLY, fn, arg);
 	if (!err)
 		*out = (weft_timer *)t;
 	return err;

@@ -2,10 +2,12 @@
 /*
  * context.c - weft_ctx, Go's context package.
  *
- * Three kinds of node: the background (a static root), cancellable nodes
- * (with_cancel, with_deadline, with_timeout) and value nodes. Every node but
- * the root holds a reference on its parent, so values and deadlines can be
- * read up the tree without locks: a node's links never change.
+ * Four kinds of node: the background (a static root), cancellable nodes
+ * (with_cancel, with_deadline, with_timeout), value nodes, and detached
+ * nodes (without_cancel: a value lookup passes through them, a search for
+ * the governing cancellable node stops at them). Every node but the root
+ * holds a reference on its parent, so values and deadlines can be read up
+ * the tree without locks: a node's links never change.
  *
  * Cancellation is the runtime's cancellation source (struct weft__cancel,
  * park.h), one per cancellable node. Everything that must learn of a
@@ -171,11 +173,21 @@ int weft_ctx_with_deadline_cause(weft_ctx *parent, int64_t deadline_ns, int caus
 	return with_cancel(parent, deadline_ns, cause, out);
 }
 
-int weft_ctx_with_timeout(weft_ctx *parent, int64_t timeout_ns, weft_ctx **out)
+int weft_ctx_with_timeout_cause(weft_ctx *parent, int64_t timeout_ns, int cause, weft_ctx **out)
 {
 	int64_t now = weft_now();
 	int64_t d = timeout_ns > INT64_MAX - now ? INT64_MAX - 1 : now + timeout_ns;
-	return with_cancel(parent, d, 0, out);
+	return with_cancel(parent, d, cause, out);
+}
+
+int weft_ctx_with_timeout(weft_ctx *parent, int64_t timeout_ns, weft_ctx **out)
+{
+	return weft_ctx_with_timeout_cause(parent, timeout_ns, 0, out);
+}
+
+int weft_ctx_without_cancel(weft_ctx *parent, weft_ctx **out)
+{
+	return new_node(parent, CTX_DETACHED, out);
 }
 
 int weft_ctx_with_value(weft_ctx *parent, const void *key, void *val, weft_ctx **out)

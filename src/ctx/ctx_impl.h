@@ -13,7 +13,9 @@
 #include "park.h"
 #include "timer.h"
 
-enum { CTX_BACKGROUND, CTX_CANCEL, CTX_VALUE };
+/* CTX_DETACHED (weft_ctx_without_cancel): its parent's values, but no
+ * cancellation and no deadline: the walks up the tree for those stop at it. */
+enum { CTX_BACKGROUND, CTX_CANCEL, CTX_VALUE, CTX_DETACHED };
 
 struct weft_ctx {
 	int64_t refs;        /* atomic; unused by the background */

@@ -1702,6 +1702,265 @@ TEST(create_cancel_release_stress)
 	EXPECT_ALL_FREED();
 }
 
+/* ---------------------------------------------------------------- without_cancel */
+
+/*
+ * weft_ctx_without_cancel: the parent's values, but neither its cancellation
+ * nor its deadline; its own descendants still have theirs. Guards: a detached
+ * node that the walk for the governing cancellable node passes through (it
+ * would report the parent's ECANCELED, its done channel, its deadline), or
+ * that hides the parent's values.
+ */
+TEST(without_cancel)
+{
+	static char va[] = "a";
+	weft_ctx *p = new_timeout(bg(), HOUR);
+	weft_ctx *v = new_value(p, &key_a, va);
+	weft_ctx *d = NULL;
+	ASSERT_EQ(weft_ctx_without_cancel(v, &d), 0);
+	int64_t dl = 0;
+	ASSERT_EQ(weft_ctx_deadline(v, &dl), 1);
+	ASSERT_EQ(weft_ctx_deadline(d, &dl), 0);
+	ASSERT_PTR_EQ(weft_ctx_value(d, &key_a), va);
+	ASSERT(weft_ctx_done(d) == NULL);
+
+	weft_ctx *c = new_cancel(d);      /* cancellable below the detached node */
+	weft_ctx *t = new_timeout(d, SEC); /* its deadline is its own */
+	ASSERT_EQ(weft_ctx_deadline(t, &dl), 1);
+	ASSERT_PTR_EQ(weft_ctx_value(c, &key_a), va);
+
+	weft_ctx_cancel_cause(p, EIO);
+	ASSERT_EQ(weft_ctx_err(v), ECANCELED);
+	ASSERT_EQ(weft_ctx_err(d), 0);
+	ASSERT_EQ(weft_ctx_cause(d), 0);
+	ASSERT_EQ(weft_ctx_err(c), 0);
+	ASSERT_EQ(weft_ctx_err(t), 0);
+	/* A wait on it still needs its own cancel. */
+	ASSERT_EQ(weft_sleep_ctx(c, 20 * TEST_MS), 0);
+	weft_ctx_cancel(c);
+	ASSERT_EQ(weft_ctx_err(c), ECANCELED);
+	ASSERT_EQ(weft_ctx_err(d), 0);
+
+	/* Over a context that is done already: still live. */
+	weft_ctx *d2 = NULL;
+	ASSERT_EQ(weft_ctx_without_cancel(p, &d2), 0);
+	ASSERT_EQ(weft_ctx_err(d2), 0);
+
+	weft_ctx *tc = NULL;
+	ASSERT_EQ(weft_ctx_with_timeout_cause(d2, 10 * TEST_MS, EPROTO, &tc), 0);
+	ASSERT_EQ(weft_ctx_wait(tc), ETIMEDOUT);
+	ASSERT_EQ(weft_ctx_cause(tc), EPROTO);
+
+	weft_ctx_release(tc);
+	weft_ctx_release(d2);
+	weft_ctx_release(t);
+	weft_ctx_release(c);
+	weft_ctx_release(d);
+	weft_ctx_release(v);
+	weft_ctx_release(p);
+	EXPECT_ALL_FREED();
+}
+
+/* ---------------------------------------------------------------- after_func */
+
+struct after_probe {
+	atomic_int calls;
+	atomic_ullong gid;  /* the goroutine fn ran in */
+	weft_wg wg;         /* done by fn */
+};
+
+static void after_probe_fn(void *arg)
+{
+	struct after_probe *p = arg;
+	atomic_store(&p->gid, weft_self_id());
+	atomic_fetch_add(&p->calls, 1);
+	weft_wg_done(&p->wg);
+}
+
+static void after_probe_init(struct after_probe *p, int expect)
+{
+	atomic_init(&p->calls, 0);
+	atomic_init(&p->gid, 0);
+	p->wg = (weft_wg)WEFT_WG_INIT;
+	weft_wg_add(&p->wg, expect);
+}
+
+static weft_ctx_after *after_func(weft_ctx *ctx, struct after_probe *p)
+{
+	weft_ctx_after *a = NULL;
+	ASSERT_EQ(weft_ctx_after_func(ctx, after_probe_fn, p, &a), 0);
+	ASSERT(a != NULL);
+	return a;
+}
+
+/*
+ * Go's context.AfterFunc: fn starts in a goroutine of its own once the
+ * context is done (cancelled directly, by an ancestor, by a deadline), and
+ * has been started when weft_ctx_cancel() returns, so a stop after it says
+ * false; a stop before the cancel says true and fn never runs; a context
+ * done already starts fn at once; one that can never be done never does;
+ * each of several registrations runs once. Guards: fn run on the
+ * cancelling thread (no goroutine of its own), run twice, run after a stop
+ * that returned true, started late (after the cancel returned), or a
+ * registration that leaks its context.
+ */
+TEST(after_func)
+{
+	struct after_probe p;
+
+	after_probe_init(&p, 1);
+	weft_ctx *c = new_cancel(bg());
+	weft_ctx_after *a = after_func(c, &p);
+	ASSERT_EQ(atomic_load(&p.calls), 0);
+	weft_ctx_cancel(c);
+	ASSERT(!weft_ctx_after_stop(a)); /* started by the cancel */
+	wg_wait_bounded(&p.wg, PROMPT_NS, "after_func on cancel");
+	ASSERT(atomic_load(&p.gid) != 0 && atomic_load(&p.gid) != weft_self_id());
+	ASSERT(!weft_ctx_after_stop(a));
+	weft_ctx_after_free(a);
+	weft_ctx_release(c);
+
+	/* Stopped first: never runs, the cancel notwithstanding. */
+	after_probe_init(&p, 1);
+	c = new_cancel(bg());
+	a = after_func(c, &p);
+	ASSERT(weft_ctx_after_stop(a));
+	ASSERT(!weft_ctx_after_stop(a));
+	weft_ctx_cancel(c);
+	weft_sleep(20 * TEST_MS);
+	ASSERT_EQ(atomic_load(&p.calls), 0);
+	weft_ctx_after_free(a);
+	weft_ctx_release(c);
+
+	/* Done already: started by the registration. */
+	after_probe_init(&p, 1);
+	c = new_cancel(bg());
+	weft_ctx_cancel(c);
+	a = after_func(c, &p);
+	ASSERT(!weft_ctx_after_stop(a));
+	wg_wait_bounded(&p.wg, PROMPT_NS, "after_func on a done context");
+	weft_ctx_after_free(a);
+	weft_ctx_release(c);
+
+	/* Never done: never runs; stop says it kept fn from running. */
+	after_probe_init(&p, 1);
+	weft_ctx *v = new_value(bg(), &key_a, NULL);
+	a = after_func(v, &p);
+	weft_ctx_after *b = after_func(bg(), &p);
+	ASSERT(weft_ctx_after_stop(a));
+	weft_ctx_after_free(a);
+	weft_ctx_after_free(b); /* not stopped by hand: free stops it */
+	weft_ctx_release(v);
+	ASSERT_EQ(atomic_load(&p.calls), 0);
+
+	/* Through a value node, by an ancestor's deadline; five at once. */
+	after_probe_init(&p, 5);
+	weft_ctx *t = new_timeout(bg(), 20 * TEST_MS);
+	v = new_value(t, &key_a, NULL);
+	weft_ctx_after *many[5];
+	for (int i = 0; i < 5; i++)
+		many[i] = after_func(i % 2 ? v : t, &p);
+	weft_ctx_release(t); /* the registrations keep it alive */
+	wg_wait_bounded(&p.wg, PROMPT_NS, "after_func on a deadline");
+	for (int i = 0; i < 5; i++) {
+		ASSERT(!weft_ctx_after_stop(many[i]));
+		weft_ctx_after_free(many[i]);
+	}
+	ASSERT_EQ(atomic_load(&p.calls), 5);
+	weft_ctx_release(v);
+
+	weft_ctx_after *u = (weft_ctx_after *)0x1;
+	ASSERT_EQ(weft_ctx_after_func(NULL, after_probe_fn, &p, &u), EINVAL);
+	ASSERT_EQ(weft_ctx_after_func(bg(), NULL, &p, &u), EINVAL);
+	ASSERT_EQ(weft_ctx_after_func(bg(), after_probe_fn, &p, NULL), EINVAL);
+	ASSERT(u == (weft_ctx_after *)0x1);
+	ASSERT(!weft_ctx_after_stop(NULL));
+	weft_ctx_after_free(NULL);
+	EXPECT_ALL_FREED();
+}
+
+struct after_race {
+	atomic_int calls;
+	atomic_int kept;   /* stops that returned true */
+	atomic_int rounds;
+	int64_t until;
+};
+
+static void after_race_fn(void *arg)
+{
+	atomic_fetch_add(&((struct after_race *)arg)->calls, 1);
+}
+
+struct after_round {
+	weft_ctx *c;
+	atomic_int ready, go;
+};
+
+static void *after_race_canceller(void *arg)
+{
+	struct after_round *r = arg;
+	atomic_store(&r->ready, 1);
+	while (!atomic_load(&r->go))
+		;
+	weft_ctx_cancel(r->c);
+	return NULL;
+}
+
+/*
+ * A stop racing a cancel on another thread, many times: true means fn never
+ * runs, false means it was started, so the calls plus the true stops equal
+ * the rounds. Guards: a stop that answers from a flag the hook has not
+ * published yet, or a hook that starts fn after a stop removed it.
+ */
+TEST_THREAD(after_func_stop_races_cancel)
+{
+	struct after_race x;
+	atomic_init(&x.calls, 0);
+	atomic_init(&x.kept, 0);
+	atomic_init(&x.rounds, 0);
+	int64_t until = weft_now() + 300 * TEST_MS;
+	uint32_t seed = 12345;
+	/* The stop's delay after the go: 0 to range spins, range adapted so
+	 * that neither side always wins, however fast threads start here
+	 * (a sanitizer build's are slower). */
+	unsigned range = 600;
+	while (weft_now() < until) {
+		struct after_round r;
+		r.c = new_cancel(bg());
+		atomic_init(&r.ready, 0);
+		atomic_init(&r.go, 0);
+		weft_ctx_after *a = NULL;
+		ASSERT_EQ(weft_ctx_after_func(r.c, after_race_fn, &x, &a), 0);
+		pthread_t th;
+		ASSERT_EQ(pthread_create(&th, NULL, after_race_canceller, &r), 0);
+		unsigned spin = test_rand32(&seed) % range;
+		while (!atomic_load(&r.ready))
+			;
+		atomic_store(&r.go, 1);
+		for (volatile unsigned i = 0; i < spin; i++)
+			;
+		if (weft_ctx_after_stop(a)) {
+			atomic_fetch_add(&x.kept, 1);
+			range += range / 8 + 1;
+		} else if (range > 8) {
+			range -= range / 8;
+		}
+		ASSERT_EQ(pthread_join(th, NULL), 0);
+		weft_ctx_after_free(a);
+		weft_ctx_release(r.c);
+		atomic_fetch_add(&x.rounds, 1);
+	}
+	int rounds = atomic_load(&x.rounds), kept = atomic_load(&x.kept);
+	POLL_UNTIL(atomic_load(&x.calls) + kept >= rounds, weft_sleep(TEST_MS));
+	weft_sleep(20 * TEST_MS);
+	int calls = atomic_load(&x.calls);
+	printf("# %d rounds: %d stopped first, %d ran\n", rounds, kept, calls);
+	ASSERT_EQ(calls + kept, rounds);
+	ASSERT_GT(kept, 0);
+	ASSERT_GT(calls, 0);
+	EXPECT_ALL_FREED();
+}
+
 /* ---------------------------------------------------------------- errgroup */
 
 static struct eg {

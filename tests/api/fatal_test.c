@@ -598,6 +598,7 @@ enum ctx_misuse {
 	CTX_CANCEL_BACKGROUND,
 	CTX_CANCEL_VALUE,
 	CTX_CANCEL_CAUSE_VALUE_OVER_CANCELLABLE,
+	CTX_CANCEL_DETACHED,
 };
 
 static const int ctx_key = 0;
@@ -615,6 +616,11 @@ static int ctx_misuse(void *arg)
 		ASSERT_EQ(weft_ctx_with_cancel(weft_ctx_background(), &c), 0);
 		ASSERT_EQ(weft_ctx_with_value(c, &ctx_key, NULL, &v), 0);
 		weft_ctx_cancel_cause(v, EIO);
+		break;
+	case CTX_CANCEL_DETACHED:
+		ASSERT_EQ(weft_ctx_with_cancel(weft_ctx_background(), &c), 0);
+		ASSERT_EQ(weft_ctx_without_cancel(c, &v), 0);
+		weft_ctx_cancel(v);
 		break;
 	}
 	printf("survived\n");
@@ -641,6 +647,11 @@ CHILD(cancel_value_goroutine)
 CHILD(cancel_cause_value_over_cancellable_foreign)
 {
 	return ctx_misuse((void *)CTX_CANCEL_CAUSE_VALUE_OVER_CANCELLABLE);
+}
+
+CHILD(cancel_detached_goroutine)
+{
+	return weft_main(ctx_misuse, (void *)CTX_CANCEL_DETACHED);
 }
 
 static void fatalf_go(void *arg)
@@ -742,10 +753,11 @@ TEST_THREAD(fatal_sem_released_more_than_held)
 
 /*
  * Cancelling a context that is not cancellable (the background, a value
- * node, even one over a cancellable context) is fatal, with weft_ctx_cancel
- * and weft_ctx_cancel_cause, from a goroutine and from a foreign thread.
- * Guards: a cancel that silently does nothing (the child prints "survived"),
- * or that cancels the value node's cancellable ancestor instead.
+ * node, even one over a cancellable context, a weft_ctx_without_cancel node
+ * over one) is fatal, with weft_ctx_cancel and weft_ctx_cancel_cause, from a
+ * goroutine and from a foreign thread. Guards: a cancel that silently does
+ * nothing (the child prints "survived"), or that cancels the node's
+ * cancellable ancestor instead.
  */
 TEST_THREAD(fatal_cancel_of_not_cancellable_context)
 {
@@ -754,4 +766,5 @@ TEST_THREAD(fatal_cancel_of_not_cancellable_context)
 	expect_fatal("cancel_background_foreign", msg);
 	expect_fatal("cancel_value_goroutine", msg);
 	expect_fatal("cancel_cause_value_over_cancellable_foreign", msg);
+	expect_fatal("cancel_detached_goroutine", msg);
 }
