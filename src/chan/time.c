@@ -74,6 +74,10 @@ static int drain(weft_chan *c)
 /* Put t on a heap for `when`. Timer locked. */
 static void arm(struct weft__chantimer *t, int64_t when)
 {
+	/* For ThreadSanitizer, as Go's resetTimer: what the caller did before
+	 * arming happens before the firing (fire acquires), and so before a
+	 * func timer's goroutine. The runtime's lock is invisible to it. */
+	weft__race_release(t);
 	t->armed = 1;
 	t->when = when;
 	weft__timer_add_here(&t->tm, when);
@@ -109,6 +113,7 @@ static void fire(struct weft__timer *tm)
 {
 	struct weft__chantimer *t = (struct weft__chantimer *)tm;
 	weft__lock(&t->lock);
+	weft__race_acquire(t); /* pairs with arm's release */
 	int64_t now = weft_now();
 	if (t->armed && !t->dying && t->when <= now) {
 		if (t->period > 0) {

@@ -32,6 +32,7 @@
 #include "chan_impl.h" /* weft__after_func_stopped */
 #include "ctx_impl.h"
 #include "park.h"
+#include "sanitizer.h"
 
 struct weft_ctx_after {
 	struct weft__hook hook;   /* on src from registration until fired or stopped */
@@ -49,6 +50,9 @@ struct weft_ctx_after {
 /* The context is done: start fn now, or have the timer keep trying. */
 static void start(struct weft_ctx_after *a)
 {
+	/* For ThreadSanitizer: the registration happens before fn (the
+	 * canceller's past does too: weft_go releases on this thread). */
+	weft__race_acquire(a);
 	if (weft_go(a->fn, a->arg) != 0) {
 		a->deferred = 1;
 		weft_timer_reset(a->t, 0);
@@ -78,6 +82,7 @@ int weft_ctx_after_func(weft_ctx *ctx, weft_fn fn, void *arg, weft_ctx_after **o
 	a->ctx = weft_ctx_retain(ctx);
 	a->src = weft__ctx_source(ctx);
 	a->hook.fn = after_fired;
+	weft__race_release(a); /* the caller's past happens before fn */
 	if (a->src) {
 		if (weft__hook_add(a->src, &a->hook) == 0)
 			a->hooked = 1;

@@ -1879,6 +1879,57 @@ TEST(after_func)
 	EXPECT_ALL_FREED();
 }
 
+struct after_plain {
+	int64_t value; /* plain: written before the registration, read by fn */
+	weft_ctx *c;
+	atomic_int registered;
+	weft_wg wg;
+};
+
+static void after_read_plain(void *arg)
+{
+	struct after_plain *p = arg;
+	ASSERT_EQ(p->value, 42);
+	weft_wg_done(&p->wg);
+}
+
+/* Started before the registration; learns of it only through a relaxed
+ * atomic, which gives ThreadSanitizer no ordering. */
+static void *after_plain_canceller(void *arg)
+{
+	struct after_plain *p = arg;
+	while (!atomic_load_explicit(&p->registered, memory_order_relaxed))
+		;
+	weft_ctx_cancel(p->c);
+	return NULL;
+}
+
+/*
+ * What the registering code wrote before weft_ctx_after_func happens before
+ * fn, even when a thread with no other tie to it cancels (Go: AfterFunc and
+ * cancel meet under the context's mutex). Under make race, fn's plain read
+ * is reported if the runtime declares no such edge.
+ */
+TEST_THREAD(after_func_registration_happens_before_fn)
+{
+	struct after_plain p;
+	p.c = new_cancel(bg());
+	atomic_init(&p.registered, 0);
+	p.wg = (weft_wg)WEFT_WG_INIT;
+	weft_wg_add(&p.wg, 1);
+	pthread_t th;
+	ASSERT_EQ(pthread_create(&th, NULL, after_plain_canceller, &p), 0);
+	p.value = 42;
+	weft_ctx_after *a = NULL;
+	ASSERT_EQ(weft_ctx_after_func(p.c, after_read_plain, &p, &a), 0);
+	atomic_store_explicit(&p.registered, 1, memory_order_relaxed);
+	wg_wait_bounded(&p.wg, PROMPT_NS, "after_func on another thread's cancel");
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	weft_ctx_after_free(a);
+	weft_ctx_release(p.c);
+	EXPECT_ALL_FREED();
+}
+
 struct after_race {
 	atomic_int calls;
 	atomic_int kept;   /* stops that returned true */

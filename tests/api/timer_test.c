@@ -455,6 +455,40 @@ TEST_THREAD(after_func_on_foreign_thread)
 	weft_chan_release(a.done);
 }
 
+struct af_plain {
+	int64_t value; /* plain: written before the timer is made, read by fn */
+	weft_wg wg;
+};
+
+static void af_read_plain(void *arg)
+{
+	struct af_plain *p = arg;
+	ASSERT_EQ(p->value, 42);
+	weft_wg_done(&p->wg);
+}
+
+/*
+ * What the caller wrote before weft_after_func happens before fn, as in Go (resetTimer releases, the firing acquires), even when another
+ * M fires the timer: the caller spins past the due time without a switch, so
+ * the idle M (or sysmon) fires it. Under make race, fn's plain read is
+ * reported if the runtime declares no such edge (the runtime's own locks
+ * are invisible to ThreadSanitizer).
+ */
+TEST(after_func_caller_happens_before_fn)
+{
+	struct af_plain p;
+	p.value = 42;
+	p.wg = (weft_wg)WEFT_WG_INIT;
+	weft_wg_add(&p.wg, 1);
+	weft_timer *t = NULL;
+	ASSERT_EQ(weft_after_func(&t, TEST_MS, af_read_plain, &p), 0);
+	int64_t spin = weft_now() + 20 * TEST_MS;
+	while (weft_now() < spin)
+		;
+	ASSERT_EQ(weft_wg_wait_until(&p.wg, weft_now() + 5 * WEFT_SECOND * test_slowdown()), 0);
+	weft_timer_free(t);
+}
+
 struct af_race {
 	struct af a;
 	atomic_long stopped; /* stops that returned true */
