@@ -329,9 +329,12 @@ void weft__block_forever(const char *reason, int64_t deadline);
  * progress; the caller frees it. */
 void weft__chantimer_destroy(struct weft__chantimer *t);
 
-/* A func timer (weft_after_func) made stopped: it fires only once reset.
- * Returns 0 or ENOMEM (*out untouched). For weft_ctx_after_func, whose
- * cancellation hook resets it to fire at once. */
+/* For weft_ctx_after_func. A func timer (weft_after_func) made stopped;
+ * returns 0 or ENOMEM (*out untouched). */
 int weft__after_func_stopped(weft_timer **out, weft_fn fn, void *arg);
+/* Start a stopped func timer's goroutine now, as its firing would: if there
+ * is no memory for it, the timer is armed to retry, and weft_timer_stop()
+ * then says whether the start was still pending. */
+void weft__after_func_start(weft_timer *t);
 
 #endif

@@ -269,6 +269,14 @@ int weft__after_func_stopped(weft_timer **out, weft_fn fn, void *arg)
 	return err;
 }
 
+void weft__after_func_start(weft_timer *timer)
+{
+	struct weft__chantimer *t = &timer->t;
+	weft__lock(&t->lock);
+	fire_func(t, weft_now());
+	weft__unlock(&t->lock);
+}
+
 weft_chan *weft_timer_chan(weft_timer *t)
 {
 	return t ? t->t.c : NULL;

@@ -3,22 +3,21 @@
  * ctx_after.c - weft_ctx_after_func, Go's context.AfterFunc: start fn(arg) in
  * a goroutine of its own once a context is done.
  *
- * A registration is a hook on the context's cancellation source. The hook
- * runs once, when the source fires (with no lock held, on whatever thread
- * cancels), and starts the goroutine there and then, as Go's cancel does: once
+ * A registration is a hook on the context's cancellation source plus a func
+ * timer (time.c) made stopped with it. The hook runs once, when the source
+ * fires (with no lock held, on whatever thread cancels), and starts the
+ * timer's goroutine there and then, as Go's cancel does: once
  * weft_ctx_cancel() has returned, fn has been started. Registering on a
  * context that is already done starts it at once. If weft_go() fails for want
- * of memory, a func timer (time.c, made stopped with the registration, so
- * that no allocation is needed at that point) is reset to fire at once
- * instead: it retries until the goroutine starts, so a cancellation never
- * loses the call.
+ * of memory, the timer is armed to retry, as a firing func timer is, so a
+ * cancellation never loses the call and the hook never allocates.
  *
  * Stop answers "was fn kept from starting?": weft__hook_del says whether the
  * hook was removed before it ran (then nothing was started: kept). Otherwise
- * the hook has run (weft__hook_del waits for it to return): it either
- * started the goroutine (not kept) or handed the start to the timer, whose
- * own stop says whether that start was still pending (kept). Only the first
- * stop does this; later ones return false.
+ * the hook has run (weft__hook_del waits for it to return), and the timer's
+ * own stop answers: it is armed only while a start that failed waits to be
+ * retried (kept, if stopped then). Only the first stop does this; later
+ * ones return false.
  *
  * The registration holds a reference on the context, so the source it hooks
  * stays alive; weft_ctx_after_free drops it.
@@ -38,25 +37,18 @@ struct weft_ctx_after {
 	struct weft__hook hook;   /* on src from registration until fired or stopped */
 	struct weft__cancel *src; /* NULL: the context can never be done */
 	weft_ctx *ctx;            /* our reference: src lives as long as it */
-	weft_fn fn;
-	void *arg;
-	weft_timer *t;    /* a stopped func timer: the start's fallback */
-	uint8_t hooked;   /* hook was added (fixed after registration) */
-	uint8_t deferred; /* the start was handed to t (by the hook or the
-	                   * registration; read after weft__hook_del) */
-	uint32_t stopped; /* atomic: the first stop has begun */
+	weft_timer *t;            /* a func timer holding fn and arg, made stopped */
+	uint8_t hooked;           /* hook was added (fixed after registration) */
+	uint32_t stopped;         /* atomic: the first stop has begun */
 };
 
-/* The context is done: start fn now, or have the timer keep trying. */
+/* The context is done: start fn now (or have the timer retry). */
 static void start(struct weft_ctx_after *a)
 {
 	/* For ThreadSanitizer: the registration happens before fn (the
 	 * canceller's past does too: weft_go releases on this thread). */
 	weft__race_acquire(a);
-	if (weft_go(a->fn, a->arg) != 0) {
-		a->deferred = 1;
-		weft_timer_reset(a->t, 0);
-	}
+	weft__after_func_start(a->t);
 }
 
 static void after_fired(struct weft__hook *h, int err)
@@ -77,8 +69,6 @@ int weft_ctx_after_func(weft_ctx *ctx, weft_fn fn, void *arg, weft_ctx_after **o
 		weft__free(a);
 		return err;
 	}
-	a->fn = fn;
-	a->arg = arg;
 	a->ctx = weft_ctx_retain(ctx);
 	a->src = weft__ctx_source(ctx);
 	a->hook.fn = after_fired;
@@ -102,9 +92,8 @@ bool weft_ctx_after_stop(weft_ctx_after *a)
 	if (a->hooked && weft__hook_del(a->src, &a->hook))
 		return true; /* removed before the context was done */
 	/* The hook has run (or the context was done at registration): fn was
-	 * started, or its start handed to the timer, which a stop still in
-	 * time cancels. */
-	return a->deferred && weft_timer_stop(a->t);
+	 * started, unless a failed start still waits on the timer to retry. */
+	return weft_timer_stop(a->t);
 }
 
 void weft_ctx_after_free(weft_ctx_after *a)

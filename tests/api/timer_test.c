@@ -633,9 +633,10 @@ static void af_exhaust_here(void *arg)
 
 /*
  * With the address space capped so that no stack can be mapped, every stack
- * in use: a func timer's firing cannot start fn's goroutine. It must stay
- * pending and try again (a stop meanwhile returns true and cancels it), and
- * start fn once stacks are free again.
+ * in use: a func timer's firing, or a cancel under weft_ctx_after_func,
+ * cannot start fn's goroutine. It must stay pending and try again (a stop
+ * meanwhile returns true and cancels it), and start fn once stacks are free
+ * again: the timer's fn and the second context's, once each.
  */
 CHILD(after_func_without_memory)
 {
@@ -667,16 +668,33 @@ CHILD(after_func_without_memory)
 	printf("stop while retrying: %d\n", weft_timer_stop(t1));
 	weft_timer_free(t1);
 
-	/* Left to retry: runs once stacks are free. */
+	/* The same for weft_ctx_after_func, whose cancel cannot start fn. */
+	weft_ctx *c1, *c2;
+	weft_ctx_after *g1, *g2;
+	ASSERT_EQ(weft_ctx_with_cancel(weft_ctx_background(), &c1), 0);
+	ASSERT_EQ(weft_ctx_with_cancel(weft_ctx_background(), &c2), 0);
+	ASSERT_EQ(weft_ctx_after_func(c1, af_fn, &a, &g1), 0);
+	ASSERT_EQ(weft_ctx_after_func(c2, af_fn, &a, &g2), 0);
+	weft_ctx_cancel(c1);
+	weft_ctx_cancel(c2);
+	weft_sleep(30 * TEST_MS);
+	printf("ctx stop while retrying: %d\n", weft_ctx_after_stop(g1));
+
+	/* Left to retry: both run once stacks are free. */
 	weft_timer *t2 = new_func_timer(0, &a);
 	weft_sleep(30 * TEST_MS);
 	long before = atomic_load(&a.calls);
 	int64_t freed = weft_now();
 	weft_chan_close(gate);
-	int64_t v = recv_value(a.done);
+	int64_t v = recv_value(a.done), v2 = recv_value(a.done);
+	weft_sleep(30 * TEST_MS);
 	printf("calls while exhausted: %ld; started after the release: %d; calls: %ld\n",
-	       before - 1, v >= freed, atomic_load(&a.calls) - 1);
+	       before - 1, v >= freed && v2 >= freed, atomic_load(&a.calls) - 1);
 	weft_timer_free(t2);
+	weft_ctx_after_free(g1);
+	weft_ctx_after_free(g2);
+	weft_ctx_release(c1);
+	weft_ctx_release(c2);
 	return 0;
 }
 
@@ -693,8 +711,9 @@ TEST_THREAD(after_func_retries_without_memory)
 	ASSERT_CHILD_EXIT(&c, 0);
 	snprintf(want, sizeof want, "weft_go: %d, %d", ENOMEM, ENOMEM);
 	ASSERT_CONTAINS(c.out, want);
-	ASSERT_CONTAINS(c.out, "stop while retrying: 1");
-	ASSERT_CONTAINS(c.out, "calls while exhausted: 0; started after the release: 1; calls: 1");
+	ASSERT_CONTAINS(c.out, "\nstop while retrying: 1");
+	ASSERT_CONTAINS(c.out, "ctx stop while retrying: 1");
+	ASSERT_CONTAINS(c.out, "calls while exhausted: 0; started after the release: 1; calls: 2");
 	test_child_free(&c);
 }
 
