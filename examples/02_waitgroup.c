@@ -9,6 +9,11 @@
  * see zero before the goroutine has even started. The zero value is ready to
  * use, and no destroy call is needed.
  *
+ * weft_wg_go() (Go 1.25's wg.Go) does the add and the done for you: it adds
+ * one, starts the function in a goroutine, and calls weft_wg_done() when the
+ * function returns. Part 2 sums again that way, with workers that know
+ * nothing of the WaitGroup.
+ *
  * This example has no weft_main(): main() is an ordinary thread (a "foreign
  * thread" to weft). The runtime starts on the first weft call, and
  * weft_wg_wait() parks main's OS thread until the workers are done.
@@ -34,7 +39,8 @@ struct chunk {
 	weft_wg *wg;
 };
 
-void sum_squares(void *arg)
+/* Part 2's worker: only the work. */
+static void sum_chunk(void *arg)
 {
 	struct chunk *c = arg;
 	uint64_t sum = 0;
@@ -42,6 +48,14 @@ void sum_squares(void *arg)
 	for (uint64_t i = c->begin; i < c->end; i++)
 		sum += i * i;
 	c->sum = sum;
+}
+
+/* Part 1's worker: the work, then done. */
+static void sum_squares(void *arg)
+{
+	struct chunk *c = arg;
+
+	sum_chunk(c);
 	weft_wg_done(c->wg);
 }
 
@@ -72,6 +86,26 @@ int main(void)
 		expect += i * i;
 	printf("sum of i*i for i < %" PRIu64 ": %" PRIu64 " (%d goroutines on %d P(s))\n", N, total,
 	       WORKERS, weft_procs());
+	if (total != expect) {
+		fprintf(stderr, "wrong: the sequential sum is %" PRIu64 "\n", expect);
+		return 1;
+	}
+
+	/* Part 2: weft_wg_go() adds one and starts sum_chunk; its goroutine
+	 * calls weft_wg_done() when sum_chunk returns. */
+	for (int w = 0; w < WORKERS; w++) {
+		chunks[w].sum = 0;
+		int err = weft_wg_go(&wg, sum_chunk, &chunks[w]);
+		if (err != 0) {
+			fprintf(stderr, "weft_wg_go: %s\n", strerror(err));
+			return 1;
+		}
+	}
+	weft_wg_wait(&wg);
+	total = 0;
+	for (int w = 0; w < WORKERS; w++)
+		total += chunks[w].sum;
+	printf("again with weft_wg_go: %" PRIu64 "\n", total);
 	if (total != expect) {
 		fprintf(stderr, "wrong: the sequential sum is %" PRIu64 "\n", expect);
 		return 1;

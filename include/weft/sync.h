@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "runtime.h"
 
 WEFT_BEGIN_DECLS
 
@@ -69,6 +70,24 @@ WEFT_API void weft_wg_done(weft_wg *wg);
  * Blocks: yes. Thread-safety: any thread; any number of waiters.
  */
 WEFT_API void weft_wg_wait(weft_wg *wg);
+
+/*
+ * weft_wg_go - Go 1.25's WaitGroup.Go: weft_wg_add(wg, 1), then start fn(arg)
+ * in a new goroutine (as weft_go() does, reporting the caller's file and line
+ * in dumps) that calls weft_wg_done(wg) when fn returns. The start allocates
+ * nothing beyond the goroutine itself.
+ * Returns 0, or: EINVAL (fn is NULL), or weft_go()'s errors (ENOMEM,
+ * EAGAIN); on failure fn will never run and the counter is as it was (the
+ * add is undone, which releases the waiters if that brings it to zero).
+ * Blocks: no. Thread-safety: any thread. arg is borrowed, as in weft_go();
+ * wg must stay valid until fn's goroutine is done with it, which a
+ * weft_wg_wait() on it guarantees.
+ */
+#define weft_wg_go(wg, fn, arg) weft_wg_go_at((wg), (fn), (arg), __FILE__, __LINE__)
+
+/* weft_wg_go_at - the function behind weft_wg_go(), taking the creation site
+ * explicitly (as weft_go_at()). */
+WEFT_API int weft_wg_go_at(weft_wg *wg, weft_fn fn, void *arg, const char *file, int line);
 
 /*
  * weft_wg_wait_until - weft_wg_wait() giving up at deadline_ns.

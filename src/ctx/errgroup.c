@@ -5,22 +5,16 @@
  * A WaitGroup counts the tasks; the first nonzero result wins a CAS on err_
  * and cancels the group's context with that error as its cause; a weighted
  * semaphore of capacity `limit` (when set) bounds how many run at once. Each
- * task's (group, fn, arg) travels to its goroutine in a small record, freed
- * by the task when it ends.
+ * task's group and fn travel to its goroutine in the G's two extra words
+ * (weft__go_x), so a start allocates nothing but the goroutine.
  */
 #include "weft.h"
 
 #include <errno.h>
 #include <string.h>
 
-#include "alloc.h"
 #include "fatal.h"
-
-struct task {
-	weft_errgroup *g;
-	weft_errgroup_fn fn;
-	void *arg;
-};
+#include "sched.h"
 
 int weft_errgroup_init(weft_errgroup *g, weft_ctx *parent, weft_ctx **ctx)
 {
@@ -46,12 +40,14 @@ static void fail(weft_errgroup *g, int err)
 		weft_ctx_cancel_cause(g->ctx_, err);
 }
 
+/* A task's goroutine: fn(ctx, arg), the group and fn riding in the G's
+ * extra words (weft__go_x). */
 static void run(void *arg)
 {
-	struct task *t = arg;
-	weft_errgroup *g = t->g;
-	int r = t->fn(g->ctx_, t->arg);
-	weft__free(t);
+	void *xfn, *xg;
+	weft__self_x(&xfn, &xg);
+	weft_errgroup *g = xg;
+	int r = ((weft_errgroup_fn)xfn)(g->ctx_, arg);
 	if (r)
 		fail(g, r);
 	if (g->limit_.size_)
@@ -63,16 +59,13 @@ static int start(weft_errgroup *g, weft_errgroup_fn fn, void *arg)
 {
 	if (!g->ctx_)
 		weft__fatal("errgroup: go on a group that is not initialised");
-	struct task *t = weft__alloc(sizeof *t);
-	int r = ENOMEM;
-	if (t) {
-		*t = (struct task){g, fn, arg};
+	int r = EINVAL;
+	if (fn) {
 		weft_wg_add(&g->wg_, 1);
-		r = weft_go(run, t);
+		r = weft__go_x(run, arg, (void *)fn, g, __FILE__, __LINE__);
 		if (!r)
 			return 0;
 		weft_wg_done(&g->wg_);
-		weft__free(t);
 	}
 	if (g->limit_.size_)
 		weft_sem_release(&g->limit_, 1);

@@ -1224,7 +1224,10 @@ static void init_context(struct weft__g *g)
 	g->fresh = 1;
 }
 
-int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *file, int line)
+static inline __attribute__((always_inline)) int go_at(weft_fn fn, void *arg,
+							const weft_go_options *opts,
+							const char *file, int line, void *xfn,
+							void *xarg)
 {
 	struct weft__sched *s = &weft__sched;
 	weft__start();
@@ -1258,6 +1261,10 @@ int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *f
 	g->named = opts && opts->name;
 	if (g->named)
 		snprintf(g->name, sizeof g->name, "%s", opts->name);
+	if (xfn) {
+		g->xfn = xfn;
+		g->xarg = xarg;
+	}
 	init_context(g);
 	weft__race_release(g); /* the spawner's past happens before the child */
 	if (p) {
@@ -1273,6 +1280,16 @@ int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *f
 		globrunq_put_locking(g);
 	weft__wakep();
 	return 0;
+}
+
+int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts, const char *file, int line)
+{
+	return go_at(fn, arg, opts, file, line, NULL, NULL);
+}
+
+int weft__go_x(weft_fn entry, void *arg, void *xfn, void *xarg, const char *file, int line)
+{
+	return go_at(entry, arg, NULL, file, line, xfn, xarg);
 }
 
 void weft__goexit(void)

@@ -80,6 +80,11 @@ struct weft__g {
 	struct weft__g *allnext;    /* all-G list, under sched.allg_lock */
 	void *tsan_fiber;           /* sanitizer fiber state */
 	void *asan_fake_stack;
+	/* Two more words for the entry, set at spawn by weft__go_x (whose
+	 * entries read them back: weft_wg_go, errgroup); apart from the first
+	 * line, so plain spawns never touch them. */
+	void *xfn;
+	void *xarg;
 } __attribute__((aligned(64)));
 _Static_assert(offsetof(struct weft__g, file) + sizeof(const char *) <= 64,
 	       "spawn, run and exit touch only the record's first line");
@@ -453,6 +458,16 @@ void weft__sched_note_foreign_block(int delta);
  * while goroutines start and end; exact when nothing runs). */
 int64_t weft__count_goroutines(void);
 int64_t weft__count_spawned(void);
+/* weft_go_at with two more words for entry to read back from its own G
+ * (weft__self_x): xfn and xarg, whatever entry makes of them. */
+int weft__go_x(weft_fn entry, void *arg, void *xfn, void *xarg, const char *file, int line);
+/* The running goroutine's xfn and xarg (weft__go_x). */
+static inline void weft__self_x(void **xfn, void **xarg)
+{
+	struct weft__g *g = weft__m_get()->curg;
+	*xfn = g->xfn;
+	*xarg = g->xarg;
+}
 /* End the running goroutine (its fn returned). */
 __attribute__((noreturn)) void weft__goexit(void);
 /* weft_now() as of sysmon's last tick: cheap, coarse (up to 10 ms old). */

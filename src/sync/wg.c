@@ -69,6 +69,27 @@ void weft_wg_done(weft_wg *wg)
 	weft_wg_add(wg, -1);
 }
 
+/* A weft_wg_go goroutine: fn(arg), then done. fn and the WaitGroup ride in
+ * the G's extra words (weft__go_x), so a start allocates nothing. */
+static void wg_entry(void *arg)
+{
+	void *fn, *wg;
+	weft__self_x(&fn, &wg);
+	((weft_fn)fn)(arg);
+	weft_wg_done(wg);
+}
+
+int weft_wg_go_at(weft_wg *wg, weft_fn fn, void *arg, const char *file, int line)
+{
+	if (!fn)
+		return EINVAL;
+	weft_wg_add(wg, 1);
+	int r = weft__go_x(wg_entry, arg, (void *)fn, wg, file, line);
+	if (r)
+		weft_wg_done(wg); /* as if never added: may release waiters */
+	return r;
+}
+
 int weft__wg_wait(weft_wg *wg, int64_t deadline, struct weft__cancel *cs)
 {
 	uint64_t *st = (uint64_t *)&wg->counter_;

@@ -2153,6 +2153,29 @@ TEST(errgroup_ok_reuse_parent)
 	EXPECT_ALL_FREED();
 }
 
+/*
+ * A NULL task function is EINVAL: nothing runs, the error is the group's
+ * (its context is cancelled with it as the cause), and a limited group's
+ * slot is given back (a trygo after it finds one free). Guards: a NULL fn
+ * started (a crash), a slot kept, the error lost.
+ */
+TEST(errgroup_null_fn)
+{
+	eg = (struct eg){0};
+	weft_errgroup g;
+	weft_ctx *gctx = NULL;
+	ASSERT_EQ(weft_errgroup_init(&g, NULL, &gctx), 0);
+	weft_ctx_retain(gctx);
+	weft_errgroup_set_limit(&g, 1);
+	ASSERT_EQ(weft_errgroup_go(&g, NULL, NULL), EINVAL);
+	ASSERT_EQ(weft_ctx_cause(gctx), EINVAL);
+	ASSERT_EQ(weft_errgroup_trygo(&g, eg_ok, NULL), 0);
+	ASSERT_EQ(weft_errgroup_wait(&g), EINVAL);
+	ASSERT_EQ(atomic_load(&eg.ran), 1);
+	weft_ctx_release(gctx);
+	EXPECT_ALL_FREED();
+}
+
 static int eg_limited(weft_ctx *ctx, void *arg)
 {
 	(void)ctx;

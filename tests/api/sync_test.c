@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* ---------------------------------------------------------------- WaitGroup */
@@ -118,6 +119,83 @@ TEST(wg_zero_and_negative_add)
 	weft_wg_add(&wg, 5);
 	GO(wg_add_neg5, &wg);
 	weft_wg_wait(&wg);
+}
+
+struct wg_go_task {
+	weft_wg *wg;
+	atomic_int *finished; /* tasks whose fn has returned */
+	uint64_t parent;      /* the spawner's goroutine id */
+	uint64_t self;        /* fn's goroutine id, set by fn */
+	int slow;             /* sleep first: wait must outlast it */
+};
+
+static void wg_go_fn(void *arg)
+{
+	struct wg_go_task *t = arg;
+	t->self = weft_self_id();
+	if (t->slow)
+		weft_sleep(t->slow * TEST_MS);
+	atomic_fetch_add(t->finished, 1);
+}
+
+/*
+ * weft_wg_go adds one per task and each task's goroutine is done when its
+ * fn returns: a wait returns after every fn has returned, slow ones
+ * included, and not before; each fn ran in a goroutine of its own. Guards:
+ * no add (the wait returns at once), the done before fn, fn run inline.
+ */
+TEST(wg_go_adds_and_dones)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	enum { N = 300 };
+	static struct wg_go_task t[N];
+	weft_wg wg = WEFT_WG_INIT;
+	atomic_int finished = 0;
+	uint64_t me = weft_self_id();
+	for (int i = 0; i < N; i++) {
+		t[i] = (struct wg_go_task){ &wg, &finished, me, 0, i % 50 == 0 ? 20 : 0 };
+		ASSERT_EQ(weft_wg_go(&wg, wg_go_fn, &t[i]), 0);
+	}
+	weft_wg_wait(&wg);
+	ASSERT_EQ(atomic_load(&finished), N);
+	for (int i = 0; i < N; i++) {
+		ASSERT_NE(t[i].self, 0);
+		ASSERT_NE(t[i].self, me);
+		for (int j = 0; j < i; j++)
+			ASSERT_NE(t[i].self, t[j].self);
+	}
+	/* Reusable, as any WaitGroup. */
+	ASSERT_EQ(weft_wg_go(&wg, wg_go_fn, &t[0]), 0);
+	weft_wg_wait(&wg);
+	ASSERT_EQ(atomic_load(&finished), N + 1);
+}
+
+static void wg_go_dump(void *arg)
+{
+	char **buf = arg;
+	size_t len;
+	FILE *f = open_memstream(buf, &len);
+	weft_dump(f);
+	fclose(f);
+}
+
+/*
+ * A weft_wg_go goroutine reports its caller's file and line in dumps, as
+ * weft_go's do; a NULL fn is EINVAL and leaves the counter as it was.
+ */
+TEST(wg_go_site_and_einval)
+{
+	weft_wg wg = WEFT_WG_INIT;
+	char *dump = NULL;
+	int line = __LINE__ + 1;
+	ASSERT_EQ(weft_wg_go(&wg, wg_go_dump, &dump), 0);
+	weft_wg_wait(&wg);
+	char want[96];
+	snprintf(want, sizeof want, "created at %s:%d", __FILE__, line);
+	ASSERT_CONTAINS(dump, want);
+	free(dump);
+	ASSERT_EQ(weft_wg_go(&wg, NULL, NULL), EINVAL);
+	ASSERT_EQ(weft_wg_wait_until(&wg, weft_now()), 0);
 }
 
 /* ---------------------------------------------------------------- Mutex */

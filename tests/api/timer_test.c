@@ -616,6 +616,13 @@ static int af_exhaust(weft_chan *gate, long *n)
 	return 0;
 }
 
+static int af_group_task(weft_ctx *ctx, void *arg)
+{
+	(void)ctx;
+	(void)arg;
+	return 0;
+}
+
 struct af_exhauster {
 	weft_chan *gate;
 	weft_chan *result; /* int, capacity 1 */
@@ -661,6 +668,16 @@ CHILD(after_func_without_memory)
 	long n = 0;
 	int r2 = af_exhaust(gate, &n);
 	printf("parked %ld + %ld; weft_go: %d, %d\n", e.n, n, r, r2);
+
+	/* A failed weft_wg_go leaves the counter as it was, and a failed
+	 * errgroup start is the group's error. */
+	weft_wg wg = WEFT_WG_INIT;
+	int r3 = weft_wg_go(&wg, af_parked, gate);
+	printf("wg_go: %d, wait: %d\n", r3, weft_wg_wait_until(&wg, weft_now()));
+	weft_errgroup eg;
+	ASSERT_EQ(weft_errgroup_init(&eg, NULL, NULL), 0);
+	int r4 = weft_errgroup_go(&eg, af_group_task, NULL);
+	printf("errgroup_go: %d, wait: %d\n", r4, weft_errgroup_wait(&eg));
 
 	/* Stopped while it cannot start fn: never runs. */
 	weft_timer *t1 = new_func_timer(0, &a);
@@ -710,6 +727,10 @@ TEST_THREAD(after_func_retries_without_memory)
 	test_child_run("after_func_without_memory", env, 20 * CHILD_TIMEOUT_MS, &c);
 	ASSERT_CHILD_EXIT(&c, 0);
 	snprintf(want, sizeof want, "weft_go: %d, %d", ENOMEM, ENOMEM);
+	ASSERT_CONTAINS(c.out, want);
+	snprintf(want, sizeof want, "wg_go: %d, wait: 0", ENOMEM);
+	ASSERT_CONTAINS(c.out, want);
+	snprintf(want, sizeof want, "errgroup_go: %d, wait: %d", ENOMEM, ENOMEM);
 	ASSERT_CONTAINS(c.out, want);
 	ASSERT_CONTAINS(c.out, "\nstop while retrying: 1");
 	ASSERT_CONTAINS(c.out, "ctx stop while retrying: 1");
