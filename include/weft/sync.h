@@ -322,6 +322,11 @@ WEFT_API int weft_map_compare_and_swap(weft_map *m, const void *key, size_t keyl
 /* weft_map_delete - remove key; its value goes to *val if val is not NULL.
  * 0, or ENOENT. (Go's LoadAndDelete.) */
 WEFT_API int weft_map_delete(weft_map *m, const void *key, size_t keylen, void **val);
+/* weft_map_compare_and_delete - remove key if its value is old_val (Go's
+ * CompareAndDelete): 0, or EAGAIN (a different value: nothing removed), or
+ * ENOENT (no such key). */
+WEFT_API int weft_map_compare_and_delete(weft_map *m, const void *key, size_t keylen,
+					 void *old_val);
 /*
  * weft_map_range - call fn(key, keylen, val, arg) for each key, until fn
  * returns nonzero (that value is returned; else 0). Like Go's Range it is not

@@ -20,7 +20,7 @@
  *             a grace period
  *
  *   live -> live        store, swap, compare_and_swap: a CAS, lock-free
- *   live -> DELETED     delete (under m_)
+ *   live -> DELETED     delete, compare_and_delete (under m_)
  *   DELETED -> live     a store to a deleted key, "revive" (under m_)
  *   DELETED -> EXPUNGED rebuild (under m_)
  *   live -> EXPUNGED    clear (under m_)
@@ -131,7 +131,7 @@ struct retired {
 	struct entry *dropped[];
 };
 
-enum op { OP_LOAD, OP_SWAP, OP_LOAD_OR_STORE, OP_CAS, OP_DELETE };
+enum op { OP_LOAD, OP_SWAP, OP_LOAD_OR_STORE, OP_CAS, OP_DELETE, OP_CAD };
 
 /* on_entry's answer for an entry with no value: the key is absent. */
 #define DEAD (-1)
@@ -207,8 +207,8 @@ static size_t free_slot(const struct table *t, uint64_t h)
  * Apply r to e, r's entry: 0 (r->out = the value found) or EAGAIN (a CAS
  * that expected another value), or DEAD when e has no value. Lock-free or
  * under m_: e's value may change meanwhile only from one live value to
- * another; a dead value changes only under m_. OP_DELETE is for the lock
- * holder only (count_ goes with it).
+ * another; a dead value changes only under m_. OP_DELETE and OP_CAD (a
+ * compare-and-delete) are for the lock holder only (count_ goes with them).
  */
 static int on_entry(struct entry *e, struct req *r)
 {
@@ -221,9 +221,9 @@ static int on_entry(struct entry *e, struct req *r)
 			r->out = v;
 			return 0;
 		}
-		if (r->op == OP_CAS && v != r->old)
+		if ((r->op == OP_CAS || r->op == OP_CAD) && v != r->old)
 			return EAGAIN;
-		void *nv = r->op == OP_DELETE ? DELETED : r->val;
+		void *nv = r->op == OP_DELETE || r->op == OP_CAD ? DELETED : r->val;
 		/* Release: what the caller wrote happens before the loads that
 		 * see nv; acquire: v's writer happens before our use of v. */
 		weft__race_release(e);
@@ -403,7 +403,7 @@ static int locked(weft_map *m, struct req *r)
 	struct table *t = __atomic_load_n(&m->table_, __ATOMIC_RELAXED);
 	struct entry *e = t ? lookup(t, r) : NULL;
 	int rc = e ? on_entry(e, r) : DEAD;
-	if (rc == 0 && r->op == OP_DELETE)
+	if (rc == 0 && (r->op == OP_DELETE || r->op == OP_CAD))
 		count_add(m, -1);
 	else if (rc == DEAD && (r->op == OP_SWAP || r->op == OP_LOAD_OR_STORE))
 		rc = e ? revive(m, e, r) : insert(m, t, r);
@@ -424,10 +424,11 @@ static int run(weft_map *m, struct req *r)
 		 * pairs with rebuild's release of table_. */
 		struct table *t = __atomic_load_n(&m->table_, __ATOMIC_ACQUIRE);
 		struct entry *e = t ? lookup(t, r) : NULL;
-		int rc = e && r->op != OP_DELETE ? on_entry(e, r) : DEAD;
+		int del = r->op == OP_DELETE || r->op == OP_CAD;
+		int rc = e && !del ? on_entry(e, r) : DEAD;
 		if (rc != DEAD)
 			return rc;
-		if (r->op == OP_LOAD || r->op == OP_CAS || (r->op == OP_DELETE && !e))
+		if (r->op == OP_LOAD || r->op == OP_CAS || (del && !e))
 			return ENOENT;
 	}
 	return locked(m, r);
@@ -481,6 +482,12 @@ int weft_map_delete(weft_map *m, const void *key, size_t keylen, void **val)
 	if (rc == 0 && val)
 		*val = r.out;
 	return rc;
+}
+
+int weft_map_compare_and_delete(weft_map *m, const void *key, size_t keylen, void *old_val)
+{
+	struct req r = {.op = OP_CAD, .key = key, .keylen = keylen, .old = old_val};
+	return run(m, &r);
 }
 
 int weft_map_range(weft_map *m, int (*fn)(const void *key, size_t keylen, void *val, void *arg),

@@ -234,6 +234,25 @@ static void check_basic_semantics(void)
 	ASSERT_PTR_EQ(v, NULL);
 	ASSERT_EQ(weft_map_delete(&m, S("los"), NULL), 0);
 	ASSERT_EQ(weft_map_len(&m), n - 3);
+
+	/* compare_and_delete: EAGAIN (another value: kept), 0 (removed),
+	 * ENOENT (no key); a NULL value compares like any other. */
+	ASSERT_EQ(weft_map_store(&m, S("cad"), P(20)), 0);
+	ASSERT_EQ(weft_map_store(&m, S("cadnull"), NULL), 0);
+	ASSERT_EQ(weft_map_compare_and_delete(&m, S("cad"), P(21)), EAGAIN);
+	ASSERT_EQ(weft_map_compare_and_delete(&m, S("cad"), NULL), EAGAIN);
+	load_is(&m, S("cad"), P(20));
+	ASSERT_EQ(weft_map_len(&m), n - 1);
+	ASSERT_EQ(weft_map_compare_and_delete(&m, S("cad"), P(20)), 0);
+	ASSERT_EQ(weft_map_load(&m, S("cad"), NULL), ENOENT);
+	ASSERT_EQ(weft_map_compare_and_delete(&m, S("cad"), P(20)), ENOENT);
+	ASSERT_EQ(weft_map_compare_and_delete(&m, S("nokey"), NULL), ENOENT);
+	ASSERT_EQ(weft_map_compare_and_delete(&m, S("cadnull"), P(1)), EAGAIN);
+	ASSERT_EQ(weft_map_compare_and_delete(&m, S("cadnull"), NULL), 0);
+	ASSERT_EQ(weft_map_len(&m), n - 3);
+	ASSERT_EQ(weft_map_swap(&m, S("cad"), P(22), &v), ENOENT);
+	load_is(&m, S("cad"), P(22));
+	ASSERT_EQ(weft_map_delete(&m, S("cad"), NULL), 0);
 	ASSERT_EQ(weft_map_load_or_store(&m, S("a"), P(13), &v), ENOENT);
 	ASSERT_PTR_EQ(v, P(13));
 	ASSERT_EQ(weft_map_swap(&m, S("los"), P(14), &v), ENOENT);
@@ -279,7 +298,8 @@ static void check_basic_semantics(void)
  * long key mishandled, a key that is not copied (the caller's buffer
  * changed under the map), an out-parameter written on ENOENT, wrong codes
  * from swap/load_or_store/compare_and_swap, delete not handing back the
- * value, a deleted key that cannot come back, clear or destroy leaving
+ * value, a compare_and_delete that removes another value or keeps the
+ * count, a deleted key that cannot come back, clear or destroy leaving
  * something behind.
  */
 TEST(basic_semantics)
@@ -656,12 +676,18 @@ static void worker_op(struct worker *w, uint32_t *rng, unsigned i)
 		ASSERT_PTR_EQ(v, exist ? want : nv);
 		w->ref[i] = v;
 		w->present[i] = 1;
-	} else if (op < 86) {
+	} else if (op < 82) {
 		void *old = test_rand32(rng) % 2 ? w->ref[i] : rand_val(rng);
 		int rc = weft_map_compare_and_swap(w->m, key, len, old, nv);
 		ASSERT_EQ(rc, !exist ? ENOENT : w->ref[i] == old ? 0 : EAGAIN);
 		if (rc == 0)
 			w->ref[i] = nv;
+	} else if (op < 88) {
+		void *old = test_rand32(rng) % 2 ? w->ref[i] : rand_val(rng);
+		int rc = weft_map_compare_and_delete(w->m, key, len, old);
+		ASSERT_EQ(rc, !exist ? ENOENT : w->ref[i] == old ? 0 : EAGAIN);
+		if (rc == 0)
+			w->present[i] = 0;
 	} else {
 		ASSERT_EQ(weft_map_swap(w->m, key, len, nv, &v), exist ? 0 : ENOENT);
 		ASSERT_PTR_EQ(v, exist ? want : NULL);
@@ -712,7 +738,8 @@ static int final_fn(const void *key, size_t keylen, void *val, void *arg)
  * Map matches a reference map under random concurrent operations: 6
  * goroutines and 2 foreign pthreads each run random load / store / delete /
  * load_or_store / compare_and_swap / swap on their own 400 keys (so each
- * keeps an exact reference and checks every result as it goes), all of them
+ * keeps an exact reference and checks every result as it goes;
+ * compare_and_delete too), all of them
  * also loading shared keys that another goroutine keeps replacing. At the
  * end every key is loaded and compared, len must equal the reference count,
  * and a range must visit exactly the reference's keys, once each, with
