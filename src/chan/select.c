@@ -155,22 +155,33 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 	struct weft__m *m = weft__m_get();
 	int np = 0;
 	uint64_t rnd = 0;
-	for (int i = 0; i < n; i++) {
-		if (cases[i].dir != WEFT_RECV && cases[i].dir != WEFT_SEND)
-			return EINVAL;
-		if (!cases[i].chan)
-			continue;
-		/* Fisher-Yates, inside out. One 64-bit draw serves two steps:
-		 * its high half, then its low half moved up. */
-		if (np % 2 == 0)
-			rnd = weft__fastrand_m(m);
-		else
-			rnd <<= 32;
-		int j = (int)weft__rand_below(rnd, (uint32_t)np + 1);
-		int *poll = s->poll;
-		poll[np] = poll[j];
-		poll[j] = i;
-		np++;
+	if (n == 2 && cases[0].chan && cases[1].chan &&
+	    (cases[0].dir == WEFT_RECV || cases[0].dir == WEFT_SEND) &&
+	    (cases[1].dir == WEFT_RECV || cases[1].dir == WEFT_SEND)) {
+		/* The common select of two: one random bit orders them. */
+		int first = (int)(weft__fastrand_m(m) >> 63);
+		s->poll[0] = first;
+		s->poll[1] = first ^ 1;
+		np = 2;
+	} else {
+		for (int i = 0; i < n; i++) {
+			if (cases[i].dir != WEFT_RECV && cases[i].dir != WEFT_SEND)
+				return EINVAL;
+			if (!cases[i].chan)
+				continue;
+			/* Fisher-Yates, inside out. One 64-bit draw serves
+			 * two steps: its high half, then its low half moved
+			 * up. */
+			if (np % 2 == 0)
+				rnd = weft__fastrand_m(m);
+			else
+				rnd <<= 32;
+			int j = (int)weft__rand_below(rnd, (uint32_t)np + 1);
+			int *poll = s->poll;
+			poll[np] = poll[j];
+			poll[j] = i;
+			np++;
+		}
 	}
 	if (np == 0) {
 		if (mode == SEL_TRY)
