@@ -278,8 +278,18 @@ static int call_enter(weft_fd *f, int dir, int64_t dl, struct weft__cancel *cs)
 		if (d != INT64_MAX && d <= weft_now())
 			err = ETIMEDOUT;
 	}
-	if (!err)
+	if (!err) {
 		err = weft__sem_acquire(&f->mu[dir], 1, eff_deadline(f, dir, dl), cs);
+		/* Queued behind another call when the close began: fail as
+		 * the calls already in flight do, rather than start a system
+		 * call on a descriptor being closed (it is still open until
+		 * the last reference goes, and a pipe or socket would take
+		 * the I/O). Go's fdMutex fails its lock waiters likewise. */
+		if (!err && (__atomic_load_n(&f->refs, __ATOMIC_ACQUIRE) & CLOSING)) {
+			weft_sem_release(&f->mu[dir], 1);
+			err = EBADF;
+		}
+	}
 	if (err) {
 		fd_unref(f);
 		return err;

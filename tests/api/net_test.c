@@ -944,6 +944,77 @@ TEST(close_wakes_waiters)
 	free(wbuf);
 }
 
+/*
+ * A call queued for a direction's lock when the descriptor is closed fails
+ * with EBADF and does no I/O, on descriptors where weft tries the system
+ * call before it polls (a pipe, a unix socket): reader B queued behind
+ * reader A on a pipe, a byte arriving just before the close; writer B queued
+ * behind writer A on a unix socket whose peer has just drained some, so A
+ * may go on. B returns EBADF with nothing done; A takes the byte or not, and
+ * the peer receives exactly what A reports. Guards: the lock's waiter
+ * starting its system call once the closing holder leaves (B read the byte,
+ * or wrote to the peer after the close). Repeated, as the close races A.
+ */
+TEST(close_fails_queued_calls)
+{
+	static uint8_t wbuf[1 << 20], sink[1 << 16];
+	for (int round = 0; round < 5; round++) {
+		int pp[2];
+		ASSERT_EQ(pipe(pp), 0);
+		weft_fd *r;
+		ASSERT_EQ(weft_fd_open(pp[0], &r), 0);
+		uint8_t ra[8], rb[8];
+		weft_wg wg = WEFT_WG_INIT;
+		struct waiter a = {.kind = W_READ, .f = r, .buf = ra, .len = sizeof ra, .wg = &wg};
+		struct waiter b = {.kind = W_READ, .f = r, .buf = rb, .len = sizeof rb, .wg = &wg};
+		atomic_init(&a.err, -1);
+		atomic_init(&b.err, -1);
+		weft_wg_add(&wg, 2);
+		GO(close_waiter, &a);
+		wait_waiting("IO wait (read)", 1);
+		GO(close_waiter, &b);
+		wait_waiting("semaphore.Acquire", 1);
+		ASSERT_EQ(write(pp[1], "x", 1), 1);
+		ASSERT_EQ(weft_fd_close(r), 0);
+		wg_wait_bounded(&wg, PROMPT_NS, "the pipe's readers");
+		ASSERT_EQ(atomic_load(&b.err), EBADF);
+		ASSERT_EQ(b.n, 0);
+		if (atomic_load(&a.err) != EBADF) {
+			ASSERT_EQ(atomic_load(&a.err), 0);
+			ASSERT_EQ(a.n, 1);
+		}
+		ASSERT_EQ(close(pp[1]), 0);
+
+		int sv[2];
+		ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		weft_fd *w;
+		ASSERT_EQ(weft_fd_open(sv[0], &w), 0);
+		a = (struct waiter){.kind = W_WRITE, .f = w, .buf = wbuf, .len = sizeof wbuf, .wg = &wg};
+		b = a;
+		atomic_init(&a.err, -1);
+		atomic_init(&b.err, -1);
+		weft_wg_add(&wg, 2);
+		GO(close_waiter, &a);
+		wait_waiting("IO wait (write)", 1);
+		GO(close_waiter, &b);
+		wait_waiting("semaphore.Acquire", 1);
+		size_t got = 0;
+		ssize_t k = read(sv[1], sink, sizeof sink);
+		ASSERT_GT(k, 0);
+		got += (size_t)k;
+		ASSERT_EQ(weft_fd_close(w), 0);
+		wg_wait_bounded(&wg, PROMPT_NS, "the socket's writers");
+		ASSERT_EQ(atomic_load(&b.err), EBADF);
+		ASSERT_EQ(b.n, 0);
+		ASSERT_EQ(atomic_load(&a.err), EBADF);
+		while ((k = read(sv[1], sink, sizeof sink)) > 0)
+			got += (size_t)k;
+		ASSERT_EQ(k, 0);
+		ASSERT_EQ(got, a.n);
+		ASSERT_EQ(close(sv[1]), 0);
+	}
+}
+
 struct loop {
 	weft_fd *l; /* the loop's own reference */
 	atomic_int served;
@@ -1756,17 +1827,28 @@ TEST(file_io)
  * name that does not exist a negative EAI code; a loopback port bound but
  * not listening refuses the connection (ECONNREFUSED); weft_addr_format and
  * weft_fd_local_addr report EAFNOSUPPORT and ENOSPC. Guards: a malformed
- * address taken for a name, an error number lost on the way out.
+ * address taken for a name, a port number past 65535 cut to 16 bits (by
+ * getaddrinfo), an error number lost on the way out.
  */
 TEST(bad_input)
 {
 	static const char *const bad_tcp[] = {
 		"127.0.0.1", "127.0.0.1:", "::1:80", "[::1", "[::1]80", "", ":",
+		"127.0.0.1:65536", "127.0.0.1:99999", "[::1]:4294967297", ":000065537",
 	};
 	weft_fd *f = (weft_fd *)&f; /* a marker: must stay untouched */
 	weft_fd *const mark = f;
 	ASSERT_EQ(weft_dial("tcpx", "127.0.0.1:80", &f), EINVAL);
 	ASSERT_EQ(weft_dial(NULL, "127.0.0.1:80", &f), EINVAL);
+	{
+		/* Leading zeros are fine: the port is the number. */
+		weft_fd *l;
+		ASSERT_EQ(weft_listen("tcp", "127.0.0.1:0000000", &l), 0);
+		char a[WEFT_ADDRSTRLEN];
+		ASSERT_EQ(weft_fd_local_addr(l, a, sizeof a), 0);
+		ASSERT(strcmp(a, "127.0.0.1:0") != 0);
+		ASSERT_EQ(weft_fd_close(l), 0);
+	}
 	ASSERT_EQ(weft_dial("tcp", NULL, &f), EINVAL);
 	ASSERT_EQ(weft_listen("sctp", "127.0.0.1:0", &f), EINVAL);
 	for (size_t i = 0; i < sizeof bad_tcp / sizeof bad_tcp[0]; i++) {
