@@ -96,6 +96,15 @@ static int split_hostport(const char *addr, char *host, size_t hlen, char *port,
 	memcpy(host, h, hl);
 	host[hl] = 0;
 	memcpy(port, colon + 1, pl + 1);
+	/* A number must be a port: getaddrinfo takes any and keeps its low
+	 * 16 bits (":65536" would listen on a random port, ":65616" dial 80).
+	 * A name ("http") is looked up as a service. */
+	if (strspn(port, "0123456789") == pl) {
+		long v = 0;
+		for (const char *c = port; *c; c++)
+			if ((v = v * 10 + (*c - '0')) > 65535)
+				return EINVAL;
+	}
 	return 0;
 }
 
