@@ -1340,8 +1340,10 @@ static void run_slow(struct worker *w, struct job *j)
 	int64_t now = weft_now();
 	int64_t deadline = j->deadline_ns;
 	int64_t timeout = j->timeout_ns ? j->timeout_ns : p->job_timeout_ns;
-	if (timeout && (!deadline || now + timeout < deadline))
-		deadline = now + timeout;
+	int64_t until; /* a timeout too long to add up is none */
+	if (timeout && !__builtin_add_overflow(now, timeout, &until) &&
+	    (!deadline || until < deadline))
+		deadline = until;
 	if (j->ctx) {
 		int64_t cd;
 		if (weft_ctx_deadline(j->ctx, &cd) && (!deadline || cd < deadline))

@@ -755,6 +755,31 @@ TEST(pool_default_job_timeout)
 	EXPECT_ALL_FREED();
 }
 
+/*
+ * A timeout too long to add to the clock (the pool's, or a job's, up to
+ * INT64_MAX) means no timeout: the jobs complete. Guards: now + timeout
+ * wrapping negative, which timed every such job out before it ran.
+ */
+TEST(huge_timeouts_mean_none)
+{
+	struct probe a = PROBE_INIT, b = PROBE_INIT, c = PROBE_INIT;
+	weft_workpool_config cfg = {
+		.workers = 1, .on_result = probe_result, .job_timeout_ns = INT64_MAX};
+	weft_workpool *p = new_pool(&cfg);
+	ASSERT_EQ(weft_workpool_submit(p, probe_ok_job, &a, NULL), 0);
+	weft_workpool_job jb = {.fn = probe_ok_job, .arg = &b, .timeout_ns = INT64_MAX};
+	ASSERT_EQ(weft_workpool_submit_job(p, &jb, NULL), 0);
+	weft_workpool_job jc = {
+		.fn = probe_ok_job, .arg = &c, .timeout_ns = INT64_MAX - 10, .deadline_ns = INT64_MAX};
+	ASSERT_EQ(weft_workpool_submit_job(p, &jc, NULL), 0);
+	ASSERT_EQ(weft_workpool_wait_until(p, weft_now() + PROMPT_NS), 0);
+	ASSERT_EQ(a.r.status, WEFT_WORKPOOL_COMPLETED);
+	ASSERT_EQ(b.r.status, WEFT_WORKPOOL_COMPLETED);
+	ASSERT_EQ(c.r.status, WEFT_WORKPOOL_COMPLETED);
+	end_pool(p);
+	EXPECT_ALL_FREED();
+}
+
 /* ---------------------------------------------------------------- cancellation */
 
 TEST(cancel_through_submit_context)
