@@ -955,6 +955,18 @@ TEST(close_wakes_waiters)
  * starting its system call once the closing holder leaves (B read the byte,
  * or wrote to the peer after the close). Repeated, as the close races A.
  */
+static void start_queued(struct waiter *a, struct waiter *b, const char *polling)
+{
+	/* A polls, B queues for the lock behind it. */
+	atomic_init(&a->err, -1);
+	atomic_init(&b->err, -1);
+	weft_wg_add(a->wg, 2);
+	GO(close_waiter, a);
+	wait_waiting(polling, 1);
+	GO(close_waiter, b);
+	wait_waiting("semaphore.Acquire", 1);
+}
+
 TEST(close_fails_queued_calls)
 {
 	static uint8_t wbuf[1 << 20], sink[1 << 16];
@@ -967,13 +979,7 @@ TEST(close_fails_queued_calls)
 		weft_wg wg = WEFT_WG_INIT;
 		struct waiter a = {.kind = W_READ, .f = r, .buf = ra, .len = sizeof ra, .wg = &wg};
 		struct waiter b = {.kind = W_READ, .f = r, .buf = rb, .len = sizeof rb, .wg = &wg};
-		atomic_init(&a.err, -1);
-		atomic_init(&b.err, -1);
-		weft_wg_add(&wg, 2);
-		GO(close_waiter, &a);
-		wait_waiting("IO wait (read)", 1);
-		GO(close_waiter, &b);
-		wait_waiting("semaphore.Acquire", 1);
+		start_queued(&a, &b, "IO wait (read)");
 		ASSERT_EQ(write(pp[1], "x", 1), 1);
 		ASSERT_EQ(weft_fd_close(r), 0);
 		wg_wait_bounded(&wg, PROMPT_NS, "the pipe's readers");
@@ -991,13 +997,7 @@ TEST(close_fails_queued_calls)
 		ASSERT_EQ(weft_fd_open(sv[0], &w), 0);
 		a = (struct waiter){.kind = W_WRITE, .f = w, .buf = wbuf, .len = sizeof wbuf, .wg = &wg};
 		b = a;
-		atomic_init(&a.err, -1);
-		atomic_init(&b.err, -1);
-		weft_wg_add(&wg, 2);
-		GO(close_waiter, &a);
-		wait_waiting("IO wait (write)", 1);
-		GO(close_waiter, &b);
-		wait_waiting("semaphore.Acquire", 1);
+		start_queued(&a, &b, "IO wait (write)");
 		size_t got = 0;
 		ssize_t k = read(sv[1], sink, sizeof sink);
 		ASSERT_GT(k, 0);
