@@ -302,8 +302,9 @@ WEFT_API const char *weft_strerror(int err);
  * (terminating the process for SIGINT and SIGTERM) is replaced. c gains a
  * reference (weft_signal_stop drops it).
  * Returns 0, EINVAL (a signal that cannot be caught: SIGKILL, SIGSTOP,
- * SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, or SIGURG, which weft uses; out
- * of range; or n < 1), or ENOMEM. The first call starts a dispatcher
+ * SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGURG, which weft uses, or one
+ * the C library keeps for itself, such as glibc's 32 and 33 below SIGRTMIN;
+ * out of range; or n < 1), or ENOMEM; on an error no signal was registered. The first call starts a dispatcher
  * goroutine (named "signal dispatch") that lives as long as the process. Blocks: no. Thread-safety: any thread.
  * Note: a goroutine waiting on such a channel is never reported as a
  * deadlock, since a signal may come (as in Go).

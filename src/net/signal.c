@@ -89,11 +89,16 @@ static int start_locked(void)
 	return 0;
 }
 
+/* Not weft's, and one the C library lets a program catch: glibc keeps the
+ * first real-time signals (32 and 33, below SIGRTMIN) for its threads, and
+ * its sigaction refuses them. */
 static int catchable(int sig)
 {
+	struct sigaction cur;
 	return sig > 0 && sig < NSIGS && sig != SIGKILL && sig != SIGSTOP && sig != SIGSEGV &&
 	       sig != SIGBUS && sig != SIGFPE && sig != SIGILL && sig != SIGTRAP &&
-	       sig != SIGURG /* weft's hog reports */;
+	       sig != SIGURG /* weft's hog reports */ && (sig < 32 || sig >= SIGRTMIN) &&
+	       sigaction(sig, NULL, &cur) == 0;
 }
 
 int weft_signal_notify(weft_chan *c, const int *sigs, int n)
@@ -133,7 +138,8 @@ int weft_signal_notify(weft_chan *c, const int *sigs, int n)
 			sa.sa_handler = handler;
 			sa.sa_flags = SA_RESTART;
 			sigfillset(&sa.sa_mask);
-			sigaction(s, &sa, &saved[s]);
+			if (sigaction(s, &sa, &saved[s]) != 0) /* catchable() asked */
+				weft__fatal("signal: sigaction(%d) failed: %s", s, strerror(errno));
 		}
 	}
 	weft__unlock(&lock);

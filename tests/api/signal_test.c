@@ -666,7 +666,9 @@ TEST_THREAD(signal_stop_restores_disposition)
  * EINVAL, with nothing registered and no goroutine started (the harness's
  * leak check would see the dispatcher): the signals that cannot be caught or
  * that weft keeps (SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGFPE, SIGILL,
- * SIGTRAP, SIGURG), 0, 65 and -1, n of 0 and -1, a NULL channel or list, a
+ * SIGTRAP, SIGURG) or that the C library keeps (glibc's 32 and 33, below
+ * SIGRTMIN, which its sigaction refuses: they were registered as caught and
+ * left uncaught), 0, 65 and -1, n of 0 and -1, a NULL channel or list, a
  * channel of 8-byte, 0-byte or 2-byte elements, and a list with one bad
  * signal after a good one (the good one is not registered either: its
  * disposition is unchanged). The channels are not retained (all freed at the
@@ -676,8 +678,8 @@ TEST_THREAD(signal_stop_restores_disposition)
 TEST(notify_errors)
 {
 	weft_chan *c = make_chan(sizeof(int), 4);
-	const int bad[] = {SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGFPE, SIGILL,
-	                   SIGTRAP, SIGURG,  0,       65,     -1,     1000};
+	const int bad[] = {SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP,
+	                   SIGURG,  0,       65,     -1,     1000,   32,     SIGRTMIN - 1};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		if (weft_signal_notify(c, &bad[i], 1) != EINVAL)
 			FAIL("weft_signal_notify of signal %d: not EINVAL", bad[i]);
