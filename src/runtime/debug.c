@@ -298,6 +298,20 @@ void weft__signals_init_thread(struct weft__m *m)
 	stack_t ss = { .ss_sp = st, .ss_size = ALTSTACK_BYTES, .ss_flags = 0 };
 	if (sigaltstack(&ss, NULL) == 0)
 		m->altstack = st;
+	else
+		munmap(st, ALTSTACK_BYTES);
+}
+
+void weft__signals_exit_thread(struct weft__m *m)
+{
+	if (!m->altstack)
+		return;
+	/* On the thread's own stack (g0), never on the signal stack. */
+	stack_t ss = { .ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE };
+	if (sigaltstack(&ss, NULL) == 0) {
+		munmap(m->altstack, ALTSTACK_BYTES);
+		m->altstack = NULL;
+	}
 }
 
 void weft__debug_init(void)

@@ -1125,6 +1125,7 @@ static void m_exit(struct weft__m *m)
 	weft__ring_thief_retire(&m->ring_thief);
 	if (m->p)
 		weft__handoffp(releasep(m));
+	weft__signals_exit_thread(m);
 	__atomic_sub_fetch(&s->mcount, 1, __ATOMIC_SEQ_CST);
 	/* The M record stays on allm (dumps walk it without locks). */
 	m->tid = 0;

@@ -444,6 +444,8 @@ size_t weft__page_size(void);
 void weft__sysmon_start(void);
 void weft__debug_init(void);
 void weft__signals_init_thread(struct weft__m *m);
+/* Give back what weft__signals_init_thread took, as the M's thread exits. */
+void weft__signals_exit_thread(struct weft__m *m);
 void weft__dump_fd(FILE *out);
 int64_t weft__timers_earliest(void);
 /* Add t (not in any heap) for `when` to the caller's P's heap, or to P 0's

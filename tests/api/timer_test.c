@@ -585,20 +585,6 @@ TEST(after_func_stop_races_firing)
 	weft_chan_release(x.a.done);
 }
 
-/* VmSize of this process, in bytes. */
-static long vm_size(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	long kb = -1;
-	while (f && fgets(line, sizeof line, f))
-		if (sscanf(line, "VmSize: %ld kB", &kb) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return kb * 1024;
-}
-
 static void af_parked(void *gate)
 {
 	weft_chan_recv(gate, NULL); /* until closed */
@@ -658,7 +644,7 @@ CHILD(after_func_without_memory)
 	weft_timer *t0 = new_func_timer(0, &a);
 	ASSERT_GE(recv_value(a.done), 0);
 	weft_timer_free(t0);
-	struct rlimit rl = { (rlim_t)vm_size() + ((rlim_t)768 << 20), RLIM_INFINITY };
+	struct rlimit rl = { (rlim_t)test_vm_size() + ((rlim_t)768 << 20), RLIM_INFINITY };
 	ASSERT_EQ(setrlimit(RLIMIT_AS, &rl), 0);
 
 	struct af_exhauster e = { gate, result, 0 };

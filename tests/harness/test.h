@@ -305,6 +305,8 @@ int64_t test_now_ns(void);
 #define TEST_MS ((int64_t)1000000)
 /* The calling OS thread's kernel id. */
 int test_gettid(void);
+/* This process's VmSize (/proc/self/status), in bytes; -1 if unknown. */
+long test_vm_size(void);
 /* nanosleep() for ms milliseconds: blocks the OS thread, not a goroutine. */
 void test_os_sleep_ms(int64_t ms);
 /* Spin on the CPU for ns nanoseconds without calling into weft. */
