@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "sched.h"
 
 /* ---------------------------------------------------------------- errors and resolution */
@@ -131,7 +132,7 @@ static void lookup_put(struct lookup *l)
 	if (!l->err && l->res)
 		freeaddrinfo(l->res);
 	weft_chan_release(l->done);
-	free(l);
+	weft__free(l);
 }
 
 static void lookup_run(void *arg)
@@ -148,7 +149,7 @@ static int lookup_bounded(const char *node, const char *port, const struct addri
 {
 	if (dl == INT64_MAX && !ctx)
 		return weft_getaddrinfo(node, port, hints, res);
-	struct lookup *l = calloc(1, sizeof *l);
+	struct lookup *l = weft__calloc(1, sizeof *l);
 	if (!l)
 		return ENOMEM;
 	l->refs = 2;
@@ -160,14 +161,14 @@ static int lookup_bounded(const char *node, const char *port, const struct addri
 	l->hints = *hints;
 	int err = weft_chan_make(&l->done, 1, 1);
 	if (err) {
-		free(l);
+		weft__free(l);
 		return err;
 	}
 	weft_go_options o = {.name = "name lookup"};
 	err = weft_go_opts(lookup_run, l, &o);
 	if (err) {
 		weft_chan_release(l->done);
-		free(l);
+		weft__free(l);
 		return err;
 	}
 	char x;
@@ -369,6 +370,8 @@ int weft_listen(const char *network, const char *address, weft_fd **out)
 		hints.ai_socktype = type;
 		hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 		int r = getaddrinfo(NULL, port, &hints, &res);
+		if (r == EAI_SYSTEM)
+			r = errno ? errno : EIO;
 		if (r == EAI_NONAME) {
 			hints.ai_flags &= ~AI_NUMERICSERV;
 			r = weft_getaddrinfo(NULL, port, &hints, &res);
