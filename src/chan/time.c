@@ -118,8 +118,11 @@ static void fire(struct weft__timer *tm)
 	if (t->armed && !t->dying && t->when <= now) {
 		if (t->period > 0) {
 			/* The next tick on the original schedule, skipping those
-			 * already missed. */
-			int64_t next = t->when + t->period;
+			 * already missed. Saturated: a period near INT64_MAX would
+			 * wrap to the past and tick at every firing. (The catch-up
+			 * below cannot overflow: it lands within a period after
+			 * now, and a next <= now means the period fits in now.) */
+			int64_t next = weft__timer_when(t->when, t->period);
 			if (next <= now)
 				next += ((now - next) / t->period + 1) * t->period;
 			if (!__atomic_load_n(&t->tm.heap, __ATOMIC_ACQUIRE))
@@ -220,9 +223,11 @@ static void chantimer_free(struct weft__chantimer *t)
 	weft__free(t);
 }
 
+/* The deadline duration_ns from now: at once for <= 0, WEFT__TIMER_FAR
+ * ("never") for what would pass INT64_MAX. */
 static int64_t after_ns(int64_t duration_ns)
 {
-	return weft_now() + (duration_ns > 0 ? duration_ns : 0);
+	return weft__timer_when(weft_now(), duration_ns > 0 ? duration_ns : 0);
 }
 
 /* ---------------------------------------------------------------- after */
@@ -304,7 +309,7 @@ int weft_ticker_new(weft_ticker **out, int64_t period_ns)
 {
 	struct weft__chantimer *t;
 	int err = out && period_ns > 0
-	                  ? chantimer_new(&t, period_ns, weft_now() + period_ns, NULL, NULL)
+	                  ? chantimer_new(&t, period_ns, after_ns(period_ns), NULL, NULL)
 	                  : EINVAL;
 	if (!err)
 		*out = (weft_ticker *)t;
@@ -326,7 +331,7 @@ int weft_ticker_reset(weft_ticker *t, int64_t period_ns)
 {
 	if (!t || period_ns <= 0)
 		return EINVAL;
-	restart(&t->t, period_ns, weft_now() + period_ns);
+	restart(&t->t, period_ns, after_ns(period_ns));
 	return 0;
 }
 

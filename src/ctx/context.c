@@ -175,8 +175,8 @@ int weft_ctx_with_deadline_cause(weft_ctx *parent, int64_t deadline_ns, int caus
 
 int weft_ctx_with_timeout_cause(weft_ctx *parent, int64_t timeout_ns, int cause, weft_ctx **out)
 {
-	int64_t now = weft_now();
-	int64_t d = timeout_ns > INT64_MAX - now ? INT64_MAX - 1 : now + timeout_ns;
+	/* Saturated short of INT64_MAX, which would mean no deadline. */
+	int64_t d = weft__timer_when(weft_now(), timeout_ns);
 	return with_cancel(parent, d, cause, out);
 }
 

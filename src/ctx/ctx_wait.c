@@ -54,9 +54,7 @@ int weft_sleep_ctx(weft_ctx *ctx, int64_t duration_ns)
 		weft_sleep(duration_ns);
 		return 0;
 	}
-	int64_t now = weft_now();
-	int64_t d = duration_ns > INT64_MAX - 1 - now ? INT64_MAX - 1 : now + duration_ns;
-	err = wait_source(cs, d, "sleep");
+	err = wait_source(cs, weft__timer_when(weft_now(), duration_ns), "sleep");
 	return err == ETIMEDOUT && !weft_ctx_err(ctx) ? 0 : weft_ctx_err(ctx);
 }
 

@@ -1491,8 +1491,7 @@ void weft_sleep(int64_t duration_ns)
 		return;
 	}
 	int64_t now = weft_now();
-	/* A duration too long to add up sleeps until the end of time. */
-	sleep_until_at(duration_ns > INT64_MAX - now ? INT64_MAX : now + duration_ns, now);
+	sleep_until_at(weft__timer_when(now, duration_ns), now);
 }
 
 /* ---------------------------------------------------------------- blocking calls */

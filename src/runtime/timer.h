@@ -50,6 +50,23 @@ struct weft__timers {
 	                              * INT64_MAX, for lock-free peeks */
 };
 
+/* The farthest deadline a timer or a wait can have: about 292 years after
+ * the clock's zero, "never" in practice. Not INT64_MAX, which waits read as
+ * "no deadline" and the deadlock detector (weft__timers_peek) as "no timer":
+ * a deadline that far is still a deadline, as in Go, whose far timers keep
+ * checkdead quiet too. */
+#define WEFT__TIMER_FAR (INT64_MAX - 1)
+
+/* The deadline d ns after t (a weft_now() reading or a deadline; t >= 0 or
+ * d >= 0), saturating at WEFT__TIMER_FAR as Go's when() does: a plain sum
+ * past INT64_MAX wraps to a time long past, and a timer, ticker or sleep
+ * for a huge duration fires at once, or at every tick. With t < 0 and
+ * d >= 0 the sum cannot pass WEFT__TIMER_FAR. */
+static inline int64_t weft__timer_when(int64_t t, int64_t d)
+{
+	return t >= 0 && d > WEFT__TIMER_FAR - t ? WEFT__TIMER_FAR : t + d;
+}
+
 /* Add t (not in any heap) to h with deadline when. Returns 0 or ENOMEM. */
 int weft__timer_add(struct weft__timers *h, struct weft__timer *t, int64_t when);
 /* Remove t (deletable) if it is still pending; returns 1 if removed, 0 if

@@ -722,6 +722,25 @@ TEST(ticklimiter_ctx_and_arguments)
 	weft_ticklimiter_free(tl);
 }
 
+/*
+ * A period so long that now + period passes INT64_MAX never ticks: after the
+ * banked token, nothing. Guards: the ticker's sum wrapping to a time long
+ * past, which ticked at every firing and gave a token whenever asked.
+ */
+TEST(ticklimiter_huge_period)
+{
+	static const int64_t periods[] = {INT64_MAX, INT64_MAX - 1000};
+	for (size_t i = 0; i < sizeof periods / sizeof periods[0]; i++) {
+		weft_ticklimiter *tl;
+		ASSERT_EQ(weft_ticklimiter_new(&tl, periods[i], 1), 0);
+		ASSERT_EQ(weft_ticklimiter_start(tl), 0);
+		ASSERT_EQ(weft_ticklimiter_trytake(tl), 0); /* the banked one */
+		weft_sleep(20 * TEST_MS);
+		ASSERT_EQ(weft_ticklimiter_trytake(tl), EAGAIN);
+		weft_ticklimiter_free(tl);
+	}
+}
+
 /* ---------------------------------------------------------------- misuse */
 
 static int misuse_main(void *arg)

@@ -214,6 +214,65 @@ TEST_THREAD(sleep_zero_foreign)
 	ASSERT_DURATION(test_now_ns() - t0, 0, 20);
 }
 
+/* Sleeps so long that weft_now() + d passes INT64_MAX: how many returned. */
+static atomic_int huge_woke;
+
+static void huge_sleep(int64_t d)
+{
+	weft_sleep(d);
+	atomic_fetch_add(&huge_woke, 1);
+}
+
+static void huge_sleeper(void *arg)
+{
+	huge_sleep(*(const int64_t *)arg);
+}
+
+static void *huge_sleeper_thread(void *arg)
+{
+	huge_sleep(*(const int64_t *)arg);
+	return NULL;
+}
+
+static const int64_t huge_durations[] = {INT64_MAX, INT64_MAX - 1000};
+
+static int sleep_huge_main(void *arg)
+{
+	(void)arg;
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++) {
+		GO(huge_sleeper, (void *)&huge_durations[i]);
+		if (pthread_create(&th[i], NULL, huge_sleeper_thread, (void *)&huge_durations[i]))
+			return 2;
+		pthread_detach(th[i]);
+	}
+	weft_sleep(30 * TEST_MS);
+	printf("woke=%d\n", atomic_load(&huge_woke));
+	fflush(stdout);
+	return 0; /* the sleepers sleep on: the process ends with them */
+}
+
+CHILD(sleep_huge)
+{
+	return weft_main(sleep_huge_main, NULL);
+}
+
+/*
+ * A sleep of INT64_MAX (or just under) does not return, on a goroutine or a
+ * foreign thread: now + d saturates ("never", as Go's when()) instead of
+ * wrapping to a time long past. In a child process, which ends with the
+ * sleepers still asleep. Guards: the plain sum, which made these sleeps
+ * return at once.
+ */
+TEST(sleep_huge_never_returns)
+{
+	test_child c;
+	test_child_run("sleep_huge", NULL, 5000, &c);
+	ASSERT_CHILD_EXIT(&c, 0);
+	ASSERT_CONTAINS(c.out, "woke=0\n");
+	test_child_free(&c);
+}
+
 struct sleeper_arg {
 	int64_t dur_ns;
 	int64_t late_ns;

@@ -4,9 +4,9 @@
  * fired, never early; releasing it before it fires stops it, leaves nothing
  * behind and is not a goroutine), weft_timer (stop, reset, and Go 1.23's rule
  * that no stale value is received after either), weft_ticker (ticks on a
- * fixed schedule, drops ticks for a slow receiver, stop, reset), and timer
- * channels in select for a fan-in with an idle timeout. From goroutines and
- * foreign threads.
+ * fixed schedule, drops ticks for a slow receiver, stop, reset), durations
+ * past INT64_MAX that never fire, and timer channels in select for a fan-in
+ * with an idle timeout. From goroutines and foreign threads.
  *
  * Lateness tolerance: 10 ms (x test_slowdown()), best of 3 (TEST_BEST_OF),
  * as in time_test.c; being early is never forgiven. Serial in ctest: tick
@@ -995,6 +995,57 @@ TEST(ticker_stop_and_reset)
 	ASSERT_EQ(weft_ticker_new(&k, 0), EINVAL);
 	ASSERT_EQ(weft_ticker_new(&k, -1), EINVAL);
 	ASSERT_EQ(weft_ticker_new(NULL, TEST_MS), EINVAL);
+}
+
+/*
+ * Durations so long that weft_now() + d passes INT64_MAX mean "never", as
+ * in Go (its when() saturates): a ticker of period INT64_MAX (made, or
+ * reset from a 1 ms period), a timer made or reset for INT64_MAX, an after
+ * and an after_func of INT64_MAX stay silent, and the timers are still
+ * pending when stopped. INT64_MAX / 2 did not wrap before either: the
+ * control. Guards: a plain sum that wraps to a time long past, so the timer
+ * fires at once and the ticker at every firing (a ticklimiter of that period
+ * handed out a token each time it was asked).
+ */
+TEST(huge_durations_never_fire)
+{
+	static const int64_t huge[] = {INT64_MAX, INT64_MAX - 1000, INT64_MAX / 2};
+	enum { N = sizeof huge / sizeof huge[0] };
+	weft_ticker *k[N], *kr[N];
+	weft_timer *t[N], *tr[N], *f[N];
+	weft_chan *a[N];
+	struct af fa;
+	af_init(&fa);
+	for (int i = 0; i < N; i++) {
+		k[i] = new_ticker(huge[i]);
+		kr[i] = new_ticker(TEST_MS);
+		ASSERT_EQ(weft_ticker_reset(kr[i], huge[i]), 0);
+		ASSERT_EQ(weft_timer_new(&t[i], huge[i]), 0);
+		ASSERT_EQ(weft_timer_new(&tr[i], TEST_MS), 0);
+		ASSERT(weft_timer_reset(tr[i], huge[i]));
+		ASSERT_EQ(weft_after(&a[i], huge[i]), 0);
+		f[i] = new_func_timer(huge[i], &fa);
+	}
+	/* One window for all: a wrapped deadline fires on the next timer run. */
+	weft_sleep(30 * TEST_MS);
+	for (int i = 0; i < N; i++) {
+		ASSERT_EQ(weft_chan_len(weft_ticker_chan(k[i])), 0);
+		ASSERT_EQ(weft_chan_len(weft_ticker_chan(kr[i])), 0);
+		ASSERT_EQ(weft_chan_len(weft_timer_chan(t[i])), 0);
+		ASSERT_EQ(weft_chan_len(weft_timer_chan(tr[i])), 0);
+		ASSERT_EQ(weft_chan_len(a[i]), 0);
+		ASSERT(weft_timer_stop(t[i])); /* still pending: kept from firing */
+		ASSERT(weft_timer_stop(tr[i]));
+		ASSERT(weft_timer_stop(f[i]));
+		weft_ticker_free(k[i]);
+		weft_ticker_free(kr[i]);
+		weft_timer_free(t[i]);
+		weft_timer_free(tr[i]);
+		weft_timer_free(f[i]);
+		weft_chan_release(a[i]);
+	}
+	ASSERT_EQ(atomic_load(&fa.calls), 0);
+	weft_chan_release(fa.done);
 }
 
 /*
