@@ -114,8 +114,9 @@ typedef struct weft_reservation {
 	int64_t time_to_act; /* when the events may happen (weft_now() clock) */
 	/* private */
 	weft_limiter *lim_;
-	int64_t tokens_; /* tokens taken */
-	double limit_;   /* the limit when they were taken */
+	int64_t tokens_;     /* tokens taken */
+	double limit_;       /* the limit when they were taken */
+	int64_t prev_event_; /* the limiter's last event before this one */
 } weft_reservation;
 
 /*
@@ -151,6 +152,9 @@ WEFT_API int64_t weft_reservation_delay_from(const weft_reservation *r, int64_t 
  * for a reservation that is not ok, whose time_to_act has passed by now_ns,
  * that took no tokens, or on a limiter with no limit. r remembers that it
  * was cancelled: a second cancel does nothing (Go's would give back again).
+ * Cancelling the outstanding reservations newest first gives all their
+ * tokens back; what an older one's cancel kept for later reservations
+ * stays taken, even when those are cancelled after it.
  * Blocks: no (takes the limiter's lock). Thread-safety: any thread.
  */
 WEFT_API void weft_reservation_cancel(weft_reservation *r);

@@ -249,6 +249,45 @@ TEST(reserve_cancel)
 }
 
 /*
+ * Cancelling every outstanding reservation newest first puts the bucket
+ * back where it was: all the tokens, and the queue (a new reservation gets
+ * the first one's time again). The reservations are made
+ * a few ns after the bucket emptied, so the deficits are fractional and
+ * the delays, rounded up to the ns, fall off the grid of whole tokens.
+ * Guards: a cancel that works out the previous event from the tokens
+ * (Go's CancelAt) instead of recording it; with our rounding it missed
+ * the earlier reservation's time by 1 ns, so that one's cancel gave back
+ * nothing, or all but a sliver.
+ */
+TEST(cancel_all_newest_first_restores)
+{
+	static const double limits[] = {10, 3, 7, 1000, 0.3};
+	int checked = 0;
+	for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+		for (int64_t off = 1; off <= 60; off++) {
+			weft_limiter l = make(limits[i], 1);
+			ASSERT(weft_limiter_allow_n(&l, T0, 1));
+			int64_t t = T0 + off;
+			double before = weft_limiter_tokens_at(&l, t);
+			weft_reservation r[5], again;
+			for (int k = 0; k < 5; k++)
+				ASSERT_EQ(weft_limiter_reserve_n(&l, t, 1, &r[k]), 0);
+			for (int k = 4; k >= 0; k--)
+				weft_reservation_cancel_at(&r[k], t);
+			ASSERT_NEAR(weft_limiter_tokens_at(&l, t), before);
+			/* The same time, but for the ns that rounding up may add:
+			 * the tokens went down and back up 5 times in floating
+			 * point. */
+			ASSERT_EQ(weft_limiter_reserve_n(&l, t, 1, &again), 0);
+			ASSERT_GE(again.time_to_act, r[0].time_to_act);
+			ASSERT_LE(again.time_to_act, r[0].time_to_act + 1);
+			checked++;
+		}
+	}
+	ASSERT_EQ(checked, 300);
+}
+
+/*
  * WEFT_INF allows everything, burst ignored, and never waits. A limit of 0
  * lets the bucket's tokens be taken and never refills it; more is refused
  * (EAGAIN), not reserved forever. The all-zero limiter rejects everything,
