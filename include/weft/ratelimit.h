@@ -22,6 +22,8 @@
  *    interval twice;
  *  - with a limit of 0 the tokens in the bucket can still be taken (as Go),
  *    but a request needing more is refused rather than reserved forever;
+ *  - zero events are always granted at once, and take nothing (Go's
+ *    AllowN(t, 0) is false while reservations run ahead of the refill);
  *  - a reservation remembers that it was cancelled: cancelling it again
  *    gives nothing back a second time;
  *  - a negative n, burst or limit, or a NaN limit, is a fatal error (Go
@@ -98,8 +100,9 @@ WEFT_API double weft_limit_every(int64_t interval_ns);
  * weft_limiter_allow_n - whether n events may happen at now_ns: if the
  * bucket holds n tokens then, take them and return true; otherwise take
  * nothing and return false (also when n exceeds the burst). For events you
- * will drop or skip when over the rate. n = 0 is always allowed; n < 0 is a
- * fatal error. Blocks: no. Thread-safety: any thread.
+ * will drop or skip when over the rate. n = 0 is always allowed (even while
+ * reservations run ahead of the refill) and takes nothing; n < 0 is a fatal
+ * error. Blocks: no. Thread-safety: any thread.
  */
 WEFT_API bool weft_limiter_allow(weft_limiter *l);
 WEFT_API bool weft_limiter_allow_n(weft_limiter *l, int64_t now_ns, int64_t n);
@@ -128,8 +131,9 @@ typedef struct weft_reservation {
  * them back. r is filled whatever the result (r->ok false on an error).
  * Returns 0, or EINVAL (n exceeds the burst, the limit being finite), or
  * EAGAIN (the limit is 0 and the bucket holds fewer than n tokens: they
- * would never come); nothing is taken on an error. n < 0 is a fatal error.
- * Blocks: no. Thread-safety: any thread.
+ * would never come); nothing is taken on an error. n = 0 is granted at once
+ * (time_to_act now_ns), whatever the bucket holds, and takes nothing.
+ * n < 0 is a fatal error. Blocks: no. Thread-safety: any thread.
  */
 WEFT_API int weft_limiter_reserve(weft_limiter *l, weft_reservation *r);
 WEFT_API int weft_limiter_reserve_n(weft_limiter *l, int64_t now_ns, int64_t n,
@@ -173,6 +177,7 @@ WEFT_API void weft_reservation_cancel_at(weft_reservation *r, int64_t now_ns);
  *   EAGAIN     the tokens would come after ctx's deadline (or never, with a
  *              limit of 0): returned at once, nothing taken, as Go's "would
  *              exceed context deadline".
+ * n = 0 returns at once: 0, or ctx's error if ctx is already done.
  * n < 0 is a fatal error. Blocks: yes, for at most the reservation's delay
  * (never while holding the limiter's lock). Thread-safety: any thread.
  */

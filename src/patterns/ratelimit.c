@@ -130,6 +130,17 @@ double weft_limit_every(int64_t interval_ns)
 static int reserve(weft_limiter *l, int64_t now, int64_t n, int64_t max_wait, weft_reservation *r)
 {
 	check_n(n);
+	if (n == 0) {
+		/* No events need no tokens: granted at once, whatever the bucket
+		 * holds, as the header promises. Go's reserveN would make them
+		 * wait out a debt (AllowN(t, 0) false while reservations run
+		 * ahead), which no caller of n = 0 can mean. Nothing is read or
+		 * changed, so no lock; the reservation takes nothing, and its
+		 * cancel does nothing. */
+		int64_t t = now < 0 ? weft_now() : now;
+		*r = (weft_reservation){.ok = true, .time_to_act = t, .lim_ = l};
+		return 0;
+	}
 	*r = (weft_reservation){.ok = false, .time_to_act = 0, .lim_ = l};
 	weft_mutex_lock(&l->mu_);
 	if (now < 0)

@@ -288,6 +288,59 @@ TEST(cancel_all_newest_first_restores)
 }
 
 /*
+ * Zero events are granted at once whatever the bucket holds, and take
+ * nothing: allow_n(0) is true, reserve_n(0) is ok with no delay, wait_n(0)
+ * returns 0 at once (or the error of a context already done), while
+ * reservations run far ahead of the refill, and at a burst of 0. Guards:
+ * n = 0 treated as any other n, so that a bucket in debt refused it (allow
+ * false, reserve delayed, wait EAGAIN under a deadline, or asleep until
+ * the debt is repaid).
+ */
+TEST(zero_events_always_granted)
+{
+	weft_limiter l = make(1, 1);
+	weft_reservation r;
+	ASSERT_EQ(weft_limiter_reserve_n(&l, T0, 1, &r), 0);
+	ASSERT_EQ(weft_limiter_reserve_n(&l, T0, 1, &r), 0); /* a token in debt */
+	ASSERT_EQ(weft_limiter_allow_n(&l, T0, 1), false);
+	ASSERT_EQ(weft_limiter_allow_n(&l, T0, 0), true);
+	ASSERT_EQ(weft_limiter_reserve_n(&l, T0, 0, &r), 0);
+	ASSERT(r.ok);
+	ASSERT_EQ(r.time_to_act, T0);
+	ASSERT_EQ(weft_reservation_delay_from(&r, T0), 0);
+	weft_reservation_cancel_at(&r, T0); /* took nothing: gives nothing */
+	ASSERT_NEAR(weft_limiter_tokens_at(&l, T0), -1);
+
+	/* On the real clock: a debt of 100 s and more. */
+	weft_limiter w = make(0.01, 1);
+	ASSERT_EQ(weft_limiter_reserve(&w, &r), 0);
+	ASSERT_EQ(weft_limiter_reserve(&w, &r), 0);
+	ASSERT_EQ(weft_limiter_allow(&w), false);
+	ASSERT_EQ(weft_limiter_reserve(&w, &r), 0);
+	ASSERT_GT(weft_reservation_delay(&r), 100 * SEC);
+	weft_reservation_cancel(&r);
+	weft_ctx *c;
+	ASSERT_EQ(weft_ctx_with_timeout(weft_ctx_background(), 10 * SEC, &c), 0);
+	ASSERT_EQ(weft_limiter_wait_n(&w, c, 0), 0); /* not EAGAIN: nothing to wait for */
+	ASSERT_EQ(weft_limiter_wait_n(&w, NULL, 0), 0);
+	ASSERT_EQ(weft_limiter_reserve_n(&w, weft_now(), 0, &r), 0);
+	ASSERT_EQ(weft_reservation_delay(&r), 0);
+	weft_ctx_cancel(c);
+	ASSERT_EQ(weft_limiter_wait_n(&w, c, 0), ECANCELED);
+	weft_ctx_release(c);
+	ASSERT(weft_limiter_tokens(&w) < -0.5); /* none of it took or gave back */
+
+	/* A burst of 0, and the all-zero limiter: nothing but zero events. */
+	weft_limiter b0 = make(10, 0);
+	ASSERT_EQ(weft_limiter_allow_n(&b0, T0, 1), false);
+	ASSERT_EQ(weft_limiter_allow_n(&b0, T0, 0), true);
+	weft_limiter zero;
+	memset(&zero, 0, sizeof zero);
+	ASSERT_EQ(weft_limiter_allow_n(&zero, T0, 0), true);
+	ASSERT_EQ(weft_limiter_wait_n(&zero, NULL, 0), 0);
+}
+
+/*
  * WEFT_INF allows everything, burst ignored, and never waits. A limit of 0
  * lets the bucket's tokens be taken and never refills it; more is refused
  * (EAGAIN), not reserved forever. The all-zero limiter rejects everything,
