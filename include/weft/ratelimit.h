@@ -14,14 +14,18 @@
  *
  * Where it departs from Go:
  *  - errors are error numbers: EINVAL for "n exceeds the limiter's burst",
- *    EAGAIN for "would exceed the context's deadline" (and for a request a
- *    limit of 0 can never grant), the context's own ECANCELED or ETIMEDOUT;
- *    reserve returns them too, besides filling a reservation that is not ok;
+ *    EAGAIN for "would exceed the context's deadline" (and for a request
+ *    the limit can never grant, below), the context's own ECANCELED or
+ *    ETIMEDOUT; reserve returns them too, besides filling a reservation that
+ *    is not ok;
  *  - a time earlier than one the limiter has already seen counts as that
  *    later time, so callers whose clock reads race never credit the same
  *    interval twice;
  *  - with a limit of 0 the tokens in the bucket can still be taken (as Go),
  *    but a request needing more is refused rather than reserved forever;
+ *    so is one whose tokens a tiny limit would take more than about 292
+ *    years to accrue, past what int64 nanoseconds express (Go's duration
+ *    overflows there);
  *  - zero events are always granted at once, and take nothing (Go's
  *    AllowN(t, 0) is false while reservations run ahead of the refill);
  *  - a reservation remembers that it was cancelled: cancelling it again
@@ -130,8 +134,10 @@ typedef struct weft_reservation {
  * (weft_reservation_delay()) and act, or weft_reservation_cancel() to give
  * them back. r is filled whatever the result (r->ok false on an error).
  * Returns 0, or EINVAL (n exceeds the burst, the limit being finite), or
- * EAGAIN (the limit is 0 and the bucket holds fewer than n tokens: they
- * would never come); nothing is taken on an error. n = 0 is granted at once
+ * EAGAIN (the bucket holds fewer than n tokens and the limit is 0, or so
+ * small that the rest would take more than about 292 years, the most int64
+ * nanoseconds express: they would never come); nothing is taken on an
+ * error. n = 0 is granted at once
  * (time_to_act now_ns), whatever the bucket holds, and takes nothing.
  * n < 0 is a fatal error. Blocks: no. Thread-safety: any thread.
  */
@@ -174,9 +180,10 @@ WEFT_API void weft_reservation_cancel_at(weft_reservation *r, int64_t now_ns);
  *   ECANCELED, ETIMEDOUT   ctx was done first (before the call, or while it
  *              waited: then its reservation is cancelled, so the tokens go
  *              to others);
- *   EAGAIN     the tokens would come after ctx's deadline (or never, with a
- *              limit of 0): returned at once, nothing taken, as Go's "would
- *              exceed context deadline".
+ *   EAGAIN     the tokens would come after ctx's deadline (or never: a
+ *              limit of 0, or one so small that they would take more than
+ *              about 292 years): returned at once, nothing taken, as Go's
+ *              "would exceed context deadline".
  * n = 0 returns at once: 0, or ctx's error if ctx is already done.
  * n < 0 is a fatal error. Blocks: yes, for at most the reservation's delay
  * (never while holding the limiter's lock). Thread-safety: any thread.

@@ -160,6 +160,9 @@ static int reserve(weft_limiter *l, int64_t now, int64_t n, int64_t max_wait, we
 	now = clamp_now(l, now);
 	double tokens = advance(l, now) - (double)n;
 	int64_t wait = tokens < 0 ? duration_from_tokens(l->limit_, -tokens) : 0;
+	/* WEFT_INF_DURATION: a limit of 0, or one so small that the wait does
+	 * not fit in int64 ns (about 292 years): never, refused (the header),
+	 * not reserved for a time_to_act that means nothing. */
 	if (wait > max_wait || wait == WEFT_INF_DURATION) {
 		weft_mutex_unlock(&l->mu_);
 		return EAGAIN;

@@ -377,6 +377,34 @@ TEST(inf_and_zero_limits)
 }
 
 /*
+ * A limit so small that the next token is more than about 292 years away
+ * (past what int64 ns express) refuses as a limit of 0 does: EAGAIN and
+ * nothing taken, from reserve and from wait; one token per 100 years
+ * still reserves, on time. Guards: a wait that does not fit reserved
+ * anyway (a time_to_act that means nothing, or a debt for ever), a limit
+ * that merely small refused.
+ */
+TEST(tiny_limit_refused_past_292_years)
+{
+	weft_reservation r;
+	weft_limiter t = make(1e-12, 1); /* a token per 31,700 years */
+	ASSERT_EQ(drain_at(&t, T0), 1);
+	ASSERT_EQ(weft_limiter_reserve_n(&t, T0, 1, &r), EAGAIN);
+	ASSERT(!r.ok);
+	ASSERT_EQ(weft_reservation_delay_from(&r, T0), WEFT_INF_DURATION);
+	ASSERT_NEAR(weft_limiter_tokens_at(&t, T0), 0);
+	ASSERT_EQ(weft_limiter_wait(&t, NULL), EAGAIN);
+	ASSERT(weft_limiter_tokens(&t) > -0.5);
+
+	const double century = 100 * 365.25 * 86400;
+	weft_limiter c = make(1 / century, 1);
+	ASSERT_EQ(drain_at(&c, T0), 1);
+	ASSERT_EQ(weft_limiter_reserve_n(&c, T0, 1, &r), 0);
+	ASSERT(r.ok);
+	ASSERT_NEAR((double)(r.time_to_act - T0), century * 1e9);
+}
+
+/*
  * set_limit and set_burst keep the tokens accrued under the old settings
  * and apply the new ones from then on; a lowered burst drops the excess;
  * leaving WEFT_INF starts from a full bucket.
