@@ -68,9 +68,12 @@ static int64_t now_of(const weft_breaker *b)
 	return b->s.clock ? b->s.clock(b->s.arg) : weft_now();
 }
 
+/* t + d for d >= 0, NEVER past it. A custom clock may read negative (the
+ * header asks only that it not go backwards), and NEVER - t overflows for
+ * t < 0, so only t > 0 is tested against it; with t <= 0 the sum fits. */
 static int64_t add_sat(int64_t t, int64_t d)
 {
-	return d > NEVER - t ? NEVER : t + d;
+	return t > 0 && d > NEVER - t ? NEVER : t + d;
 }
 
 /* ---------------------------------------------------------------- the state machine */

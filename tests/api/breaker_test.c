@@ -448,6 +448,36 @@ TEST(interval_clears_counts)
 }
 
 /*
+ * A custom clock may read negative (it must only not go backwards): the
+ * interval still clears the counts, also across zero, and the timeout
+ * still turns an open breaker half-open, on time. Guards: expiry = now +
+ * period saturated by a test that overflows for a negative now (NEVER -
+ * now), so the counts were never cleared and the breaker never left open.
+ */
+TEST(negative_clock_times)
+{
+	weft_breaker_settings s = fake_settings();
+	atomic_store(&fake_now, -1000 * SEC);
+	s.interval_ns = SEC;
+	s.trip_consecutive_failures = 3;
+	weft_breaker *b = make(&s);
+	run_script(b, "FF", "cc");
+	advance(SEC);
+	ASSERT_COUNTS(b, 0, 0, 0, 0, 0);
+	run_script(b, "FFF", "cco");
+	advance(10 * SEC - 1);
+	run_script(b, "r", "o");
+	advance(1);
+	run_script(b, "S", "c"); /* the one probe */
+	atomic_store(&fake_now, -SEC / 2);
+	run_script(b, "FF", "cc"); /* a new generation, due at +SEC / 2 */
+	advance(SEC);
+	ASSERT_COUNTS(b, 0, 0, 0, 0, 0);
+	ASSERT_LOG("c>o o>h h>c");
+	weft_breaker_free(b);
+}
+
+/*
  * A result reported after the breaker moved on (tripped, went half-open,
  * closed) is ignored, as gobreaker does: a slow call from the closed state
  * cannot close a half-open breaker nor reopen a closed one, and a slow
