@@ -107,39 +107,6 @@ TEST(sleep_duration)
 	ASSERT_GE(test_now_ns() - t0, 300000);
 }
 
-static atomic_int woke_early;
-
-static void sleep_forever(void *arg)
-{
-	weft_sleep(*(int64_t *)arg);
-	atomic_fetch_add(&woke_early, 1);
-}
-
-/* The sleepers never end: a child process, which exits with them asleep. */
-CHILD(sleep_huge)
-{
-	static int64_t d[] = { INT64_MAX, INT64_MAX - 1000, INT64_MAX / 2 + 1 };
-	for (int i = 0; i < 3; i++)
-		GO(sleep_forever, &d[i]);
-	weft_sleep(30 * TEST_MS);
-	printf("woke early: %d\n", atomic_load(&woke_early));
-	return 0;
-}
-
-/*
- * A duration too long to add to the clock sleeps (all but) for ever, as in
- * Go. Guards: now + duration wrapping negative, a deadline in the past that
- * returned at once.
- */
-TEST(sleep_huge_duration)
-{
-	test_child c;
-	test_child_run("sleep_huge", NULL, 5000, &c);
-	ASSERT_CHILD_EXIT(&c, 0);
-	ASSERT_CONTAINS(c.out, "woke early: 0");
-	test_child_free(&c);
-}
-
 /* The same from a foreign thread (the OS thread sleeps). */
 TEST_THREAD(sleep_duration_foreign)
 {
