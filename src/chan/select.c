@@ -212,23 +212,30 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 		*chosen = i;
 		return r;
 	}
-	for (int k = 0; k < np; k++)
-		s->lockidx[k] = s->poll[k];
-	if (np == 2) {
-		/* The common select of two: one comparison, inline. */
-		if (case_cmp_chan(cases, s->lockidx[0], s->lockidx[1]) > 0) {
-			int t = s->lockidx[0];
-			s->lockidx[0] = s->lockidx[1];
-			s->lockidx[1] = t;
-		}
-	} else {
-		sort_by_chan(cases, s->lockidx, np);
-	}
 	int nl = 0;
-	for (int k = 0; k < np; k++) {
-		weft_chan *c = cases[s->lockidx[k]].chan;
-		if (nl == 0 || s->locked[nl - 1] != c)
-			s->locked[nl++] = c;
+	if (np == 2) {
+		/* The common select of two: one comparison, all inline (the
+		 * general copy loop compiles to a call of memcpy). */
+		int a = s->poll[0], b = s->poll[1];
+		if (case_cmp_chan(cases, a, b) > 0) {
+			int t = a;
+			a = b;
+			b = t;
+		}
+		s->lockidx[0] = a;
+		s->lockidx[1] = b;
+		s->locked[nl++] = cases[a].chan;
+		if (cases[b].chan != cases[a].chan)
+			s->locked[nl++] = cases[b].chan;
+	} else {
+		for (int k = 0; k < np; k++)
+			s->lockidx[k] = s->poll[k];
+		sort_by_chan(cases, s->lockidx, np);
+		for (int k = 0; k < np; k++) {
+			weft_chan *c = cases[s->lockidx[k]].chan;
+			if (nl == 0 || s->locked[nl - 1] != c)
+				s->locked[nl++] = c;
+		}
 	}
 
 	/* 2b. Poll again with every channel locked. */
