@@ -90,6 +90,15 @@ void weft__park_unlock1(void *arg, struct weft__g *g)
 	weft__spin_unlock(&((weft_chan *)arg)->lock);
 }
 
+void weft__park_unlock2(void *arg, struct weft__g *g)
+{
+	(void)g;
+	weft_chan *const *locked = arg;
+	weft_chan *a = locked[0], *b = locked[1]; /* read both before either unlock */
+	weft__spin_unlock(&b->lock);
+	weft__spin_unlock(&a->lock);
+}
+
 void weft__wait_block_slow(struct weft__m *m, struct weft__wait *w, weft_chan *const *locked, int n,
                            const char *reason)
 {

@@ -292,6 +292,9 @@ static inline void weft__wait_init(struct weft__wait *w, struct weft__g *g, int 
 void weft__wait_block_slow(struct weft__m *m, struct weft__wait *w, weft_chan *const *locked, int n,
                            const char *reason);
 void weft__park_unlock1(void *arg, struct weft__g *g);
+/* The same for two locked channels: arg is the array of them, in locking
+ * order, on the parked goroutine's stack. */
+void weft__park_unlock2(void *arg, struct weft__g *g);
 static inline void weft__wait_block(struct weft__m *m, struct weft__wait *w,
                                     weft_chan *const *locked, int n, const char *reason)
 {
@@ -301,6 +304,13 @@ static inline void weft__wait_block(struct weft__m *m, struct weft__wait *w,
 		 * after the switch, in someone else's. */
 		weft__race_release(locked[0]);
 		weft__park_m(m, reason, weft__park_unlock1, locked[0]);
+		return;
+	}
+	if (w->g && n == 2 && w->deadline == INT64_MAX) {
+		/* A select of two channels: the same, with both. */
+		weft__race_release(locked[0]);
+		weft__race_release(locked[1]);
+		weft__park_m(m, reason, weft__park_unlock2, (void *)locked);
 		return;
 	}
 	weft__wait_block_slow(m, w, locked, n, reason);
