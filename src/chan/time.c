@@ -247,31 +247,30 @@ int weft_after(weft_chan **out, int64_t duration_ns)
 
 /* ---------------------------------------------------------------- Timer */
 
-int weft_timer_new(weft_timer **out, int64_t duration_ns)
+/* A weft_timer in *out, first firing at `first` (STOP_ONLY: stopped), a
+ * func timer when fn is given. Returns 0 or ENOMEM (*out untouched). */
+static int timer_new(weft_timer **out, int64_t first, weft_fn fn, void *arg)
 {
 	struct weft__chantimer *t;
-	int err = out ? chantimer_new(&t, 0, after_ns(duration_ns), NULL, NULL) : EINVAL;
+	int err = chantimer_new(&t, 0, first, fn, arg);
 	if (!err)
 		*out = (weft_timer *)t;
 	return err;
+}
+
+int weft_timer_new(weft_timer **out, int64_t duration_ns)
+{
+	return out ? timer_new(out, after_ns(duration_ns), NULL, NULL) : EINVAL;
 }
 
 int weft_after_func(weft_timer **out, int64_t duration_ns, weft_fn fn, void *arg)
 {
-	struct weft__chantimer *t;
-	int err = out && fn ? chantimer_new(&t, 0, after_ns(duration_ns), fn, arg) : EINVAL;
-	if (!err)
-		*out = (weft_timer *)t;
-	return err;
+	return out && fn ? timer_new(out, after_ns(duration_ns), fn, arg) : EINVAL;
 }
 
 int weft__after_func_stopped(weft_timer **out, weft_fn fn, void *arg)
 {
-	struct weft__chantimer *t;
-	int err = chantimer_new(&t, 0, STOP_ONLY, fn, arg);
-	if (!err)
-		*out = (weft_timer *)t;
-	return err;
+	return timer_new(out, STOP_ONLY, fn, arg);
 }
 
 void weft__after_func_start(weft_timer *timer)

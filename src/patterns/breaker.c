@@ -33,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "time_sum.h" /* NEVER is its INT64_MAX */
+
 #define DEFAULT_TIMEOUT_NS (60 * WEFT_SECOND)
 #define DEFAULT_TRIP_CONSECUTIVE 6 /* gobreaker: ConsecutiveFailures > 5 */
 #define NEVER INT64_MAX
@@ -68,13 +70,6 @@ static int64_t now_of(const weft_breaker *b)
 	return b->s.clock ? b->s.clock(b->s.arg) : weft_now();
 }
 
-/* t + d for d >= 0, NEVER past it. A custom clock may read negative (the
- * header asks only that it not go backwards), and NEVER - t overflows for
- * t < 0, so only t > 0 is tested against it; with t <= 0 the sum fits. */
-static int64_t add_sat(int64_t t, int64_t d)
-{
-	return t > 0 && d > NEVER - t ? NEVER : t + d;
-}
 
 /* ---------------------------------------------------------------- the state machine */
 
@@ -105,9 +100,9 @@ static void new_generation(weft_breaker *b, int64_t now)
 	b->counts = (weft_breaker_counts){0};
 	switch (b->state) {
 	case WEFT_BREAKER_CLOSED:
-		b->expiry = b->s.interval_ns ? add_sat(now, b->s.interval_ns) : NEVER;
+		b->expiry = b->s.interval_ns ? weft__time_sum(now, b->s.interval_ns) : NEVER;
 		break;
-	case WEFT_BREAKER_OPEN: b->expiry = add_sat(now, b->s.timeout_ns); break;
+	case WEFT_BREAKER_OPEN: b->expiry = weft__time_sum(now, b->s.timeout_ns); break;
 	case WEFT_BREAKER_HALF_OPEN: b->expiry = NEVER; break;
 	}
 }

@@ -28,6 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "time_sum.h"
+
 /* API misuse: weft's fatal error. fmt must be a literal. */
 #define misuse(fmt, ...) weft_fatalf("ratelimit: " fmt, ##__VA_ARGS__)
 
@@ -80,11 +82,6 @@ static double tokens_from_duration(double limit, int64_t d)
 	double sec = (double)(d / WEFT_SECOND) * limit;
 	double nsec = (double)(d % WEFT_SECOND) * limit;
 	return sec + nsec / 1e9;
-}
-
-static int64_t add_sat(int64_t t, int64_t d)
-{
-	return d > INT64_MAX - t ? INT64_MAX : t + d;
 }
 
 /* ---------------------------------------------------------------- weft_limiter */
@@ -168,7 +165,7 @@ static int reserve(weft_limiter *l, int64_t now, int64_t n, int64_t max_wait, we
 		return EAGAIN;
 	}
 	r->ok = true;
-	r->time_to_act = add_sat(now, wait);
+	r->time_to_act = weft__time_sum(now, wait);
 	r->tokens_ = n;
 	r->limit_ = l->limit_;
 	r->prev_event_ = l->last_event_;

@@ -113,6 +113,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "time_sum.h"
+
 /* ---------------------------------------------------------------- helpers */
 
 #define CACHE_LINE 64
@@ -1340,9 +1342,8 @@ static void run_slow(struct worker *w, struct job *j)
 	int64_t now = weft_now();
 	int64_t deadline = j->deadline_ns;
 	int64_t timeout = j->timeout_ns ? j->timeout_ns : p->job_timeout_ns;
-	int64_t until; /* a timeout too long to add up is none */
-	if (timeout && !__builtin_add_overflow(now, timeout, &until) &&
-	    (!deadline || until < deadline))
+	int64_t until = weft__time_sum(now, timeout); /* INT64_MAX: too long, none */
+	if (timeout && until != INT64_MAX && (!deadline || until < deadline))
 		deadline = until;
 	if (j->ctx) {
 		int64_t cd;

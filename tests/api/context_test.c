@@ -1895,13 +1895,12 @@ static void after_read_plain(void *arg)
 
 /* Started before the registration; learns of it only through a relaxed
  * atomic, which gives ThreadSanitizer no ordering. */
-static void *after_plain_canceller(void *arg)
+static void after_plain_canceller(void *arg)
 {
 	struct after_plain *p = arg;
 	while (!atomic_load_explicit(&p->registered, memory_order_relaxed))
 		;
 	weft_ctx_cancel(p->c);
-	return NULL;
 }
 
 /*
@@ -1918,13 +1917,13 @@ TEST_THREAD(after_func_registration_happens_before_fn)
 	p.wg = (weft_wg)WEFT_WG_INIT;
 	weft_wg_add(&p.wg, 1);
 	pthread_t th;
-	ASSERT_EQ(pthread_create(&th, NULL, after_plain_canceller, &p), 0);
+	test_start_thread(&th, after_plain_canceller, &p);
 	p.value = 42;
 	weft_ctx_after *a = NULL;
 	ASSERT_EQ(weft_ctx_after_func(p.c, after_read_plain, &p, &a), 0);
 	atomic_store_explicit(&p.registered, 1, memory_order_relaxed);
 	wg_wait_bounded(&p.wg, PROMPT_NS, "after_func on another thread's cancel");
-	ASSERT_EQ(pthread_join(th, NULL), 0);
+	test_join_thread(th);
 	weft_ctx_after_free(a);
 	weft_ctx_release(p.c);
 	EXPECT_ALL_FREED();
@@ -1947,14 +1946,13 @@ struct after_round {
 	atomic_int ready, go;
 };
 
-static void *after_race_canceller(void *arg)
+static void after_race_canceller(void *arg)
 {
 	struct after_round *r = arg;
 	atomic_store(&r->ready, 1);
 	while (!atomic_load(&r->go))
 		;
 	weft_ctx_cancel(r->c);
-	return NULL;
 }
 
 /*
@@ -1983,7 +1981,7 @@ TEST_THREAD(after_func_stop_races_cancel)
 		weft_ctx_after *a = NULL;
 		ASSERT_EQ(weft_ctx_after_func(r.c, after_race_fn, &x, &a), 0);
 		pthread_t th;
-		ASSERT_EQ(pthread_create(&th, NULL, after_race_canceller, &r), 0);
+		test_start_thread(&th, after_race_canceller, &r);
 		unsigned spin = test_rand32(&seed) % range;
 		while (!atomic_load(&r.ready))
 			;
@@ -1996,7 +1994,7 @@ TEST_THREAD(after_func_stop_races_cancel)
 		} else if (range > 8) {
 			range -= range / 8;
 		}
-		ASSERT_EQ(pthread_join(th, NULL), 0);
+		test_join_thread(th);
 		weft_ctx_after_free(a);
 		weft_ctx_release(r.c);
 		atomic_fetch_add(&x.rounds, 1);

@@ -534,12 +534,6 @@ static void af_stopper(void *arg)
 	weft_wg_done(&x->wg);
 }
 
-static void *af_stopper_thread(void *arg)
-{
-	af_stopper(arg);
-	return NULL;
-}
-
 /*
  * Stop (or reset) racing the firing, from 3 foreign threads (which run truly
  * beside the Ms that fire their timers) and a goroutine, each timer due
@@ -565,12 +559,12 @@ TEST(after_func_stop_races_firing)
 	weft_wg_add(&x.wg, GS + THREADS);
 	pthread_t th[THREADS];
 	for (int i = 0; i < THREADS; i++)
-		ASSERT_EQ(pthread_create(&th[i], NULL, af_stopper_thread, &x), 0);
+		test_start_thread(&th[i], af_stopper, &x);
 	for (int i = 0; i < GS; i++)
 		ASSERT_EQ(weft_go(af_stopper, &x), 0);
 	weft_wg_wait(&x.wg);
 	for (int i = 0; i < THREADS; i++)
-		ASSERT_EQ(pthread_join(th[i], NULL), 0);
+		test_join_thread(th[i]);
 	long rounds = atomic_load(&x.rounds), stopped = atomic_load(&x.stopped);
 	/* Every fn not prevented has been started: wait for each to count in. */
 	int64_t deadline = weft_now() + 5 * WEFT_SECOND * test_slowdown();
