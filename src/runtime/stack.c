@@ -81,7 +81,9 @@ static struct {
 	int precarving;         /* carves ahead under way (atomic) */
 	int pidfd;
 	long map_count_max;
-	long mprotect_guards;
+	long mprotect_guards;   /* mprotect guards installed: a VMA split each */
+	char *partial_at;       /* a batch whose mprotect guards failed part way: */
+	int partial_n;          /* its first address, and how many it has */
 	int map_count_warned;
 	size_t unit;            /* guard + usable, for the default size */
 } st = { .pidfd = -1 };
@@ -192,19 +194,26 @@ static int install_guards(char **at, int n)
 			return errno == ENOMEM ? ENOMEM : EAGAIN;
 		st.guard_mode = GUARD_MPROTECT;
 	}
+	/* A retry of the batch that failed part way (the bump region did not
+	 * move) skips the guards it already has, which are counted. */
+	int from = at[0] == st.partial_at ? st.partial_n : 0;
 	/* Each mprotect guard splits a VMA in two: stop well before the limit. */
-	if ((st.mprotect_guards + n) * 2 + 1024 > st.map_count_max) {
+	if ((st.mprotect_guards + n - from) * 2 + 1024 > st.map_count_max) {
 		warn_map_count();
 		return EAGAIN;
 	}
-	for (int i = 0; i < n; i++) {
+	for (int i = from; i < n; i++) {
 		if (mprotect(at[i], pg, PROT_NONE) != 0) {
 			if (errno == ENOMEM)
 				warn_map_count();
+			st.partial_at = at[0];
+			st.partial_n = i;
 			return EAGAIN;
 		}
 		st.mprotect_guards++;
 	}
+	st.partial_at = NULL;
+	st.partial_n = 0;
 	return 0;
 }
 
