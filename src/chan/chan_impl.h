@@ -332,9 +332,6 @@ static inline void weft__wait_wake(struct weft__m *m, struct weft__wait *w)
  * drops its hold (which may free c). m is the caller's M. */
 void weft__chan_close_relay(struct weft__m *m, weft_chan *c);
 
-/* Block forever (a NULL channel, an empty select), or until deadline. */
-void weft__block_forever(const char *reason, int64_t deadline);
-
 /* Stop the timer of weft_after()'s channel and wait out a firing in
  * progress; the caller frees it. */
 void weft__chantimer_destroy(struct weft__chantimer *t);

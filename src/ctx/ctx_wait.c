@@ -15,23 +15,10 @@
 #include <stdlib.h>
 
 #include "alloc.h"
-#include "chan_impl.h" /* weft__block_forever */
 #include "ctx_impl.h"
 #include "park.h"
 #include "sched.h"
 #include "sync_impl.h"
-
-/* Wait on a private queue until deadline or cs fires; returns ETIMEDOUT or
- * cs's error. */
-static int wait_source(struct weft__cancel *cs, int64_t deadline, const char *reason)
-{
-	struct weft__waitq q = {0};
-	struct weft__waiter w;
-	weft__waiter_init_until(&w, deadline, cs);
-	weft__waitq_lock(&q);
-	weft__waitq_push(&q, &w, 0);
-	return weft__waitq_block_until(&q, &w, reason);
-}
 
 int weft_ctx_wait(weft_ctx *ctx)
 {
@@ -41,7 +28,7 @@ int weft_ctx_wait(weft_ctx *ctx)
 		 * (the deadlock detector sees it). */
 		weft__block_forever("context wait (never cancelled)", INT64_MAX);
 	}
-	return wait_source(cs, INT64_MAX, "context wait");
+	return weft__wait_alone(INT64_MAX, cs, "context wait");
 }
 
 int weft_sleep_ctx(weft_ctx *ctx, int64_t duration_ns)
@@ -54,7 +41,7 @@ int weft_sleep_ctx(weft_ctx *ctx, int64_t duration_ns)
 		weft_sleep(duration_ns);
 		return 0;
 	}
-	err = wait_source(cs, weft__timer_when(weft_now(), duration_ns), "sleep");
+	err = weft__wait_alone(weft__timer_when(weft_now(), duration_ns), cs, "sleep");
 	return err == ETIMEDOUT && !weft_ctx_err(ctx) ? 0 : weft_ctx_err(ctx);
 }
 

@@ -290,6 +290,16 @@ int weft__waitq_block_until(struct weft__waitq *q, struct weft__waiter *w, const
 	return w->result;
 }
 
+int weft__wait_alone(int64_t deadline, struct weft__cancel *cs, const char *reason)
+{
+	struct weft__waitq q = {0};
+	struct weft__waiter w;
+	weft__waiter_init_until(&w, deadline, cs);
+	weft__waitq_lock(&q);
+	weft__waitq_push(&q, &w, 0);
+	return weft__waitq_block_until(&q, &w, reason);
+}
+
 /* ---------------------------------------------------------------- cancellation sources */
 
 enum { HOOK_LINKED, HOOK_FIRING, HOOK_FIRED };

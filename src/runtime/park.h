@@ -131,6 +131,12 @@ void weft__waitq_block(struct weft__waitq *q, struct weft__waiter *w, const char
  * its bookkeeping. Returns with the queue unlocked either way.
  */
 int weft__waitq_block_until(struct weft__waitq *q, struct weft__waiter *w, const char *reason);
+/* Wait, queued on nothing, for deadline (INT64_MAX: none) or cancel source
+ * cs (NULL: none), at least one of them given: ETIMEDOUT or cs's error. */
+int weft__wait_alone(int64_t deadline, struct weft__cancel *cs, const char *reason);
+/* Block forever (a NULL channel, an empty select), or until deadline
+ * (chan.c). */
+void weft__block_forever(const char *reason, int64_t deadline);
 /* Wake a dequeued (claimed) waiter. */
 void weft__waiter_wake(struct weft__waiter *w);
 /* Wake a foreign thread sleeping on *word (0 until woken): uncount it as

@@ -9,7 +9,8 @@
  * grants front waiters while they fit, and stops at the first that does not:
  * a large request is never overtaken, so it cannot starve. A waiter that
  * gives up (deadline, context) and is still queued leaves; if it was at the
- * front, the ones behind it may fit now, so it serves them.
+ * front, the ones behind it may fit now, so it serves them. A request for
+ * more than the capacity never queues (doomed, below).
  */
 #include "weft.h"
 
@@ -48,10 +49,23 @@ static struct weft__waiter *serve(weft_sem *s)
 	return list;
 }
 
+/* A request for more than the capacity can never be granted. Queued, it
+ * would hold up every waiter behind it for ever (FIFO), so, as Go's, it
+ * waits alone, on its own queue, for its deadline or its context, and fails
+ * as those do; with neither, for ever (the deadlock detector sees it). */
+static int doomed(int64_t deadline, struct weft__cancel *cs)
+{
+	if (deadline == INT64_MAX && !cs)
+		weft__block_forever("semaphore.Acquire (more than the capacity)", INT64_MAX);
+	return weft__wait_alone(deadline, cs, "semaphore.Acquire");
+}
+
 int weft__sem_acquire(weft_sem *s, int64_t n, int64_t deadline, struct weft__cancel *cs)
 {
 	if (n < 0)
 		weft__fatal("semaphore: negative acquire (%lld)", (long long)n);
+	if (n > s->size_)
+		return doomed(deadline, cs);
 	struct weft__waitq *q = &s->q_;
 	weft__waitq_lock(q);
 	if (s->size_ - s->cur_ >= n && !q->head_) {

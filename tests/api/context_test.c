@@ -1273,6 +1273,26 @@ TEST(sem_ctx)
 	weft_sem_release(&s, 5);
 	weft_ctx_release(k3);
 
+	/* More than the capacity: it waits alone, holding up no one, until
+	 * its context is cancelled (guard: it queued at the front, where the
+	 * acquire behind it waited too). */
+	weft_ctx *k6 = new_cancel(c);
+	struct sync_waiter six = {k6, &s, 6, NULL, &started, &wg, -1};
+	atomic_store(&started, 0);
+	weft_wg_add(&wg, 1);
+	GO(sync_wait, &six);
+	wait_parked(&started, 1);
+	ASSERT_EQ(weft_sem_tryacquire(&s, 1), 0);
+	ASSERT_EQ(weft_sem_acquire_ctx(c, &s, 1), 0);
+	ASSERT_EQ(atomic_load(&six.r), -1);
+	weft_ctx_cancel(k6);
+	wg_wait_bounded(&wg, PROMPT_NS, "the waiter for more than the capacity");
+	ASSERT_EQ(atomic_load(&six.r), ECANCELED);
+	weft_sem_release(&s, 2);
+	ASSERT_EQ(weft_sem_tryacquire(&s, 5), 0);
+	weft_sem_release(&s, 5);
+	weft_ctx_release(k6);
+
 	/* A done context: no wait when the tokens are not there. */
 	ASSERT_EQ(weft_sem_acquire_ctx(k, &s, 6), ECANCELED);
 	ASSERT_EQ(weft_sem_tryacquire(&s, 5), 0);

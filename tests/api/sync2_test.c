@@ -1412,6 +1412,33 @@ static void sem_give_up(void *arg)
 }
 
 /*
+ * A request for more than the capacity (3 of 2) can never be served: it
+ * waits out its deadline alone, without holding up anyone else (Go's
+ * semaphore does not queue it). Meanwhile tryacquire and acquire of the
+ * free tokens succeed at once. Guard: the request queued at the front, where
+ * every later request waits behind it until it gives up (tryacquire(1) was
+ * EAGAIN with 2 tokens free).
+ */
+TEST(sem_more_than_capacity_waits_alone)
+{
+	static struct sem_ctx s;
+	static struct sem_arg big;
+	s = (struct sem_ctx){0};
+	ASSERT_EQ(weft_sem_init(&s.sem, 2), 0);
+	big = (struct sem_arg){&s, 0, 3, weft_now() + 200 * TEST_MS, -1};
+	weft_wg_add(&s.done, 1);
+	GO(sem_give_up, &big);
+	WAIT_FOR(parked("semaphore.Acquire") == 1);
+	ASSERT_EQ(weft_sem_tryacquire(&s.sem, 1), 0);
+	ASSERT_EQ(weft_sem_acquire(&s.sem, 1), 0);
+	weft_sem_release(&s.sem, 2);
+	join(&s.done, "sem waiter");
+	ASSERT_EQ(big.result, ETIMEDOUT);
+	ASSERT_EQ(weft_sem_tryacquire(&s.sem, 2), 0);
+	weft_sem_release(&s.sem, 2);
+}
+
+/*
  * Giving up. (1) A waiter at the front for 8 (5 of 10 held) times out after
  * its deadline, holding nothing, and the waiter for 3 queued behind it (it
  * fits but had to wait) is then served at once, with no release. (2) A
