@@ -112,7 +112,8 @@ static inline int lock_fast(weft_rwmutex *rw)
 					 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
 		return 0;
 	rw->wfast_ = 1;
-	weft__race_acquire(&rw->readers_);
+	weft__race_acquire(&rw->readers_); /* after the last readers */
+	weft__race_acquire(&rw->w_);       /* after the last writer's unlock */
 	return 1;
 }
 
