@@ -64,14 +64,15 @@ static weft_ctx *cancel_node(weft_ctx *ctx)
 	return ctx && ctx->kind == CTX_CANCEL ? ctx : NULL;
 }
 
-/* Cancel ctx (a cancellable node): fire its source (its hooks cancel the
- * descendants and wake the waiters), then close its done channel if made. */
-static void cancel(weft_ctx *ctx, int err, int cause)
+/* Cancel ctx (a cancellable node) alone: fire its source (waking its
+ * waiters; its cancellable children queue themselves on *queue), then close
+ * its done channel if made. */
+static void cancel_one(weft_ctx *ctx, int err, int cause, weft_ctx **queue)
 {
 	/* For ThreadSanitizer: what the canceller did happens before whatever
 	 * sees the error (weft_ctx_err acquires). */
 	weft__race_release(&ctx->cs);
-	if (!weft__cancel_fire(&ctx->cs, err, cause))
+	if (!weft__cancel_fire(&ctx->cs, err, cause, queue))
 		return;
 	weft__spin_lock(&ctx->cs.lock);
 	weft_chan *done = ctx->done_closed ? NULL : ctx->done;
@@ -82,11 +83,35 @@ static void cancel(weft_ctx *ctx, int err, int cause)
 		weft_chan_close(done);
 }
 
-/* The hook of a child on its ancestor's source: the ancestor fired. */
-static void parent_fired(struct weft__hook *h, int err)
+/* Cancel ctx and its descendants, as a loop over a queue of the children
+ * still to cancel: a recursion would be as deep as the tree, and a chain of
+ * a few thousand contexts overflowed the canceller's stack. A queued child
+ * stays alive (its hook is still firing, so its last release waits) until
+ * its own turn is over. The parent's done channel closes before its
+ * children's, as in Go. */
+static void cancel(weft_ctx *ctx, int err, int cause)
+{
+	weft_ctx *queue = NULL;
+	cancel_one(ctx, err, cause, &queue);
+	while (queue) {
+		weft_ctx *c = queue;
+		queue = c->cancel_next;
+		cancel_one(c, c->cancel_err, c->cancel_cause, &queue);
+		weft__hook_done(&c->parent_hook); /* our last touch of c */
+	}
+}
+
+/* The hook of a child on its ancestor's source: the ancestor fired. The
+ * child queues itself on its canceller's queue (arg). */
+static int parent_fired(struct weft__hook *h, int err, void *arg)
 {
 	weft_ctx *ctx = (weft_ctx *)((char *)h - offsetof(weft_ctx, parent_hook));
-	cancel(ctx, err, ctx->parent_cs->cause);
+	weft_ctx **queue = arg;
+	ctx->cancel_err = err;
+	ctx->cancel_cause = ctx->parent_cs->cause;
+	ctx->cancel_next = *queue;
+	*queue = ctx;
+	return 1;
 }
 
 static void deadline_fired(struct weft__timer *t)

@@ -51,10 +51,12 @@ static void start(struct weft_ctx_after *a)
 	weft__after_func_start(a->t);
 }
 
-static void after_fired(struct weft__hook *h, int err)
+static int after_fired(struct weft__hook *h, int err, void *arg)
 {
 	(void)err;
+	(void)arg;
 	start((struct weft_ctx_after *)((char *)h - offsetof(struct weft_ctx_after, hook)));
+	return 0;
 }
 
 int weft_ctx_after_func(weft_ctx *ctx, weft_fn fn, void *arg, weft_ctx_after **out)

@@ -35,6 +35,9 @@ struct weft_ctx {
 	weft_chan *done; /* made on demand; written under cs.lock, read atomically */
 	struct weft__timer tm;
 	uint32_t timer_done; /* the deadline callback has finished */
+	/* While an ancestor's cancellation has it queued (context.c): */
+	weft_ctx *cancel_next;
+	int cancel_err, cancel_cause;
 };
 
 /* The cancellation source that governs ctx (the nearest cancellable node,

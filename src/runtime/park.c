@@ -180,12 +180,13 @@ static void waiter_deadline(struct weft__timer *t)
 		wake_claimed(w, ETIMEDOUT);
 }
 
-static void waiter_cancelled(struct weft__hook *h, int err)
+static int waiter_cancelled(struct weft__hook *h, int err, void *arg)
 {
+	(void)arg;
 	struct weft__waiter *w = (struct weft__waiter *)((char *)h - offsetof(struct weft__waiter, hook));
 	if (claim_locked(w))
 		wake_claimed(w, err);
-	/* Either way weft__cancel_fire marks the hook fired after this. */
+	return 0; /* either way: weft__cancel_fire marks the hook fired */
 }
 
 /* Register w's hook on its source; if the source has fired, claim w for it
@@ -340,7 +341,12 @@ int weft__hook_del(struct weft__cancel *c, struct weft__hook *h)
 	return 0;
 }
 
-int weft__cancel_fire(struct weft__cancel *c, int err, int cause)
+void weft__hook_done(struct weft__hook *h)
+{
+	__atomic_store_n(&h->state, HOOK_FIRED, __ATOMIC_RELEASE);
+}
+
+int weft__cancel_fire(struct weft__cancel *c, int err, int cause, void *arg)
 {
 	weft__spin_lock(&c->lock);
 	if (c->err) {
@@ -356,8 +362,8 @@ int weft__cancel_fire(struct weft__cancel *c, int err, int cause)
 	weft__spin_unlock(&c->lock);
 	while (h) {
 		struct weft__hook *next = h->next;
-		h->fn(h, err);
-		__atomic_store_n(&h->state, HOOK_FIRED, __ATOMIC_RELEASE); /* last touch */
+		if (!h->fn(h, err, arg))
+			weft__hook_done(h); /* last touch */
 		h = next;
 	}
 	return 1;

@@ -29,10 +29,14 @@ struct weft__g;
  * being to mark itself fired; a registrant that removes its hook waits for
  * that mark if firing got to it first, so the record never outlives its use.
  * A hook must not block; it may ready goroutines and take leaf locks (wait
- * queues, channel locks).
+ * queues, channel locks). It gets the firer's arg, and returns 0 when done
+ * with h, or 1 when it has handed its work to the firer through arg (a
+ * cancellation of a whole context tree goes on as a loop, not as a
+ * recursion as deep as the tree): h then stays firing until the firer
+ * calls weft__hook_done(h).
  */
 struct weft__hook;
-typedef void (*weft__hook_fn)(struct weft__hook *h, int err);
+typedef int (*weft__hook_fn)(struct weft__hook *h, int err, void *arg);
 struct weft__hook {
 	struct weft__hook *next, *prev; /* under the source's lock while linked */
 	weft__hook_fn fn;
@@ -51,9 +55,13 @@ int weft__hook_add(struct weft__cancel *c, struct weft__hook *h);
 /* Unregister h: returns 1 if it was removed before firing, 0 if it fired
  * (after its fn has returned: h is free to go either way). */
 int weft__hook_del(struct weft__cancel *c, struct weft__hook *h);
-/* Fire c with err (nonzero) and cause (0: err): returns 1 if this call fired
- * it, 0 if it had fired already. Every hook has run when it returns. */
-int weft__cancel_fire(struct weft__cancel *c, int err, int cause);
+/* Fire c with err (nonzero) and cause (0: err), passing arg to its hooks:
+ * returns 1 if this call fired it, 0 if it had fired already. Every hook
+ * has run, or handed its work to the caller, when it returns. */
+int weft__cancel_fire(struct weft__cancel *c, int err, int cause, void *arg);
+/* A hook that handed its work to the firer is done: the firer's last touch
+ * of it. */
+void weft__hook_done(struct weft__hook *h);
 static inline int weft__cancel_err(const struct weft__cancel *c)
 {
 	return __atomic_load_n(&c->err, __ATOMIC_ACQUIRE);

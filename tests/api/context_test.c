@@ -708,6 +708,41 @@ TEST(cancel_tree)
 }
 
 /*
+ * A chain of 100,000 cancellable contexts, each the child of the one before,
+ * with a waiter-free deadline node at the bottom: cancelling the top from a
+ * goroutine (on its default stack) cancels all of them, the bottom with the
+ * top's cause, and a done channel deep in the chain is closed; then the chain
+ * is released from the bottom, which frees it all. Guard: a cancellation
+ * that recurses once per level (a few thousand levels overflowed the stack).
+ */
+TEST(cancel_deep_chain)
+{
+	enum { DEPTH = 100000 };
+	weft_ctx **chain = malloc(DEPTH * sizeof *chain);
+	ASSERT(chain != NULL);
+	chain[0] = new_cancel(bg());
+	for (int i = 1; i < DEPTH; i++) {
+		chain[i] = new_cancel(chain[i - 1]);
+		weft_ctx_release(chain[i - 1]); /* the child's reference keeps it */
+	}
+	weft_ctx *bottom = new_timeout(chain[DEPTH - 1], HOUR);
+	weft_chan *done = weft_ctx_done(chain[DEPTH / 2]);
+	ASSERT(done != NULL);
+	ASSERT_EQ(weft_ctx_err(bottom), 0);
+	weft_ctx_retain(chain[0]);
+	weft_ctx_cancel_cause(chain[0], EPIPE);
+	ASSERT_EQ(weft_ctx_err(bottom), ECANCELED);
+	ASSERT_EQ(weft_ctx_cause(bottom), EPIPE);
+	ASSERT_EQ(weft_ctx_err(chain[DEPTH / 3]), ECANCELED);
+	ASSERT(weft_chan_closed(done));
+	weft_ctx_release(chain[0]);
+	weft_ctx_release(bottom);
+	weft_ctx_release(chain[DEPTH - 1]);
+	free(chain);
+	EXPECT_ALL_FREED();
+}
+
+/*
  * Cancelling a child leaves its parent live; cancel_cause(ctx, EPIPE): err
  * ECANCELED, cause EPIPE, the same below; cancel_cause with 0 is a plain
  * cancel. Guards: a cancellation that goes upwards, cause and err mixed up.
