@@ -971,6 +971,73 @@ TEST(close_cascade_senders_give_no_value)
 	weft_chan_release(k.never);
 }
 
+struct late_recv {
+	weft_chan *c;
+	int64_t deadline;
+	atomic_int started;
+	atomic_int result; /* -1 until it returns */
+	int64_t v;
+	weft_wg wg;
+};
+
+static void late_recv(void *arg)
+{
+	struct late_recv *k = arg;
+	atomic_store(&k->started, 1);
+	atomic_store(&k->result, weft_chan_recv_until(k->c, &k->v, k->deadline));
+	weft_wg_done(&k->wg);
+}
+
+/*
+ * At 1 P: a receive with a deadline parks on an empty buffered channel; the
+ * test then keeps the P busy well past the deadline, so the timer (fired by
+ * sysmon) claims the wait while the receiver cannot run yet; a value is then
+ * sent (into the ring: the receiver's case is stale) and the channel closed.
+ * The receiver, running at last, reports ETIMEDOUT, and the value stays
+ * there to be received before the close is seen. Guard: a timed-out receive
+ * that reported the close (EPIPE) with a value still buffered, against
+ * "values sent before close are all received before EPIPE". A trial in
+ * which the timer had not fired before the send (the value went straight to
+ * the receiver) proves nothing and is run again.
+ */
+TEST(recv_timeout_then_close_keeps_buffered_value)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	static struct late_recv k;
+	for (int trial = 0;; trial++) {
+		if (trial == 5)
+			FAIL("the deadline never fired before the send in 5 trials");
+		k = (struct late_recv){.c = make_chan(sizeof(int64_t), 1), .result = -1};
+		k.deadline = weft_now() + 2 * TEST_MS;
+		weft_wg_add(&k.wg, 1);
+		GO(late_recv, &k);
+		while (!atomic_load(&k.started))
+			weft_yield();
+		weft_yield(); /* it parks */
+		int64_t until = test_now_ns() + 100 * TEST_MS * test_slowdown();
+		while (test_now_ns() < until)
+			; /* hold the only P: sysmon fires the overdue timer */
+		int64_t v = 7;
+		ASSERT_EQ(weft_chan_trysend(k.c, &v), 0);
+		weft_chan_close(k.c);
+		weft_wg_wait(&k.wg);
+		int r = atomic_load(&k.result);
+		if (r == 0) { /* the send reached the receiver: no test */
+			ASSERT_EQ(k.v, 7);
+			weft_chan_release(k.c);
+			continue;
+		}
+		ASSERT_EQ(r, ETIMEDOUT);
+		ASSERT_EQ(weft_chan_len(k.c), 1);
+		v = 0;
+		ASSERT_EQ(weft_chan_recv(k.c, &v), 0);
+		ASSERT_EQ(v, 7);
+		ASSERT_EQ(weft_chan_recv(k.c, &v), EPIPE);
+		weft_chan_release(k.c);
+		break;
+	}
+}
+
 /* One trial of the test below (sel: the late waiter selects). Returns 0 if
  * the machine was too slow to set it up (the close came too near the
  * deadline) or too fast to test it (the cascade reached the late waiter
