@@ -243,7 +243,9 @@ WEFT_API int weft_select_until(const weft_case *cases, int n, int *chosen, int64
  * capacity 1) that receives one value, the weft_now() reading when it fired,
  * at weft_now() + duration_ns or soon after (a duration <= 0 fires at once).
  * The caller owns one reference. Releasing it before the timer fires stops the
- * timer and frees everything: there is no leak to wait out.
+ * timer and frees everything: there is no leak to wait out. (A call blocked on
+ * the channel holds it meanwhile: the timer then runs on for it, and all is
+ * freed once the last such call is over.)
  * Errors: EINVAL (out NULL), ENOMEM; *out is untouched on error.
  * Blocks: no. Thread-safety: any thread.
  */

@@ -199,14 +199,12 @@ void weft_chan_release(weft_chan *c)
 	if (left < 0)
 		weft__fatal("weft_chan_release of a freed channel");
 	weft__race_acquire(c);
-	if (c->timer) {
-		weft__chantimer_destroy(c->timer);
-		weft__free(c->timer);
-		c->timer = NULL;
-	}
 	weft__chan_lock(c);
 	if (c->nwait > 0) {
-		/* Waiters parked on it: the last to leave frees it. */
+		/* Waiters parked on it: the last to leave frees it. A
+		 * weft_after channel's timer runs on for them (a blocked call
+		 * holds the channel as a reference would), and its firing
+		 * frees the channel if it completes the last one. */
 		c->orphan = 1;
 		weft__chan_unlock(c);
 		return;
@@ -217,6 +215,11 @@ void weft_chan_release(weft_chan *c)
 
 void weft__chan_free(weft_chan *c)
 {
+	if (c->timer) {
+		weft__chantimer_destroy(c->timer);
+		weft__free(c->timer);
+		c->timer = NULL;
+	}
 	c->refs = -((int64_t)1 << 40); /* a later retain or release is reported */
 	__atomic_sub_fetch(&weft__live_chans, 1, __ATOMIC_RELAXED);
 	weft__free(c);

@@ -179,12 +179,16 @@ static inline struct weft__sudog *weft__chan_take_sender(weft_chan *c)
 	return c->closed ? NULL : weft__sudogq_take(&c->sendq);
 }
 
-/* After a waiter unlinked its own sudog from c, with c locked: whether c was
- * orphaned and is now unused, so that the caller must weft__chan_free() it
- * once unlocked. */
+/* After a waiter unlinked its own sudog from c (or a weft_after timer's
+ * firing completed one), with c locked: whether c was orphaned and is now
+ * unused, so that the caller must weft__chan_free() it once unlocked. Only
+ * one caller is told so: the orphan mark goes with the answer. */
 static inline int weft__chan_unused(weft_chan *c)
 {
-	return c->orphan && c->nwait == 0;
+	if (!c->orphan || c->nwait != 0)
+		return 0;
+	c->orphan = 0;
+	return 1;
 }
 void weft__chan_free(weft_chan *c);
 

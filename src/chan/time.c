@@ -112,6 +112,7 @@ static void fire_func(struct weft__chantimer *t, int64_t now)
 static void fire(struct weft__timer *tm)
 {
 	struct weft__chantimer *t = (struct weft__chantimer *)tm;
+	int orphan = 0;
 	weft__lock(&t->lock);
 	weft__race_acquire(t); /* pairs with arm's release */
 	int64_t now = weft_now();
@@ -135,12 +136,21 @@ static void fire(struct weft__timer *tm)
 		} else {
 			int64_t v = now;
 			weft_chan_trysend(t->c, &v); /* full: the tick is dropped */
+			/* A weft_after channel released by all while waiters
+			 * held it (orphaned): if the send completed the last of
+			 * them, it is ours to free, with us, once unlocked. */
+			weft__chan_lock(t->c);
+			orphan = t->c->timer == t && weft__chan_unused(t->c);
+			weft__chan_unlock(t->c);
 		}
 	}
+	weft_chan *c = t->c;
 	/* Only now: the send may have woken a receiver that frees the timer
 	 * as soon as pending reaches zero and it gets the lock. */
 	t->pending--;
 	weft__unlock(&t->lock); /* the last touch of t */
+	if (orphan)
+		weft__chan_free(c); /* nobody else can reach c or t now */
 }
 
 static void init(struct weft__chantimer *t, weft_chan *c, int64_t period, weft_fn fn, void *arg)

@@ -158,6 +158,70 @@ TEST(after_release_before_firing)
 	ASSERT_EQ(weft_num_goroutines(), base);
 }
 
+struct after_waiter {
+	weft_chan *c;
+	int64_t deadline;
+	atomic_int started;
+	atomic_int result; /* -1 until it returns */
+	int64_t v;
+	weft_wg *wg;
+};
+
+static void after_wait(void *arg)
+{
+	struct after_waiter *w = arg;
+	atomic_store(&w->started, 1);
+	atomic_store(&w->result, weft_chan_recv_until(w->c, &w->v, w->deadline));
+	weft_wg_done(w->wg);
+}
+
+/*
+ * A weft_after channel released while goroutines wait on it: a blocked call
+ * holds the channel, so the timer runs on for them. (1) Of two waiters, the
+ * one whose deadline comes first times out and leaves; the other gets the
+ * value, on time, and that firing frees the channel. (2) A lone waiter that
+ * times out before the firing frees the channel and its timer as it leaves.
+ * Nothing is left alive either way. Guards: a release that stopped the timer
+ * under its waiters (the second waiter timed out after 5 s), an orphaned
+ * channel that nobody freed (a leak), a timer left to fire into a freed
+ * channel (ASan).
+ */
+TEST(after_release_while_waited)
+{
+	static struct after_waiter w[2];
+	weft_wg wg = WEFT_WG_INIT;
+	int64_t slow = test_slowdown();
+	int64_t start = weft_now();
+	weft_chan *c;
+	ASSERT_EQ(weft_after(&c, 200 * TEST_MS * slow), 0);
+	w[0] = (struct after_waiter){c, start + 60 * TEST_MS * slow, 0, -1, 0, &wg};
+	w[1] = (struct after_waiter){c, start + 5000 * TEST_MS * slow, 0, -1, 0, &wg};
+	weft_wg_add(&wg, 2);
+	for (int i = 0; i < 2; i++)
+		GO(after_wait, &w[i]);
+	while (!atomic_load(&w[0].started) || !atomic_load(&w[1].started))
+		weft_sleep(TEST_MS);
+	weft_sleep(20 * TEST_MS); /* both parked (not yet timed out) */
+	weft_chan_release(c);
+	weft_wg_wait(&wg);
+	ASSERT_EQ(atomic_load(&w[0].result), ETIMEDOUT);
+	ASSERT_EQ(atomic_load(&w[1].result), 0);
+	ASSERT_GE(w[1].v, start + 200 * TEST_MS * slow);
+	ASSERT_LT(weft_now() - start, 2000 * TEST_MS * slow);
+
+	ASSERT_EQ(weft_after(&c, 3600 * WEFT_SECOND), 0);
+	w[0] = (struct after_waiter){c, weft_now() + 50 * TEST_MS * slow, 0, -1, 0, &wg};
+	weft_wg_add(&wg, 1);
+	GO(after_wait, &w[0]);
+	while (!atomic_load(&w[0].started))
+		weft_sleep(TEST_MS);
+	weft_sleep(20 * TEST_MS); /* parked: released first, c would be gone */
+	weft_chan_release(c);
+	weft_wg_wait(&wg);
+	ASSERT_EQ(atomic_load(&w[0].result), ETIMEDOUT);
+	EXPECT_ALL_FREED();
+}
+
 static int released_timers_main(void *arg)
 {
 	(void)arg;
