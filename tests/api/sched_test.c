@@ -521,6 +521,72 @@ TEST(set_procs_while_running)
 	ASSERT_EQ(weft_self_proc(), 0);
 }
 
+static atomic_int toggle_stop;
+
+static void toggle_worker(void *arg)
+{
+	uint32_t r = (uint32_t)(uintptr_t)arg;
+	while (!atomic_load(&toggle_stop)) {
+		r = r * 1103515245u + 12345u;
+		if (r % 3 == 0)
+			weft_sleep((int64_t)((r >> 8) % 50) * WEFT_MICROSECOND);
+		else
+			weft_yield();
+	}
+}
+
+static void toggler(void *arg)
+{
+	uint32_t r = (uint32_t)(uintptr_t)arg;
+	while (!atomic_load(&toggle_stop)) {
+		r = r * 1103515245u + 12345u;
+		ASSERT_EQ(weft_set_procs(1 + (int)((r >> 16) % 3), NULL), 0);
+		if (weft_self_proc() >= 0)
+			weft_yield();
+	}
+}
+
+/*
+ * Two goroutines and two pthreads set the number of Ps between 1 and 3 at
+ * random while 8 goroutines yield and sleep (300 ms); then, at 3 Ps and with
+ * nothing left to run, every P but the test's own is idle. Guard: a P
+ * retired by a scheduler that saw it beyond the count just before a
+ * set_procs raised the count again (it was skipped as not yet dead, then
+ * marked dead: one P fewer for good, and deadlock detection off). Found in
+ * chaos mode, where the scheduling order varies most.
+ */
+TEST(set_procs_toggled_from_everywhere_loses_no_p)
+{
+	weft_wg wg = WEFT_WG_INIT;
+	atomic_store(&toggle_stop, 0);
+	int64_t base = weft_num_goroutines();
+	for (int i = 0; i < 8; i++)
+		ASSERT_EQ(weft_wg_go(&wg, toggle_worker, (void *)(uintptr_t)(i + 1)), 0);
+	for (int i = 0; i < 2; i++)
+		ASSERT_EQ(weft_wg_go(&wg, toggler, (void *)(uintptr_t)(i + 7)), 0);
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++)
+		test_start_thread(&th[i], toggler, (void *)(uintptr_t)(i + 3));
+	weft_sleep(300 * TEST_MS);
+	atomic_store(&toggle_stop, 1);
+	for (int i = 0; i < 2; i++)
+		test_join_thread(th[i]);
+	weft_wg_wait(&wg);
+	ASSERT_EQ(weft_set_procs(3, NULL), 0);
+	EXPECT_GOROUTINES(base);
+	weft_stats st;
+	int64_t deadline = test_now_ns() + 2000 * TEST_MS * test_slowdown();
+	for (;;) {
+		weft_stats_get(&st);
+		if (st.procs == 3 && st.idle_procs == 2)
+			break;
+		if (test_now_ns() > deadline)
+			FAIL("procs %lld, idle %lld: a P was lost", (long long)st.procs,
+			     (long long)st.idle_procs);
+		weft_sleep(TEST_MS);
+	}
+}
+
 /*
  * The caller itself runs on the P that goes away: from P 1, set procs to 1,
  * start a goroutine and spin on weft_yield until it has run (bounded to
