@@ -1336,7 +1336,9 @@ void weft__goexit(void)
 void weft_yield(void)
 {
 	struct weft__m *m = weft__m_get();
-	if (!m || !m->curg) {
+	if (!m || !m->curg || m->in_blocking) {
+		/* In a blocking call the thread is a foreign one's, its P
+		 * perhaps handed to another M already: yield the thread. */
 		sched_yield();
 		return;
 	}
@@ -1484,6 +1486,11 @@ static void sleep_until_at(int64_t deadline_ns, int64_t now)
 		weft_yield();
 		return;
 	}
+	/* "Never" is a timer still, short of INT64_MAX, which the heaps take
+	 * for "no timer": a sleep until then is no deadlock (weft_sleep's
+	 * sum saturates there too). */
+	if (deadline_ns > WEFT__TIMER_FAR)
+		deadline_ns = WEFT__TIMER_FAR;
 	struct weft__g *g = m->curg;
 	g->timer.fn = sleep_fire;
 	g->timer.arg = g;

@@ -116,6 +116,48 @@ static void thread_sampler(void *arg)
 	}
 }
 
+static atomic_int yb_stop;
+
+static void yb_spinner(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&yb_stop))
+		weft_yield();
+}
+
+static void yb_blocker(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < TEST_SIZE(200, 50); i++) {
+		weft_blocking_begin();
+		usleep(200); /* long enough for sysmon to hand the P off */
+		weft_yield(); /* "Blocks: no": allowed here */
+		weft_blocking_end();
+	}
+}
+
+/*
+ * weft_yield inside a blocking call, while 4 goroutines spin on yields at 2
+ * Ps: 4 goroutines each make 200 calls that yield in the middle, and all
+ * finish. Guard: a yield that switched goroutines as if the thread still
+ * held its P (sysmon may have handed it to another M): the goroutine went on
+ * on another M, leaving the call's mark behind, and the next begin died with
+ * "already inside a blocking call".
+ */
+TEST(yield_inside_blocking_call)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	weft_wg spin = WEFT_WG_INIT, wg = WEFT_WG_INIT;
+	atomic_store(&yb_stop, 0);
+	for (int i = 0; i < 4; i++)
+		ASSERT_EQ(weft_wg_go(&spin, yb_spinner, NULL), 0);
+	for (int i = 0; i < 4; i++)
+		ASSERT_EQ(weft_wg_go(&wg, yb_blocker, NULL), 0);
+	weft_wg_wait(&wg);
+	atomic_store(&yb_stop, 1);
+	weft_wg_wait(&spin);
+}
+
 /*
  * 200 goroutines each block their thread for 100 ms inside
  * weft_blocking_begin/end under a bound of 20: 10 waves, so the whole takes

@@ -224,6 +224,21 @@ CHILD(sleep_huge)
 	return weft_main(sleep_huge_main, NULL);
 }
 
+static int sleep_until_never_main(void *arg)
+{
+	(void)arg;
+	printf("asleep\n");
+	fflush(stdout);
+	weft_sleep_until(INT64_MAX);
+	printf("woke\n");
+	return 0;
+}
+
+CHILD(sleep_until_never)
+{
+	return weft_main(sleep_until_never_main, NULL);
+}
+
 /*
  * A sleep of INT64_MAX (or just under) does not return, on a goroutine or a
  * foreign thread: now + d saturates ("never", as Go's when()) instead of
@@ -237,6 +252,24 @@ TEST(sleep_huge_never_returns)
 	test_child_run("sleep_huge", NULL, 5000, &c);
 	ASSERT_CHILD_EXIT(&c, 0);
 	ASSERT_CONTAINS(c.out, "woke=0\n");
+	test_child_free(&c);
+}
+
+/*
+ * A program whose only goroutine sleeps until INT64_MAX sleeps on (the child
+ * is killed after a second): a sleep is no deadlock, however long. Guard: a
+ * deadline of INT64_MAX passed to the timer heaps as such, where it means "no
+ * timer", so the detector saw every goroutine blocked with nothing to wake
+ * them and ended the program ("all goroutines are asleep - deadlock!").
+ */
+TEST(sleep_until_never_is_no_deadlock)
+{
+	test_child c;
+	test_child_run("sleep_until_never", NULL, 1000, &c);
+	ASSERT(c.timed_out);
+	ASSERT_CONTAINS(c.out, "asleep\n");
+	ASSERT(!strstr(c.out, "woke"));
+	ASSERT(!c.err || !strstr(c.err, "deadlock"));
 	test_child_free(&c);
 }
 
