@@ -177,8 +177,9 @@ WEFT_API int weft_self_proc(void);
  * another thread after ~20 us, so the other goroutines keep running. A short
  * call costs two atomic operations. weft_blocking_end() may move the caller to
  * another P or park it until one is free. Pairs must match and do not nest; a
- * goroutine must not call any other blocking weft function between them.
- * On a foreign thread both are no-ops.
+ * goroutine must not call any other blocking weft function between them, nor
+ * end there (each is a fatal error that names it; weft_yield() there yields
+ * the thread). On a foreign thread both are no-ops.
  *
  * At most weft_max_blocking() goroutines are inside such calls at once (so
  * the process has at most weft_procs() + weft_max_blocking() runtime

@@ -1310,6 +1310,8 @@ void weft__goexit(void)
 {
 	struct weft__m *m = weft__m_get();
 	struct weft__g *g = m->curg;
+	if (m->in_blocking)
+		weft__fatal("goroutine exit inside weft_blocking_begin/end (end the call first)");
 	/* Every G ends on an M that holds a P. */
 	__atomic_store_n(&m->p->ngo, m->p->ngo - 1, __ATOMIC_RELAXED);
 	if (g->lockedm) {
@@ -1375,6 +1377,10 @@ void weft__park_m(struct weft__m *m, const char *reason,
 		  void (*park_fn)(void *arg, struct weft__g *g), void *park_arg)
 {
 	struct weft__g *g = m->curg;
+	if (__builtin_expect(m->in_blocking, 0))
+		weft__fatal("%s inside weft_blocking_begin/end (no blocking weft call may come "
+			    "between them)",
+			    reason);
 	/* Read by dumps on other threads: atomic. */
 	__atomic_store_n(&g->wait_reason, reason, __ATOMIC_RELAXED);
 	__atomic_store_n(&g->wait_since, __atomic_load_n(&weft__coarse_now, __ATOMIC_RELAXED),

@@ -741,6 +741,58 @@ TEST_THREAD(fatal_rwmutex_misuse)
 	             "fatal error: sync: Unlock of unlocked RWMutex");
 }
 
+static int sleep_in_blocking(void *arg)
+{
+	(void)arg;
+	weft_blocking_begin();
+	weft_sleep(TEST_MS);
+	weft_blocking_end();
+	printf("survived\n");
+	return 0;
+}
+
+CHILD(sleep_in_blocking_call)
+{
+	return weft_main(sleep_in_blocking, NULL);
+}
+
+static void exit_in_blocking(void *arg)
+{
+	weft_blocking_begin();
+	weft_wg_done(arg); /* no park: the count does not reach 0 */
+}
+
+static int exit_in_blocking_main(void *arg)
+{
+	(void)arg;
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 2);
+	weft_go(exit_in_blocking, &wg);
+	weft_sleep(200 * TEST_MS);
+	printf("survived\n");
+	return 0;
+}
+
+CHILD(exit_in_blocking_call)
+{
+	return weft_main(exit_in_blocking_main, NULL);
+}
+
+/*
+ * Between weft_blocking_begin and _end a goroutine must not park in weft (a
+ * sleep here) nor end: both are fatal, naming the misuse. Guards: a park that
+ * went on with the call's mark left on its M, and a goroutine exit that
+ * corrupted the scheduler (a crash or a misleading "already inside a
+ * blocking call" later, blaming another goroutine).
+ */
+TEST_THREAD(fatal_park_or_exit_inside_blocking_call)
+{
+	expect_fatal("sleep_in_blocking_call",
+	             "fatal error: sleep inside weft_blocking_begin/end");
+	expect_fatal("exit_in_blocking_call",
+	             "fatal error: goroutine exit inside weft_blocking_begin/end");
+}
+
 /* Releasing more Semaphore tokens than are held is fatal (Go's x/sync
  * panics alike), from a goroutine and from a foreign thread. Guards: a
  * count that silently goes negative (capacity grows). */
