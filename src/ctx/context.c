@@ -64,16 +64,20 @@ static weft_ctx *cancel_node(weft_ctx *ctx)
 	return ctx && ctx->kind == CTX_CANCEL ? ctx : NULL;
 }
 
-/* Cancel ctx (a cancellable node) alone: fire its source (waking its
- * waiters; its cancellable children queue themselves on *queue), then close
- * its done channel if made. */
-static void cancel_one(weft_ctx *ctx, int err, int cause, weft_ctx **queue)
+/* Fire ctx's source (a cancellable node's): its waiters are woken, and its
+ * cancellable children queue themselves on *queue. Returns whether this call
+ * fired it. */
+static int fire_one(weft_ctx *ctx, int err, int cause, weft_ctx **queue)
 {
 	/* For ThreadSanitizer: what the canceller did happens before whatever
 	 * sees the error (weft_ctx_err acquires). */
 	weft__race_release(&ctx->cs);
-	if (!weft__cancel_fire(&ctx->cs, err, cause, queue))
-		return;
+	return weft__cancel_fire(&ctx->cs, err, cause, queue);
+}
+
+/* Close ctx's done channel, if made, once its source has fired. */
+static void close_done(weft_ctx *ctx)
+{
 	weft__spin_lock(&ctx->cs.lock);
 	weft_chan *done = ctx->done_closed ? NULL : ctx->done;
 	if (done)
@@ -83,22 +87,35 @@ static void cancel_one(weft_ctx *ctx, int err, int cause, weft_ctx **queue)
 		weft_chan_close(done);
 }
 
-/* Cancel ctx and its descendants, as a loop over a queue of the children
+/*
+ * Cancel ctx and its descendants, as loops over a queue of the children
  * still to cancel: a recursion would be as deep as the tree, and a chain of
- * a few thousand contexts overflowed the canceller's stack. A queued child
- * stays alive (its hook is still firing, so its last release waits) until
- * its own turn is over. The parent's done channel closes before its
- * children's, as in Go. */
+ * a few thousand contexts overflowed the canceller's stack. First every
+ * source fires, parents before children; then the done channels close in
+ * the reverse order, so that whoever sees a done channel closed finds the
+ * whole subtree below it cancelled. A queued child stays alive (its hook is
+ * still firing, so its last release waits) until its done channel is.
+ */
 static void cancel(weft_ctx *ctx, int err, int cause)
 {
-	weft_ctx *queue = NULL;
-	cancel_one(ctx, err, cause, &queue);
+	weft_ctx *queue = NULL, *fired = NULL;
+	int root = fire_one(ctx, err, cause, &queue);
 	while (queue) {
 		weft_ctx *c = queue;
 		queue = c->cancel_next;
-		cancel_one(c, c->cancel_err, c->cancel_cause, &queue);
+		c->cancel_fired = (uint8_t)fire_one(c, c->cancel_err, c->cancel_cause, &queue);
+		c->cancel_next = fired;
+		fired = c;
+	}
+	while (fired) {
+		weft_ctx *c = fired;
+		fired = c->cancel_next;
+		if (c->cancel_fired)
+			close_done(c);
 		weft__hook_done(&c->parent_hook); /* our last touch of c */
 	}
+	if (root)
+		close_done(ctx);
 }
 
 /* The hook of a child on its ancestor's source: the ancestor fired. The

@@ -38,6 +38,7 @@ struct weft_ctx {
 	/* While an ancestor's cancellation has it queued (context.c): */
 	weft_ctx *cancel_next;
 	int cancel_err, cancel_cause;
+	uint8_t cancel_fired;
 };
 
 /* The cancellation source that governs ctx (the nearest cancellable node,
