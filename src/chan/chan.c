@@ -403,15 +403,13 @@ enum { MODE_BLOCK, MODE_TRY };
 
 /* Forget a timed-out wait's sudog. It is still queued: the deadline claimed
  * the wait, and other parties skip a claimed sudog without unlinking it, so
- * it also still keeps c alive. Returns whether to report c's close (its
- * cascade had not reached us yet): a send's, or a receive's once the ring is
- * drained (a value sent after the deadline and before the close is still to
- * be received: then the timeout is the answer, as select's). */
+ * it also still keeps c alive. Returns whether c's close is the answer
+ * (weft__chan_close_is_answer). */
 static int unqueue(weft_chan *c, struct weft__sudog *sg)
 {
 	weft__chan_lock(c);
 	weft__sudogq_unlink(sg->q, sg);
-	int closed = c->closed && (sg->dir == WEFT_SEND || c->qcount == 0);
+	int closed = weft__chan_close_is_answer(c, sg->dir);
 	int unused = weft__chan_unused(c);
 	weft__chan_unlock(c);
 	if (unused)

@@ -179,6 +179,16 @@ static inline struct weft__sudog *weft__chan_take_sender(weft_chan *c)
 	return c->closed ? NULL : weft__sudogq_take(&c->sendq);
 }
 
+/* A waiter of c (locked) whose deadline claimed its wait, finding c closed
+ * as it leaves: whether the close is its answer (the close's cascade had not
+ * reached it yet). A send's, or a receive's once the ring is drained: a
+ * value sent after the deadline and before the close is still to be
+ * received, so then the timeout is the answer. */
+static inline int weft__chan_close_is_answer(const weft_chan *c, int dir)
+{
+	return c->closed && (dir == WEFT_SEND || c->qcount == 0);
+}
+
 /* After a waiter unlinked its own sudog from c (or a weft_after timer's
  * firing completed one), with c locked: whether c was orphaned and is now
  * unused, so that the caller must weft__chan_free() it once unlocked. Only

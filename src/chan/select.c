@@ -298,8 +298,7 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 			/* Timed out on a channel whose close's cascade had not
 			 * reached us yet: the close is the answer (a receive
 			 * once the ring is drained). */
-			if (!w.won && !closed && sg->c->closed &&
-			    (sg->dir == WEFT_SEND || sg->c->qcount == 0))
+			if (!w.won && !closed && weft__chan_close_is_answer(sg->c, sg->dir))
 				closed = sg;
 		}
 		/* A channel released by everyone while we waited is freed by

@@ -138,10 +138,13 @@ static void fire(struct weft__timer *tm)
 			weft_chan_trysend(t->c, &v); /* full: the tick is dropped */
 			/* A weft_after channel released by all while waiters
 			 * held it (orphaned): if the send completed the last of
-			 * them, it is ours to free, with us, once unlocked. */
-			weft__chan_lock(t->c);
-			orphan = t->c->timer == t && weft__chan_unused(t->c);
-			weft__chan_unlock(t->c);
+			 * them, it is ours to free, with us, once unlocked.
+			 * (Timers' and tickers' channels are their owners'.) */
+			if (t->c->timer == t) {
+				weft__chan_lock(t->c);
+				orphan = weft__chan_unused(t->c);
+				weft__chan_unlock(t->c);
+			}
 		}
 	}
 	weft_chan *c = t->c;
@@ -245,12 +248,15 @@ static int64_t after_ns(int64_t duration_ns)
 int weft_after(weft_chan **out, int64_t duration_ns)
 {
 	struct weft__chantimer *t;
-	int err = out ? chantimer_new(&t, 0, after_ns(duration_ns), NULL, NULL) : EINVAL;
+	int err = out ? chantimer_new(&t, 0, STOP_ONLY, NULL, NULL) : EINVAL;
 	if (err)
 		return err;
 	/* The channel owns the timer: stopped and freed with its last
-	 * reference. A firing between the two stores only sends. */
+	 * reference. Set before the arming, which its firing sees (fire). */
 	t->c->timer = t;
+	weft__lock(&t->lock);
+	arm(t, after_ns(duration_ns));
+	weft__unlock(&t->lock);
 	*out = t->c;
 	return 0;
 }

@@ -990,25 +990,23 @@ top:
 	if (p->id >= __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE)) {
 		/* Chaos: widen the window in which a set_procs may raise the
 		 * count again. */
-		if (chaos(4))
-			for (int i = 0; i < 2000; i++)
+		if (chaos(2))
+			for (int i = 0; i < 5000; i++)
 				weft__cpu_relax();
 		weft__lock(&s->lock);
 		/* Again under the lock: a weft_set_procs() that raised the
 		 * count meanwhile skipped this P (not dead yet), so retiring
 		 * it now would lose it for good. */
-		int gone = p->id >= s->nprocs;
-		if (gone) {
+		if (p->id >= s->nprocs) {
 			releasep(m);
 			retire_locked(p);
-		}
-		weft__unlock(&s->lock);
-		if (gone) {
+			weft__unlock(&s->lock);
 			if (m->spinning)
 				reset_spinning(m);
 			weft__wakep();
 			goto top;
 		}
+		weft__unlock(&s->lock);
 	}
 	int64_t now = weft_now();
 	if (weft__timers_peek(&p->timers) <= now)
