@@ -1371,14 +1371,20 @@ void weft__park(const char *reason, void (*park_fn)(void *arg, struct weft__g *g
 	weft__park_m(weft__m_get(), reason, park_fn, park_arg);
 }
 
+/* Out of the park path's way: the misuse of parking inside a blocking call. */
+static __attribute__((noinline, cold, noreturn)) void park_in_blocking(const char *reason)
+{
+	weft__fatal("%s inside weft_blocking_begin/end (no blocking weft call may come "
+		    "between them)",
+		    reason);
+}
+
 void weft__park_m(struct weft__m *m, const char *reason,
 		  void (*park_fn)(void *arg, struct weft__g *g), void *park_arg)
 {
 	struct weft__g *g = m->curg;
 	if (__builtin_expect(m->in_blocking, 0))
-		weft__fatal("%s inside weft_blocking_begin/end (no blocking weft call may come "
-			    "between them)",
-			    reason);
+		park_in_blocking(reason);
 	/* Read by dumps on other threads: atomic. */
 	__atomic_store_n(&g->wait_reason, reason, __ATOMIC_RELAXED);
 	__atomic_store_n(&g->wait_since, __atomic_load_n(&weft__coarse_now, __ATOMIC_RELAXED),
