@@ -138,8 +138,10 @@ WEFT_API int weft_procs(void);
 
 /*
  * weft_set_procs - set the number of Ps to n (1 <= n <= WEFT_MAX_PROCS), at
- * any time. Goroutines queued on a P that goes away move to the others. If
- * old is not NULL, it receives the previous number.
+ * any time. Goroutines queued on a P that goes away, and its timers, move to
+ * the others, even while the goroutine running there holds it (a CPU-bound
+ * loop, a blocking call); that goroutine moves at its next switch. If old is
+ * not NULL, it receives the previous number.
  * Returns 0, or EINVAL when n is out of range.
  * Blocks: no. Thread-safety: any thread.
  */

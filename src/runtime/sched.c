@@ -554,7 +554,9 @@ int64_t weft__timers_earliest(void)
 {
 	struct weft__sched *s = &weft__sched;
 	int64_t w = INT64_MAX;
-	int n = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
+	/* Every P, a removed one too: until it retires (its goroutine may hog
+	 * it or be in a blocking call) its timers are still its own. */
+	int n = __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE);
 	for (int i = 0; i < n; i++) {
 		int64_t t = weft__timers_peek(&s->allp[i]->timers);
 		if (t < w)
@@ -933,7 +935,10 @@ static struct weft__g *steal_work(struct weft__m *m)
 	struct weft__sched *s = &weft__sched;
 	struct weft__p *p = m->p;
 	for (int round = 0; round < 4; round++) {
-		int n = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
+		/* Every P, a removed one too: one that has not retired yet (its
+		 * goroutine hogs it or is in a blocking call) may have a queue
+		 * and timers, which must move to the Ps that remain. */
+		int n = __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE);
 		if (n <= 1)
 			return NULL;
 		/* A random start and a stride coprime to n visit each P once. */
@@ -941,7 +946,7 @@ static struct weft__g *steal_work(struct weft__m *m)
 		int stride = 1;
 		for (int k = 0; k < n; k++) {
 			struct weft__p *v = s->allp[(start + k * stride) % n];
-			if (v == p)
+			if (v == p || __atomic_load_n(&v->status, __ATOMIC_RELAXED) == P_DEAD)
 				continue;
 			int64_t now = weft_now();
 			if (weft__timers_peek(&v->timers) <= now) {
@@ -1071,8 +1076,9 @@ top:
 		m->spinning = 0;
 		__atomic_sub_fetch(&s->nmspinning, 1, __ATOMIC_SEQ_CST);
 		/* Re-check every queue after dropping out of the spinning count:
-		 * a producer that saw us spinning did not wake anyone. */
-		int n = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
+		 * a producer that saw us spinning did not wake anyone. A
+		 * removed P that has not retired yet counts too. */
+		int n = __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE);
 		for (int i = 0; i < n; i++) {
 			if (!weft__runq_empty(s->allp[i]) ||
 			    __atomic_load_n(&s->runqsize, __ATOMIC_SEQ_CST) > 0) {

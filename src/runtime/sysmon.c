@@ -148,9 +148,13 @@ static int check_deadlock(void)
 static void retake(int64_t now, int *retaken)
 {
 	struct weft__sched *s = &weft__sched;
-	int n = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
+	/* Every P, a removed one too: it stays its M's until its goroutine
+	 * reaches the scheduler, which a hog or a blocking call delays. */
+	int nprocs = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
+	int n = __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE);
 	for (int i = 0; i < n; i++) {
 		struct weft__p *p = s->allp[i];
+		int removed = i >= nprocs;
 		uint32_t st = __atomic_load_n(&p->status, __ATOMIC_ACQUIRE);
 		if (st == P_SYSCALL) {
 			uint32_t t = __atomic_load_n(&p->syscalltick, __ATOMIC_RELAXED);
@@ -189,16 +193,24 @@ static void retake(int64_t now, int *retaken)
 			p->sm_hog_reported = 0;
 			continue;
 		}
-		if (now - p->sm_when < HOG_NS)
+		/* A removed P's queue and timers belong to the Ps that remain
+		 * now: move them without waiting for a hog. */
+		if (now - p->sm_when < (removed ? RETAKE_NS : HOG_NS))
 			continue;
 		/* A hog: nothing else can run on this P until it switches. */
 		struct weft__m *m = __atomic_load_n(&p->m, __ATOMIC_ACQUIRE);
 		if (!m || !__atomic_load_n(&m->curg, __ATOMIC_ACQUIRE))
 			continue;
-		if (weft__runq_drain(p) > 0)
+		if (weft__runq_drain(p) > 0) {
 			weft__wakep();
+			(*retaken)++;
+		}
 		if (weft__timers_peek(&p->timers) <= now)
 			weft__timers_run(&p->timers, now, INT_MAX);
+		if (removed && weft__timers_peek(&p->timers) != INT64_MAX)
+			(*retaken)++; /* tick fast while its timers wait here */
+		if (now - p->sm_when < HOG_NS)
+			continue;
 		if (s->hogs && !p->sm_hog_reported) {
 			p->sm_hog_reported = 1;
 			struct weft__g *g = __atomic_load_n(&m->curg, __ATOMIC_ACQUIRE);
@@ -238,7 +250,7 @@ static void report_stuck(int64_t now)
 static void timers_safety(int64_t now)
 {
 	struct weft__sched *s = &weft__sched;
-	int n = __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE);
+	int n = __atomic_load_n(&s->nallp, __ATOMIC_ACQUIRE);
 	for (int i = 0; i < n; i++) {
 		struct weft__p *p = s->allp[i];
 		if (weft__timers_peek(&p->timers) <= now - 1000000 &&

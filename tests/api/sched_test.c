@@ -619,6 +619,114 @@ TEST(set_procs_down_from_removed_p)
 	ASSERT_EQ(weft_self_proc(), 0);
 }
 
+/*
+ * A P is removed while its goroutine holds it without reaching the scheduler:
+ * a CPU hog, or a blocking call. What waits on that P must move to the Ps
+ * that remain ("goroutines queued on a P that goes away move to the
+ * others"), not wait for the holder: HOLD_QUEUED, a goroutine queued there;
+ * HOLD_TIMER, a sleeper whose timer is there; HOLD_BLOCKING, a goroutine
+ * queued there while the holder is in weft_blocking_begin/end. The holder
+ * lets go only once that work has run, or after 3 s (scaled), which fails.
+ * Guards: retake, the timer checks and stealing looking only at Ps below
+ * the new count (the work waited for the holder: all three went red).
+ */
+enum { HOLD_QUEUED, HOLD_TIMER, HOLD_BLOCKING };
+
+struct held_p {
+	int mode;
+	atomic_int arrived, armed, ready, done, holder_proc, sleeper_proc;
+	atomic_int held_out; /* the holder let go before the work had run */
+	int64_t deadline;
+	weft_wg wg;
+};
+
+static void held_work(void *arg)
+{
+	struct held_p *h = arg;
+	if (h->mode == HOLD_TIMER) {
+		atomic_store(&h->sleeper_proc, weft_self_proc());
+		atomic_store(&h->armed, 1);
+		weft_sleep(20 * TEST_MS);
+	}
+	atomic_store(&h->done, 1);
+}
+
+static int held_wait_over(struct held_p *h)
+{
+	return atomic_load(&h->done) || test_now_ns() > h->deadline;
+}
+
+static void held_player(void *arg)
+{
+	struct held_p *h = arg;
+	atomic_fetch_add(&h->arrived, 1);
+	while (atomic_load(&h->arrived) < 2 && test_now_ns() < h->deadline)
+		;
+	if (weft_self_proc() == 1) {
+		atomic_store(&h->holder_proc, 1);
+		GO(held_work, h); /* queued on this P */
+		/* In timer mode, let it run here and arm its timer on this P:
+		 * this goroutine runs again once it has parked. */
+		while (h->mode == HOLD_TIMER && !atomic_load(&h->armed) &&
+		       test_now_ns() < h->deadline)
+			weft_yield();
+		atomic_store(&h->ready, 1);
+		if (h->mode == HOLD_BLOCKING) {
+			weft_blocking_begin();
+			while (!held_wait_over(h))
+				usleep(1000);
+			weft_blocking_end();
+		} else {
+			while (!held_wait_over(h))
+				; /* no switch */
+		}
+		atomic_store(&h->held_out, !atomic_load(&h->done));
+	} else {
+		while (!atomic_load(&h->ready) && test_now_ns() < h->deadline)
+			;
+		if (atomic_load(&h->ready)) {
+			weft_set_procs(1, NULL); /* the holder's P goes away */
+			while (!held_wait_over(h))
+				weft_sleep(TEST_MS);
+		}
+	}
+	weft_wg_done(&h->wg);
+}
+
+static void hold_removed_p(int mode)
+{
+	int old;
+	ASSERT_EQ(weft_set_procs(2, &old), 0);
+	struct held_p h = { .mode = mode, .wg = WEFT_WG_INIT };
+	h.deadline = test_now_ns() + 3000 * TEST_MS * test_slowdown();
+	weft_wg_add(&h.wg, 2);
+	GO(held_player, &h);
+	GO(held_player, &h);
+	weft_wg_wait(&h.wg);
+	ASSERT_EQ(weft_set_procs(old, NULL), 0);
+	if (!atomic_load(&h.holder_proc) || !atomic_load(&h.ready))
+		SKIP("the two players never ran on both Ps at once");
+	if (mode == HOLD_TIMER && atomic_load(&h.sleeper_proc) != 1)
+		SKIP("the sleeper armed its timer on another P than the holder's");
+	if (atomic_load(&h.held_out))
+		FAIL("the work on the removed P waited for its holder (mode %d)", mode);
+}
+
+TEST(set_procs_down_moves_work_from_a_hog)
+{
+	hold_removed_p(HOLD_QUEUED);
+}
+
+TEST(set_procs_down_moves_timers_from_a_hog)
+{
+	hold_removed_p(HOLD_TIMER);
+}
+
+TEST(set_procs_down_moves_work_from_a_blocking_call)
+{
+	hold_removed_p(HOLD_BLOCKING);
+}
+
 struct removed_spinner {
 	atomic_int proc; /* the P it spins on, once started; -1 before */
 	atomic_int go;   /* set when the P count has been lowered */
