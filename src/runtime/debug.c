@@ -283,10 +283,10 @@ static void hog_handler(int sig, siginfo_t *si, void *ucv)
 	backtrace_symbols_fd(frames, n, STDERR_FILENO);
 }
 
-void weft__hog_backtrace(struct weft__m *m)
+void weft__hog_backtrace(pid_t tid)
 {
-	if (m->tid > 0)
-		syscall(SYS_tgkill, getpid(), m->tid, hog_signal);
+	if (tid > 0)
+		syscall(SYS_tgkill, getpid(), tid, hog_signal);
 }
 
 void weft__signals_init_thread(struct weft__m *m)

@@ -361,18 +361,35 @@ static void *m_main(void *arg);
 static void newm(struct weft__p *p, int spinning)
 {
 	struct weft__sched *s = &weft__sched;
-	/* Plain calloc: not weft__calloc, whose failure injection (tests)
-	 * would turn a thread the scheduler needs into a fatal error. */
-	struct weft__m *m = calloc(1, sizeof *m);
-	if (!m)
-		weft__fatal("out of memory creating a thread");
+	weft__lock(&s->lock);
+	/* The record of an M that has exited, if any: records stay on allm
+	 * (sysmon walks it without the lock), so they are reused rather than
+	 * freed. Cleared under the lock, which WEFT_DEBUG=hogs's walk takes. */
+	struct weft__m *m = s->mfree;
+	if (m) {
+		s->mfree = m->link;
+		struct weft__m *all = m->alllink;
+		memset(m, 0, sizeof *m);
+		m->alllink = all;
+	}
+	weft__unlock(&s->lock);
+	if (!m) {
+		/* Plain calloc: not weft__calloc, whose failure injection
+		 * (tests) would turn a thread the scheduler needs into a fatal
+		 * error. */
+		m = calloc(1, sizeof *m);
+		if (!m)
+			weft__fatal("out of memory creating a thread");
+		weft__lock(&s->lock);
+		m->alllink = s->allm;
+		/* Publish the record after its link: sysmon walks unlocked. */
+		__atomic_store_n(&s->allm, m, __ATOMIC_RELEASE);
+		__atomic_add_fetch(&s->nmrec, 1, __ATOMIC_RELAXED);
+		weft__unlock(&s->lock);
+	}
 	m->nextp = p;
 	m->spinning = spinning;
-	weft__lock(&s->lock);
 	m->id = __atomic_fetch_add(&s->mcount, 1, __ATOMIC_SEQ_CST);
-	m->alllink = s->allm;
-	s->allm = m;
-	weft__unlock(&s->lock);
 	m->rand = (s->chaos ? s->chaos_seed : (uint64_t)weft_now()) * 0x9E3779B97F4A7C15ull +
 		  (uint64_t)m->id * 0xBF58476D1CE4E5B9ull + 1;
 	int saved_errno = *weft__errno_addr();
@@ -1144,9 +1161,14 @@ static void m_exit(struct weft__m *m)
 		weft__handoffp(releasep(m));
 	weft__signals_exit_thread(m);
 	__atomic_sub_fetch(&s->mcount, 1, __ATOMIC_SEQ_CST);
-	/* The M record stays on allm (dumps walk it without locks). */
 	m->tid = 0;
 	m_set(NULL);
+	/* The record stays on allm, for newm to reuse: nothing below reads
+	 * it, and this thread's own stack is not in it. */
+	weft__lock(&s->lock);
+	m->link = s->mfree;
+	s->mfree = m;
+	weft__unlock(&s->lock);
 	pthread_exit(NULL);
 }
 

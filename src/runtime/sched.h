@@ -162,7 +162,9 @@ struct weft__m {
 	struct weft__p *p;        /* owned P or NULL; owner: this M */
 	struct weft__p *nextp;    /* P handed over by startm; under sched.lock */
 	struct weft__m *link;     /* idle list; under sched.lock */
-	struct weft__m *alllink;  /* all-M list; append only under sched.lock */
+	struct weft__m *alllink;  /* all-M list; append only under sched.lock;
+				   * a record stays on it for good, and newm
+				   * reuses an exited M's (sched.mfree) */
 	uint32_t park;            /* futex word: 1 = woken */
 	uint32_t polling;         /* atomic: blocked in epoll for stopm (netpoll.c) */
 	int spinning;             /* counted in sched.nmspinning; owner: this M */
@@ -242,6 +244,8 @@ struct weft__sched {
 	/* The rest. */
 	_Alignas(WEFT_CACHELINE) uint64_t goid; /* atomic id generator */
 	struct weft__m *allm;
+	struct weft__m *mfree; /* exited Ms' records, for newm (via link); under lock */
+	int nmrec;           /* atomic: M records on allm (allocated, never freed) */
 	int mcount;          /* atomic: Ms started and not exited */
 	uint32_t allg_lock;
 	struct weft__g *allg;
@@ -478,8 +482,9 @@ extern int64_t weft__coarse_now;
 extern int64_t weft__live_chans, weft__live_ctxs;
 /* Set by the SIGQUIT handler; sysmon dumps and exits. */
 extern volatile sig_atomic_t weft__dump_requested;
-/* Report a running hog's backtrace from its own thread (signal). */
-void weft__hog_backtrace(struct weft__m *m);
+/* Report a running hog's backtrace from its own thread (signal): tid is
+ * its M's, read by the caller (a record may be reused once its M exits). */
+void weft__hog_backtrace(pid_t tid);
 uint64_t weft__fastrand(void);
 /* Set at start when membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) works: the
  * owner of a P then takes its runnext without a locked instruction (runq.c). */

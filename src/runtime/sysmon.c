@@ -220,7 +220,7 @@ static void retake(int64_t now, int *retaken)
 					(unsigned long long)g->id, g->named ? " \"" : "",
 					g->named ? g->name : "", g->named ? "\"" : "", g->file ? g->file : "?", g->line,
 					(long long)((now - p->sm_when) / 1000000), p->id);
-				weft__hog_backtrace(m);
+				weft__hog_backtrace(m->tid);
 			}
 		}
 	}
@@ -229,7 +229,17 @@ static void retake(int64_t now, int *retaken)
 static void report_stuck(int64_t now)
 {
 	struct weft__sched *s = &weft__sched;
-	for (struct weft__m *m = __atomic_load_n(&s->allm, __ATOMIC_ACQUIRE); m; m = m->alllink) {
+	struct stuck {
+		unsigned long long gid;
+		const char *file;
+		int line, tid;
+		int64_t since;
+	} found[16];
+	int n = 0;
+	/* Under the lock, as newm clears a reused record under it (debug
+	 * mode only: the walk is short); printed after it. */
+	weft__lock(&s->lock);
+	for (struct weft__m *m = s->allm; m && n < 16; m = m->alllink) {
 		if (!__atomic_load_n(&m->in_blocking, __ATOMIC_ACQUIRE) || m->blocking_reported)
 			continue;
 		int64_t since = __atomic_load_n(&m->blocking_since, __ATOMIC_RELAXED);
@@ -237,11 +247,16 @@ static void report_stuck(int64_t now)
 			continue;
 		m->blocking_reported = 1;
 		struct weft__g *g = __atomic_load_n(&m->curg, __ATOMIC_ACQUIRE);
+		found[n++] = (struct stuck){ g ? (unsigned long long)g->id : 0ull,
+					     g && g->file ? g->file : "?", g ? g->line : 0,
+					     (int)m->tid, since };
+	}
+	weft__unlock(&s->lock);
+	for (int i = 0; i < n; i++) {
 		fprintf(stderr, "weft: goroutine %llu (created at %s:%d) has been in a blocking "
-			"call for %lld ms on thread %d\n", g ? (unsigned long long)g->id : 0ull,
-			g && g->file ? g->file : "?", g ? g->line : 0,
-			(long long)((now - since) / 1000000), (int)m->tid);
-		weft__hog_backtrace(m);
+			"call for %lld ms on thread %d\n", found[i].gid, found[i].file, found[i].line,
+			(long long)((now - found[i].since) / 1000000), found[i].tid);
+		weft__hog_backtrace(found[i].tid);
 	}
 }
 
