@@ -62,6 +62,8 @@
 #define COLORS 16
 
 enum { GUARD_UNKNOWN, GUARD_MADV_BATCH, GUARD_MADV, GUARD_MPROTECT };
+/* weft__g.custom_stack: how a custom-size stack is guarded. */
+enum { CUSTOM_MADV = 1, CUSTOM_MPROTECT = 2 };
 
 static struct {
 	uint32_t lock;          /* protects everything below */
@@ -80,8 +82,10 @@ static struct {
 	int64_t carved, carved_ahead; /* default units, all and by idle Ps (atomic) */
 	int precarving;         /* carves ahead under way (atomic) */
 	int pidfd;
-	long map_count_max;
+	long map_count_max;     /* atomic; 0 until read (map_limit) */
 	long mprotect_guards;   /* mprotect guards installed: a VMA split each */
+	long custom_maps;       /* atomic: maps held by mprotect-guarded custom
+	                         * stacks (2 each: the guard and the stack) */
 	char *partial_at;       /* a batch whose mprotect guards failed part way: */
 	int partial_n;          /* its first address, and how many it has */
 	int map_count_warned;
@@ -115,15 +119,38 @@ static long read_max_map_count(void)
 	return v;
 }
 
+/* vm.max_map_count, read once. */
+static long map_limit(void)
+{
+	long v = __atomic_load_n(&st.map_count_max, __ATOMIC_RELAXED);
+	if (!v) {
+		v = read_max_map_count();
+		long z = 0;
+		if (!__atomic_compare_exchange_n(&st.map_count_max, &z, v, 0, __ATOMIC_RELAXED,
+						 __ATOMIC_RELAXED))
+			v = z; /* a test's limit (weft__stack_set_map_limit) won */
+	}
+	return v;
+}
+
+/* Would n more maps for mprotect-guarded stacks come within the margin of
+ * vm.max_map_count? (Other maps of the process get the 1024 of margin.) */
+static int maps_short(long n)
+{
+	long used = __atomic_load_n(&st.mprotect_guards, __ATOMIC_RELAXED) * 2 +
+		    __atomic_load_n(&st.custom_maps, __ATOMIC_RELAXED);
+	return used + n + 1024 > map_limit();
+}
+
 static void warn_map_count(void)
 {
-	if (st.map_count_warned++)
+	if (__atomic_fetch_add(&st.map_count_warned, 1, __ATOMIC_RELAXED))
 		return;
 	fprintf(stderr, "weft: cannot create more goroutine stacks: MADV_GUARD_INSTALL "
 		"(Linux 6.13+) is missing here or has no effect (an emulator), so each guard "
 		"page costs memory maps, and "
 		"vm.max_map_count=%ld is nearly used up; raise it (sysctl vm.max_map_count) or "
-		"use a newer kernel\n", st.map_count_max);
+		"use a newer kernel\n", map_limit());
 }
 
 /*
@@ -169,7 +196,6 @@ static int install_guards(char **at, int n)
 		st.pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
 		__atomic_store_n(&st.populate_ok, st.pidfd >= 0, __ATOMIC_RELAXED);
 		st.guard_mode = madv_guard_works() ? GUARD_MADV_BATCH : GUARD_MPROTECT;
-		st.map_count_max = read_max_map_count();
 	}
 	if (st.guard_mode == GUARD_MADV_BATCH) {
 		struct iovec iov[BATCH];
@@ -198,7 +224,7 @@ static int install_guards(char **at, int n)
 	 * move) skips the guards it already has, which are counted. */
 	int from = at[0] == st.partial_at ? st.partial_n : 0;
 	/* Each mprotect guard splits a VMA in two: stop well before the limit. */
-	if ((st.mprotect_guards + n - from) * 2 + 1024 > st.map_count_max) {
+	if (maps_short((long)(n - from) * 2)) {
 		warn_map_count();
 		return EAGAIN;
 	}
@@ -210,7 +236,7 @@ static int install_guards(char **at, int n)
 			st.partial_n = i;
 			return EAGAIN;
 		}
-		st.mprotect_guards++;
+		__atomic_add_fetch(&st.mprotect_guards, 1, __ATOMIC_RELAXED);
 	}
 	st.partial_at = NULL;
 	st.partial_n = 0;
@@ -340,23 +366,58 @@ static struct weft__g *alloc_custom(size_t size, int *err)
 {
 	size_t pg = weft__page_size();
 	size_t usable = round_page(size);
+	/* Without MADV_GUARD_INSTALL the guard is an mprotect'ed page: the
+	 * stack costs two maps, counted with the carved stacks' guards so the
+	 * process never meets vm.max_map_count (EAGAIN and the warning
+	 * first). With it, a custom stack is a mapping like any other the
+	 * program makes. */
+	int mprotected = !madv_guard_works();
+	if (mprotected) {
+		if (maps_short(2)) {
+			warn_map_count();
+			*err = EAGAIN;
+			return NULL;
+		}
+		__atomic_add_fetch(&st.custom_maps, 2, __ATOMIC_RELAXED);
+	}
 	char *m = mmap(NULL, usable + pg, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (m == MAP_FAILED) {
 		*err = errno == ENOMEM ? ENOMEM : EAGAIN;
-		return NULL;
+		goto fail;
 	}
-	/* A separate mapping costs a VMA anyway; mprotect works everywhere. */
-	if ((!madv_guard_works() || madvise(m, pg, MADV_GUARD_INSTALL) != 0) &&
-	    mprotect(m, pg, PROT_NONE) != 0) {
+	if (!mprotected && madvise(m, pg, MADV_GUARD_INSTALL) != 0)
+		mprotected = 2; /* refused for this mapping: mprotect after all */
+	if (mprotected && mprotect(m, pg, PROT_NONE) != 0) {
+		/* ENOMEM here means the maps ran out. */
+		if (errno == ENOMEM)
+			warn_map_count();
 		munmap(m, usable + pg);
 		*err = EAGAIN;
-		return NULL;
+		goto fail;
 	}
+	if (mprotected == 2)
+		__atomic_add_fetch(&st.custom_maps, 2, __ATOMIC_RELAXED);
 	struct weft__g *g = record_init(m + pg, usable);
-	g->custom_stack = 1;
+	g->custom_stack = mprotected ? CUSTOM_MPROTECT : CUSTOM_MADV;
 	allg_link(g, g);
 	return g;
+fail:
+	if (mprotected == 1)
+		__atomic_sub_fetch(&st.custom_maps, 2, __ATOMIC_RELAXED);
+	return NULL;
+}
+
+void weft__stack_set_map_limit(long max, int no_madv_guard)
+{
+	__atomic_store_n(&st.map_count_max, max, __ATOMIC_RELAXED);
+	if (no_madv_guard) {
+		weft__lock(&st.carve_lock);
+		__atomic_store_n(&st.madv_guard, -1, __ATOMIC_RELEASE);
+		if (st.guard_mode != GUARD_UNKNOWN)
+			st.guard_mode = GUARD_MPROTECT;
+		weft__unlock(&st.carve_lock);
+	}
 }
 
 /* Prefetch a line for writing (PREFETCHW: fetched exclusive, so the store
@@ -544,7 +605,10 @@ static void unmap_custom(struct weft__g *g)
 		*pp = g->allnext;
 	weft__unlock(&weft__sched.allg_lock);
 	weft__san_fiber_destroy(g);
+	int mprotected = g->custom_stack == CUSTOM_MPROTECT; /* the record goes below */
 	munmap(g->stack_lo - pg, g->stack_size + pg);
+	if (mprotected)
+		__atomic_sub_fetch(&st.custom_maps, 2, __ATOMIC_RELAXED);
 }
 
 /* Push n units onto the global cache; st.lock held. A failure to grow the

@@ -7,6 +7,8 @@
 #include "test.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
 #include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
@@ -188,4 +190,97 @@ TEST(guard_page_below_every_stack)
 	}
 	close(fd[0]);
 	close(fd[1]);
+}
+
+static int count_maps(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	int n = 0, c;
+	if (!f)
+		return -1;
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+static weft_chan *block;
+
+static void park_on(void *arg)
+{
+	weft_chan_recv(block, NULL);
+	weft_wg_done(arg);
+}
+
+/*
+ * On a kernel without MADV_GUARD_INSTALL every guard is an mprotect'ed page,
+ * which costs memory maps, and vm.max_map_count bounds them: custom-size
+ * stacks (two maps each) must count against it as the carved ones' guards
+ * do, so that a spawn fails with EAGAIN and one warning before the kernel
+ * refuses maps to the rest of the program. Here the limit is taken to be
+ * the maps in use plus the 1024 of margin plus 400: the margin is for the
+ * program's other maps, so about (maps in use + 400) / 2 custom stacks fit. Once they are gone, the count goes back down: custom stacks spawn
+ * again. Guards: custom stacks not counted (spawns went on past the limit,
+ * to the bound of 5,000 here), a count that never goes down.
+ */
+TEST(custom_stacks_count_against_the_map_limit)
+{
+	int maps = count_maps();
+	ASSERT_GT(maps, 0);
+	weft__stack_set_map_limit(maps + 1024 + 400, 1);
+	ASSERT_EQ(weft_chan_make(&block, 0, 0), 0);
+	/* The warning goes to stderr: catch it in a file. */
+	FILE *tmp = tmpfile();
+	ASSERT(tmp != NULL);
+	int saved = dup(2);
+	ASSERT(saved >= 0);
+	ASSERT_EQ(dup2(fileno(tmp), 2), 2);
+	weft_go_options o = {.stack_size = 64 * 1024};
+	int n = 0, err = 0;
+	weft_wg wg = WEFT_WG_INIT;
+	for (; n < 5000; n++) {
+		weft_wg_add(&wg, 1);
+		if ((err = weft_go_opts(park_on, &wg, &o)) != 0) {
+			weft_wg_done(&wg);
+			break;
+		}
+	}
+	int maps_at_refusal = count_maps();
+	dup2(saved, 2);
+	close(saved);
+	char msg[1024] = "";
+	rewind(tmp);
+	size_t len = fread(msg, 1, sizeof msg - 1, tmp);
+	msg[len] = 0;
+	fclose(tmp);
+	printf("    %d custom stacks, then %s; %d maps in use\n", n, strerror(err),
+	       maps_at_refusal);
+	weft_chan_close(block);
+	ASSERT_EQ(err, EAGAIN);
+	/* Each takes 2 of the maps counted. The program's other maps (those
+	 * in use at the start) live in the margin, less those weft counted
+	 * already: the guards of default stacks where they too are mprotect'ed
+	 * (an emulator). So 200 stacks at least, (maps + 400) / 2 at most. */
+	ASSERT_GE(n, 400 / 2 - 2);
+	ASSERT_LE(n, (maps + 400) / 2);
+	/* ThreadSanitizer maps memory for each goroutine's fiber: the margin
+	 * is not for that. */
+	if (!TEST_TSAN)
+		ASSERT_LT(maps_at_refusal, maps + 1024 + 400);
+	ASSERT_CONTAINS(msg, "vm.max_map_count");
+	/* Their goroutines end and unmap their stacks: room again. */
+	int64_t deadline = test_now_ns() + 5000 * TEST_MS * test_slowdown();
+	weft_wg_wait(&wg);
+	for (;;) {
+		weft_wg_add(&wg, 1);
+		if ((err = weft_go_opts(park_on, &wg, &o)) == 0)
+			break;
+		weft_wg_done(&wg);
+		if (err != EAGAIN || test_now_ns() > deadline)
+			break;
+		weft_sleep(TEST_MS);
+	}
+	ASSERT_EQ(err, 0);
+	weft_wg_wait(&wg);
+	weft_chan_release(block);
 }
