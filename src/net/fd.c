@@ -156,12 +156,18 @@ static void fd_unref(weft_fd *f)
 	/* The call's system calls happen before the close (ThreadSanitizer
 	 * checks descriptors too, and cannot see the reference count). */
 	weft__race_release(f);
-	uint32_t left = __atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL);
-	if (left != CLOSING)
-		return;
-	/* The last call of a closing descriptor: let the closer finish. */
+	uint32_t v = __atomic_load_n(&f->refs, __ATOMIC_RELAXED);
+	while (!(v & CLOSING))
+		if (__atomic_compare_exchange_n(&f->refs, &v, v - 1, 0, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED))
+			return;
+	/* Closing: drop the reference under the closer's queue lock. The
+	 * closer checks the count under it, then frees f: dropped before the
+	 * lock, the closer could free f while we were on our way to it. The
+	 * last call of a closing descriptor lets the closer finish. */
 	weft__waitq_lock(&f->closeq);
-	struct weft__waiter *w = weft__waitq_take(&f->closeq, NULL);
+	uint32_t left = __atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL);
+	struct weft__waiter *w = left == CLOSING ? weft__waitq_take(&f->closeq, NULL) : NULL;
 	weft__waitq_unlock(&f->closeq);
 	if (w)
 		weft__waiter_wake(w);
@@ -279,7 +285,16 @@ static int call_enter(weft_fd *f, int dir, int64_t dl, struct weft__cancel *cs)
 			err = ETIMEDOUT;
 	}
 	if (!err) {
-		err = weft__sem_acquire(&f->mu[dir], 1, eff_deadline(f, dir, dl), cs);
+		/* The descriptor's deadline may move while we queue (set_deadline
+		 * wakes only the poller's waiters): a timeout at a deadline that
+		 * is no longer the descriptor's waits again, for the new one. A
+		 * shortened one needs nothing: the holder times out and lets us
+		 * in, and our check of the deadline below fails us. */
+		for (;;) {
+			err = weft__sem_acquire(&f->mu[dir], 1, eff_deadline(f, dir, dl), cs);
+			if (err != ETIMEDOUT || eff_deadline(f, dir, dl) <= weft_now())
+				break;
+		}
 		/* Queued behind another call when the close began: fail as
 		 * the calls already in flight do, rather than start a system
 		 * call on a descriptor being closed (it is still open until
@@ -303,10 +318,15 @@ static void call_leave(weft_fd *f, int dir)
 	fd_unref(f);
 }
 
-/* Park until dir may be ready: 0 (try again), or an error. */
+/* Park until dir may be ready: 0 (try again), or an error. The deadline is
+ * read after the rewake count: a set_deadline between the read and the
+ * queueing bumps it, and the wait returns at once to read it again. */
 static inline int fd_wait(weft_fd *f, int dir, int64_t dl, struct weft__cancel *cs)
 {
-	return weft__pd_wait(f->pd, dir, eff_deadline(f, dir, dl), cs);
+	uint32_t gen = __atomic_load_n(&f->pd->rewakes[dir], __ATOMIC_SEQ_CST);
+	int64_t d = eff_deadline(f, dir, dl);
+	weft__chaos_pause(4); /* the window a set_deadline may fall in */
+	return weft__pd_wait(f->pd, dir, d, cs, gen);
 }
 
 /* The system calls themselves go through syscall(): libc's wrappers are

@@ -184,6 +184,9 @@ void weft__pd_close(struct weft__pd *pd)
 
 void weft__pd_rewake(struct weft__pd *pd, int dir)
 {
+	/* Before the wake, which skips a queue that looks empty: a waiter on
+	 * its way in sees the count moved (weft__pd_wait). */
+	__atomic_add_fetch(&pd->rewakes[dir], 1, __ATOMIC_SEQ_CST);
 	unblock(pd, dir, 0, NULL, NULL, 0);
 }
 
@@ -200,7 +203,8 @@ void weft__pd_free(struct weft__pd *pd)
 	weft__unlock(&pool_lock);
 }
 
-int weft__pd_wait(struct weft__pd *pd, int dir, int64_t deadline, struct weft__cancel *cs)
+int weft__pd_wait(struct weft__pd *pd, int dir, int64_t deadline, struct weft__cancel *cs,
+		  uint32_t rewakes)
 {
 	struct weft__waitq *q = &pd->q[dir];
 	struct weft__waiter w;
@@ -216,7 +220,8 @@ int weft__pd_wait(struct weft__pd *pd, int dir, int64_t deadline, struct weft__c
 		weft__waitq_unlock(q);
 		return EBADF;
 	}
-	if (__atomic_load_n(&pd->ready[dir], __ATOMIC_SEQ_CST)) {
+	if (__atomic_load_n(&pd->ready[dir], __ATOMIC_SEQ_CST) ||
+	    __atomic_load_n(&pd->rewakes[dir], __ATOMIC_SEQ_CST) != rewakes) {
 		weft__waitq_unlink(q, &w);
 		weft__waitq_unlock(q);
 		return 0;

@@ -38,6 +38,7 @@ struct weft__pd {
 	                  * an error, TCP urgent data): from then on calls never
 	                  * infer exhaustion (net/fd.c) */
 	uint32_t seq;            /* generation; bumped on free (atomic) */
+	uint32_t rewakes[2];     /* atomic: weft__pd_rewake calls, per direction */
 	int fd;
 	struct weft__pd *free_next; /* the pool's free list, under its lock */
 };
@@ -61,9 +62,12 @@ void weft__pd_rewake(struct weft__pd *pd, int dir);
  * call again), the deadline passes (INT64_MAX: none), cs fires (NULL: none),
  * or pd is closed. Returns 0, ETIMEDOUT, the source's error, or EBADF.
  * Blocks: yes (the goroutine, or a foreign thread). Returns 0 at once when
- * the ready flag is set; it does not clear it.
+ * the ready flag is set (it does not clear it), or when rewakes, read by the
+ * caller before it computed deadline, is no longer pd->rewakes[dir]: the
+ * deadline may be stale.
  */
-int weft__pd_wait(struct weft__pd *pd, int dir, int64_t deadline, struct weft__cancel *cs);
+int weft__pd_wait(struct weft__pd *pd, int dir, int64_t deadline, struct weft__cancel *cs,
+		  uint32_t rewakes);
 
 static inline void weft__pd_clear(struct weft__pd *pd, int dir)
 {

@@ -151,6 +151,13 @@ static inline int chaos(int one_in)
 	return weft__sched.chaos && weft__fastrand() % (uint64_t)one_in == 0;
 }
 
+void weft__chaos_pause(int one_in)
+{
+	if (chaos(one_in))
+		for (int i = 0; i < 3000; i++)
+			weft__cpu_relax();
+}
+
 /* Owner-written counters: a relaxed store avoids a locked instruction. */
 static inline void stat_inc(int64_t *c)
 {

@@ -423,6 +423,9 @@ int *weft__errno_addr(void);
 struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err);
 /* Return g's record and stack. Precondition: no one runs on that stack. */
 void weft__stack_free(struct weft__p *p, struct weft__g *g);
+/* Chaos mode (WEFT_DEBUG=chaos): spin a few microseconds, one call in
+ * one_in, to widen a race window outside the scheduler. Else nothing. */
+void weft__chaos_pause(int one_in);
 /* For tests: take vm.max_map_count to be max, and with no_madv_guard act as
  * on a kernel without MADV_GUARD_INSTALL (mprotect guards) from now on. */
 void weft__stack_set_map_limit(long max, int no_madv_guard);

@@ -551,6 +551,111 @@ TEST(read_deadline)
 }
 
 /*
+ * A descriptor deadline removed while two reads wait: one in the poller, the
+ * other queued behind it for the direction's lock. Neither may fail at the
+ * removed deadline; both go on waiting, and both get data when it comes.
+ * Guards: the queued call keeping the deadline it saw on entry (it failed
+ * with ETIMEDOUT at the old deadline, 200 ms).
+ */
+TEST(deadline_removed_reaches_a_queued_call)
+{
+	weft_fd *a, *b;
+	tcp_pair(&a, &b);
+	int64_t old = weft_now() + 200 * TEST_MS * test_slowdown();
+	ASSERT_EQ(weft_fd_set_read_deadline(a, old), 0);
+	struct blocked r1, r2;
+	start_blocked_reader(&r1, a); /* in the poller */
+	memset(&r2, 0, sizeof r2);
+	r2.f = a;
+	weft_wg_add(&r2.done, 1);
+	GO(blocked_reader, &r2); /* queued behind r1 */
+	wait_waiting("semaphore.Acquire", 1);
+	ASSERT_EQ(weft_fd_set_read_deadline(a, 0), 0);
+	while (weft_now() < old + 100 * TEST_MS)
+		weft_sleep(10 * TEST_MS);
+	ASSERT_EQ(weft_wg_wait_until(&r1.done, weft_now()), ETIMEDOUT);
+	if (weft_wg_wait_until(&r2.done, weft_now()) == 0)
+		FAIL("the queued read returned %s at the removed deadline", weft_strerror(r2.err));
+	/* A byte each (a read takes all there is). */
+	size_t n;
+	ASSERT_EQ(weft_write(b, "x", 1, &n), 0);
+	int64_t until = weft_now() + 20 * SEC;
+	while (weft_wg_wait_until(&r1.done, weft_now()) == ETIMEDOUT &&
+	       weft_wg_wait_until(&r2.done, weft_now()) == ETIMEDOUT && weft_now() < until)
+		weft_sleep(TEST_MS);
+	ASSERT_EQ(weft_write(b, "y", 1, &n), 0);
+	wg_wait_bounded(&r1.done, 20 * SEC, "the first reader, once data came");
+	wg_wait_bounded(&r2.done, 20 * SEC, "the queued reader, once data came");
+	ASSERT_EQ(r1.err, 0);
+	ASSERT_EQ(r2.err, 0);
+	ASSERT_EQ(r1.n + r2.n, 2);
+	ASSERT_EQ(weft_fd_close(a), 0);
+	ASSERT_EQ(weft_fd_close(b), 0);
+}
+
+struct deadline_racer {
+	weft_fd *f;
+	atomic_int started, done;
+	int err;
+};
+
+static void racing_reader(void *arg)
+{
+	struct deadline_racer *d = arg;
+	uint8_t buf[16];
+	size_t n;
+	atomic_store(&d->started, 1);
+	d->err = weft_read(d->f, buf, sizeof buf, &n);
+	atomic_store(&d->done, 1);
+}
+
+/*
+ * A deadline set just as a reader parks: a reader blocks while the test
+ * resets the read deadline again and again with random spacing, then sets
+ * it 1 ms ahead. The reader must time out, every time (bounded: up to
+ * 1,500 rounds or 3 s). Guards: a deadline set between the reader's read of
+ * it and its queueing in the poller (the wake found no one to wake, and the
+ * reader slept on with no deadline). Natively that window is a few
+ * instructions (a probe lost about 1 round in 500 at 2 Ps); chaos mode
+ * widens it, and there this goes red in the first rounds without the fix.
+ */
+TEST(deadline_set_as_a_reader_parks)
+{
+	uint32_t seed = 12345;
+	int64_t stop = weft_now() + 3 * SEC;
+	int rounds = 0;
+	for (; rounds < 1500 && weft_now() < stop; rounds++) {
+		weft_fd *a, *b;
+		tcp_pair(&a, &b);
+		struct deadline_racer d = {.f = a};
+		GO(racing_reader, &d);
+		while (!atomic_load(&d.started))
+			weft_yield();
+		int k = 1 + (int)(test_rand32(&seed) % 100);
+		for (int i = 0; i < k; i++) {
+			ASSERT_EQ(weft_fd_set_read_deadline(a, 0), 0);
+			for (volatile int spin = (int)(test_rand32(&seed) % 300); spin > 0; spin--)
+				;
+			if (test_rand32(&seed) % 4 == 0)
+				weft_yield();
+		}
+		ASSERT_EQ(weft_fd_set_read_deadline(a, weft_now() + TEST_MS), 0);
+		int64_t until = weft_now() + PROMPT_NS;
+		while (!atomic_load(&d.done) && weft_now() < until)
+			weft_sleep(TEST_MS);
+		int lost = !atomic_load(&d.done);
+		ASSERT_EQ(weft_fd_close(a), 0); /* wakes a lost reader (EBADF) */
+		while (!atomic_load(&d.done))
+			weft_sleep(TEST_MS);
+		if (lost)
+			FAIL("round %d: the reader missed its deadline and slept on", rounds);
+		ASSERT_EQ(d.err, ETIMEDOUT);
+		ASSERT_EQ(weft_fd_close(b), 0);
+	}
+	printf("    %d rounds\n", rounds);
+}
+
+/*
  * A writer whose peer never reads (a small send buffer): weft_write_until
  * and a plain weft_write under a descriptor write deadline give ETIMEDOUT at
  * the deadline, reporting through *n the bytes written before it (0 < n <
