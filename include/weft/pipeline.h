@@ -281,7 +281,8 @@ WEFT_API int weft_pipeline_set_sink(weft_pipeline *p, weft_pipeline_sink_fn fn, 
  * drops items still in it. Without a sink and an output channel the last
  * stage's items are dropped as they come.
  *
- * Returns 0, or: EINVAL (output given with a sink set), ENOMEM, EAGAIN
+ * Returns 0, or: EINVAL (output given with a sink set, or with a channel
+ * source and no stage: it would be the source channel itself), ENOMEM, EAGAIN
  * (weft_go could not start a goroutine). On error no function of the
  * pipeline has run and none will; the pipeline may only be freed.
  * Blocks: no. Thread-safety: any thread; starting a pipeline twice is a

@@ -67,7 +67,10 @@ typedef struct weft_merge weft_merge;
  *   - out turns out to be closed by someone else (a send fails with EPIPE):
  *     every goroutine stops, out is left as it is, and weft_merge_wait()
  *     returns EPIPE. (Closing out yourself while the merge runs is a bug, as
- *     it would be in Go, which panics on that send; weft stops cleanly.)
+ *     it would be in Go, which panics on that send: weft stops cleanly when
+ *     a send finds out closed, but if no send comes before the inputs end,
+ *     the merge's own close of out is the fatal "close of closed channel",
+ *     as Go's close(out) would panic.)
  * Each value arrives on out exactly once, and the values of one input arrive
  * in the order they were received from it; inputs interleave in no fixed
  * order. The merge owns the sending side of out: it closes out exactly once.
@@ -131,7 +134,10 @@ typedef struct weft_tee weft_tee;
  *     weft_tee_wait() returns ECANCELED or ETIMEDOUT; the value in hand may
  *     have reached one output and not the other;
  *   - an output turns out to be closed by someone else (EPIPE): the other one
- *     is closed, and weft_tee_wait() returns EPIPE.
+ *     is closed, and weft_tee_wait() returns EPIPE. (That close is a bug, as
+ *     for weft_merge_new: found by a send it stops the tee cleanly, but if
+ *     in ends first, the tee's own close of it is the fatal "close of closed
+ *     channel".)
  * ctx may be NULL. The tee retains the three channels and ctx until
  * weft_tee_free().
  *

@@ -231,8 +231,13 @@ WEFT_API int weft_workpool_new(weft_workpool **out, const weft_workpool_config *
  * goroutine lets waiting workers run every 512 jobs, so that jobs start
  * before the queue fills). Thread-safety: any thread; jobs may
  * submit to their own pool (but a pool whose every worker waits to submit to
- * its own full queue deadlocks, as Go's would). arg is borrowed until the
- * job's result has been delivered (or, with no results, until it ran).
+ * its own full queue deadlocks, as Go's would; and with IN_ORDER results a
+ * job's queue slot stays taken until its own result is delivered, so a job
+ * that submits more than queue_size jobs to its own pool waits for ever,
+ * even with idle workers: give such a job a deadline, or use AS_COMPLETED).
+ * arg is borrowed until the job's result has been delivered (or, with no
+ * results, until it ran). A goroutine blocked here when the pool shuts down
+ * returns EPIPE, and the owner may free the pool meanwhile.
  */
 WEFT_API int weft_workpool_submit(weft_workpool *p, weft_workpool_fn fn, void *arg, uint64_t *id);
 

@@ -155,6 +155,8 @@ struct weft_pipeline_emitter {
 	struct slot *slot; /* ordered: the item's slot */
 	uint64_t seq;      /* ordered: the item's number */
 	bool live;         /* during the call it was given to */
+	int err;           /* the generator's: its first failed emit (the context
+	                    * was done and an item was dropped) */
 };
 
 enum role { R_GEN, R_WORKER, R_SINK };
@@ -361,7 +363,10 @@ int weft_pipeline_emit(weft_pipeline_emitter *em, const void *item)
 	void *it = (void *)(uintptr_t)item;
 	if (em->st)
 		return emit_ordered(em, it);
-	return pass_on(em->p, em->out, it);
+	int r = pass_on(em->p, em->out, it);
+	if (r && !em->err)
+		em->err = r;
+	return r;
 }
 
 /* ---------------------------------------------------------------- goroutines */
@@ -635,7 +640,10 @@ static void gen_main(void *arg)
 		w->em = (weft_pipeline_emitter){.p = p, .out = &p->edges[0], .live = true};
 		int r = p->src.gen(p->ctx, p->src.arg, &w->em);
 		w->em.live = false;
-		fail(p, r);
+		/* An item dropped by a failed emit fails the pipeline, even
+		 * when the generator, as told, returns 0 then: with no stage
+		 * after it, no other goroutine sees the cancellation. */
+		fail(p, r ? r : w->em.err);
 	}
 	/* Go's `defer close(out)` of a generator. */
 	weft_chan_close(p->edges[0].ch);
@@ -945,7 +953,9 @@ int weft_pipeline_start(weft_pipeline *p, weft_chan **output)
 	check(p, "start");
 	if (p->state != SETUP)
 		fatal("start of a pipeline that was started");
-	if (output && p->sink)
+	/* A channel source with no stage: the output would be the caller's
+	 * own source channel, which the pipeline neither reads nor closes. */
+	if (output && (p->sink || (p->src.chan && p->nstages == 0)))
 		return EINVAL;
 	int r = prepare(p, output != NULL);
 	if (r)

@@ -1001,7 +1001,7 @@ static inline __attribute__((always_inline)) int submit(struct weft_workpool *p,
 	check(p, "submit");
 	if (fn == NULL)
 		return EINVAL;
-	if (UNLIKELY(p->parent != NULL) && weft_ctx_err(p->ctx)) {
+	if (UNLIKELY(p->parent != NULL) && weft_ctx_err(p->parent)) {
 		atomic_fetch_add_explicit(&p->rejected, 1, RLX);
 		return ECANCELED;
 	}
@@ -1015,7 +1015,8 @@ static inline __attribute__((always_inline)) int submit(struct weft_workpool *p,
 
 	static const struct submit_opts plain = {.wait_until = INT64_MAX};
 	uint64_t pos;
-	bool biased;
+	bool biased, held = false;
+#define SUBMIT_RETURN(v) do { int v_ = (v); if (held) pool_release(p); return v_; } while (0)
 	for (;;) {
 		/* Read again after every wait: the caller may have moved to
 		 * another thread. */
@@ -1038,17 +1039,21 @@ static inline __attribute__((always_inline)) int submit(struct weft_workpool *p,
 		uint64_t t = atomic_load_explicit(&p->tail, RLX);
 		if (UNLIKELY(t & CLOSED)) {
 			atomic_fetch_add_explicit(&p->rejected, 1, RLX);
-			return atomic_load_explicit(&p->ctl, RLX) & CTL_PARENT ? ECANCELED : EPIPE;
+			SUBMIT_RETURN(atomic_load_explicit(&p->ctl, RLX) & CTL_PARENT ? ECANCELED : EPIPE);
 		}
 		if (UNLIKELY(t & BIASED) && atomic_load_explicit(&p->bias_owner, RLX) != self) {
 			revoke_bias(p);
 			continue;
 		}
 		if (UNLIKELY(!room_for(p, t & TICKETS))) {
+			if (!held && !(o && o->try_only)) {
+				atomic_fetch_add_explicit(&p->refs, 1, SC);
+				held = true;
+			}
 			int r = wait_room(p, o ? o : &plain);
 			if (r != 0) {
 				atomic_fetch_add_explicit(&p->rejected, 1, RLX);
-				return r;
+				SUBMIT_RETURN(r);
 			}
 			continue;
 		}
@@ -1108,7 +1113,8 @@ static inline __attribute__((always_inline)) int submit(struct weft_workpool *p,
 		handoff(p);
 	if (id)
 		*id = pos + 1;
-	return 0;
+	SUBMIT_RETURN(0);
+#undef SUBMIT_RETURN
 }
 
 int weft_workpool_submit(weft_workpool *p, weft_workpool_fn fn, void *arg, uint64_t *id)
@@ -1698,7 +1704,7 @@ static void worker_exit(struct worker *w)
 		w->next->prev = w->prev;
 	if (!w->left)
 		p->live--;
-	bool last = p->live == 0 && is_closed(p);
+	bool last = !p->finished && p->live == 0 && is_closed(p);
 	if (last) {
 		/* Every job has been taken and every result delivered (each
 		 * worker delivered or handed over its own before leaving). */
@@ -1991,6 +1997,7 @@ static int wait_idle(weft_workpool *p, int64_t deadline, weft_ctx *ctx)
 {
 	check(p, "wait");
 	check_not_own_job(p, "wait");
+	atomic_fetch_add_explicit(&p->refs, 1, SC);
 	weft_mutex_lock(&p->mu);
 	atomic_fetch_add_explicit(&p->idle_waiters, 1, SC); /* pairs with go_idle's */
 	int r = 0;
@@ -2004,6 +2011,7 @@ static int wait_idle(weft_workpool *p, int64_t deadline, weft_ctx *ctx)
 		r = 0;
 	atomic_fetch_sub_explicit(&p->idle_waiters, 1, SC);
 	weft_mutex_unlock(&p->mu);
+	pool_release(p);
 	return r;
 }
 

@@ -1703,3 +1703,48 @@ TEST(misuse_is_fatal)
 		EXPECT_FATAL("pipeline_misuse", envs, 10000, want[m]);
 	}
 }
+
+/* Emits 0, 1, 2, ... until an emit fails, then returns 0, as the header
+ * tells a generator to. */
+static int gen_until_refused(weft_ctx *ctx, void *arg, weft_pipeline_emitter *em)
+{
+	(void)ctx, (void)arg;
+	for (uint64_t i = 0;; i++)
+		if (weft_pipeline_emit(em, &i) != 0)
+			return 0;
+}
+
+/*
+ * A pipeline of only a generator, read through its output channel and
+ * cancelled after 10 items: wait() reports ECANCELED (items were dropped),
+ * though the generator returned 0. And with a channel source and no stage,
+ * an output channel is refused (EINVAL): it would be the source channel
+ * itself, which the pipeline neither reads nor closes. Guards: no one
+ * recording the cancellation when the generator is the only goroutine
+ * (wait() returned 0, "every item went through"); the source channel handed
+ * back as the output.
+ */
+TEST(source_only_pipelines)
+{
+	weft_pipeline *p;
+	weft_pipeline_source src = {.gen = gen_until_refused, .item_size = sizeof(uint64_t)};
+	ASSERT_EQ(weft_pipeline_new(&p, NULL, &src), 0);
+	weft_chan *out;
+	ASSERT_EQ(weft_pipeline_start(p, &out), 0);
+	uint64_t v;
+	for (uint64_t i = 0; i < 10; i++) {
+		ASSERT_EQ(weft_chan_recv(out, &v), 0);
+		ASSERT_EQ(v, i);
+	}
+	weft_pipeline_cancel(p);
+	ASSERT_EQ(weft_pipeline_wait(p), ECANCELED);
+	weft_pipeline_free(p);
+
+	weft_chan *in;
+	ASSERT_EQ(weft_chan_make(&in, sizeof(uint64_t), 4), 0);
+	weft_pipeline_source csrc = {.chan = in, .item_size = sizeof(uint64_t)};
+	ASSERT_EQ(weft_pipeline_new(&p, NULL, &csrc), 0);
+	ASSERT_EQ(weft_pipeline_start(p, &out), EINVAL);
+	weft_pipeline_free(p);
+	weft_chan_release(in);
+}

@@ -1112,6 +1112,113 @@ TEST(parent_context_cancels_the_pool)
 	EXPECT_ALL_FREED();
 }
 
+/*
+ * A pool given a parent context that is never cancelled answers a submit
+ * after its shutdown with EPIPE, as any pool does: after a graceful shutdown
+ * and after shutdown_now. Guards: the check of the pool's own context (which
+ * the shutdown cancels) standing for the parent's (ECANCELED).
+ */
+TEST(submit_after_shutdown_with_a_live_parent_is_epipe)
+{
+	weft_ctx *parent = new_cancel();
+	weft_workpool_config cfg = {.workers = 2, .ctx = parent};
+	weft_workpool *p = new_pool(&cfg);
+	ASSERT_EQ(weft_workpool_submit(p, ok_job, NULL, NULL), 0);
+	ASSERT_EQ(weft_workpool_shutdown(p, WEFT_WORKPOOL_DRAIN, weft_now() + PROMPT_NS), 0);
+	ASSERT_EQ(weft_workpool_submit(p, ok_job, NULL, NULL), EPIPE);
+	weft_workpool_free(p);
+	p = new_pool(&cfg);
+	weft_workpool_shutdown_now(p);
+	ASSERT_EQ(weft_workpool_submit(p, ok_job, NULL, NULL), EPIPE);
+	weft_workpool_free(p);
+	weft_ctx_cancel(parent);
+	weft_ctx_release(parent);
+	EXPECT_ALL_FREED();
+}
+
+/*
+ * Shrinking by resize, then shutting down, with a results channel: a worker
+ * on its way out for the resize and the last worker both saw "no worker
+ * left, pool closed", and both closed the results channel (a fatal error,
+ * within about a second at 2 Ps). Rounds for 1 s. Guards: the last-worker
+ * test counting a worker that left for a resize twice.
+ */
+TEST(resize_then_shutdown_closes_results_once)
+{
+	int64_t stop = weft_now() + SEC;
+	int rounds = 0;
+	for (; weft_now() < stop; rounds++) {
+		weft_workpool_config cfg = {.workers = 4, .results = WEFT_WORKPOOL_AS_COMPLETED};
+		weft_workpool *p = new_pool(&cfg);
+		ASSERT_EQ(weft_workpool_submit(p, ok_job, NULL, NULL), 0);
+		ASSERT_EQ(weft_workpool_resize(p, 1), 0);
+		if (rounds & 1)
+			weft_yield();
+		ASSERT_EQ(weft_workpool_shutdown(p, WEFT_WORKPOOL_DRAIN, weft_now() + PROMPT_NS), 0);
+		weft_workpool_result res;
+		int got = 0;
+		while (weft_chan_recv(weft_workpool_results(p), &res) == 0)
+			got++;
+		ASSERT_EQ(got, 1);
+		weft_workpool_free(p);
+	}
+	printf("    %d rounds\n", rounds);
+	EXPECT_ALL_FREED();
+}
+
+static weft_workpool *uaf_pool;
+
+static void submitter_of_uaf_pool(void *arg)
+{
+	*(int *)arg = weft_workpool_submit(uaf_pool, ok_job, NULL, NULL);
+}
+
+static int hold_job(weft_ctx *ctx, void *arg, void **result)
+{
+	(void)arg;
+	(void)result;
+	weft_ctx_wait(ctx);
+	return weft_ctx_err(ctx);
+}
+
+/*
+ * A submitter blocked on a full queue is woken by the shutdown (EPIPE), and
+ * the owner frees the pool as soon as the shutdown returns; the pool must
+ * outlive the woken submitter's call. Both ways: shutdown_now, and a
+ * discarding shutdown with a deadline of now. Guards: the pool counted only
+ * its owner and workers (the woken submitter read freed memory: ASan).
+ */
+TEST(free_after_shutdown_while_a_submitter_waits)
+{
+	for (int mode = 0; mode < 2; mode++) {
+		for (int round = 0; round < 20; round++) {
+			weft_workpool_config cfg = {.workers = 1, .queue_size = 1};
+			uaf_pool = new_pool(&cfg);
+			ASSERT_EQ(weft_workpool_submit(uaf_pool, hold_job, NULL, NULL), 0);
+			weft_workpool_metrics m;
+			int64_t until = weft_now() + PROMPT_NS;
+			do {
+				weft_yield();
+				weft_workpool_metrics_get(uaf_pool, &m);
+			} while (m.running == 0 && weft_now() < until);
+			ASSERT_EQ(m.running, 1);
+			ASSERT_EQ(weft_workpool_submit(uaf_pool, ok_job, NULL, NULL), 0); /* full */
+			int err = -1;
+			weft_wg wg = WEFT_WG_INIT;
+			ASSERT_EQ(weft_wg_go(&wg, submitter_of_uaf_pool, &err), 0);
+			weft_sleep(2 * MS); /* let it park on the full queue */
+			if (mode == 0)
+				weft_workpool_shutdown_now(uaf_pool);
+			else
+				weft_workpool_shutdown(uaf_pool, WEFT_WORKPOOL_DISCARD, weft_now());
+			weft_workpool_free(uaf_pool);
+			weft_wg_wait(&wg);
+			ASSERT_EQ(err, EPIPE);
+		}
+	}
+	EXPECT_ALL_FREED();
+}
+
 /* Nobody reads the results: the workers wait on the full channel
  * (backpressure) until the shutdown's deadline turns it immediate; the
  * undelivered results are dropped and counted; every job is still counted.
