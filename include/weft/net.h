@@ -223,7 +223,9 @@ WEFT_API int weft_accept_ctx(weft_ctx *ctx, weft_fd *l, weft_fd **conn, struct s
 /*
  * weft_connect - connect socket f to sa, waiting for the handshake.
  * Returns 0, or ETIMEDOUT/ECANCELED (the attempt is abandoned: close f), or
- * the connection's error (ECONNREFUSED, ENETUNREACH, ...). Blocks: yes.
+ * the connection's error (ECONNREFUSED, ENETUNREACH, ...; EAGAIN at once for
+ * a Unix socket whose listener's backlog is full: Linux does not queue such
+ * a connect, and Go reports the same). Blocks: yes.
  */
 WEFT_API int weft_connect(weft_fd *f, const struct sockaddr *sa, socklen_t len);
 WEFT_API int weft_connect_until(weft_fd *f, const struct sockaddr *sa, socklen_t len,
