@@ -173,6 +173,17 @@ static void fd_unref(weft_fd *f)
 		weft__waiter_wake(w);
 }
 
+int weft__fd_name(const weft_fd *f, int peer, struct sockaddr_storage *ss, socklen_t *len)
+{
+	weft_fd *w = (weft_fd *)f;
+	if (fd_ref(w))
+		return EBADF; /* the number may belong to someone else now */
+	int err = (peer ? getpeername(w->fd, (struct sockaddr *)ss, len)
+			: getsockname(w->fd, (struct sockaddr *)ss, len)) < 0 ? errno : 0;
+	fd_unref(w);
+	return err;
+}
+
 /* Close f's descriptor once: EBADF if it was closed already. */
 static int do_close(weft_fd *f)
 {

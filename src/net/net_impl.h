@@ -42,4 +42,10 @@ int weft__connect(weft_fd *f, const struct sockaddr *sa, socklen_t len, int64_t 
 /* The cancellation source of ctx (NULL: never cancelled), and its error now. */
 struct weft__cancel *weft__net_ctx(weft_ctx *ctx, int *err);
 
+/* getsockname (peer 0) or getpeername (1) of f's descriptor, holding a call
+ * reference so that a concurrent close cannot hand the number to another
+ * file meanwhile; unlike weft_fd_get, leaves read-ahead on. Returns 0,
+ * EBADF (closed), or the call's error. */
+int weft__fd_name(const weft_fd *f, int peer, struct sockaddr_storage *ss, socklen_t *len);
+
 #endif

@@ -449,13 +449,8 @@ static int fd_addr(const weft_fd *f, int peer, char *buf, size_t len)
 		return ENOTSOCK;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
-	int fd = weft_fd_get(f);
-	if (fd < 0)
-		return EBADF;
-	if ((peer ? getpeername(fd, (struct sockaddr *)&ss, &sl)
-	          : getsockname(fd, (struct sockaddr *)&ss, &sl)) < 0)
-		return errno;
-	return weft_addr_format((struct sockaddr *)&ss, sl, buf, len);
+	int err = weft__fd_name(f, peer, &ss, &sl);
+	return err ? err : weft_addr_format((struct sockaddr *)&ss, sl, buf, len);
 }
 
 int weft_fd_local_addr(const weft_fd *f, char *buf, size_t len)
