@@ -110,8 +110,11 @@ int weft_fd_open(int fd, weft_fd **out)
 	if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		return errno;
 	int err = weft__fd_wrap(fd, sock, stream, tcp, out);
-	if (err && !(fl & O_NONBLOCK))
-		fcntl(fd, F_SETFL, fl); /* the caller keeps it as it was */
+	/* The caller keeps it as it was on failure, and for a device that
+	 * epoll refuses (/dev/null, /dev/zero): that one takes the blocking
+	 * path, and its open file description may be shared. */
+	if (!(fl & O_NONBLOCK) && (err || (*out)->file))
+		fcntl(fd, F_SETFL, fl);
 	return err;
 }
 

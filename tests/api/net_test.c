@@ -1848,6 +1848,36 @@ TEST(eof_persists)
 /* ---------------------------------------------------------------- files and pipes */
 
 /*
+ * A device that epoll refuses (/dev/null, /dev/zero) wrapped with
+ * weft_fd_open takes the blocking path and keeps its flags: O_NONBLOCK is
+ * not left set on it (its open file description may be shared, as a
+ * redirected stdout is). It reads and writes. Guards: the O_NONBLOCK set
+ * for the poller left behind when the poller refused the device.
+ */
+TEST(unpollable_device_keeps_its_flags)
+{
+	static const char *const paths[] = {"/dev/null", "/dev/zero"};
+	for (int i = 0; i < 2; i++) {
+		int fd = open(paths[i], O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			SKIP("no /dev/null or /dev/zero here");
+		int before = fcntl(fd, F_GETFL);
+		ASSERT_EQ(before & O_NONBLOCK, 0);
+		weft_fd *f;
+		ASSERT_EQ(weft_fd_open(fd, &f), 0);
+		if ((fcntl(fd, F_GETFL) & O_NONBLOCK) != 0)
+			FAIL("%s: O_NONBLOCK left set by weft_fd_open", paths[i]);
+		uint8_t buf[16] = {1};
+		size_t n;
+		ASSERT_EQ(weft_write(f, buf, sizeof buf, &n), 0);
+		ASSERT_EQ(n, sizeof buf);
+		ASSERT_EQ(weft_read(f, buf, sizeof buf, &n), 0);
+		ASSERT_EQ(n, i == 0 ? 0 : sizeof buf);
+		ASSERT_EQ(weft_fd_close(f), 0);
+	}
+}
+
+/*
  * A regular file through weft_open (the blocking path): 256 KiB written with
  * weft_write in uneven pieces and read back through a second descriptor with
  * weft_read_full (every byte), then a read at its end gives 0; deadlines on
