@@ -151,13 +151,6 @@ static inline int chaos(int one_in)
 	return weft__sched.chaos && weft__fastrand() % (uint64_t)one_in == 0;
 }
 
-void weft__chaos_pause(int one_in)
-{
-	if (chaos(one_in))
-		for (int i = 0; i < 3000; i++)
-			weft__cpu_relax();
-}
-
 /* Owner-written counters: a relaxed store avoids a locked instruction. */
 static inline void stat_inc(int64_t *c)
 {
@@ -1019,9 +1012,7 @@ top:
 	if (p->id >= __atomic_load_n(&s->nprocs, __ATOMIC_ACQUIRE)) {
 		/* Chaos: widen the window in which a set_procs may raise the
 		 * count again. */
-		if (chaos(2))
-			for (int i = 0; i < 5000; i++)
-				weft__cpu_relax();
+		weft__chaos_pause(2);
 		weft__lock(&s->lock);
 		/* Again under the lock: a weft_set_procs() that raised the
 		 * count meanwhile skipped this P (not dead yet), so retiring

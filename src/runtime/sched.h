@@ -423,9 +423,6 @@ int *weft__errno_addr(void);
 struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err);
 /* Return g's record and stack. Precondition: no one runs on that stack. */
 void weft__stack_free(struct weft__p *p, struct weft__g *g);
-/* Chaos mode (WEFT_DEBUG=chaos): spin a few microseconds, one call in
- * one_in, to widen a race window outside the scheduler. Else nothing. */
-void weft__chaos_pause(int one_in);
 /* For tests: take vm.max_map_count to be max, and with no_madv_guard act as
  * on a kernel without MADV_GUARD_INSTALL (mprotect guards) from now on. */
 void weft__stack_set_map_limit(long max, int no_madv_guard);
@@ -528,6 +525,15 @@ int weft__grace_done(const uint32_t *ticks, int n);
 
 /* A full memory barrier on every thread of the process that is running. */
 void weft__membarrier(void);
+/* Chaos mode (WEFT_DEBUG=chaos): spin a few microseconds, one call in
+ * one_in, to widen a race window. Else one predicted branch. */
+static inline void weft__chaos_pause(int one_in)
+{
+	if (__builtin_expect(weft__sched.chaos, 0) && weft__fastrand() % (uint64_t)one_in == 0)
+		for (int i = 0; i < 5000; i++)
+			weft__cpu_relax();
+}
+
 /* weft__fastrand() with the caller's M at hand (m may be NULL). */
 static inline uint64_t weft__fastrand_m(struct weft__m *m)
 {

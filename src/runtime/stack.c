@@ -371,8 +371,8 @@ static struct weft__g *alloc_custom(size_t size, int *err)
 	 * process never meets vm.max_map_count (EAGAIN and the warning
 	 * first). With it, a custom stack is a mapping like any other the
 	 * program makes. */
-	int mprotected = !madv_guard_works();
-	if (mprotected) {
+	int counted = !madv_guard_works(); /* counted before mapping */
+	if (counted) {
 		if (maps_short(2)) {
 			warn_map_count();
 			*err = EAGAIN;
@@ -386,8 +386,9 @@ static struct weft__g *alloc_custom(size_t size, int *err)
 		*err = errno == ENOMEM ? ENOMEM : EAGAIN;
 		goto fail;
 	}
-	if (!mprotected && madvise(m, pg, MADV_GUARD_INSTALL) != 0)
-		mprotected = 2; /* refused for this mapping: mprotect after all */
+	/* Where the advice works but is refused for this mapping: mprotect
+	 * after all, counted once it holds. */
+	int mprotected = counted || madvise(m, pg, MADV_GUARD_INSTALL) != 0;
 	if (mprotected && mprotect(m, pg, PROT_NONE) != 0) {
 		/* ENOMEM here means the maps ran out. */
 		if (errno == ENOMEM)
@@ -396,14 +397,14 @@ static struct weft__g *alloc_custom(size_t size, int *err)
 		*err = EAGAIN;
 		goto fail;
 	}
-	if (mprotected == 2)
+	if (mprotected && !counted)
 		__atomic_add_fetch(&st.custom_maps, 2, __ATOMIC_RELAXED);
 	struct weft__g *g = record_init(m + pg, usable);
 	g->custom_stack = mprotected ? CUSTOM_MPROTECT : CUSTOM_MADV;
 	allg_link(g, g);
 	return g;
 fail:
-	if (mprotected == 1)
+	if (counted)
 		__atomic_sub_fetch(&st.custom_maps, 2, __ATOMIC_RELAXED);
 	return NULL;
 }
