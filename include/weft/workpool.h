@@ -289,7 +289,9 @@ typedef struct weft_workpool_job {
 } weft_workpool_job;
 
 /* weft_workpool_submit_job - submit with every option. Errors as the forms
- * above, and EINVAL (job NULL, deadline_ns or timeout_ns negative). */
+ * above, and EINVAL (job NULL, deadline_ns or timeout_ns negative), ENOMEM
+ * (with both ctx and wait_deadline_ns, a full queue: no memory for the
+ * context that bounds the wait by both; nothing was queued). */
 WEFT_API int weft_workpool_submit_job(weft_workpool *p, const weft_workpool_job *job, uint64_t *id);
 
 /*
