@@ -30,7 +30,10 @@
  *   anything the system call reports (ECONNRESET, EPIPE, ECONNREFUSED, ...)
  *   negative values: name resolution failed, an EAI_* code of getaddrinfo
  *              (weft_strerror() names both kinds)
- * Writes to sockets never raise SIGPIPE (they return EPIPE).
+ * Writes to sockets never raise SIGPIPE (they return EPIPE). Writes to a
+ * pipe or FIFO whose reading end is closed do, as in any C program: its
+ * default action ends the process. Ignore it (signal(SIGPIPE, SIG_IGN)) or
+ * subscribe to it (weft_signal_notify) and such writes return EPIPE.
  *
  * Sharing: any number of goroutines may use one weft_fd at once. Reads are
  * serialised among themselves, and so are writes: a weft_write's bytes are
@@ -309,7 +312,13 @@ WEFT_API const char *weft_strerror(int err);
  * out of range; or n < 1), or ENOMEM; on an error no signal was registered. The first call starts a dispatcher
  * goroutine (named "signal dispatch") that lives as long as the process. Blocks: no. Thread-safety: any thread.
  * Note: a goroutine waiting on such a channel is never reported as a
- * deadlock, since a signal may come (as in Go).
+ * deadlock, since a signal may come (as in Go). A child made by fork() that
+ * gets one of these signals before it execs takes the action it had before
+ * weft_signal_notify (by default, SIGTERM ends it), not the parent's
+ * channel. Handlers installed with sigaction() by the program itself need
+ * SA_ONSTACK (as Go asks of C code): a signal can land on a goroutine whose
+ * small stack has no room left for the kernel's signal frame, and weft
+ * gives every thread that runs goroutines a signal stack.
  */
 WEFT_API int weft_signal_notify(weft_chan *c, const int *sigs, int n);
 

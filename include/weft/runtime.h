@@ -14,7 +14,11 @@
  *   WEFT_DEBUG=LIST    comma-separated: chaos (random scheduling order and
  *                      thread moves; seed=N makes it reproducible), hogs
  *                      (report goroutines running > 10 ms without a switch and
- *                      blocking calls stuck > 1 s), schedtrace=MS (a scheduler
+ *                      blocking calls stuck > 1 s, with backtraces; a hog's is
+ *                      taken with a signal to its thread, SIGURG, as Go's
+ *                      preemption does, so a raw system call that the
+ *                      kernel does not restart, such as nanosleep or poll,
+ *                      may return EINTR in a hog), schedtrace=MS (a scheduler
  *                      summary line on stderr every MS milliseconds),
  *                      hostthreads=N (N threads of the process are not the
  *                      program's and never wake a goroutine, e.g. an

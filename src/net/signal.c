@@ -34,10 +34,20 @@ static struct sigaction saved[NSIGS];
 static int started;
 static int pipe_w = -1; /* written by the handler */
 static weft_fd *pipe_r;
+static pid_t owner; /* the process whose dispatcher reads the pipe */
 
 static void handler(int sig)
 {
 	int e = errno;
+	if (getpid() != owner) {
+		/* A child between fork() and exec shares the pipe: its signal
+		 * must not reach the parent's channels. It takes the action it
+		 * would have had without weft (the default: end the child). */
+		sigaction(sig, &saved[sig], NULL);
+		raise(sig); /* blocked here (sa_mask), delivered on return */
+		errno = e;
+		return;
+	}
 	unsigned char b = (unsigned char)sig;
 	/* Full pipe (a storm): the signal is dropped, as a full channel's is. */
 	ssize_t r = write(pipe_w, &b, 1);
@@ -85,6 +95,7 @@ static int start_locked(void)
 		return err;
 	}
 	pipe_w = p[1];
+	owner = getpid();
 	started = 1;
 	return 0;
 }
@@ -136,7 +147,9 @@ int weft_signal_notify(weft_chan *c, const int *sigs, int n)
 			struct sigaction sa;
 			memset(&sa, 0, sizeof sa);
 			sa.sa_handler = handler;
-			sa.sa_flags = SA_RESTART;
+			/* On the M's signal stack: a goroutine's may have too
+			 * little room left for the kernel's signal frame. */
+			sa.sa_flags = SA_RESTART | SA_ONSTACK;
 			sigfillset(&sa.sa_mask);
 			if (sigaction(s, &sa, &saved[s]) != 0) /* catchable() asked */
 				weft__fatal("signal: sigaction(%d) failed: %s", s, strerror(errno));

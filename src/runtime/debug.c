@@ -2,7 +2,7 @@
 /*
  * debug.c - what weft shows when things go wrong: goroutine dumps
  * (weft_dump, SIGQUIT, fatal errors), the stack-overflow report, and
- * backtraces of running hogs.
+ * backtraces of running hogs and of blocking calls that are stuck.
  *
  * Stack overflow: each M has an alternate signal stack, so a fault in a
  * guard page can be handled although the goroutine's stack is exhausted. The
@@ -113,26 +113,26 @@ static uintptr_t uc_fp(void *ucv)
 }
 #endif
 
-/* Walk the frame-pointer chain of a parked G (the layout of the switch
- * frame is in switch_*.S). Racy by nature when the G resumes while we
- * read: every read stays inside its stack, so the worst is a garbled trace. */
+/* What reads another goroutine's stack, which its owner may be writing:
+ * not instrumented by the sanitizers. */
 #if defined(WEFT_TSAN)
-__attribute__((no_sanitize("thread")))
+#define STACK_READER __attribute__((no_sanitize("thread")))
+#elif defined(WEFT_ASAN)
+#define STACK_READER __attribute__((no_sanitize("address")))
+#else
+#define STACK_READER
 #endif
-#if defined(WEFT_ASAN)
-__attribute__((no_sanitize("address")))
-#endif
-static void walk_parked(FILE *out, struct weft__g *g)
+
+/* The return addresses of the frame chain that starts at fp, with pc (the
+ * return address into fp's frame) first: at most max, bounded by g's stack.
+ * Racy by nature when the G moves on while we read: every read stays
+ * inside its stack, so the worst is a garbled trace. */
+STACK_READER static int walk_chain(struct weft__g *g, uintptr_t fp, void *pc, void **frames, int max)
 {
-#if defined(__x86_64__) || defined(__aarch64__)
 	uintptr_t lo = (uintptr_t)g->stack_lo, hi = (uintptr_t)g;
-	uintptr_t sp = (uintptr_t)__atomic_load_n(&g->sp, __ATOMIC_RELAXED);
-	if (sp < lo || sp + SWITCH_FRAME_BYTES > hi)
-		return;
-	uintptr_t fp = ((uintptr_t *)sp)[SWITCH_FP_WORD];
-	void *pc = (void *)((uintptr_t *)sp)[SWITCH_FP_WORD + 1];
-	for (int i = 0; i < MAX_FRAMES && pc; i++) {
-		print_frame(out, pc);
+	int n = 0;
+	while (n < max && pc) {
+		frames[n++] = pc;
 		if (fp < lo || fp + 16 > hi || (fp & 7))
 			break;
 		uintptr_t next = ((uintptr_t *)fp)[0];
@@ -141,9 +141,39 @@ static void walk_parked(FILE *out, struct weft__g *g)
 			break;
 		fp = next;
 	}
+	return n;
+}
+
+/* Print a parked G's frames (the layout of the switch frame is in
+ * switch_*.S). */
+STACK_READER static void walk_parked(FILE *out, struct weft__g *g)
+{
+#if defined(__x86_64__) || defined(__aarch64__)
+	uintptr_t lo = (uintptr_t)g->stack_lo, hi = (uintptr_t)g;
+	uintptr_t sp = (uintptr_t)__atomic_load_n(&g->sp, __ATOMIC_RELAXED);
+	if (sp < lo || sp + SWITCH_FRAME_BYTES > hi)
+		return;
+	void *frames[MAX_FRAMES];
+	int n = walk_chain(g, ((uintptr_t *)sp)[SWITCH_FP_WORD],
+			   (void *)((uintptr_t *)sp)[SWITCH_FP_WORD + 1], frames, MAX_FRAMES);
+	for (int i = 0; i < n; i++)
+		print_frame(out, frames[i]);
 #else
 	(void)out;
 	(void)g;
+#endif
+}
+
+STACK_READER int weft__syscall_frames(struct weft__g *g, void **frames, int max)
+{
+#if defined(__x86_64__) || defined(__aarch64__)
+	return walk_chain(g, __atomic_load_n(&g->sys_fp, __ATOMIC_RELAXED),
+			  __atomic_load_n(&g->sys_pc, __ATOMIC_RELAXED), frames, max);
+#else
+	(void)g;
+	(void)frames;
+	(void)max;
+	return 0;
 #endif
 }
 
@@ -179,10 +209,16 @@ void weft__dump_fd(FILE *out)
 		name[sizeof name - 1] = 0;
 		fprintf(out, "goroutine %llu [%s]%s%s%s:\n", (unsigned long long)g->id, buf,
 			name[0] ? " \"" : "", name, name[0] ? "\"" : "");
-		if (st == G_WAITING || st == G_RUNNABLE)
+		if (st == G_WAITING || st == G_RUNNABLE) {
 			walk_parked(out, g);
-		else
+		} else if (st == G_SYSCALL) {
+			void *frames[MAX_FRAMES];
+			int n = weft__syscall_frames(g, frames, MAX_FRAMES);
+			for (int i = 0; i < n; i++)
+				print_frame(out, frames[i]);
+		} else {
 			fprintf(out, "\t(running on another thread: no backtrace)\n");
+		}
 		fprintf(out, "created at %s:%d\n\n", g->file ? g->file : "?", g->line);
 	}
 	weft__unlock(&s->allg_lock);
@@ -328,7 +364,7 @@ void weft__debug_init(void)
 	memset(&q, 0, sizeof q);
 	sigemptyset(&q.sa_mask);
 	q.sa_handler = quit_handler;
-	q.sa_flags = SA_RESTART;
+	q.sa_flags = SA_RESTART | SA_ONSTACK;
 	sigaction(SIGQUIT, &q, &old_quit);
 
 	struct sigaction h;

@@ -771,6 +771,11 @@ static inline __attribute__((always_inline)) void run_after(struct weft__m *m)
 		globrunq_put_locking(g);
 		weft__wakep();
 		break;
+	case AFTER_UNBLOCK:
+		globrunq_put_locking(g);
+		__atomic_sub_fetch(&weft__sched.nblocking, 1, __ATOMIC_SEQ_CST);
+		weft__wakep();
+		break;
 	case AFTER_PARK:
 		if (m->park_fn)
 			m->park_fn(m->park_arg, g);
@@ -1698,10 +1703,15 @@ void weft_blocking_begin(void)
 	blk_acquire();
 	m = weft__m_get(); /* it may have parked and moved */
 	struct weft__p *p = m->p;
+	/* Our caller's frame, for dumps and the stuck-call report (the build
+	 * keeps frame pointers: ours holds the caller's). */
+	__atomic_store_n(&m->curg->sys_fp, *(uintptr_t *)__builtin_frame_address(0),
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&m->curg->sys_pc, __builtin_return_address(0), __ATOMIC_RELAXED);
 	__atomic_store_n(&m->blocking_since, weft_now(), __ATOMIC_RELAXED);
 	m->in_blocking = 1;
 	__atomic_add_fetch(&weft__sched.nblocking, 1, __ATOMIC_SEQ_CST);
-	__atomic_store_n(&m->curg->status, G_SYSCALL, __ATOMIC_RELAXED);
+	__atomic_store_n(&m->curg->status, G_SYSCALL, __ATOMIC_RELEASE);
 	__atomic_store_n(&p->syscalltick, p->syscalltick + 1, __ATOMIC_RELAXED);
 	/* From here sysmon may CAS the P away (release pairs with its acquire). */
 	__atomic_store_n(&p->status, P_SYSCALL, __ATOMIC_RELEASE);
@@ -1722,12 +1732,15 @@ void weft_blocking_end(void)
 					       __ATOMIC_ACQUIRE);
 	m->in_blocking = 0;
 	m->blocking_reported = 0;
-	__atomic_sub_fetch(&s->nblocking, 1, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&g->status, G_RUNNING, __ATOMIC_RELAXED);
 	if (kept) {
+		__atomic_sub_fetch(&s->nblocking, 1, __ATOMIC_SEQ_CST);
 		blk_release();
 		return;
 	}
+	/* Still counted as blocking until g holds a P or is queued: with every
+	 * P idle and nothing queued meanwhile, deadlock detection would take
+	 * this thread (say, preempted here) for one asleep. */
 	/* sysmon gave our P away: take an idle one, or queue ourselves. */
 	m->p = NULL;
 	weft__lock(&s->lock);
@@ -1740,11 +1753,12 @@ void weft_blocking_end(void)
 	weft__unlock(&s->lock);
 	if (q) {
 		acquirep(m, q);
+		__atomic_sub_fetch(&s->nblocking, 1, __ATOMIC_SEQ_CST);
 		blk_release();
 		return;
 	}
 	__atomic_store_n(&g->status, G_RUNNABLE, __ATOMIC_RELAXED);
-	m->after = AFTER_GLOBAL;
+	m->after = AFTER_UNBLOCK; /* queues g, then uncounts the call */
 	m->after_g = g;
 	gogo(m, g, NULL);
 	blk_release();

@@ -80,6 +80,12 @@ struct weft__g {
 	struct weft__g *allnext;    /* all-G list, under sched.allg_lock */
 	void *tsan_fiber;           /* sanitizer fiber state */
 	void *asan_fake_stack;
+	/* Where its blocking call began: the frame pointer of
+	 * weft_blocking_begin's caller and the return address into it. The
+	 * frames from there up stay put while the call blocks, so dumps and
+	 * the stuck-call report walk them from another thread. */
+	uintptr_t sys_fp;
+	void *sys_pc;
 	/* Two more words for the entry, set at spawn by weft__go_x (whose
 	 * entries read them back: weft_wg_go, errgroup); apart from the first
 	 * line, so plain spawns never touch them. */
@@ -151,7 +157,8 @@ struct weft__p {
 enum {
 	AFTER_NONE,
 	AFTER_READY,    /* put prev on the local run queue (yield) */
-	AFTER_GLOBAL,   /* put prev on the global run queue (chaos, syscall exit) */
+	AFTER_GLOBAL,   /* put prev on the global run queue (chaos, locked yield) */
+	AFTER_UNBLOCK,  /* the same, then uncount prev's blocking call (syscall exit) */
 	AFTER_PARK,     /* call park_fn(park_arg, prev) (release the waiter's lock) */
 	AFTER_FREE,     /* prev has exited: recycle its G and stack */
 };
@@ -488,6 +495,12 @@ extern volatile sig_atomic_t weft__dump_requested;
 /* Report a running hog's backtrace from its own thread (signal): tid is
  * its M's, read by the caller (a record may be reused once its M exits). */
 void weft__hog_backtrace(pid_t tid);
+/* Up to max return addresses of g's blocking call, from the frame that
+ * called weft_blocking_begin up; g is in one (G_SYSCALL), and its record
+ * must stay mapped meanwhile (sched.allg_lock held). Racy by nature: reads
+ * stay inside g's stack, so a call that returns meanwhile garbles the
+ * trace, nothing more. */
+int weft__syscall_frames(struct weft__g *g, void **frames, int max);
 uint64_t weft__fastrand(void);
 /* Set at start when membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) works: the
  * owner of a P then takes its runnext without a locked instruction (runq.c). */

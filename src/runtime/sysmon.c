@@ -23,6 +23,7 @@
 #include "netpoll.h"
 
 #include <errno.h>
+#include <execinfo.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +146,37 @@ static int check_deadlock(void)
 	return 1;
 }
 
+/* What a report says of a goroutine. */
+struct g_info {
+	unsigned long long id;
+	const char *file; /* a literal */
+	int line;
+	char name[sizeof(((struct weft__g *)0)->name)];
+};
+
+/* Copy g's identity into *gi. sched.allg_lock held: a custom stack's end
+ * takes it before unmapping the record (a goroutine may end while we look). */
+static void g_info_copy(struct weft__g *g, struct g_info *gi)
+{
+	gi->id = (unsigned long long)g->id;
+	gi->file = g->file ? g->file : "?";
+	gi->line = g->line;
+	for (size_t i = 0; i < sizeof gi->name; i++)
+		gi->name[i] = g->named ? g->name[i] : 0;
+	gi->name[sizeof gi->name - 1] = 0;
+}
+
+/* g_info_copy of m's goroutine; 0 if m runs none. */
+static int curg_info(struct weft__m *m, struct g_info *gi)
+{
+	weft__lock(&weft__sched.allg_lock);
+	struct weft__g *g = __atomic_load_n(&m->curg, __ATOMIC_ACQUIRE);
+	if (g)
+		g_info_copy(g, gi);
+	weft__unlock(&weft__sched.allg_lock);
+	return g != NULL;
+}
+
 static void retake(int64_t now, int *retaken)
 {
 	struct weft__sched *s = &weft__sched;
@@ -213,50 +245,67 @@ static void retake(int64_t now, int *retaken)
 			continue;
 		if (s->hogs && !p->sm_hog_reported) {
 			p->sm_hog_reported = 1;
-			struct weft__g *g = __atomic_load_n(&m->curg, __ATOMIC_ACQUIRE);
-			if (g) {
+			struct g_info gi;
+			if (curg_info(m, &gi)) {
 				fprintf(stderr, "weft: goroutine %llu%s%s%s (created at %s:%d) has run "
-					"for %lld ms without a switch on P %d\n",
-					(unsigned long long)g->id, g->named ? " \"" : "",
-					g->named ? g->name : "", g->named ? "\"" : "", g->file ? g->file : "?", g->line,
-					(long long)((now - p->sm_when) / 1000000), p->id);
+					"for %lld ms without a switch on P %d\n", gi.id,
+					gi.name[0] ? " \"" : "", gi.name, gi.name[0] ? "\"" : "",
+					gi.file, gi.line, (long long)((now - p->sm_when) / 1000000),
+					p->id);
 				weft__hog_backtrace(m->tid);
 			}
 		}
 	}
 }
 
+/*
+ * Report the blocking calls stuck for STUCK_NS, once each, with the frames
+ * from the call's site up. No signal to their threads: it would interrupt
+ * the call itself (nanosleep, poll and epoll_wait return EINTR, restart or
+ * not), and a debug mode must not change what the program does.
+ */
 static void report_stuck(int64_t now)
 {
 	struct weft__sched *s = &weft__sched;
+	enum { MAX_STUCK = 16, STUCK_FRAMES = 32 };
 	struct stuck {
-		unsigned long long gid;
-		const char *file;
-		int line, tid;
+		struct g_info gi;
+		int tid, nframes;
 		int64_t since;
-	} found[16];
+		void *frames[STUCK_FRAMES];
+	} found[MAX_STUCK];
 	int n = 0;
-	/* Under the lock, as newm clears a reused record under it (debug
-	 * mode only: the walk is short); printed after it. */
+	/* Under the lock, as newm clears a reused record under it, and under
+	 * allg_lock, as a goroutine that ends meanwhile may unmap its record
+	 * (debug mode only: the walk is short); printed after both. */
 	weft__lock(&s->lock);
-	for (struct weft__m *m = s->allm; m && n < 16; m = m->alllink) {
+	weft__lock(&s->allg_lock);
+	for (struct weft__m *m = s->allm; m && n < MAX_STUCK; m = m->alllink) {
 		if (!__atomic_load_n(&m->in_blocking, __ATOMIC_ACQUIRE) || m->blocking_reported)
 			continue;
 		int64_t since = __atomic_load_n(&m->blocking_since, __ATOMIC_RELAXED);
 		if (now - since < STUCK_NS)
 			continue;
-		m->blocking_reported = 1;
 		struct weft__g *g = __atomic_load_n(&m->curg, __ATOMIC_ACQUIRE);
-		found[n++] = (struct stuck){ g ? (unsigned long long)g->id : 0ull,
-					     g && g->file ? g->file : "?", g ? g->line : 0,
-					     (int)m->tid, since };
+		if (!g)
+			continue;
+		m->blocking_reported = 1;
+		struct stuck *f = &found[n++];
+		g_info_copy(g, &f->gi);
+		f->tid = (int)m->tid;
+		f->since = since;
+		f->nframes = weft__syscall_frames(g, f->frames, STUCK_FRAMES);
 	}
+	weft__unlock(&s->allg_lock);
 	weft__unlock(&s->lock);
 	for (int i = 0; i < n; i++) {
-		fprintf(stderr, "weft: goroutine %llu (created at %s:%d) has been in a blocking "
-			"call for %lld ms on thread %d\n", found[i].gid, found[i].file, found[i].line,
-			(long long)((now - found[i].since) / 1000000), found[i].tid);
-		weft__hog_backtrace(found[i].tid);
+		struct stuck *f = &found[i];
+		fprintf(stderr, "weft: goroutine %llu%s%s%s (created at %s:%d) has been in a "
+			"blocking call for %lld ms on thread %d\n", f->gi.id,
+			f->gi.name[0] ? " \"" : "", f->gi.name, f->gi.name[0] ? "\"" : "",
+			f->gi.file, f->gi.line, (long long)((now - f->since) / 1000000), f->tid);
+		fflush(stderr);
+		backtrace_symbols_fd(f->frames, f->nframes, STDERR_FILENO);
 	}
 }
 

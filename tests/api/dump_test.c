@@ -3,15 +3,19 @@
  * dump_test.c - goroutine dumps: weft_dump() into a memory stream shows each
  * goroutine's id, state and wait reason, its name, its creation site and a
  * backtrace naming its function; weft_dump(NULL) writes to stderr; SIGQUIT
- * prints a dump and exits with status 2 (in child processes).
+ * prints a dump and exits with status 2 (in child processes); a goroutine
+ * in a blocking call dumped with its frames; WEFT_DEBUG=hogs's reports of a
+ * hog and of a stuck blocking call, which it must not interrupt.
  */
 #include "test.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 struct dump_ctx {
@@ -263,4 +267,141 @@ TEST_THREAD(sigquit_dumps_and_exits_2)
 		ASSERT_CONTAINS(c.err, "dump-sleeper");
 		test_child_free(&c);
 	}
+}
+
+/* ---------------------------------------------------------------- blocking calls */
+
+void dump_test_blocked(void *arg);
+
+struct blocked {
+	int fds[2];      /* the goroutine reads fds[0] inside a blocking call */
+	atomic_int in;   /* it is about to enter the call */
+	atomic_ullong id;
+	weft_wg done;
+};
+
+/* Not static: -rdynamic exports it, so the dump can name it. */
+void dump_test_blocked(void *arg)
+{
+	struct blocked *b = arg;
+	char x;
+	atomic_store(&b->id, weft_self_id());
+	atomic_store(&b->in, 1);
+	weft_blocking_begin();
+	ssize_t r = read(b->fds[0], &x, 1);
+	weft_blocking_end();
+	if (r != 1)
+		FAIL("read in the blocking call returned %zd", r);
+	weft_wg_done(&b->done);
+}
+
+/*
+ * A goroutine inside weft_blocking_begin/end (a read of an empty pipe) shows
+ * in the dump as "syscall", with its frames from the function that made the
+ * call up, which names it. Guards: a goroutine in a blocking call dumped with
+ * no backtrace (it is running on its thread: only the frame where the call
+ * began is stable, and that is what the dump must walk).
+ */
+TEST(dump_shows_a_blocking_call)
+{
+	static struct blocked b;
+	b = (struct blocked){.done = WEFT_WG_INIT};
+	ASSERT_EQ(pipe(b.fds), 0);
+	weft_wg_add(&b.done, 1);
+	weft_go_options o = {.name = "dump-blocked"};
+	ASSERT_EQ(weft_go_opts(dump_test_blocked, &b, &o), 0);
+	WAIT_FOR(atomic_load(&b.in));
+	weft_sleep(20 * TEST_MS); /* into the read */
+	char *buf = test_dump();
+	char *s = section(buf, atomic_load(&b.id));
+	char *l = first_line(s);
+	ASSERT_CONTAINS(l, "syscall");
+	ASSERT_CONTAINS(l, "dump-blocked");
+	ASSERT_CONTAINS(s, "dump_test_blocked");
+	free(l);
+	free(s);
+	free(buf);
+	ASSERT_EQ(write(b.fds[1], "x", 1), 1);
+	weft_wg_wait(&b.done);
+	close(b.fds[0]);
+	close(b.fds[1]);
+}
+
+/* ---------------------------------------------------------------- WEFT_DEBUG=hogs */
+
+void dump_test_hog(void *arg);
+void dump_test_stuck(void *arg);
+
+/* Not static (named in the reports): computes for 100 ms with no switch,
+ * reading the clock only now and then, so that the report's signal lands in
+ * this function's own frame (under ThreadSanitizer the clock is its
+ * interceptor, whose frames keep no frame pointers). */
+void dump_test_hog(void *arg)
+{
+	weft_wg *wg = arg;
+	volatile unsigned long x = 0;
+	int64_t end = test_now_ns() + 100 * TEST_MS;
+	while (test_now_ns() < end)
+		for (int i = 0; i < (1 << 20); i++)
+			x++;
+	weft_wg_done(wg);
+}
+
+/* Sleeps 1.5 s in one blocking call, and says whether it was cut short. */
+void dump_test_stuck(void *arg)
+{
+	weft_wg *wg = arg;
+	struct timespec ts = {1, 500 * 1000 * 1000};
+	weft_blocking_begin();
+	int r = nanosleep(&ts, NULL);
+	int e = errno;
+	weft_blocking_end();
+	printf("nanosleep: %s\n", r == 0 ? "whole" : strerror(e));
+	weft_wg_done(wg);
+}
+
+static int hogs_main(void *arg)
+{
+	(void)arg;
+	weft_wg wg = WEFT_WG_INIT;
+	weft_go_options ho = {.name = "the-hog"};
+	weft_go_options so = {.name = "the-stuck"};
+	weft_wg_add(&wg, 2);
+	ASSERT_EQ(weft_go_opts(dump_test_hog, &wg, &ho), 0);
+	ASSERT_EQ(weft_go_opts(dump_test_stuck, &wg, &so), 0);
+	weft_wg_wait(&wg);
+	return 0;
+}
+
+CHILD(hogs_reports)
+{
+	return weft_main(hogs_main, NULL);
+}
+
+/*
+ * WEFT_DEBUG=hogs (with the run's own WEFT_DEBUG before it): a goroutine
+ * that computes for 100 ms is reported by name and creation site with a
+ * backtrace naming its function; one in a blocking call for over 1 s is
+ * reported likewise, and its call is not cut short (a nanosleep of 1.5 s
+ * sleeps it all). Guards: a report that signals the stuck call's thread
+ * (nanosleep returns EINTR: "Interrupted system call"), reports without the
+ * goroutine's name or frames.
+ */
+TEST_THREAD(hogs_mode_reports_hogs_and_stuck_calls)
+{
+	const char *d = getenv("WEFT_DEBUG");
+	char dbg[512];
+	snprintf(dbg, sizeof dbg, "WEFT_DEBUG=%s%shogs", d && *d ? d : "", d && *d ? "," : "");
+	const char *const env[] = {"WEFT_PROCS=2", dbg, NULL};
+	test_child c;
+	test_child_run("hogs_reports", env, 20000, &c);
+	ASSERT_CHILD_EXIT(&c, 0);
+	ASSERT_CONTAINS(c.out, "nanosleep: whole");
+	ASSERT_CONTAINS(c.err, "\"the-hog\" (created at ");
+	ASSERT_CONTAINS(c.err, "without a switch");
+	ASSERT_CONTAINS(c.err, "dump_test_hog");
+	ASSERT_CONTAINS(c.err, "\"the-stuck\" (created at ");
+	ASSERT_CONTAINS(c.err, "in a blocking call for");
+	ASSERT_CONTAINS(c.err, "dump_test_stuck");
+	test_child_free(&c);
 }

@@ -9,7 +9,9 @@
  * the calls that are refused (EINVAL: uncatchable or reserved signals, out of
  * range, n < 1, a channel whose elements are not ints) changing nothing; a
  * full channel dropping signals without ever blocking the dispatcher; two
- * channels for one signal, and stop on one keeping the other.
+ * channels for one signal, and stop on one keeping the other; a child made
+ * by fork() that gets a signal before it execs dying of it, not feeding the
+ * parent's channel.
  *
  * The first weft_signal_notify starts a dispatcher goroutine that lives as
  * long as the process, which the harness's leak check (goroutines before and
@@ -29,6 +31,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SEC (1000 * TEST_MS)
@@ -863,4 +867,63 @@ CHILD(two_channels)
 TEST_THREAD(two_channels_same_signal)
 {
 	run_child("two_channels");
+}
+
+/* ---------------------------------------------------------------- fork */
+
+static int fork_main(void *arg)
+{
+	(void)arg;
+	weft_chan *c = make_chan(sizeof(int), 4);
+	const int term = SIGTERM;
+	set_default(SIGTERM);
+	ASSERT_EQ(weft_signal_notify(c, &term, 1), 0);
+	pid_t pid = fork();
+	ASSERT(pid >= 0);
+	if (pid == 0) {
+		/* Between fork and exec (async-signal-safe calls only): a
+		 * SIGTERM from a supervisor or a process-group kill. */
+		kill(getpid(), SIGTERM);
+		struct timespec ts = {0, 200 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+		_exit(0);
+	}
+	int st = 0;
+	weft_blocking_begin();
+	pid_t w = waitpid(pid, &st, 0);
+	weft_blocking_end();
+	ASSERT_EQ(w, pid);
+	ASSERT(WIFSIGNALED(st));
+	ASSERT_EQ(WTERMSIG(st), SIGTERM);
+	expect_quiet(c, "the parent's channel, after its child's SIGTERM");
+	/* The parent's own SIGTERM still comes. */
+	send_self(SIGTERM);
+	ASSERT_EQ(recv_sig(c), SIGTERM);
+	weft_signal_stop(c);
+	weft_chan_release(c);
+	expect_channels_freed();
+	printf("done\n");
+	return 0;
+}
+
+CHILD(fork_child)
+{
+	return weft_main(fork_main, NULL);
+}
+
+/*
+ * A child made by fork() gets SIGTERM before it execs: it dies of it, as it
+ * would without weft, and the parent's channel gets nothing; the parent's
+ * own SIGTERM still reaches the channel. Guard: the handler inherited by
+ * the child writing to the pipe it shares with the parent (the child lives
+ * on and exits 0, and the parent's channel gets a SIGTERM nobody sent it).
+ */
+TEST_THREAD(forked_child_takes_its_own_signals)
+{
+	/* ThreadSanitizer runs a handler later, as a plain call with the mask
+	 * emulated, so a signal the handler raises again after restoring the
+	 * default action does not reach that action there. */
+	if (TEST_TSAN)
+		SKIP("ThreadSanitizer emulates signal delivery");
+	run_child("fork_child");
 }
