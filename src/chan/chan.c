@@ -73,7 +73,14 @@ static void park_unlock(void *arg, struct weft__g *g)
 		weft__timer_add_here(&w->tm, w->deadline);
 	}
 	/* The raw unlock: this runs on the resumer's behalf, and the parked
-	 * goroutine already published its work (weft__wait_block). */
+	 * goroutine already published its work (weft__wait_block). Once the
+	 * deadline is armed, or once a channel is unlocked, the goroutine may
+	 * be woken and rewrite locked[] in its cleanup, which drops the
+	 * winner's channel from the list, while we still read it. That cannot
+	 * change an entry we have yet to read: we unlock from the end, so the
+	 * winner's index is at least ours and only later entries move, and a
+	 * deadline's wake-up has no winner (the list is rewritten as it was).
+	 * The woken goroutine then waits for our unlocks in its own locking. */
 	for (int i = n - 1; i >= 0; i--)
 		weft__spin_unlock(&locked[i]->lock);
 }

@@ -295,10 +295,14 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 			if (sg == w.won)
 				continue;
 			weft__sudogq_unlink(sg->q, sg);
-			/* Timed out on a channel whose close's cascade had not
-			 * reached us yet: the close is the answer (a receive
-			 * once the ring is drained). */
-			if (!w.won && !closed && weft__chan_close_is_answer(sg->c, sg->dir))
+		}
+		/* Timed out on a channel whose close's cascade had not reached
+		 * us yet: the close is the answer (a receive once the ring is
+		 * drained). Among several such cases, the first in the random
+		 * poll order: a uniform choice, as among ready cases. */
+		for (int k = 0; !w.won && !closed && k < np; k++) {
+			struct weft__sudog *sg = &s->sg[s->poll[k]];
+			if (weft__chan_close_is_answer(sg->c, sg->dir))
 				closed = sg;
 		}
 		/* A channel released by everyone while we waited is freed by

@@ -581,6 +581,66 @@ TEST(closed_channel_cases)
 	weft_chan_release(closed);
 }
 
+/*
+ * A select_until whose deadline claimed it while two of its channels were
+ * being closed (with one P, a close's cascade reaches the waiters one by one,
+ * and a waiter it has not reached yet reports the close when it times out)
+ * picks among the closed cases at random, as among any ready cases. Setup per
+ * trial, at 1 P: a plain receiver parked first on each channel (the close
+ * makes it the relay), then the select; the main goroutine spins past the
+ * select's deadline without a switch, then closes both channels. Guard: the
+ * lowest-address closed case was reported every time (400 of 400 in a probe).
+ */
+static weft_chan *tofair_c[2];
+static int64_t tofair_dl;
+static int tofair_rc, tofair_chosen, tofair_fin;
+
+static void tofair_plain(void *arg)
+{
+	weft_chan_recv(arg, NULL);
+	__atomic_add_fetch(&tofair_fin, 1, __ATOMIC_SEQ_CST);
+}
+
+static void tofair_select(void *arg)
+{
+	(void)arg;
+	weft_case cs[2] = { WEFT_RECV_CASE(tofair_c[0], NULL), WEFT_RECV_CASE(tofair_c[1], NULL) };
+	tofair_rc = weft_select_until(cs, 2, &tofair_chosen, tofair_dl);
+	__atomic_add_fetch(&tofair_fin, 1, __ATOMIC_SEQ_CST);
+}
+
+TEST(timed_out_close_answer_is_random)
+{
+	int old;
+	ASSERT_EQ(weft_set_procs(1, &old), 0);
+	int seen[2] = {0, 0};
+	for (int t = 0; t < 100 && !(seen[0] && seen[1]); t++) {
+		tofair_c[0] = make_chan(0, 0);
+		tofair_c[1] = make_chan(0, 0);
+		tofair_fin = 0;
+		ASSERT_EQ(weft_go(tofair_plain, tofair_c[0]), 0);
+		ASSERT_EQ(weft_go(tofair_plain, tofair_c[1]), 0);
+		weft_yield();
+		weft_yield();
+		tofair_dl = weft_now() + 300 * WEFT_MICROSECOND;
+		ASSERT_EQ(weft_go(tofair_select, NULL), 0);
+		weft_yield();
+		weft_yield();
+		while (weft_now() < tofair_dl + 200 * WEFT_MICROSECOND)
+			; /* past the deadline, with no switch */
+		weft_chan_close(tofair_c[t & 1]);
+		weft_chan_close(tofair_c[!(t & 1)]);
+		while (__atomic_load_n(&tofair_fin, __ATOMIC_SEQ_CST) < 3)
+			weft_sleep(TEST_MS / 10);
+		ASSERT_EQ(tofair_rc, EPIPE);
+		seen[tofair_c[tofair_chosen] > tofair_c[!tofair_chosen]]++;
+		weft_chan_release(tofair_c[0]);
+		weft_chan_release(tofair_c[1]);
+	}
+	ASSERT(seen[0] && seen[1]);
+	ASSERT_EQ(weft_set_procs(old, NULL), 0);
+}
+
 /* ---------------------------------------------------------------- select_until */
 
 static void until_checks(void)
