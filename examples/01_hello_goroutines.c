@@ -23,6 +23,7 @@
 
 struct greeter {
 	int index;
+	int done; /* set by the greeter; read by main after the wait */
 	weft_wg *wg;
 };
 
@@ -35,7 +36,8 @@ void greet(void *arg)
 	weft_yield();
 	printf("goodbye from goroutine %2llu (greeter %d) on P %d\n",
 	       (unsigned long long)weft_self_id(), g->index, weft_self_proc());
-	weft_wg_done(g->wg);
+	g->done = 1;
+	weft_wg_done(g->wg); /* publishes done to whoever waits */
 }
 
 static int run(void *unused)
@@ -59,8 +61,11 @@ static int run(void *unused)
 		}
 	}
 	weft_wg_wait(&wg);
-	printf("all %d greeters are done\n", GREETERS);
-	return 0;
+	int done = 0;
+	for (int i = 0; i < GREETERS; i++)
+		done += greeters[i].done;
+	printf("%d of %d greeters are done\n", done, GREETERS);
+	return done == GREETERS ? 0 : 1;
 }
 
 int main(void)

@@ -72,6 +72,9 @@ static int run(void *unused)
 			return 1;
 	}
 	weft_wg_wait(&wg);
+	int early = 0;
+	for (int i = 0; i < SLEEPERS; i++)
+		early += sl[i].woke_ns < sl[i].duration_ns; /* never allowed */
 	printf("2. started in the order 50, 40, 30, 20, 10 ms; woke:\n");
 	for (int i = SLEEPERS - 1; i >= 0; i--)
 		printf("   %2lld ms sleeper woke %d%s at %6.2f ms\n",
@@ -91,8 +94,13 @@ static int run(void *unused)
 
 		weft_sleep_until(deadline);
 		int64_t now = weft_now();
+		early += now < deadline;
 		printf("   tick %d at %6.2f ms (%.0f us after its deadline)\n", k,
 		       (now - begin) / 1e6, (now - deadline) / 1e3);
+	}
+	if (early || slept < 10 * MS) {
+		fprintf(stderr, "a sleep ended before its deadline\n");
+		return 1;
 	}
 	return 0;
 }

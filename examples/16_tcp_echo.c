@@ -400,15 +400,22 @@ static int serve(const char *addr)
 	int sig, err;
 
 	/* Go: c := make(chan os.Signal, 1); signal.Notify(c, os.Interrupt, ...) */
-	if ((err = weft_chan_make(&sigch, sizeof(int), 1)) != 0 ||
-	    (err = weft_signal_notify(sigch, sigs, 2)) != 0) {
+	if ((err = weft_chan_make(&sigch, sizeof(int), 1)) != 0) {
 		fprintf(stderr, "signals: %s\n", weft_strerror(err));
+		return 1;
+	}
+	if ((err = weft_signal_notify(sigch, sigs, 2)) != 0) {
+		fprintf(stderr, "signals: %s\n", weft_strerror(err));
+		weft_chan_release(sigch);
 		return 1;
 	}
 	s.idle_ns = IDLE_SERVE;
 	s.verbose = 1;
-	if (server_start(&s, addr, bound, sizeof bound) != 0)
+	if (server_start(&s, addr, bound, sizeof bound) != 0) {
+		weft_signal_stop(sigch);
+		weft_chan_release(sigch);
 		return 1;
+	}
 	printf("echo server on %s; idle connections are dropped after %lld s; Ctrl-C stops it\n",
 	       bound, (long long)(IDLE_SERVE / SECOND));
 	fflush(stdout);

@@ -755,14 +755,21 @@ static int serve(const char *addr)
 	weft_chan *sigch;
 	int sig, err;
 
-	if ((err = weft_chan_make(&sigch, sizeof(int), 1)) != 0 ||
-	    (err = weft_signal_notify(sigch, sigs, 2)) != 0) {
+	if ((err = weft_chan_make(&sigch, sizeof(int), 1)) != 0) {
 		fprintf(stderr, "signals: %s\n", weft_strerror(err));
 		return 1;
 	}
-	s.verbose = 1;
-	if (server_start(&s, addr, bound, sizeof bound) != 0)
+	if ((err = weft_signal_notify(sigch, sigs, 2)) != 0) {
+		fprintf(stderr, "signals: %s\n", weft_strerror(err));
+		weft_chan_release(sigch);
 		return 1;
+	}
+	s.verbose = 1;
+	if (server_start(&s, addr, bound, sizeof bound) != 0) {
+		weft_signal_stop(sigch);
+		weft_chan_release(sigch);
+		return 1;
+	}
 	printf("chat server on %s; Ctrl-C stops it\n", bound);
 	fflush(stdout);
 	weft_chan_recv(sigch, &sig);
