@@ -4,11 +4,11 @@
  * stack left. The kernel builds a signal's frame (about 3 KiB with AVX-512
  * state) on the stack the thread is on unless the handler asks for the
  * thread's signal stack (SA_ONSTACK); where the frame does not fit it sends
- * SIGSEGV instead, with no fault address: the signal is lost, and the
- * overflow handler, not seeing an overflow, gives SIGSEGV back to the
- * default. Both of weft's own handlers that a user's signal reaches,
- * weft_signal_notify's and the SIGQUIT dump's, must run on the M's signal
- * stack.
+ * SIGSEGV instead, with no fault address. Both of weft's own handlers that
+ * a user's signal reaches, weft_signal_notify's and the SIGQUIT dump's, must
+ * run on the M's signal stack; a handler of the program's own without
+ * SA_ONSTACK gets a fatal error that says so, instead of the signal lost and
+ * the goroutine resumed.
  *
  * Each case runs in a child process (test_child_run): a goroutine with a
  * 64 KiB stack recurses until less than LEAVE bytes are left (its stack's
@@ -168,5 +168,59 @@ TEST_THREAD(sigquit_on_a_nearly_full_stack)
 	ASSERT_CHILD_EXIT(&c, 2);
 	ASSERT_CONTAINS(c.err, "\"deep\"");
 	ASSERT_NOT_CONTAINS(c.out, "no dump");
+	test_child_free(&c);
+}
+
+static struct deep own_deep;
+static atomic_int own_caught;
+
+static void own_handler(int sig)
+{
+	(void)sig;
+	atomic_store(&own_caught, 1);
+}
+
+static int own_main(void *arg)
+{
+	(void)arg;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = own_handler; /* no SA_ONSTACK */
+	sigemptyset(&sa.sa_mask);
+	ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+	int tid = go_deep(&own_deep);
+	ASSERT_EQ(syscall(SYS_tgkill, getpid(), tid, SIGUSR1), 0);
+	int64_t end = weft_now() + 2000 * TEST_MS * test_slowdown();
+	while (!atomic_load(&own_caught) && weft_now() < end)
+		weft_sleep(TEST_MS);
+	atomic_store(&own_deep.stop, 1);
+	weft_wg_wait(&own_deep.done);
+	printf(atomic_load(&own_caught) ? "caught\n" : "lost\n");
+	return 0;
+}
+
+CHILD(own_deep)
+{
+	return weft_main(own_main, NULL);
+}
+
+/*
+ * The program's own handler, installed without SA_ONSTACK, for a signal sent
+ * to a goroutine with under LEAVE bytes of stack: the kernel cannot build
+ * the frame and sends SIGSEGV with no address instead. weft says so (a
+ * fatal error naming SA_ONSTACK and the goroutine) and aborts, rather than
+ * let the goroutine go on with the signal lost. Guard: the fault taken for
+ * any other and given back to the default action, which resumed the
+ * goroutine (the child says "lost" and exits 0).
+ */
+TEST_THREAD(own_handler_without_onstack_is_reported)
+{
+	if (TEST_TSAN)
+		SKIP(TSAN_SKIP);
+	test_child c;
+	test_child_run("own_deep", NULL, 30000, &c);
+	ASSERT_CHILD_SIGNAL(&c, SIGABRT);
+	ASSERT_CONTAINS(c.err, "without SA_ONSTACK");
+	ASSERT_NOT_CONTAINS(c.out, "lost");
 	test_child_free(&c);
 }
