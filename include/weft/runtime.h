@@ -100,7 +100,10 @@ WEFT_API int weft_main(int (*main_fn)(void *arg), void *arg);
 
 /*
  * weft_yield - let other runnable goroutines run; the caller is runnable again
- * at once (Go's runtime.Gosched). On a foreign thread: sched_yield().
+ * at once (Go's runtime.Gosched). With nothing else to run on the caller's P
+ * (its queue and the global queue empty, no timer due there) it returns
+ * without a switch, where Go's Gosched always goes through its scheduler.
+ * On a foreign thread: sched_yield().
  * Blocks: no (it may resume on another thread). Thread-safety: any thread.
  */
 WEFT_API void weft_yield(void);
