@@ -5,7 +5,8 @@
  * (semaphore, Cond, WaitGroup, channel send and receive, select, sleep);
  * RWMutex, Once, Cond and a reused WaitGroup churned together; and context
  * trees built, cancelled from several goroutines and a pthread at once, and
- * released, while waiters wait on random nodes. Goroutines and foreign
+ * released, while waiters wait on random nodes; and a starving Mutex's
+ * hand-offs raced by a stream of newcomers. Goroutines and foreign
  * pthreads take part in each; random choices come from test_rand32 with a
  * seed per worker. Invariants are checked as the calls return and at the end
  * of each round: results are 0 or exactly the context's error, explained by
@@ -804,6 +805,125 @@ TEST(rwmutex_once_cond_wg_churn)
 	mx.iters = TEST_SIZE(400, 150);
 	long rounds = run_rounds(mx_round, 7, TEST_SIZE(1500, 500));
 	printf("    %ld rounds, %ld writes\n", rounds, atomic_load(&mx.writes));
+	baseline_expect(&b);
+}
+
+/* ---------------------------------------------------------------- mutex hand-offs against newcomers */
+
+/*
+ * A weft_mutex whose lock sets the locked bit blind: a newcomer that arrives
+ * while a starving unlock hands the mutex to its front waiter holds the bit
+ * for a moment before it sees the mode and gives it back, and the waiter must
+ * not take the mutex while it does. Holders keep the lock up to 1.5 ms (so
+ * waiters pass the 1 ms mark and the mutex starves), while a stream of fresh
+ * goroutines and two pthreads in a tight loop keep arriving. Invariants: one
+ * holder at a time, no update lost, nothing hangs, no "inconsistent mutex
+ * state"; the mutex must have been seen starving (else the hand-off was not
+ * exercised). Random holds and pauses from a seed per worker.
+ */
+enum { MH_HOLDERS = 4, MH_THREADS = 2, MH_STARVING = 4 /* mutex.c's STARVING bit */ };
+
+static struct mhand {
+	weft_mutex mu;
+	atomic_int inside;
+	long count;              /* under mu */
+	atomic_long locks;       /* completed lock/unlock pairs */
+	atomic_long starving_seen;
+	atomic_int stop;
+	weft_wg wg;
+} mh;
+
+static void mh_critical(int64_t hold_ns)
+{
+	weft_mutex_lock(&mh.mu);
+	if (atomic_fetch_add(&mh.inside, 1) != 0)
+		FAIL("two holders of the mutex at once");
+	if (hold_ns)
+		test_spin_ns(hold_ns);
+	mh.count++;
+	atomic_fetch_sub(&mh.inside, 1);
+	weft_mutex_unlock(&mh.mu);
+	atomic_fetch_add(&mh.locks, 1);
+}
+
+static void mh_holder(void *arg)
+{
+	uint32_t s = (uint32_t)(uintptr_t)arg;
+	while (!atomic_load(&mh.stop)) {
+		uint32_t r = test_rand32(&s) % 8;
+		mh_critical(r == 0 ? 1500000 : r < 3 ? (int64_t)(test_rand32(&s) % 200000) : 0);
+		if (test_rand32(&s) % 4 == 0)
+			pause_some(&s, 100);
+	}
+	weft_wg_done(&mh.wg);
+}
+
+/* A pthread: back-to-back locks, each a fresh blind set. */
+static void mh_thread(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&mh.stop))
+		mh_critical(0);
+}
+
+static void mh_once(void *arg)
+{
+	(void)arg;
+	mh_critical(0);
+	weft_wg_done(&mh.wg);
+}
+
+/* Newcomers: goroutines that lock once, a few at a time. */
+static void mh_spawner(void *arg)
+{
+	uint32_t s = (uint32_t)(uintptr_t)arg;
+	while (!atomic_load(&mh.stop)) {
+		int n = 1 + (int)(test_rand32(&s) % 4);
+		weft_wg_add(&mh.wg, n);
+		for (int i = 0; i < n; i++)
+			GO(mh_once, NULL);
+		pause_some(&s, 50);
+	}
+	weft_wg_done(&mh.wg);
+}
+
+/* Samples the mode: the hand-off path only runs while the mutex starves. */
+static void mh_watcher(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&mh.stop)) {
+		if (__atomic_load_n(&mh.mu.state_, __ATOMIC_RELAXED) & MH_STARVING)
+			atomic_fetch_add(&mh.starving_seen, 1);
+		weft_sleep(100 * WEFT_MICROSECOND);
+	}
+	weft_wg_done(&mh.wg);
+}
+
+TEST(mutex_handoff_vs_newcomers)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	struct baseline b = baseline_take();
+	memset(&mh, 0, sizeof mh);
+	mh.mu = (weft_mutex)WEFT_MUTEX_INIT;
+	pthread_t th[MH_THREADS];
+	weft_wg_add(&mh.wg, MH_HOLDERS + 2);
+	for (int i = 0; i < MH_HOLDERS; i++)
+		GO(mh_holder, (void *)(uintptr_t)(0x9e3779b9u * (uint32_t)(i + 1)));
+	GO(mh_spawner, (void *)(uintptr_t)0x2545f491u);
+	GO(mh_watcher, NULL);
+	for (int i = 0; i < MH_THREADS; i++)
+		test_start_thread(&th[i], mh_thread, NULL);
+	weft_sleep(TEST_SIZE(1500, 600) * TEST_MS);
+	atomic_store(&mh.stop, 1);
+	wg_wait_bounded(&mh.wg, "mutex hand-off run");
+	for (int i = 0; i < MH_THREADS; i++)
+		test_join_thread(th[i]);
+	printf("    %ld locks, starving in %ld samples\n", atomic_load(&mh.locks),
+	       atomic_load(&mh.starving_seen));
+	weft_mutex_lock(&mh.mu);
+	ASSERT_EQ(mh.count, atomic_load(&mh.locks));
+	weft_mutex_unlock(&mh.mu);
+	ASSERT_GT(atomic_load(&mh.starving_seen), 0);
 	baseline_expect(&b);
 }
 
