@@ -109,10 +109,15 @@ static void fire_func(struct weft__chantimer *t, int64_t now)
 		arm(t, now + t->retry);
 }
 
+void (*weft__chantimer_fire_hook)(void);
+
 static void fire(struct weft__timer *tm)
 {
 	struct weft__chantimer *t = (struct weft__chantimer *)tm;
 	int orphan = 0;
+	void (*hook)(void) = __atomic_load_n(&weft__chantimer_fire_hook, __ATOMIC_RELAXED);
+	if (__builtin_expect(hook != NULL, 0))
+		hook();
 	weft__lock(&t->lock);
 	weft__race_acquire(t); /* pairs with arm's release */
 	int64_t now = weft_now();
@@ -126,8 +131,12 @@ static void fire(struct weft__timer *tm)
 			int64_t next = weft__timer_when(t->when, t->period);
 			if (next <= now)
 				next += ((now - next) / t->period + 1) * t->period;
-			if (!__atomic_load_n(&t->tm.heap, __ATOMIC_ACQUIRE))
-				arm(t, next);
+			/* Queued already: a reset while this callback was in
+			 * flight queued an entry for the slot it fires now.
+			 * Move it to the next slot, or this one ticks twice. */
+			if (__atomic_load_n(&t->tm.heap, __ATOMIC_ACQUIRE))
+				disarm(t);
+			arm(t, next);
 		} else {
 			t->armed = 0;
 		}

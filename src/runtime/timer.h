@@ -87,6 +87,10 @@ static inline int64_t weft__timers_peek(struct weft__timers *h)
 	return __atomic_load_n(&h->earliest, __ATOMIC_ACQUIRE);
 }
 void weft__timers_init(struct weft__timers *h);
+/* For tests (unit/chantimer): when set, called by a channel timer's callback
+ * (src/chan/time.c) before it takes the timer's lock, to hold a callback in
+ * flight. NULL otherwise. */
+extern void (*weft__chantimer_fire_hook)(void);
 /* Free h's storage; h must hold no timers that anyone will delete or run. */
 void weft__timers_destroy(struct weft__timers *h);
 
