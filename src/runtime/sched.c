@@ -35,8 +35,10 @@
  *
  * Timers: an idle M sleeps on its futex until the earliest timer of all Ps
  * (only one M does a timed sleep for a given deadline: sched.timer_wait_until),
- * then takes an idle P and runs the overdue timers while stealing. sysmon
- * covers Ps that are stuck in a long-running G.
+ * then takes an idle P and runs the overdue timers while stealing. With no P
+ * idle it sleeps untimed: the Ps' holders run their own timers, and whoever
+ * idles a P looks at its timers. sysmon covers Ps that are stuck in a
+ * long-running G.
  *
  * Locked Gs (weft_lock_thread): a locked G runs only on its M, and that M
  * runs nothing else. When the locked G stops, its M gives its P away and
@@ -614,7 +616,16 @@ static struct weft__p *transit_take_p(struct weft__m *m)
 static void stopm(struct weft__m *m)
 {
 	struct weft__sched *s = &weft__sched;
-	int64_t until = weft__timers_earliest();
+	/* An M runs timers only with a P: with none idle, a timed wake-up
+	 * finds none to take, and an overdue deadline (a busy P's timers, run
+	 * at its next switch) made that a spin: back into stopm, the deadline
+	 * still past. It burnt a core beside both Ps (Sleep at 2 Ps: 2x the
+	 * CPU, 11-30 ms late instead of 3-5). Every P is held, so their
+	 * holders run their timers (sysmon those of a P stuck in one G), and
+	 * whoever idles one next looks at its timers: findrunnable's M in its
+	 * own stopm, handoffp by waking the timer M. */
+	int64_t until = __atomic_load_n(&s->npidle, __ATOMIC_SEQ_CST) != 0 ? weft__timers_earliest()
+									      : INT64_MAX;
 	int timed = 0;
 	int64_t cur = __atomic_load_n(&s->timer_wait_until, __ATOMIC_SEQ_CST);
 	while (until < cur) {

@@ -7,6 +7,7 @@
  */
 #include "test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -1002,4 +1003,142 @@ TEST_THREAD(blocking_foreign_noop)
 	test_os_sleep_ms(1);
 	weft_blocking_end();
 	ASSERT_EQ(weft_self_proc(), -1);
+}
+
+/* ---------------------------------------------------------------- idle Ms */
+
+enum { IM_TIDS = 16 };
+
+static struct idle_ms {
+	atomic_int stop;
+	atomic_int busy_tids[IM_TIDS]; /* threads that ran a busy goroutine */
+	weft_wg wg;
+} im;
+
+static void im_note_tid(void)
+{
+	int tid = (int)gettid();
+	for (int i = 0; i < IM_TIDS; i++) {
+		int cur = atomic_load(&im.busy_tids[i]);
+		if (cur == tid)
+			return;
+		if (cur == 0 && atomic_compare_exchange_strong(&im.busy_tids[i], &cur, tid))
+			return;
+		if (cur == tid)
+			return;
+	}
+}
+
+static void im_sleeper(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&im.stop))
+		weft_sleep(100 * WEFT_MICROSECOND);
+	weft_wg_done(&im.wg);
+}
+
+static void im_busy(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&im.stop)) {
+		im_note_tid();
+		test_spin_ns(2 * TEST_MS);
+		weft_yield();
+	}
+	weft_wg_done(&im.wg);
+}
+
+/* A pthread arming timers on P 0's heap from outside: each wakes an idle M
+ * to re-read the heaps (so one enters stopm while both Ps are busy). */
+static void im_armer(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&im.stop)) {
+		weft_chan *c;
+		ASSERT_EQ(weft_after(&c, 2 * TEST_MS), 0);
+		test_os_sleep_ms(1);
+		weft_chan_release(c);
+	}
+}
+
+static void im_block(void *arg)
+{
+	(void)arg;
+	weft_blocking_begin();
+	test_os_sleep_ms(5);
+	weft_blocking_end();
+	weft_wg_done(&im.wg);
+}
+
+/* CPU time (ns) of every thread of this process but the busy ones, from
+ * /proc/self/task/TID/schedstat (its first field: time on a CPU). */
+static int64_t im_other_cpu_ns(void)
+{
+	int64_t sum = 0;
+	DIR *d = opendir("/proc/self/task");
+	ASSERT(d != NULL);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		int tid = atoi(e->d_name);
+		if (tid <= 0)
+			continue;
+		int busy = 0;
+		for (int i = 0; i < IM_TIDS; i++)
+			busy |= atomic_load(&im.busy_tids[i]) == tid;
+		if (busy)
+			continue;
+		char path[64];
+		snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", tid);
+		FILE *f = fopen(path, "r");
+		long long ns = 0;
+		if (f) {
+			if (fscanf(f, "%lld", &ns) != 1)
+				ns = 0;
+			fclose(f);
+		}
+		sum += ns;
+	}
+	closedir(d);
+	return sum;
+}
+
+/*
+ * Idle Ms sleep while every P is busy, even with timers overdue on those
+ * Ps. Two goroutines keep both Ps busy (2 ms spins between yields), so the
+ * timers of 20 sleepers (100 us naps) on their heaps are mostly overdue;
+ * earlier blocking calls leave spare Ms idle, and a pthread arming timers
+ * from outside wakes one every millisecond. Over 300 ms the threads that ran
+ * no busy goroutine (the idle Ms, sysmon, the pthread) must use under 15% of
+ * one CPU (1-4% here). Guards: an idle M that took the timer duty with an
+ * overdue deadline woke at once, found no idle P to run the timers on, and
+ * went back to sleep with the same deadline: a spin (49-76% of one CPU).
+ */
+TEST(idle_ms_sleep_while_every_p_is_busy)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	memset(&im, 0, sizeof im);
+	weft_wg_add(&im.wg, 20);
+	for (int i = 0; i < 20; i++)
+		GO(im_sleeper, NULL);
+	/* Spare Ms: each blocking call's P is handed to another M. */
+	for (int i = 0; i < 4; i++) {
+		weft_wg_add(&im.wg, 1);
+		GO(im_block, NULL);
+		test_spin_ns(2 * TEST_MS);
+	}
+	weft_wg_add(&im.wg, 2);
+	GO(im_busy, NULL);
+	GO(im_busy, NULL);
+	pthread_t armer;
+	test_start_thread(&armer, im_armer, NULL);
+	weft_sleep(50 * TEST_MS);
+	int64_t w0 = test_now_ns(), c0 = im_other_cpu_ns();
+	weft_sleep(300 * TEST_MS);
+	int64_t c1 = im_other_cpu_ns(), w1 = test_now_ns();
+	atomic_store(&im.stop, 1);
+	test_join_thread(armer);
+	weft_wg_wait(&im.wg);
+	int64_t permille = (c1 - c0) * 1000 / (w1 - w0);
+	printf("    other threads: %.1f%% of one CPU\n", (double)permille / 10);
+	ASSERT_LT(permille, 150);
 }
