@@ -105,8 +105,12 @@ static void fire_func(struct weft__chantimer *t, int64_t now)
 	t->retry = t->retry ? t->retry * 2 : FUNC_RETRY_FIRST;
 	if (t->retry > FUNC_RETRY_MAX)
 		t->retry = FUNC_RETRY_MAX;
-	if (!__atomic_load_n(&t->tm.heap, __ATOMIC_ACQUIRE))
-		arm(t, now + t->retry);
+	/* Queued already: a reset while this callback was in flight queued an
+	 * entry, which would find the timer disarmed and drop fn. As fire
+	 * does for tickers: move it to the retry. */
+	if (__atomic_load_n(&t->tm.heap, __ATOMIC_ACQUIRE))
+		disarm(t);
+	arm(t, now + t->retry);
 }
 
 void (*weft__chantimer_fire_hook)(void);

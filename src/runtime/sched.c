@@ -1015,6 +1015,16 @@ static int live_chain_elsewhere(struct weft__p *self)
 /* Below, with the blocking-call slots it takes. */
 static void precarve_unowned(struct weft__m *m);
 
+/* m idled p and goes on with another P instead of reaching stopm, which
+ * would have slept until p's timers (an M already in stopm may have found
+ * no P idle and slept untimed): wake the timer M for them, as handoffp does. */
+static void watch_idled_timers(struct weft__p *p)
+{
+	if (weft__timers_peek(&p->timers) <
+	    __atomic_load_n(&weft__sched.timer_wait_until, __ATOMIC_SEQ_CST))
+		wake_timer_m();
+}
+
 /* Find a runnable G for m, parking the M while there is none. On g0. */
 static struct weft__g *findrunnable(struct weft__m *m)
 {
@@ -1116,6 +1126,7 @@ top:
 				struct weft__p *q = transit_take_p(m);
 				if (q) {
 					acquirep(m, q);
+					watch_idled_timers(p);
 					goto top;
 				}
 				break;
@@ -1124,6 +1135,8 @@ top:
 	}
 	if (weft__stack_precarve_wanted()) {
 		precarve_unowned(m);
+		if (m->p)
+			watch_idled_timers(p);
 		goto top;
 	}
 	stopm(m);
