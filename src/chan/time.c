@@ -92,6 +92,17 @@ static void disarm(struct weft__chantimer *t)
 		t->pending--;
 }
 
+/* arm from a firing's callback. An entry may be queued already: a reset
+ * while the callback was in flight queued one (for the slot this firing
+ * takes, or one that would find the timer disarmed). Move it to `when`, or
+ * that slot fires twice, or a func timer's retry is lost. Timer locked. */
+static void rearm(struct weft__chantimer *t, int64_t when)
+{
+	if (__atomic_load_n(&t->tm.heap, __ATOMIC_ACQUIRE))
+		disarm(t);
+	arm(t, when);
+}
+
 enum { FUNC_RETRY_FIRST = 1000000, FUNC_RETRY_MAX = 100000000 };
 
 /* A func timer fired (and is disarmed): start its goroutine, or, with no
@@ -105,12 +116,7 @@ static void fire_func(struct weft__chantimer *t, int64_t now)
 	t->retry = t->retry ? t->retry * 2 : FUNC_RETRY_FIRST;
 	if (t->retry > FUNC_RETRY_MAX)
 		t->retry = FUNC_RETRY_MAX;
-	/* Queued already: a reset while this callback was in flight queued an
-	 * entry, which would find the timer disarmed and drop fn. As fire
-	 * does for tickers: move it to the retry. */
-	if (__atomic_load_n(&t->tm.heap, __ATOMIC_ACQUIRE))
-		disarm(t);
-	arm(t, now + t->retry);
+	rearm(t, now + t->retry);
 }
 
 void (*weft__chantimer_fire_hook)(void);
@@ -135,12 +141,7 @@ static void fire(struct weft__timer *tm)
 			int64_t next = weft__timer_when(t->when, t->period);
 			if (next <= now)
 				next += ((now - next) / t->period + 1) * t->period;
-			/* Queued already: a reset while this callback was in
-			 * flight queued an entry for the slot it fires now.
-			 * Move it to the next slot, or this one ticks twice. */
-			if (__atomic_load_n(&t->tm.heap, __ATOMIC_ACQUIRE))
-				disarm(t);
-			arm(t, next);
+			rearm(t, next);
 		} else {
 			t->armed = 0;
 		}

@@ -539,6 +539,17 @@ static void wake_timer_m(void)
 		weft__wakep();
 }
 
+/* p was just made idle by an M that will not sleep in stopm for its timers
+ * (sysmon's handoffp; findrunnable's M taking another P instead): if no idle
+ * M sleeps until them (one in stopm may have found no P idle and slept
+ * untimed), wake the timer M for them. */
+static void watch_idled_timers(struct weft__p *p)
+{
+	if (weft__timers_peek(&p->timers) <
+	    __atomic_load_n(&weft__sched.timer_wait_until, __ATOMIC_SEQ_CST))
+		wake_timer_m();
+}
+
 void weft__handoffp(struct weft__p *p)
 {
 	struct weft__sched *s = &weft__sched;
@@ -562,11 +573,9 @@ void weft__handoffp(struct weft__p *p)
 		startm(p, 0);
 		return;
 	}
-	int64_t when = weft__timers_peek(&p->timers);
 	pidleput(p);
 	weft__unlock(&s->lock);
-	if (when < __atomic_load_n(&s->timer_wait_until, __ATOMIC_SEQ_CST))
-		wake_timer_m();
+	watch_idled_timers(p);
 }
 
 int64_t weft__timers_earliest(void)
@@ -1014,16 +1023,6 @@ static int live_chain_elsewhere(struct weft__p *self)
 
 /* Below, with the blocking-call slots it takes. */
 static void precarve_unowned(struct weft__m *m);
-
-/* m idled p and goes on with another P instead of reaching stopm, which
- * would have slept until p's timers (an M already in stopm may have found
- * no P idle and slept untimed): wake the timer M for them, as handoffp does. */
-static void watch_idled_timers(struct weft__p *p)
-{
-	if (weft__timers_peek(&p->timers) <
-	    __atomic_load_n(&weft__sched.timer_wait_until, __ATOMIC_SEQ_CST))
-		wake_timer_m();
-}
 
 /* Find a runnable G for m, parking the M while there is none. On g0. */
 static struct weft__g *findrunnable(struct weft__m *m)

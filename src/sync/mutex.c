@@ -87,8 +87,7 @@ static void take_handed(uint32_t *st, uint32_t old, int starving)
 }
 
 /* old: the state the fast path saw. */
-static inline __attribute__((always_inline)) void lock_slow(weft_mutex *m, int polite,
-							    uint32_t old)
+static void lock_slow(weft_mutex *m, int polite, uint32_t old)
 {
 	uint32_t *st = &m->state_;
 	int64_t wait_start = 0;
@@ -143,10 +142,7 @@ static __attribute__((noinline)) void lock_contended(weft_mutex *m, int polite, 
 {
 	if (!(old & LOCKED)) /* starving: the bit is the front waiter's */
 		old = __atomic_and_fetch(&m->state_, ~LOCKED, __ATOMIC_RELEASE);
-	if (polite)
-		lock_slow(m, 1, old);
-	else
-		lock_slow(m, 0, old);
+	lock_slow(m, polite, old);
 }
 
 static inline __attribute__((always_inline)) void mutex_lock(weft_mutex *m, int polite)
