@@ -37,6 +37,8 @@ struct weft__sudog {
 	struct weft__sudog *next, *prev; /* in q; under the channel lock; the
 	                                  * first's prev is stale (never read) */
 	struct weft__sudogq *q;          /* the queue it is in, or NULL; under the channel lock */
+	struct weft__sudog *ahead;       /* a hint: the sudog queued WEFT_AHEAD after
+	                                  * it, or NULL; maybe gone (only prefetched) */
 	struct weft__wait *w;
 	void *elem; /* send: the value; receive: where it goes (or NULL) */
 	weft_chan *c;
@@ -45,8 +47,25 @@ struct weft__sudog {
 	int dir;    /* WEFT_SEND or WEFT_RECV */
 };
 
+/*
+ * Look-ahead hints. A close's walk (chan.c) takes waiters from the head one
+ * after another, and each lies on its own goroutine's stack, a cold line
+ * whose address only its predecessor's `next` gives: a chain of misses, one
+ * per waiter, that a fetch one waiter ahead cannot hide. So each sudog also
+ * names the one queued WEFT_AHEAD after it, and the walk fetches that one
+ * while it works on this one. q->mark is the sudog whose hint a later push
+ * sets, gap pushes before the tail; the push that makes the gap WEFT_AHEAD
+ * sets it and moves the mark on, and an unlink of the mark drops it (the
+ * next push starts another). A hint is only ever prefetched, never read
+ * through: the sudog it names may have left the queue since, its stack
+ * with it (a prefetch does not fault), and a middle unlink shortens the gap.
+ */
+#define WEFT_AHEAD 8
+
 struct weft__sudogq {
 	struct weft__sudog *first, *last;
+	struct weft__sudog *mark; /* the next hint to set, or NULL */
+	unsigned gap;             /* pushes after mark */
 };
 
 struct weft__wait {
@@ -115,12 +134,24 @@ static inline void *weft__chan_slot(weft_chan *c, size_t i)
 /* Queue operations; channel locked. push and unlink keep sg->c->nwait. */
 static inline void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog *sg)
 {
+	struct weft__sudog *last = q->last;
 	sg->next = NULL;
-	sg->prev = q->last;
-	if (q->last)
-		q->last->next = sg;
-	else
-		q->first = sg;
+	sg->prev = last;
+	sg->ahead = NULL;
+	if (!last) {
+		q->first = sg; /* an empty queue has no mark (unlink) */
+	} else {
+		last->next = sg;
+		struct weft__sudog *mark = q->mark;
+		if (!mark) {
+			q->mark = last;
+			q->gap = 1;
+		} else if (++q->gap == WEFT_AHEAD) {
+			mark->ahead = sg;
+			q->mark = mark->next; /* sg at the latest */
+			q->gap = WEFT_AHEAD - 1;
+		}
+	}
 	q->last = sg;
 	sg->c->nwait++;
 	__atomic_store_n(&sg->q, q, __ATOMIC_RELAXED);
@@ -132,16 +163,22 @@ static inline void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog 
 static inline void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudog *sg)
 {
 	struct weft__sudog *next = sg->next;
-	if (q->first == sg) {
-		q->first = next;
-		if (!next)
-			q->last = NULL;
+	if (q->first == sg && !next) {
+		q->first = NULL; /* the queue is empty now */
+		q->last = NULL;
+		q->mark = NULL;
 	} else {
-		sg->prev->next = next;
-		if (next)
-			next->prev = sg->prev;
-		else
-			q->last = sg->prev;
+		if (q->first == sg) {
+			q->first = next;
+		} else {
+			sg->prev->next = next;
+			if (next)
+				next->prev = sg->prev;
+			else
+				q->last = sg->prev;
+		}
+		if (q->mark == sg)
+			q->mark = NULL;
 	}
 	sg->c->nwait--;
 	__atomic_store_n(&sg->q, NULL, __ATOMIC_RELAXED);
