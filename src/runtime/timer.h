@@ -91,6 +91,10 @@ void weft__timers_init(struct weft__timers *h);
  * (src/chan/time.c) before it takes the timer's lock, to hold a callback in
  * flight. NULL otherwise. */
 extern void (*weft__chantimer_fire_hook)(void);
+/* For tests (unit/chantimer): when set, a func timer's firing starts its
+ * goroutine with this instead of weft_go (to fail starts with ENOMEM, which
+ * no test can arrange from outside). NULL otherwise. */
+extern int (*weft__chantimer_go_hook)(void (*fn)(void *arg), void *arg);
 /* Free h's storage; h must hold no timers that anyone will delete or run. */
 void weft__timers_destroy(struct weft__timers *h);
 

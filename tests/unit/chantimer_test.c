@@ -4,10 +4,13 @@
  * in flight: a firing popped from its heap whose callback has not yet taken
  * the timer's lock when the user resets the timer. The hook
  * weft__chantimer_fire_hook holds the callback there for as long as the
- * test wants, which no outside load can arrange reliably.
+ * test wants, which no outside load can arrange reliably. And func timers
+ * whose goroutine cannot start for want of memory: weft__chantimer_go_hook
+ * fails the starts a test asks it to.
  */
 #include "test.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <time.h>
 
@@ -102,4 +105,87 @@ TEST_THREAD(ticker_reset_with_callback_in_flight)
 	weft_ticker_free(tk);
 	weft_chan_release(l.stop);
 	__atomic_store_n(&weft__chantimer_fire_hook, NULL, __ATOMIC_RELAXED);
+}
+
+/* ---------------------------------------------------------------- func timers without memory */
+
+static atomic_int go_fails; /* starts still to fail */
+static atomic_int go_calls; /* starts tried */
+static atomic_int fn_runs;  /* the timer's function ran */
+
+/* weft_go, except that the first go_fails starts fail as if out of memory. */
+static int failing_go(void (*fn)(void *), void *arg)
+{
+	atomic_fetch_add(&go_calls, 1);
+	if (atomic_fetch_sub(&go_fails, 1) > 0)
+		return ENOMEM;
+	return weft_go(fn, arg);
+}
+
+static void count_run(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&fn_runs, 1);
+}
+
+/* Waits (bounded) until the timer's function has run; returns the runs. */
+static int wait_runs(int64_t bound_ms)
+{
+	int64_t end = test_now_ns() + bound_ms * MS * test_slowdown();
+	while (atomic_load(&fn_runs) == 0 && test_now_ns() < end)
+		sleep_ns(MS);
+	return atomic_load(&fn_runs);
+}
+
+/*
+ * A func timer whose goroutine cannot start (no memory) stays armed and tries
+ * again, backing off (1, 2, 4 ms): the function runs once, on the fourth
+ * try. Guards: a failed start that drops the function, or retries that start
+ * it twice.
+ */
+TEST_THREAD(func_timer_retries_a_failed_start)
+{
+	atomic_store(&go_fails, 3);
+	__atomic_store_n(&weft__chantimer_go_hook, failing_go, __ATOMIC_RELAXED);
+	weft_timer *t;
+	ASSERT_EQ(weft_after_func(&t, MS, count_run, NULL), 0);
+	ASSERT_EQ(wait_runs(5000), 1);
+	sleep_ns(20 * MS); /* no further start */
+	ASSERT_EQ(atomic_load(&fn_runs), 1);
+	ASSERT_EQ(atomic_load(&go_calls), 4);
+	ASSERT(!weft_timer_stop(t));
+	weft_timer_free(t);
+	__atomic_store_n(&weft__chantimer_go_hook, NULL, __ATOMIC_RELAXED);
+}
+
+/*
+ * A func timer reset while its firing's callback is in flight, the callback
+ * then delayed past the reset's deadline, and its start failing for want of
+ * memory: the function still runs, once. The callback finds the timer due and
+ * starts the goroutine; the reset's entry is already queued, and on a failed
+ * start it must become the retry: left alone, it found the timer disarmed
+ * and the function never ran (the bug this guards, fixed in c9b48f6).
+ */
+TEST_THREAD(func_timer_retry_after_a_reset_in_flight)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	atomic_store(&go_fails, 1);
+	__atomic_store_n(&weft__chantimer_go_hook, failing_go, __ATOMIC_RELAXED);
+	__atomic_store_n(&weft__chantimer_fire_hook, hold_first, __ATOMIC_RELAXED);
+	weft_timer *t;
+	ASSERT_EQ(weft_after_func(&t, 10 * MS, count_run, NULL), 0);
+	int64_t end = test_now_ns() + 5000 * MS * test_slowdown();
+	while (!atomic_load(&held) && test_now_ns() < end)
+		sleep_ns(MS);
+	ASSERT_EQ(atomic_load(&held), 1);
+	weft_timer_reset(t, MS); /* queues an entry; the held callback is stale */
+	sleep_ns(5 * MS * test_slowdown()); /* the entry is due by the release */
+	atomic_store(&release, 1);
+	ASSERT_EQ(wait_runs(5000), 1);
+	sleep_ns(20 * MS); /* no further start */
+	ASSERT_EQ(atomic_load(&fn_runs), 1);
+	ASSERT_EQ(atomic_load(&go_calls), 2);
+	weft_timer_free(t);
+	__atomic_store_n(&weft__chantimer_fire_hook, NULL, __ATOMIC_RELAXED);
+	__atomic_store_n(&weft__chantimer_go_hook, NULL, __ATOMIC_RELAXED);
 }
