@@ -265,7 +265,7 @@ void weft__chan_free(weft_chan *c)
  * waiter: it also fetches the waiter WEFT_AHEAD ahead, by the queue's
  * look-ahead hint (chan_impl.h). (Measured, 10,000 waiters at 2 Ps: the
  * walk took 70-180 ns per waiter before, 26-52 after; CancelFanout's
- * median, 12 interleaved runs each, 306 -> 257 ns per goroutine, in a slow
+ * median, 18 interleaved runs each, 306 -> 257 ns per goroutine, in a slow
  * phase of the VM. The cascade's two relays ahead are lead enough.)
  *
  * While a cascade runs, the channel is closed to everyone else: sends fail,
