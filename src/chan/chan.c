@@ -316,10 +316,12 @@ static void close_step(struct weft__m *m, weft_chan *c, int hold)
 	while (!(one && n) && (sg = close_take(c)) != NULL) {
 		/* The walk: the next waiter's lines all at once, so that it
 		 * waits once per waiter, not once per line in turn. */
-		if (!one && sg->next)
-			prefetch_waiter(sg->next);
-		if (!one && sg->ahead)
-			prefetch_waiter(sg->ahead);
+		if (!one) {
+			if (sg->next)
+				prefetch_waiter(sg->next);
+			if (sg->ahead)
+				prefetch_waiter(sg->ahead);
+		}
 		weft__sudog_finish(sg, 0);
 		struct weft__wait *w = sg->w;
 		if (!w->g) {

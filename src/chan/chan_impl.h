@@ -139,7 +139,7 @@ static inline void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog 
 	sg->prev = last;
 	sg->ahead = NULL;
 	if (!last) {
-		q->first = sg; /* an empty queue has no mark (unlink) */
+		q->first = sg; /* no mark: one begins at the second push */
 	} else {
 		last->next = sg;
 		struct weft__sudog *mark = q->mark;
@@ -163,23 +163,19 @@ static inline void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog 
 static inline void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudog *sg)
 {
 	struct weft__sudog *next = sg->next;
-	if (q->first == sg && !next) {
-		q->first = NULL; /* the queue is empty now */
-		q->last = NULL;
-		q->mark = NULL;
+	if (q->first == sg) {
+		q->first = next;
+		if (!next)
+			q->last = NULL;
 	} else {
-		if (q->first == sg) {
-			q->first = next;
-		} else {
-			sg->prev->next = next;
-			if (next)
-				next->prev = sg->prev;
-			else
-				q->last = sg->prev;
-		}
-		if (q->mark == sg)
-			q->mark = NULL;
+		sg->prev->next = next;
+		if (next)
+			next->prev = sg->prev;
+		else
+			q->last = sg->prev;
 	}
+	if (q->mark == sg)
+		q->mark = NULL; /* the mark is always queued: an empty queue has none */
 	sg->c->nwait--;
 	__atomic_store_n(&sg->q, NULL, __ATOMIC_RELAXED);
 }

@@ -10,7 +10,7 @@
  */
 #include "test.h"
 
-#include "../../src/chan/chan_impl.h"
+#include "chan_impl.h"
 
 enum { N = 512 };
 
