@@ -78,6 +78,7 @@ struct weft__g {
 	size_t stack_size;          /* usable bytes from stack_lo to the end of this record */
 	char name[32];              /* optional, NUL-terminated; valid when named */
 	struct weft__g *allnext;    /* all-G list, under sched.allg_lock */
+	struct weft__g **allpprev;  /* the link that points here (custom stacks unlink) */
 	void *tsan_fiber;           /* sanitizer fiber state */
 	void *asan_fake_stack;
 	/* Where its blocking call began: the frame pointer of
@@ -91,6 +92,7 @@ struct weft__g {
 	 * line, so plain spawns never touch them. */
 	void *xfn;
 	void *xarg;
+	unsigned vg_stack;          /* Valgrind's id for the stack, when built with its header */
 } __attribute__((aligned(64)));
 _Static_assert(offsetof(struct weft__g, file) + sizeof(const char *) <= 64,
 	       "spawn, run and exit touch only the record's first line");
@@ -133,6 +135,8 @@ struct weft__p {
 	 * pointers (a list through the records would touch a cold page per
 	 * unit); owner P only. */
 	int ngfree;
+	int gfree_low;            /* the fewest entries since trim_start (stack.c) */
+	uint32_t trim_start;      /* the trim epoch that gfree_low's window began in */
 	struct weft__g *gfree[WEFT_PCACHE];
 
 	/* Goroutine ids handed out in batches (Go's goidcache): no shared
@@ -449,6 +453,13 @@ int weft__stack_counts(int64_t *carved, int64_t *ahead);
 void weft__stack_trim(void);
 /* Move p's cache to the global cache (P retired). */
 void weft__stack_flush(struct weft__p *p);
+/* Begin a new trim period: sysmon, about once a second, before it spills
+ * the idle Ps' caches and calls weft__stack_trim. */
+void weft__stack_trim_epoch(void);
+/* Move the units that p's cache left unused for a whole trim period to the
+ * global cache, whose trim passes give their memory back. Owner P, or p
+ * idle and sched.lock held (sysmon). */
+void weft__stack_spill_unused(struct weft__p *p);
 /* The G whose guard page holds addr, for the overflow report; or NULL. */
 int weft__stack_is_guard(struct weft__g *g, const void *addr);
 size_t weft__page_size(void);

@@ -253,15 +253,21 @@ static struct weft__g *record_init(char *lo, size_t usable)
 	g->status = G_IDLE;
 	weft__san_fiber_create(g);
 #ifdef WEFT_HAVE_VALGRIND_H
-	VALGRIND_STACK_REGISTER(lo, lo + usable);
+	g->vg_stack = VALGRIND_STACK_REGISTER(lo, lo + usable);
 #endif
 	return g;
 }
 
+/* Put the chain first..last (linked through allnext and allpprev already)
+ * at the head of the all-G list. */
 static void allg_link(struct weft__g *first, struct weft__g *last)
 {
 	weft__lock(&weft__sched.allg_lock);
-	last->allnext = weft__sched.allg;
+	struct weft__g *head = weft__sched.allg;
+	last->allnext = head;
+	if (head)
+		head->allpprev = &last->allnext;
+	first->allpprev = &weft__sched.allg;
 	__atomic_store_n(&weft__sched.allg, first, __ATOMIC_RELEASE);
 	weft__unlock(&weft__sched.allg_lock);
 }
@@ -348,10 +354,12 @@ static int carve(struct weft__g **out)
 	for (int i = BATCH - 1; i >= 0; i--) {
 		size_t color = (size_t)(i % COLORS) * 64;
 		struct weft__g *g = record_init(guards[i] + pg, unit - pg - color);
-		if (prev)
+		if (prev) {
 			prev->allnext = g;
-		else
+			g->allpprev = &prev->allnext;
+		} else {
 			first = g;
+		}
 		prev = g;
 		out[BATCH - 1 - i] = g;
 	}
@@ -389,6 +397,12 @@ static struct weft__g *alloc_custom(size_t size, int *err)
 	/* Where the advice works but is refused for this mapping: mprotect
 	 * after all, counted once it holds. */
 	int mprotected = counted || madvise(m, pg, MADV_GUARD_INSTALL) != 0;
+	if (mprotected && !counted && maps_short(2)) {
+		warn_map_count();
+		munmap(m, usable + pg);
+		*err = EAGAIN;
+		goto fail;
+	}
 	if (mprotected && mprotect(m, pg, PROT_NONE) != 0) {
 		/* ENOMEM here means the maps ran out. */
 		if (errno == ENOMEM)
@@ -573,6 +587,8 @@ struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err)
 	int custom = size != 0 && round_page(size) != round_page(WEFT_DEFAULT_STACK);
 	if (!custom && p && p->ngfree) {
 		struct weft__g *g = p->gfree[--p->ngfree];
+		if (p->ngfree < p->gfree_low)
+			p->gfree_low = p->ngfree;
 		/* The next spawn writes the next unit's record and the frame
 		 * below it: ask for both lines now, so they come in (from
 		 * another CPU's cache when another P ran its last goroutine)
@@ -594,18 +610,62 @@ struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err)
 	return g;
 }
 
+/*
+ * The P caches give idle memory back too. Only its owner touches a P's
+ * cache, so sysmon cannot trim it as it trims the global cache. Each cache
+ * keeps a low-water mark instead: the fewest entries it has held since its
+ * window began. The entries below the mark (the oldest: the cache is a
+ * stack) were not taken in that window. Once the window spans a whole trim
+ * period (the epoch has moved on by 2 since it began), they move to the
+ * global cache, whose next passes give their memory back, and a new window
+ * begins. The owner looks as a goroutine's stack comes back to its cache;
+ * sysmon looks at the idle Ps. (A P whose goroutines never end keeps its
+ * cache until it goes idle.)
+ */
+static uint32_t trim_epoch; /* atomic; sysmon's trim periods */
+
+static inline int spill_due(const struct weft__p *p)
+{
+	return __atomic_load_n(&trim_epoch, __ATOMIC_RELAXED) - p->trim_start >= 2;
+}
+
+void weft__stack_trim_epoch(void)
+{
+	__atomic_add_fetch(&trim_epoch, 1, __ATOMIC_RELAXED);
+}
+
+void weft__stack_spill_unused(struct weft__p *p)
+{
+	if (!spill_due(p))
+		return;
+	int low = p->gfree_low < p->ngfree ? p->gfree_low : p->ngfree;
+	if (low > 0) {
+		weft__lock(&st.lock);
+		global_push(p->gfree, low);
+		weft__unlock(&st.lock);
+		memmove(p->gfree, p->gfree + low, (size_t)(p->ngfree - low) * sizeof p->gfree[0]);
+		p->ngfree -= low;
+	}
+	p->gfree_low = p->ngfree;
+	p->trim_start = __atomic_load_n(&trim_epoch, __ATOMIC_RELAXED);
+}
+
 static void unmap_custom(struct weft__g *g)
 {
 	size_t pg = weft__page_size();
-	/* Unlink from the all-G list: the record goes away with the mapping. */
+	/* Unlink from the all-G list: the record goes away with the mapping.
+	 * In O(1): walking from the head took a cold page per goroutine
+	 * carved since this one (10 ms an exit behind 100,000 of them), with
+	 * dumps, sysmon and every carve waiting on the lock. */
 	weft__lock(&weft__sched.allg_lock);
-	struct weft__g **pp = &weft__sched.allg;
-	while (*pp && *pp != g)
-		pp = &(*pp)->allnext;
-	if (*pp)
-		*pp = g->allnext;
+	*g->allpprev = g->allnext;
+	if (g->allnext)
+		g->allnext->allpprev = g->allpprev;
 	weft__unlock(&weft__sched.allg_lock);
 	weft__san_fiber_destroy(g);
+#ifdef WEFT_HAVE_VALGRIND_H
+	VALGRIND_STACK_DEREGISTER(g->vg_stack);
+#endif
 	int mprotected = g->custom_stack == CUSTOM_MPROTECT; /* the record goes below */
 	munmap(g->stack_lo - pg, g->stack_size + pg);
 	if (mprotected)
@@ -640,8 +700,11 @@ void weft__stack_free(struct weft__p *p, struct weft__g *g)
 			for (int i = half; i < WEFT_PCACHE; i++)
 				p->gfree[i - half] = p->gfree[i];
 			p->ngfree -= half;
+			p->gfree_low = p->gfree_low > half ? p->gfree_low - half : 0;
 		}
 		p->gfree[p->ngfree++] = g;
+		if (__builtin_expect(spill_due(p), 0))
+			weft__stack_spill_unused(p);
 		return;
 	}
 	weft__lock(&st.lock);
@@ -655,6 +718,7 @@ void weft__stack_flush(struct weft__p *p)
 	global_push(p->gfree, p->ngfree);
 	weft__unlock(&st.lock);
 	p->ngfree = 0;
+	p->gfree_low = 0;
 }
 
 void weft__stack_trim(void)

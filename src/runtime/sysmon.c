@@ -383,6 +383,11 @@ static void *sysmon_main(void *arg)
 		}
 		if (now - last_trim > 1000000000) {
 			last_trim = now;
+			weft__stack_trim_epoch();
+			weft__lock(&weft__sched.lock);
+			for (struct weft__p *p = weft__sched.pidle; p; p = p->link)
+				weft__stack_spill_unused(p);
+			weft__unlock(&weft__sched.lock);
 			weft__stack_trim();
 		}
 		if (s->schedtrace_ms > 0 && now - last_trace >= (int64_t)s->schedtrace_ms * 1000000) {

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <time.h>
@@ -283,4 +284,234 @@ TEST(custom_stacks_count_against_the_map_limit)
 	ASSERT_EQ(err, 0);
 	weft_wg_wait(&wg);
 	weft_chan_release(block);
+}
+
+/* ------------------------------------------------------------ giving memory back */
+
+static long proc_kib(const char *file, const char *field)
+{
+	FILE *f = fopen(file, "r");
+	size_t n = strlen(field);
+	char line[256];
+	long v = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (strncmp(line, field, n) == 0)
+			v = atol(line + n);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static long rss_kib(void)
+{
+	return proc_kib("/proc/self/status", "VmRSS:");
+}
+
+/* Memory given back with MADV_FREE and not yet reclaimed by the kernel. */
+static long lazyfree_kib(void)
+{
+	return proc_kib("/proc/self/smaps_rollup", "LazyFree:");
+}
+
+#define DEEP_KIB 192
+
+struct deep {
+	weft_wg started, done;
+	weft_chan *go;
+};
+
+/* Touch DEEP_KIB of its own stack (alloca: a sanitizer's fake stack would
+ * take an array), then wait until all are alive. */
+static void deep(void *arg)
+{
+	struct deep *d = arg;
+	volatile char *buf = __builtin_alloca(DEEP_KIB * 1024);
+	for (size_t i = 0; i < DEEP_KIB * 1024; i += 256)
+		buf[i] = (char)i;
+	weft_wg_done(&d->started);
+	weft_chan_recv(d->go, NULL);
+	weft_wg_done(&d->done);
+}
+
+static void nothing(void *arg)
+{
+	weft_wg_done(arg);
+}
+
+/*
+ * n goroutines at 1 P touch DEEP_KIB of stack each and end, leaving their
+ * stacks in the P's cache (n is below WEFT_PCACHE, so none spill to the
+ * global cache on the way). Then, for up to 10 s, the program either idles
+ * (busy false: the P sits idle and sysmon looks at its cache) or keeps
+ * spawning and joining small goroutines (busy true: the P never idles, its
+ * cache's newest entries are taken and given back again and again, and the
+ * owner must spill the rest itself) until the memory of those stacks is
+ * given back: MADV_FREE'd (LazyFree) or reclaimed (RSS down).
+ */
+static void cached_stacks_given_back(bool busy)
+{
+	const int n = TEST_SIZE(400, 200);
+	ASSERT_LT(n, WEFT_PCACHE);
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	struct deep d = {.started = WEFT_WG_INIT, .done = WEFT_WG_INIT};
+	ASSERT_EQ(weft_chan_make(&d.go, 0, 0), 0);
+	if (test_emulated())
+		SKIP("an emulator's /proc shows its own memory, and it may ignore MADV_FREE");
+	long rss0 = rss_kib(), free0 = lazyfree_kib();
+	if (free0 < 0)
+		SKIP("no LazyFree in /proc/self/smaps_rollup");
+	weft_wg_add(&d.started, n);
+	weft_wg_add(&d.done, n);
+	for (int i = 0; i < n; i++)
+		ASSERT_EQ(weft_go(deep, &d), 0);
+	weft_wg_wait(&d.started);
+	long touched = rss_kib() - rss0;
+	weft_chan_close(d.go);
+	weft_wg_wait(&d.done);
+	weft_chan_release(d.go);
+	long rss1 = rss_kib();
+	/* What their stacks hold: RSS grew by that at least (more under
+	 * ThreadSanitizer, whose shadow of the stacks is not ours to give). */
+	long want = (long)n * DEEP_KIB;
+	ASSERT_GT(touched, want * 9 / 10);
+
+	long back = 0;
+	int64_t start = weft_now(), end = start + 10000 * TEST_MS * test_slowdown();
+	int spawned = 0;
+	while (weft_now() < end) {
+		long dropped = rss1 - rss_kib();
+		back = lazyfree_kib() - free0 + (dropped > 0 ? dropped : 0);
+		if (back >= want * 8 / 10)
+			break;
+		if (!busy) {
+			weft_sleep(50 * TEST_MS);
+			continue;
+		}
+		weft_wg wg = WEFT_WG_INIT;
+		weft_wg_add(&wg, 4);
+		for (int i = 0; i < 4; i++)
+			ASSERT_EQ(weft_go(nothing, &wg), 0);
+		weft_wg_wait(&wg);
+		spawned += 4;
+	}
+	printf("    %s P: %ld of %ld KiB given back after %lld ms (%d goroutines spawned meanwhile)\n",
+	       busy ? "busy" : "idle", back, want, (long long)((weft_now() - start) / TEST_MS),
+	       spawned);
+	if (back < want * 8 / 10)
+		FAIL("%ld of the %ld KiB that ended goroutines used given back in %d s", back, want,
+		     10 * test_slowdown());
+}
+
+/* Guards: a P's cache left out of the trim (up to WEFT_PCACHE stacks, each
+ * with all it ever touched, kept for good). */
+TEST(idle_p_gives_its_cached_stacks_back)
+{
+	cached_stacks_given_back(false);
+}
+
+/* Guards: a cache trimmed only while its P is idle (a P that always has
+ * work kept the stacks of an earlier burst). */
+TEST(busy_p_gives_its_unused_cached_stacks_back)
+{
+	cached_stacks_given_back(true);
+}
+
+/* ------------------------------------------------------------ the all-G list */
+
+struct custom_g {
+	weft_wg wg;
+	weft_chan *release;
+	struct weft__g *g; /* its record, published before it parks */
+};
+
+static void custom_parker(void *arg)
+{
+	struct custom_g *c = arg;
+	__atomic_store_n(&c->g, weft__g_get(), __ATOMIC_RELEASE);
+	weft_chan_recv(c->release, NULL);
+	weft_wg_done(&c->wg);
+}
+
+/* Walk the all-G list: every link's back pointer names the link that
+ * points at it; counts the records among want[0..n). */
+static int allg_check(struct weft__g *const *want, int n, int *found)
+{
+	int len = 0;
+	for (int i = 0; i < n; i++)
+		found[i] = 0;
+	weft__lock(&weft__sched.allg_lock);
+	struct weft__g **link = &weft__sched.allg;
+	for (struct weft__g *g = *link; g; link = &g->allnext, g = *link) {
+		if (g->allpprev != link) {
+			weft__unlock(&weft__sched.allg_lock);
+			FAIL("all-G list: record %p's back link is %p, not %p", (void *)g,
+			     (void *)g->allpprev, (void *)link);
+		}
+		for (int i = 0; i < n; i++)
+			found[i] += g == want[i];
+		len++;
+	}
+	weft__unlock(&weft__sched.allg_lock);
+	return len;
+}
+
+/*
+ * Custom-size stacks leave the all-G list when their goroutines end, in any
+ * order: the oldest (deep in the list, behind later carves), one in the
+ * middle, the newest (at the head). The list stays whole, with each custom
+ * record on it once while alive and never after. Guards: an unlink that
+ * loses the rest of the list, or leaves a back link stale (the next unlink
+ * then writes through it).
+ */
+TEST(custom_stacks_leave_the_all_g_list)
+{
+	enum { N = 6 };
+	struct custom_g c[N];
+	struct weft__g *rec[N];
+	int found[N];
+	weft_go_options o = {.stack_size = 64 * 1024};
+	weft_wg quickwg = WEFT_WG_INIT;
+	for (int i = 0; i < N; i++) {
+		c[i] = (struct custom_g){.wg = WEFT_WG_INIT};
+		ASSERT_EQ(weft_chan_make(&c[i].release, 0, 0), 0);
+		weft_wg_add(&c[i].wg, 1);
+		ASSERT_EQ(weft_go_opts(custom_parker, &c[i], &o), 0);
+		/* Default stacks carved between them (a batch each time the
+		 * caches run dry): spawn more than a batch and join them. */
+		weft_wg_add(&quickwg, 2 * WEFT_STACK_BATCH);
+		for (int k = 0; k < 2 * WEFT_STACK_BATCH; k++)
+			ASSERT_EQ(weft_go(nothing, &quickwg), 0);
+		weft_wg_wait(&quickwg);
+	}
+	for (int i = 0; i < N; i++) {
+		while (!(rec[i] = __atomic_load_n(&c[i].g, __ATOMIC_ACQUIRE)))
+			weft_sleep(TEST_MS);
+	}
+	int len0 = allg_check(rec, N, found);
+	for (int i = 0; i < N; i++)
+		ASSERT_EQ(found[i], 1);
+	/* The oldest, one in the middle, the newest, then the rest. */
+	static const int order[N] = {0, 3, 5, 1, 4, 2};
+	for (int k = 0; k < N; k++) {
+		int i = order[k];
+		weft_chan_close(c[i].release);
+		weft_wg_wait(&c[i].wg);
+		/* Its stack goes once its goroutine has switched away. */
+		int64_t end = weft_now() + 5000 * TEST_MS * test_slowdown();
+		for (;;) {
+			int len = allg_check(rec, N, found);
+			if (!found[i]) {
+				ASSERT_LE(len, len0 - (k + 1) + 2 * WEFT_STACK_BATCH);
+				break;
+			}
+			if (weft_now() > end)
+				FAIL("custom stack %d still on the all-G list 5 s after its goroutine ended", i);
+			weft_sleep(TEST_MS);
+		}
+		for (int j = 0; j <= k; j++)
+			ASSERT_EQ(found[order[j]], 0);
+		for (int j = k + 1; j < N; j++)
+			ASSERT_EQ(found[order[j]], 1);
+		weft_chan_release(c[i].release);
+	}
 }
