@@ -545,6 +545,10 @@ static void wake_timer_m(void)
  * untimed), wake the timer M for them. */
 static void watch_idled_timers(struct weft__p *p)
 {
+	/* A P beyond weft_procs() retired as it went idle (pidleput): its
+	 * timers are P 0's now (retire_locked), and its own heap is empty. */
+	if (__atomic_load_n(&p->status, __ATOMIC_ACQUIRE) == P_DEAD)
+		p = weft__sched.allp[0];
 	if (weft__timers_peek(&p->timers) <
 	    __atomic_load_n(&weft__sched.timer_wait_until, __ATOMIC_SEQ_CST))
 		wake_timer_m();
@@ -1757,6 +1761,11 @@ void weft_blocking_end(void)
 	m->blocking_reported = 0;
 	__atomic_store_n(&g->status, G_RUNNING, __ATOMIC_RELAXED);
 	if (kept) {
+		/* sysmon may have given the P to another M meanwhile, whose own
+		 * blocking call then put it back in P_SYSCALL, which our CAS
+		 * cannot tell apart: it is ours again, in every record (sysmon's
+		 * hog check and report read p->m). */
+		__atomic_store_n(&p->m, m, __ATOMIC_RELEASE);
 		__atomic_sub_fetch(&s->nblocking, 1, __ATOMIC_SEQ_CST);
 		blk_release();
 		return;
