@@ -1697,7 +1697,7 @@ TEST(eof_and_reset)
 	ASSERT_EQ(memcmp(fr.buf, "hello", 5), 0);
 
 	/* Writing to it: the peer is gone (it answers with a reset). */
-	uint8_t buf[64];
+	uint8_t buf[64] = {0};
 	int64_t dl = weft_now() + 10 * PROMPT_NS;
 	int err = 0;
 	for (int i = 0; i < 100 && !err; i++) {
