@@ -437,6 +437,8 @@ void weft__stack_free(struct weft__p *p, struct weft__g *g);
 /* For tests: take vm.max_map_count to be max, and with no_madv_guard act as
  * on a kernel without MADV_GUARD_INSTALL (mprotect guards) from now on. */
 void weft__stack_set_map_limit(long max, int no_madv_guard);
+/* For tests: called by an idle M before each batch it carves ahead. */
+extern void (*weft__stack_precarve_hook)(void);
 /* Default-size stacks are carved WEFT_STACK_BATCH at a time; idle Ps carve
  * at most WEFT_PRECARVE_MAX batches ahead of demand. */
 #define WEFT_STACK_BATCH 64

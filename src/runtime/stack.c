@@ -513,6 +513,8 @@ int weft__stack_precarve_wanted(void)
 	return __atomic_load_n(&st.precarve, __ATOMIC_SEQ_CST) > 0;
 }
 
+void (*weft__stack_precarve_hook)(void);
+
 void weft__stack_precarve(void)
 {
 	/* Under way before the credit is taken: no credit left and nothing
@@ -524,6 +526,9 @@ void weft__stack_precarve(void)
 			goto out;
 	} while (!__atomic_compare_exchange_n(&st.precarve, &c, c - 1, 1,
 					      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+	void (*hook)(void) = __atomic_load_n(&weft__stack_precarve_hook, __ATOMIC_ACQUIRE);
+	if (hook)
+		hook();
 	struct weft__g *batch[BATCH];
 	if (carve(batch) != 0) {
 		/* Out of memory or maps: leave it to demand, which reports it. */

@@ -121,6 +121,12 @@ static int deadlocked_now(void)
 		if (st != P_DEAD && !weft__runq_empty(s->allp[i]))
 			return 0;
 	}
+	/* An M carving stacks ahead holds a blocking-call slot, without a P:
+	 * a goroutine may be waiting for that slot, and gets it after the
+	 * batch (a slow host: milliseconds). */
+	int64_t carved, ahead;
+	if (weft__stack_counts(&carved, &ahead))
+		return 0;
 	int threads = count_threads();
 	int ours = __atomic_load_n(&s->mcount, __ATOMIC_SEQ_CST) + 1 /* sysmon */ + foreign +
 		   san_extra_threads + s->host_threads;

@@ -7,6 +7,7 @@
 #include "test.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,4 +515,66 @@ TEST(custom_stacks_leave_the_all_g_list)
 			ASSERT_EQ(found[order[j]], 1);
 		weft_chan_release(c[i].release);
 	}
+}
+
+/* ------------------------------------------------------------ carving and deadlock detection */
+
+static atomic_int stall_armed, stalls;
+
+/* Each batch carved ahead takes 300 ms while armed (a slow host). */
+static void stall_carve(void)
+{
+	if (atomic_load(&stall_armed)) {
+		atomic_fetch_add(&stalls, 1);
+		usleep(300000);
+	}
+}
+
+static void blocker(void *arg)
+{
+	weft_sleep(50 * TEST_MS); /* until an idle M carves ahead */
+	weft_blocking_begin();    /* waits for the slot the carving M holds */
+	weft_blocking_end();
+	weft_wg_done(arg);
+}
+
+/*
+ * An M that carves ahead holds a blocking-call slot, without a P. With the
+ * only slot taken that way (weft_set_max_blocking(1)), a goroutine that
+ * enters a blocking call waits for it, parked, while every other goroutine
+ * is parked too and no timer is due: the program looks deadlocked for as
+ * long as the carve takes (here 300 ms a batch: a slow host), but it is
+ * not: the carving M gives the slot back after its batch. Guards: deadlock
+ * detection that counted the carving M as asleep (the program died with
+ * "all goroutines are asleep").
+ */
+TEST(carving_ahead_is_not_a_deadlock)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	int old_max;
+	ASSERT_EQ(weft_set_max_blocking(1, &old_max), 0);
+	__atomic_store_n(&weft__stack_precarve_hook, stall_carve, __ATOMIC_RELEASE);
+	atomic_store(&stall_armed, 1);
+	/* A burst: a few batches of parked goroutines grant credit. */
+	static struct burst b = {.ready = WEFT_WG_INIT, .done = WEFT_WG_INIT};
+	ASSERT_EQ(weft_chan_make(&b.ch, 0, 0), 0);
+	const int n = 5 * WEFT_STACK_BATCH;
+	weft_wg_add(&b.ready, n);
+	weft_wg_add(&b.done, n);
+	for (int i = 0; i < n; i++)
+		ASSERT_EQ(weft_go(parker, &b), 0);
+	ASSERT(weft__stack_precarve_wanted());
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 1);
+	ASSERT_EQ(weft_go(blocker, &wg), 0);
+	weft_wg_wait(&wg);
+	atomic_store(&stall_armed, 0);
+	printf("    %d batches carved ahead in 300 ms each while the call waited\n",
+	       atomic_load(&stalls));
+	ASSERT_GT(atomic_load(&stalls), 0);
+	weft_wg_wait(&b.ready);
+	weft_chan_close(b.ch);
+	weft_wg_wait(&b.done);
+	weft_chan_release(b.ch);
+	ASSERT_EQ(weft_set_max_blocking(old_max, NULL), 0);
 }
