@@ -8,7 +8,18 @@
  * These are value types: embed them anywhere; all-zero is ready to use (static
  * storage, calloc, or `= {0}`), so no init call exists. As in Go, a value must
  * not be copied after first use. No destroy call is needed either: when no
- * goroutine uses one any more, its memory may simply be reused.
+ * goroutine or thread uses one any more, its memory may simply be reused.
+ *
+ * "Uses" includes a call that has yet to return. As in Go, a call that lets
+ * another party in (an unlock, a release, a signal) may still touch the value
+ * after that party got in, until the call returns. So, unlike a POSIX mutex,
+ * an object must not be freed by whoever finds its reference count at zero
+ * under the object's own Mutex: the previous holder's unlock may not have
+ * returned yet. Count references with an atomic instead, dropped after the
+ * unlock returns (the last one to drop frees). The exception is WaitGroup:
+ * once the counter is zero and every wait on it (any form, timed out or not)
+ * has returned, the WaitGroup may be freed at once, even while the
+ * weft_wg_done() that brought the counter to zero is still returning.
  *
  * Waiting parks the goroutine (its thread runs other goroutines) or, on a
  * foreign thread, parks that thread on a futex. Both kinds of waiter may mix.

@@ -15,6 +15,9 @@
 #include "park.h"
 
 int weft__wg_wait(weft_wg *wg, int64_t deadline, struct weft__cancel *cs);
+/* For tests: called by the add that made a counter zero with waiters
+ * counted, before it takes the queue lock. */
+extern void (*weft__wg_zero_hook)(void);
 /* m is locked again on return, whatever the result. */
 int weft__cond_wait(weft_cond *c, weft_mutex *m, int64_t deadline, struct weft__cancel *cs);
 int weft__sem_acquire(weft_sem *s, int64_t n, int64_t deadline, struct weft__cancel *cs);

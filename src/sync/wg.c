@@ -12,7 +12,10 @@
  * The waiter count changes only under the queue lock: a waiter adds itself
  * and enqueues; the waker of a zero takes every queued waiter and subtracts
  * as many; a waiter that gives up (deadline, context) while still queued
- * unlinks itself and subtracts one. So the count is what the queue holds.
+ * unlinks itself and subtracts one, unless the counter is zero: then the
+ * waker is on its way, and the waiter waits for it to pass (its caller may
+ * free the WaitGroup as soon as it returns). So the count is what the queue
+ * holds.
  */
 #include "weft.h"
 
@@ -31,6 +34,8 @@ static int32_t counter_of(uint64_t s)
 	return (int32_t)(s >> 32);
 }
 
+void (*weft__wg_zero_hook)(void);
+
 void weft_wg_add(weft_wg *wg, int64_t delta)
 {
 	uint64_t *st = (uint64_t *)&wg->counter_;
@@ -48,6 +53,9 @@ void weft_wg_add(weft_wg *wg, int64_t delta)
 	 * holder of the queue lock changes the waiter count, so what the
 	 * queue holds is what the count says (waiters that gave up, and were
 	 * unlinked here, included). */
+	void (*hook)(void) = __atomic_load_n(&weft__wg_zero_hook, __ATOMIC_ACQUIRE);
+	if (hook)
+		hook();
 	struct weft__waitq *q = &wg->waiters_;
 	weft__waitq_lock(q);
 	if (counter_of(__atomic_load_n(st, __ATOMIC_ACQUIRE)) != 0) {
@@ -116,6 +124,15 @@ int weft__wg_wait(weft_wg *wg, int64_t deadline, struct weft__cancel *cs)
 	int err = weft__waitq_block_until(q, &w, "semacquire");
 	if (err) {
 		weft__waitq_lock(q);
+		/* Still counted while the counter is zero: the add that made it
+		 * zero saw our count and is on its way to this queue, to take
+		 * us. Let it: once we return, our caller may follow with a wait
+		 * (at once: zero) and free the WaitGroup under that add. */
+		while (w.queued && counter_of(__atomic_load_n(st, __ATOMIC_ACQUIRE)) == 0) {
+			weft__waitq_unlock(q);
+			weft_yield(); /* sched_yield() on a foreign thread */
+			weft__waitq_lock(q);
+		}
 		if (w.queued) {
 			/* Still counted: leave as if we had never come. */
 			weft__waitq_unlink(q, &w);
