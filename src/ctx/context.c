@@ -87,6 +87,19 @@ static void close_done(weft_ctx *ctx)
 		weft_chan_close(done);
 }
 
+/* Wait until c's canceller (another thread) is through c's subtree: Go's
+ * cancel holds c.mu across its children's cancels, so a cancel that finds c
+ * cancelled returns only once they are. Only weft_ctx_cancel waits: a timer
+ * callback spinning on g0 could hold off the very goroutine it waits for
+ * (one that yields in here). The waits go down the tree only (a canceller
+ * waits for nodes below one it reached, fired by others, which never reach
+ * back up), so they cannot form a cycle. */
+static void wait_settled(weft_ctx *c)
+{
+	while (!__atomic_load_n(&c->settled, __ATOMIC_ACQUIRE))
+		weft_yield(); /* sched_yield() on a foreign thread or g0 */
+}
+
 /*
  * Cancel ctx and its descendants, as loops over a queue of the children
  * still to cancel: a recursion would be as deep as the tree, and a chain of
@@ -94,9 +107,11 @@ static void close_done(weft_ctx *ctx)
  * source fires, parents before children; then the done channels close in
  * the reverse order, so that whoever sees a done channel closed finds the
  * whole subtree below it cancelled. A queued child stays alive (its hook is
- * still firing, so its last release waits) until its done channel is.
+ * still firing, so its last release waits) until its done channel is. Each
+ * node this cancel fired is then settled; with wait, nodes that another
+ * canceller fired are waited for (wait_settled).
  */
-static void cancel(weft_ctx *ctx, int err, int cause)
+static void cancel(weft_ctx *ctx, int err, int cause, int wait)
 {
 	weft_ctx *queue = NULL, *fired = NULL;
 	int root = fire_one(ctx, err, cause, &queue);
@@ -110,12 +125,20 @@ static void cancel(weft_ctx *ctx, int err, int cause)
 	while (fired) {
 		weft_ctx *c = fired;
 		fired = c->cancel_next;
-		if (c->cancel_fired)
+		if (c->cancel_fired) {
 			close_done(c);
+			__atomic_store_n(&c->settled, 1, __ATOMIC_RELEASE);
+		} else if (wait) {
+			wait_settled(c); /* its own canceller is on it */
+		}
 		weft__hook_done(&c->parent_hook); /* our last touch of c */
 	}
-	if (root)
+	if (root) {
 		close_done(ctx);
+		__atomic_store_n(&ctx->settled, 1, __ATOMIC_RELEASE);
+	} else if (wait) {
+		wait_settled(ctx);
+	}
 }
 
 /* The hook of a child on its ancestor's source: the ancestor fired. The
@@ -134,7 +157,7 @@ static int parent_fired(struct weft__hook *h, int err, void *arg)
 static void deadline_fired(struct weft__timer *t)
 {
 	weft_ctx *ctx = t->arg;
-	cancel(ctx, ETIMEDOUT, ctx->deadline_cause);
+	cancel(ctx, ETIMEDOUT, ctx->deadline_cause, 0); /* a timer callback (g0, sysmon): never waits */
 	__atomic_store_n(&ctx->timer_done, 1, __ATOMIC_RELEASE); /* last touch */
 }
 
@@ -182,12 +205,12 @@ static int with_cancel(weft_ctx *parent, int64_t deadline, int cause, weft_ctx *
 			/* Born cancelled: the parent's error and cause. */
 			struct weft__cancel *pcs = ctx->parent_cs;
 			ctx->parent_cs = NULL;
-			cancel(ctx, err, pcs->cause);
+			cancel(ctx, err, pcs->cause, 0);
 		}
 	}
 	if (!err && deadline < pd) {
 		if (deadline <= weft_now()) {
-			cancel(ctx, ETIMEDOUT, cause);
+			cancel(ctx, ETIMEDOUT, cause, 0);
 		} else {
 			ctx->tm.fn = deadline_fired;
 			ctx->tm.arg = ctx;
@@ -248,7 +271,7 @@ void weft_ctx_cancel_cause(weft_ctx *ctx, int cause)
 {
 	if (!ctx || ctx->kind != CTX_CANCEL)
 		weft__fatal("context: cancel of a context that is not cancellable");
-	cancel(ctx, ECANCELED, cause);
+	cancel(ctx, ECANCELED, cause, 1);
 }
 
 void weft_ctx_cancel(weft_ctx *ctx)
@@ -331,6 +354,10 @@ void weft_ctx_release(weft_ctx *ctx)
 			return;
 		weft_ctx *parent = ctx->parent;
 		if (ctx->kind == CTX_CANCEL) {
+			/* The last release cancels (context.h): only a holder of
+			 * the done channel (retained) can still see it. */
+			if (ctx->done && !weft__cancel_err(&ctx->cs))
+				cancel(ctx, ECANCELED, 0, 0);
 			if (ctx->timer_armed)
 				weft__timer_stop_wait(&ctx->tm, &ctx->timer_done);
 			if (ctx->parent_cs)

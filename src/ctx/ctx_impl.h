@@ -39,6 +39,8 @@ struct weft_ctx {
 	weft_ctx *cancel_next;
 	int cancel_err, cancel_cause;
 	uint8_t cancel_fired;
+	uint32_t settled; /* atomic: whoever fired cs has fired the whole subtree
+	                   * below and closed its done channels */
 };
 
 /* The cancellation source that governs ctx (the nearest cancellable node,

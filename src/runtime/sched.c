@@ -1742,6 +1742,14 @@ void weft_blocking_begin(void)
 	__atomic_store_n(&p->syscalltick, p->syscalltick + 1, __ATOMIC_RELAXED);
 	/* From here sysmon may CAS the P away (release pairs with its acquire). */
 	__atomic_store_n(&p->status, P_SYSCALL, __ATOMIC_RELEASE);
+	/* Our P's timers were left for our next switch, which the call now
+	 * delays: an idle M sleeping past them (or untimed) would leave them
+	 * to sysmon's retake, up to two of its (backed-off, 10 ms) ticks
+	 * late. Have the timer M watch them, as handoffp does. */
+	if (__atomic_load_n(&weft__sched.npidle, __ATOMIC_SEQ_CST) != 0 &&
+	    weft__timers_peek(&p->timers) <
+		    __atomic_load_n(&weft__sched.timer_wait_until, __ATOMIC_SEQ_CST))
+		wake_timer_m();
 }
 
 void weft_blocking_end(void)

@@ -713,3 +713,62 @@ TEST(regular_files_on_blocking_path)
 	free(fs.want);
 	ASSERT_EQ(weft_set_max_blocking(WEFT_DEFAULT_MAX_BLOCKING, NULL), 0);
 }
+
+/* ---------------------------------------------------------------- timers and calls */
+
+static atomic_llong func_ran_at;
+
+static void note_when(void *arg)
+{
+	(void)arg;
+	atomic_store(&func_ran_at, weft_now());
+}
+
+/*
+ * A timer started on our P just before a blocking call, at 2 Ps with the
+ * other P idle and its M asleep with no deadline, and sysmon backed off (the
+ * program idled first): the timer was left for our P's next switch, which
+ * the call delays, so nobody watched it until sysmon retook the P, up to two
+ * of its 10 ms ticks late (on time only when a tick happened to fall before
+ * the deadline). It must fire on time: entering the call hands the P's
+ * timers to the timer M's watch. The median of 7 trials; the bound holds in
+ * release builds only (a sanitizer's or an emulator's slowdown is larger
+ * than the lateness it guards against).
+ */
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
+TEST(timer_started_before_a_blocking_call_fires_on_time)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	enum { TRIALS = 7 };
+	int64_t late[TRIALS];
+	for (int r = 0; r < TRIALS; r++) {
+		weft_sleep(150 * TEST_MS); /* sysmon backs off */
+		atomic_store(&func_ran_at, 0);
+		/* Busy 5 ms, without a switch: the M that woke us (or looked
+		 * for work meanwhile) goes back to sleep, with no timer due. */
+		int64_t idle = weft_now() + 5 * TEST_MS;
+		while (weft_now() < idle)
+			;
+		int64_t d = 3 * TEST_MS, t0 = weft_now();
+		weft_timer *t;
+		ASSERT_EQ(weft_after_func(&t, d, note_when, NULL), 0);
+		weft_blocking_begin();
+		usleep(40000);
+		weft_blocking_end();
+		int64_t ran = atomic_load(&func_ran_at);
+		ASSERT(ran != 0);
+		late[r] = ran - t0 - d;
+		printf("    the timer's function ran %.2f ms late\n", late[r] / 1e6);
+		weft_timer_free(t);
+	}
+	qsort(late, TRIALS, sizeof late[0], cmp_i64);
+	int64_t median = late[TRIALS / 2];
+	if (test_slowdown() == 1 && !test_emulated() && median >= 1000 * 1000)
+		FAIL("a 3 ms timer started before a 40 ms blocking call ran %.2f ms late (median "
+		     "of %d)", median / 1e6, TRIALS);
+}

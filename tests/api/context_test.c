@@ -2291,3 +2291,80 @@ TEST(errgroup_limit)
 	ASSERT_EQ(atomic_load(&eg.started), 4);
 	EXPECT_ALL_FREED();
 }
+
+/* ---------------------------------------------------------------- cancel order */
+
+static weft_ctx *race_root;
+static atomic_int race_go, race_first_done;
+
+static void *cancel_root_when_told(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&race_go))
+		;
+	weft_ctx_cancel(race_root);
+	atomic_store(&race_first_done, 1);
+	return NULL;
+}
+
+/*
+ * Two cancels of one root at once, from a thread and from this goroutine: a
+ * chain of contexts hangs below the root, and the goroutine cancels the root
+ * as soon as it sees it cancelled, while the thread's cancel is still on its
+ * way down. Its cancel must return only once the whole chain is cancelled,
+ * as Go's does (its cancel holds the context's lock across the children's
+ * cancels): weft_ctx_after_func hooks below are started before cancel
+ * returns, the header says. Guards: a cancel that found the root already
+ * cancelled and returned at once (the leaf uncancelled in about a third of
+ * the rounds).
+ */
+TEST(concurrent_cancel_returns_after_the_subtree)
+{
+	const int depth = TEST_SIZE(20000, 5000), rounds = 10;
+	weft_ctx **chain = calloc((size_t)depth, sizeof *chain);
+	ASSERT(chain != NULL);
+	int early = 0;
+	for (int r = 0; r < rounds; r++) {
+		ASSERT_EQ(weft_ctx_with_cancel(weft_ctx_background(), &race_root), 0);
+		weft_ctx *p = race_root;
+		for (int i = 0; i < depth; i++) {
+			ASSERT_EQ(weft_ctx_with_cancel(p, &chain[i]), 0);
+			p = chain[i];
+		}
+		atomic_store(&race_go, 0);
+		atomic_store(&race_first_done, 0);
+		pthread_t th;
+		ASSERT_EQ(pthread_create(&th, NULL, cancel_root_when_told, NULL), 0);
+		atomic_store(&race_go, 1);
+		while (!weft_ctx_err(race_root))
+			;
+		weft_ctx_cancel(race_root);
+		if (weft_ctx_err(chain[depth - 1]) != ECANCELED)
+			early++;
+		pthread_join(th, NULL);
+		for (int i = depth - 1; i >= 0; i--)
+			weft_ctx_release(chain[i]);
+		weft_ctx_release(race_root);
+	}
+	free(chain);
+	if (early)
+		FAIL("in %d of %d rounds a cancel of the root returned before the leaf, %d "
+		     "contexts below, was cancelled", early, rounds, depth);
+}
+
+/*
+ * The last release of a cancellable context cancels it (context.h): a holder
+ * of its done channel, which it retained, sees the channel closed. Guards: a
+ * release that only tore the context down (the channel stayed open, and its
+ * holder waited for ever).
+ */
+TEST(last_release_closes_a_retained_done_channel)
+{
+	weft_ctx *c;
+	ASSERT_EQ(weft_ctx_with_cancel(weft_ctx_background(), &c), 0);
+	weft_chan *done = weft_chan_retain(weft_ctx_done(c));
+	ASSERT_EQ(weft_chan_tryrecv(done, NULL), EAGAIN);
+	weft_ctx_release(c);
+	ASSERT_EQ(weft_chan_tryrecv(done, NULL), EPIPE);
+	weft_chan_release(done);
+}
