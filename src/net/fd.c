@@ -318,6 +318,18 @@ static int call_enter(weft_fd *f, int dir, int64_t dl, struct weft__cancel *cs)
 			weft_sem_release(&f->mu[dir], 1);
 			err = EBADF;
 		}
+		/* The deadline may have passed (or been moved into the past)
+		 * while we queued, and the context may have been cancelled:
+		 * fail before any I/O, as a call that finds it so at entry
+		 * does (Go's prepareRead/prepareWrite after the fdMutex). */
+		if (!err) {
+			int64_t d = eff_deadline(f, dir, dl);
+			err = cs ? weft__cancel_err(cs) : 0;
+			if (!err && d != INT64_MAX && d <= weft_now())
+				err = ETIMEDOUT;
+			if (err)
+				weft_sem_release(&f->mu[dir], 1);
+		}
 	}
 	if (err) {
 		fd_unref(f);
@@ -339,8 +351,19 @@ static inline int fd_wait(weft_fd *f, int dir, int64_t dl, struct weft__cancel *
 {
 	uint32_t gen = __atomic_load_n(&f->pd->rewakes[dir], __ATOMIC_SEQ_CST);
 	int64_t d = eff_deadline(f, dir, dl);
+	if (d != INT64_MAX && d <= weft_now())
+		return ETIMEDOUT; /* Go's pollWait checks the deadline first */
 	weft__chaos_pause(4); /* the window a set_deadline may fall in */
-	return weft__pd_wait(f->pd, dir, d, cs, gen);
+	int r = weft__pd_wait(f->pd, dir, d, cs, gen);
+	/* Woken, but not by readiness (the deadline was moved, perhaps into
+	 * the past, to interrupt us): a passed deadline ends the call here
+	 * rather than after one more system call that may succeed. */
+	if (!r && !weft__pd_ready(f->pd, dir)) {
+		d = eff_deadline(f, dir, dl);
+		if (d != INT64_MAX && d <= weft_now())
+			r = ETIMEDOUT;
+	}
+	return r;
 }
 
 /* The system calls themselves go through syscall(): libc's wrappers are

@@ -751,6 +751,88 @@ TEST(deadline_in_the_past)
 		ASSERT_EQ(weft_fd_close(*f), 0);
 }
 
+struct past_call {
+	weft_fd *f;
+	bool read;
+	int err;
+	size_t n;
+	weft_wg *wg;
+};
+
+static void past_call(void *arg)
+{
+	struct past_call *c = arg;
+	char buf[16];
+	c->err = c->read ? weft_read(c->f, buf, sizeof buf, &c->n)
+			 : weft_write(c->f, "0123456789", 10, &c->n);
+	weft_wg_done(c->wg);
+}
+
+/*
+ * Go's idiom to abort blocked calls: move the deadline into the past. One
+ * call waits for readiness, a second waits for the direction's lock behind
+ * it; the deadline moves into the past; then the descriptor becomes ready
+ * (the peer drains a full socket, or a datagram arrives) before either runs
+ * again. Both must fail with ETIMEDOUT and do nothing, as in Go, where the
+ * woken poll wait checks the deadline first and the queued call checks it
+ * once it has the lock. Writes on a full stream socket, reads on a datagram
+ * socket (the datagrams stay for the next reads). Guards: a woken call that
+ * tried its system call once more, and a queued call that went ahead once it
+ * had the lock (both wrote, or read, as if no deadline had passed).
+ */
+TEST(deadline_moved_into_the_past_stops_waiting_and_queued_calls)
+{
+	for (int dir = 0; dir < 2; dir++) {
+		bool rd = dir == 1;
+		int sv[2];
+		ASSERT_EQ(socketpair(AF_UNIX, rd ? SOCK_DGRAM : SOCK_STREAM, 0, sv), 0);
+		char junk[4096] = {0};
+		if (!rd) {
+			ASSERT_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+			while (write(sv[0], junk, sizeof junk) > 0)
+				; /* full */
+		}
+		weft_fd *f;
+		ASSERT_EQ(weft_fd_open(sv[0], &f), 0);
+		weft_wg wg = WEFT_WG_INIT;
+		struct past_call a = {f, rd, -1, 99, &wg}, b = a;
+		weft_wg_add(&wg, 2);
+		ASSERT_EQ(weft_go(past_call, &a), 0);
+		wait_waiting(rd ? "IO wait (read)" : "IO wait (write)", 1);
+		ASSERT_EQ(weft_go(past_call, &b), 0);
+		weft_sleep(20 * TEST_MS); /* b queues for the lock behind a */
+		int64_t past = weft_now() - 1;
+		ASSERT_EQ(rd ? weft_fd_set_read_deadline(f, past) : weft_fd_set_write_deadline(f, past), 0);
+		/* Ready at once, before they run again. */
+		if (rd) {
+			for (int i = 0; i < 2; i++)
+				ASSERT_EQ(write(sv[1], "dgram", 5), 5);
+		} else {
+			ASSERT_EQ(fcntl(sv[1], F_SETFL, O_NONBLOCK), 0);
+			while (read(sv[1], junk, sizeof junk) > 0)
+				;
+		}
+		wg_wait_bounded(&wg, 10 * PROMPT_NS, "calls after their deadline moved into the past");
+		if (a.err != ETIMEDOUT || a.n != 0 || b.err != ETIMEDOUT || b.n != 0)
+			FAIL("%s: after the deadline moved into the past, the waiting call returned %d "
+			     "(%s) with %zu bytes, the queued one %d (%s) with %zu; expected ETIMEDOUT "
+			     "and none", rd ? "reads" : "writes", a.err, weft_strerror(a.err), a.n,
+			     b.err, weft_strerror(b.err), b.n);
+		if (rd) {
+			/* The datagrams are still there. */
+			ASSERT_EQ(weft_fd_set_read_deadline(f, 0), 0);
+			char buf[16];
+			size_t n;
+			for (int i = 0; i < 2; i++) {
+				ASSERT_EQ(weft_read(f, buf, sizeof buf, &n), 0);
+				ASSERT_EQ(n, 5);
+			}
+		}
+		ASSERT_EQ(weft_fd_close(f), 0);
+		close(sv[1]);
+	}
+}
+
 /* ---------------------------------------------------------------- connect timeouts */
 
 static int tcp_state(int fd)
