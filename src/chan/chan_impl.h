@@ -63,7 +63,7 @@ struct weft__sudog {
 #define WEFT_AHEAD 8
 
 struct weft__sudogq {
-	struct weft__sudog *first, *last;
+	struct weft__sudog *first, *last; /* first: written atomically, read by lock-free checks */
 	struct weft__sudog *mark; /* the next hint to set, or NULL */
 	unsigned gap;             /* pushes after mark */
 };
@@ -139,7 +139,9 @@ static inline void weft__sudogq_push(struct weft__sudogq *q, struct weft__sudog 
 	sg->prev = last;
 	sg->ahead = NULL;
 	if (!last) {
-		q->first = sg; /* no mark: one begins at the second push */
+		/* no mark: one begins at the second push; atomic, as the
+		 * lock-free try checks read it (weft__chan_may_send) */
+		__atomic_store_n(&q->first, sg, __ATOMIC_RELAXED);
 	} else {
 		last->next = sg;
 		struct weft__sudog *mark = q->mark;
@@ -164,7 +166,7 @@ static inline void weft__sudogq_unlink(struct weft__sudogq *q, struct weft__sudo
 {
 	struct weft__sudog *next = sg->next;
 	if (q->first == sg) {
-		q->first = next;
+		__atomic_store_n(&q->first, next, __ATOMIC_RELAXED);
 		if (!next)
 			q->last = NULL;
 	} else {
