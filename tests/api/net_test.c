@@ -772,13 +772,14 @@ static void past_call(void *arg)
  * Go's idiom to abort blocked calls: move the deadline into the past. One
  * call waits for readiness, a second waits for the direction's lock behind
  * it; the deadline moves into the past; then the descriptor becomes ready
- * (the peer drains a full socket, or a datagram arrives) before either runs
- * again. Both must fail with ETIMEDOUT and do nothing, as in Go, where the
- * woken poll wait checks the deadline first and the queued call checks it
- * once it has the lock. Writes on a full stream socket, reads on a datagram
- * socket (the datagrams stay for the next reads). Guards: a woken call that
- * tried its system call once more, and a queued call that went ahead once it
- * had the lock (both wrote, or read, as if no deadline had passed).
+ * (the peer drains a full socket, or datagrams arrive). The queued call must
+ * fail with ETIMEDOUT and do nothing, as in Go, which checks the deadline
+ * once a call has the lock. (The waiting call may go either way, in Go as
+ * here: woken by the deadline, it times out unless readiness came before it
+ * ran again, and then it does its I/O.) Writes on a full stream socket,
+ * reads on a datagram socket (what nobody read stays for later reads).
+ * Guards: a queued call that went ahead once it had the lock (it wrote, or
+ * read, as if no deadline had passed).
  */
 TEST(deadline_moved_into_the_past_stops_waiting_and_queued_calls)
 {
@@ -813,17 +814,17 @@ TEST(deadline_moved_into_the_past_stops_waiting_and_queued_calls)
 				;
 		}
 		wg_wait_bounded(&wg, 10 * PROMPT_NS, "calls after their deadline moved into the past");
-		if (a.err != ETIMEDOUT || a.n != 0 || b.err != ETIMEDOUT || b.n != 0)
-			FAIL("%s: after the deadline moved into the past, the waiting call returned %d "
-			     "(%s) with %zu bytes, the queued one %d (%s) with %zu; expected ETIMEDOUT "
-			     "and none", rd ? "reads" : "writes", a.err, weft_strerror(a.err), a.n,
-			     b.err, weft_strerror(b.err), b.n);
+		if (b.err != ETIMEDOUT || b.n != 0)
+			FAIL("%s: after the deadline moved into the past, the queued call returned %d "
+			     "(%s) with %zu bytes (the waiting one %d with %zu); expected ETIMEDOUT and "
+			     "none", rd ? "reads" : "writes", b.err, weft_strerror(b.err), b.n, a.err, a.n);
+		ASSERT(a.err == ETIMEDOUT || (a.err == 0 && a.n == (rd ? 5 : 10)));
 		if (rd) {
-			/* The datagrams are still there. */
+			/* The datagrams nobody read are still there. */
 			ASSERT_EQ(weft_fd_set_read_deadline(f, 0), 0);
 			char buf[16];
 			size_t n;
-			for (int i = 0; i < 2; i++) {
+			for (int i = a.err == 0; i < 2; i++) {
 				ASSERT_EQ(weft_read(f, buf, sizeof buf, &n), 0);
 				ASSERT_EQ(n, 5);
 			}
