@@ -281,6 +281,22 @@ static inline int64_t eff_deadline(weft_fd *f, int dir, int64_t dl)
 	return d < dl ? d : dl;
 }
 
+/* Whether deadline d (INT64_MAX: none) has passed. */
+static inline int past(int64_t d)
+{
+	return d != INT64_MAX && d <= weft_now();
+}
+
+/* The checks that fail a call before it does anything: its context done,
+ * or its deadline (the call's or the descriptor's) past. */
+static int call_check(weft_fd *f, int dir, int64_t dl, struct weft__cancel *cs)
+{
+	int err = cs ? weft__cancel_err(cs) : 0;
+	if (!err && past(eff_deadline(f, dir, dl)))
+		err = ETIMEDOUT;
+	return err;
+}
+
 /* ---------------------------------------------------------------- the engine */
 
 /*
@@ -292,12 +308,7 @@ static int call_enter(weft_fd *f, int dir, int64_t dl, struct weft__cancel *cs)
 {
 	if (fd_ref(f))
 		return EBADF;
-	int err = cs ? weft__cancel_err(cs) : 0;
-	if (!err) {
-		int64_t d = eff_deadline(f, dir, dl);
-		if (d != INT64_MAX && d <= weft_now())
-			err = ETIMEDOUT;
-	}
+	int err = call_check(f, dir, dl, cs);
 	if (!err) {
 		/* The descriptor's deadline may move while we queue (set_deadline
 		 * wakes only the poller's waiters): a timeout at a deadline that
@@ -313,20 +324,14 @@ static int call_enter(weft_fd *f, int dir, int64_t dl, struct weft__cancel *cs)
 		 * the calls already in flight do, rather than start a system
 		 * call on a descriptor being closed (it is still open until
 		 * the last reference goes, and a pipe or socket would take
-		 * the I/O). Go's fdMutex fails its lock waiters likewise. */
-		if (!err && (__atomic_load_n(&f->refs, __ATOMIC_ACQUIRE) & CLOSING)) {
-			weft_sem_release(&f->mu[dir], 1);
-			err = EBADF;
-		}
-		/* The deadline may have passed (or been moved into the past)
-		 * while we queued, and the context may have been cancelled:
-		 * fail before any I/O, as a call that finds it so at entry
-		 * does (Go's prepareRead/prepareWrite after the fdMutex). */
+		 * the I/O). Go's fdMutex fails its lock waiters likewise. And
+		 * the entry checks again: the deadline may have passed (or
+		 * moved into the past) or the context ended while we queued
+		 * (Go's prepareRead/prepareWrite after the fdMutex). */
 		if (!err) {
-			int64_t d = eff_deadline(f, dir, dl);
-			err = cs ? weft__cancel_err(cs) : 0;
-			if (!err && d != INT64_MAX && d <= weft_now())
-				err = ETIMEDOUT;
+			err = (__atomic_load_n(&f->refs, __ATOMIC_ACQUIRE) & CLOSING)
+				      ? EBADF
+				      : call_check(f, dir, dl, cs);
 			if (err)
 				weft_sem_release(&f->mu[dir], 1);
 		}
@@ -351,18 +356,15 @@ static inline int fd_wait(weft_fd *f, int dir, int64_t dl, struct weft__cancel *
 {
 	uint32_t gen = __atomic_load_n(&f->pd->rewakes[dir], __ATOMIC_SEQ_CST);
 	int64_t d = eff_deadline(f, dir, dl);
-	if (d != INT64_MAX && d <= weft_now())
+	if (past(d))
 		return ETIMEDOUT; /* Go's pollWait checks the deadline first */
 	weft__chaos_pause(4); /* the window a set_deadline may fall in */
 	int r = weft__pd_wait(f->pd, dir, d, cs, gen);
 	/* Woken, but not by readiness (the deadline was moved, perhaps into
 	 * the past, to interrupt us): a passed deadline ends the call here
 	 * rather than after one more system call that may succeed. */
-	if (!r && !weft__pd_ready(f->pd, dir)) {
-		d = eff_deadline(f, dir, dl);
-		if (d != INT64_MAX && d <= weft_now())
-			r = ETIMEDOUT;
-	}
+	if (!r && !weft__pd_ready(f->pd, dir) && past(eff_deadline(f, dir, dl)))
+		r = ETIMEDOUT;
 	return r;
 }
 

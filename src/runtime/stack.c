@@ -629,6 +629,21 @@ struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err)
  */
 static uint32_t trim_epoch; /* atomic; sysmon's trim periods */
 
+/* Move the n oldest entries of p's cache to the global cache. */
+static void spill_oldest(struct weft__p *p, int n)
+{
+	weft__lock(&st.lock);
+	global_push(p->gfree, n);
+	weft__unlock(&st.lock);
+	/* A loop, not memmove: under ThreadSanitizer the runtime is not
+	 * instrumented, but libc calls are intercepted, and would show the
+	 * goroutines that run this in turn as racing. */
+	for (int i = n; i < p->ngfree; i++)
+		p->gfree[i - n] = p->gfree[i];
+	p->ngfree -= n;
+	p->gfree_low = p->gfree_low > n ? p->gfree_low - n : 0;
+}
+
 static inline int spill_due(const struct weft__p *p)
 {
 	return __atomic_load_n(&trim_epoch, __ATOMIC_RELAXED) - p->trim_start >= 2;
@@ -644,17 +659,8 @@ void weft__stack_spill_unused(struct weft__p *p)
 	if (!spill_due(p))
 		return;
 	int low = p->gfree_low < p->ngfree ? p->gfree_low : p->ngfree;
-	if (low > 0) {
-		weft__lock(&st.lock);
-		global_push(p->gfree, low);
-		weft__unlock(&st.lock);
-		/* A loop, not memmove: under ThreadSanitizer the runtime is not
-		 * instrumented, but libc calls are intercepted, and would show
-		 * the goroutines that run this in turn as racing. */
-		for (int i = low; i < p->ngfree; i++)
-			p->gfree[i - low] = p->gfree[i];
-		p->ngfree -= low;
-	}
+	if (low > 0)
+		spill_oldest(p, low);
 	p->gfree_low = p->ngfree;
 	p->trim_start = __atomic_load_n(&trim_epoch, __ATOMIC_RELAXED);
 }
@@ -700,17 +706,8 @@ void weft__stack_free(struct weft__p *p, struct weft__g *g)
 		return;
 	}
 	if (p) {
-		if (p->ngfree == WEFT_PCACHE) {
-			/* Spill the older half to the global cache. */
-			int half = WEFT_PCACHE / 2;
-			weft__lock(&st.lock);
-			global_push(p->gfree, half);
-			weft__unlock(&st.lock);
-			for (int i = half; i < WEFT_PCACHE; i++)
-				p->gfree[i - half] = p->gfree[i];
-			p->ngfree -= half;
-			p->gfree_low = p->gfree_low > half ? p->gfree_low - half : 0;
-		}
+		if (p->ngfree == WEFT_PCACHE)
+			spill_oldest(p, WEFT_PCACHE / 2);
 		p->gfree[p->ngfree++] = g;
 		if (__builtin_expect(spill_due(p), 0))
 			weft__stack_spill_unused(p);
