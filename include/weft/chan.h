@@ -89,6 +89,8 @@ WEFT_API void weft_chan_release(weft_chan *c);
  * of it before the call returns; elem may be NULL when elem_size is 0).
  * Waits while the channel is unbuffered with no receiver, or full.
  * Returns 0, or EPIPE if c is closed (before or while waiting; nothing sent).
+ * Errors: EINVAL (elem NULL while elem_size is not 0; nothing sent). The
+ * same holds for every send form below, and for a send case of a select.
  * Blocks: yes (forever if c is NULL). Thread-safety: any thread.
  */
 WEFT_API int weft_chan_send(weft_chan *c, const void *elem);
@@ -214,7 +216,8 @@ typedef struct weft_case {
  * NULL, is zeroed; a send case sent nothing).
  * With n == 0, or every channel NULL, it blocks forever (Go's `select {}`).
  * Errors: EINVAL (cases NULL with n > 0, n < 0, a dir that is neither
- * WEFT_SEND nor WEFT_RECV, chosen NULL), ENOMEM (n above 16 needs an
+ * WEFT_SEND nor WEFT_RECV, a send case with a channel whose elem_size is not
+ * 0 and a NULL elem, chosen NULL), ENOMEM (n above 16 needs an
  * allocation for its bookkeeping and there was no memory); *chosen is
  * untouched on these.
  * A channel may appear in several cases, in either direction; a select never

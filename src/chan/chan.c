@@ -496,6 +496,8 @@ static inline __attribute__((always_inline)) int chan_send(weft_chan *c, const v
 		weft__block_forever("chan send (nil chan)", deadline);
 		return ETIMEDOUT;
 	}
+	if (WEFT_UNLIKELY(!elem) && c->elemsize)
+		return EINVAL;
 	/* Fast path for a try that cannot succeed, without the lock (Go's
 	 * reasoning: an open channel that is full at one instant). */
 	if (mode == MODE_TRY && !weft__chan_may_send(c))

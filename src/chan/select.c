@@ -41,6 +41,15 @@ struct sel_scratch {
 	struct weft__sudog *sg; /* one per case */
 };
 
+/* Whether a case with a channel is well formed: a known direction, and a
+ * send case has an element to send unless the elements are empty. */
+static inline __attribute__((always_inline)) int case_ok(const weft_case *cs)
+{
+	if (cs->dir == WEFT_RECV)
+		return 1;
+	return cs->dir == WEFT_SEND && (cs->elem || !cs->chan->elemsize);
+}
+
 static int case_cmp_chan(const weft_case *cases, int a, int b)
 {
 	uintptr_t x = (uintptr_t)cases[a].chan, y = (uintptr_t)cases[b].chan;
@@ -155,9 +164,7 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 	struct weft__m *m = weft__m_get();
 	int np = 0;
 	uint64_t rnd = 0;
-	if (n == 2 && cases[0].chan && cases[1].chan &&
-	    (cases[0].dir == WEFT_RECV || cases[0].dir == WEFT_SEND) &&
-	    (cases[1].dir == WEFT_RECV || cases[1].dir == WEFT_SEND)) {
+	if (n == 2 && cases[0].chan && cases[1].chan && case_ok(&cases[0]) && case_ok(&cases[1])) {
 		/* The common select of two: one random bit orders them. */
 		int first = (int)(weft__fastrand_m(m) >> 63);
 		s->poll[0] = first;
@@ -165,10 +172,13 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 		np = 2;
 	} else {
 		for (int i = 0; i < n; i++) {
-			if (cases[i].dir != WEFT_RECV && cases[i].dir != WEFT_SEND)
-				return EINVAL;
-			if (!cases[i].chan)
+			if (!cases[i].chan) {
+				if (cases[i].dir != WEFT_RECV && cases[i].dir != WEFT_SEND)
+					return EINVAL;
 				continue;
+			}
+			if (!case_ok(&cases[i]))
+				return EINVAL;
 			/* Fisher-Yates, inside out. One 64-bit draw serves
 			 * two steps: its high half, then its low half moved
 			 * up. */

@@ -129,6 +129,61 @@ TEST(make_errors)
 	weft_chan_release(c);
 }
 
+struct parked_recv {
+	weft_chan *c;
+	int64_t got;
+	int r;
+	weft_wg wg;
+};
+
+static void recv_one(void *arg)
+{
+	struct parked_recv *p = arg;
+	p->r = weft_chan_recv(p->c, &p->got);
+	weft_wg_done(&p->wg);
+}
+
+/*
+ * A send of a NULL element on a channel whose elements are not empty is
+ * EINVAL with nothing sent, in every send form, checked before anything
+ * else (a full channel's try says EINVAL, not EAGAIN); a parked receiver is
+ * left waiting and gets the next real value. Guards: the NULL copied from
+ * (a crash in the sender, or in the receiver that copies from a parked
+ * sender), a receiver woken with garbage.
+ */
+TEST(send_null_element_is_einval)
+{
+	weft_ctx *ctx;
+	ASSERT_EQ(weft_ctx_with_cancel(weft_ctx_background(), &ctx), 0);
+	weft_chan *b = make_chan(sizeof(int64_t), 1);
+	ASSERT_EQ(weft_chan_send(b, NULL), EINVAL);
+	ASSERT_EQ(weft_chan_trysend(b, NULL), EINVAL);
+	ASSERT_EQ(weft_chan_send_until(b, NULL, weft_now() + 1000000000), EINVAL);
+	ASSERT_EQ(weft_chan_send_ctx(ctx, b, NULL), EINVAL);
+	ASSERT_EQ(weft_chan_len(b), 0);
+	int64_t v = 7;
+	ASSERT_EQ(weft_chan_trysend(b, &v), 0);
+	ASSERT_EQ(weft_chan_trysend(b, NULL), EINVAL);
+	ASSERT_EQ(weft_chan_send_until(b, NULL, weft_now() + 1000000000), EINVAL);
+	weft_chan_release(b);
+
+	struct parked_recv p = { make_chan(sizeof(int64_t), 0), -1, -1, WEFT_WG_INIT };
+	weft_wg_add(&p.wg, 1);
+	GO(recv_one, &p);
+	weft_sleep(2000000); /* the receiver parks */
+	ASSERT_EQ(weft_chan_send(p.c, NULL), EINVAL);
+	ASSERT_EQ(weft_chan_trysend(p.c, NULL), EINVAL);
+	ASSERT_EQ(weft_chan_send_ctx(ctx, p.c, NULL), EINVAL);
+	v = 42;
+	ASSERT_EQ(weft_chan_send(p.c, &v), 0);
+	weft_wg_wait(&p.wg);
+	ASSERT_EQ(p.r, 0);
+	ASSERT_EQ(p.got, 42);
+	weft_chan_release(p.c);
+	weft_ctx_cancel(ctx);
+	weft_ctx_release(ctx);
+}
+
 CHILD(make_enomem)
 {
 	weft_chan *const sentinel = (weft_chan *)(uintptr_t)0x5eed;

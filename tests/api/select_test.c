@@ -1300,7 +1300,8 @@ TEST(many_cases)
 /*
  * EINVAL, with *chosen untouched and nothing done, for: a dir that is
  * neither WEFT_SEND nor WEFT_RECV (0, 3, -1; also on a NULL channel and
- * after a ready case), n < 0, cases NULL with n > 0, chosen NULL; for all
+ * after a ready case), a send case with a NULL element on a channel whose
+ * elements are not empty, n < 0, cases NULL with n > 0, chosen NULL; for all
  * three forms. Guards: an invalid case skipped or treated as a receive, a
  * ready case performed before the bad one is found.
  */
@@ -1321,6 +1322,20 @@ TEST(select_einval)
 			ASSERT_EQ(v, -1);
 			ASSERT_EQ(weft_chan_len(ready), 1);
 		}
+		/* A send case with no element on a channel of 8-byte
+		 * elements: two cases (the quick path) and three. */
+		weft_chan *room = make_chan(sizeof(int64_t), 1);
+		weft_case sends[3] = { WEFT_RECV_CASE(ready, &v), WEFT_SEND_CASE(room, NULL),
+				       WEFT_RECV_CASE(NULL, &v) };
+		for (int n = 2; n <= 3; n++) {
+			int chosen = -7;
+			ASSERT_EQ(select_kind(kind, sends, n, &chosen), EINVAL);
+			ASSERT_EQ(chosen, -7);
+			ASSERT_EQ(v, -1);
+			ASSERT_EQ(weft_chan_len(ready), 1);
+			ASSERT_EQ(weft_chan_len(room), 0);
+		}
+		weft_chan_release(room);
 		weft_case ok = WEFT_RECV_CASE(ready, &v);
 		int chosen = -7;
 		ASSERT_EQ(select_kind(kind, &ok, -1, &chosen), EINVAL);
