@@ -96,13 +96,17 @@ int weft_fd_open(int fd, weft_fd **out)
 		return weft__fd_wrap(fd, 0, 1, 0, out); /* epoll refuses it: a file */
 	int sock = S_ISSOCK(st.st_mode), stream = 1, tcp = 0;
 	if (sock) {
-		int type = 0, dom = 0;
+		int type = 0, dom = 0, proto = 0;
 		socklen_t l = sizeof type;
 		getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l);
 		l = sizeof dom;
 		getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l);
+		l = sizeof proto;
+		getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l);
 		stream = type == SOCK_STREAM;
-		tcp = stream && (dom == AF_INET || dom == AF_INET6);
+		/* Inference rests on tcp_recvmsg's rule, so other stream
+		 * protocols over IP (MPTCP, SCTP) try each call first. */
+		tcp = stream && (dom == AF_INET || dom == AF_INET6) && proto == IPPROTO_TCP;
 	}
 	int fl = fcntl(fd, F_GETFL);
 	if (fl < 0)
