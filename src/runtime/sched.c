@@ -863,18 +863,22 @@ void weft__goentry(void)
 /* The next queued G for P p: one from the global queue every 61st
  * schedule (so it is never starved by busy local queues, as in Go), else
  * the local queue (runnext first), else a share of the global queue. Owner P.
+ * The 61st schedule also gives back the P's cached stacks that went unused
+ * for a trim period, for a P whose goroutines never end (stack.c).
  */
 static inline __attribute__((always_inline)) struct weft__g *next_queued(struct weft__p *p)
 {
 	struct weft__sched *s = &weft__sched;
 	struct weft__g *g = NULL;
-	if ((p->schedtick % 61 == 0 || chaos(2)) &&
-	    __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
-		weft__lock(&s->lock);
-		g = weft__globrunq_get(p, 1);
-		weft__unlock(&s->lock);
-		if (g)
-			return g;
+	if (p->schedtick % 61 == 0 || chaos(2)) {
+		weft__stack_spill_unused(p);
+		if (__atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {
+			weft__lock(&s->lock);
+			g = weft__globrunq_get(p, 1);
+			weft__unlock(&s->lock);
+			if (g)
+				return g;
+		}
 	}
 	g = weft__runq_get_fair(p);
 	if (!g && __atomic_load_n(&s->runqsize, __ATOMIC_RELAXED) > 0) {

@@ -623,9 +623,9 @@ struct weft__g *weft__stack_alloc(struct weft__p *p, size_t size, int *err)
  * stack) were not taken in that window. Once the window spans a whole trim
  * period (the epoch has moved on by 2 since it began), they move to the
  * global cache, whose next passes give their memory back, and a new window
- * begins. The owner looks as a goroutine's stack comes back to its cache;
- * sysmon looks at the idle Ps. (A P whose goroutines never end keeps its
- * cache until it goes idle.)
+ * begins. The owner looks as a goroutine's stack comes back to its cache,
+ * and every 61st schedule (a P whose goroutines never end); sysmon looks at
+ * the idle Ps.
  */
 static uint32_t trim_epoch; /* atomic; sysmon's trim periods */
 

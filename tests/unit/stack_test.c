@@ -343,14 +343,28 @@ static void nothing(void *arg)
  * n goroutines at 1 P touch DEEP_KIB of stack each and end, leaving their
  * stacks in the P's cache (n is below WEFT_PCACHE, so none spill to the
  * global cache on the way). Then, for up to 10 s, the program either idles
- * (busy false: the P sits idle and sysmon looks at its cache) or keeps
- * spawning and joining small goroutines (busy true: the P never idles, its
- * cache's newest entries are taken and given back again and again, and the
- * owner must spill the rest itself) until the memory of those stacks is
- * given back: MADV_FREE'd (LazyFree) or reclaimed (RSS down).
+ * (IDLE: the P sits idle and sysmon looks at its cache), keeps spawning and
+ * joining small goroutines (SPAWNING: the P never idles, its cache's newest
+ * entries are taken and given back again and again, and the owner must
+ * spill the rest itself), or switches between two goroutines that never end
+ * (RUNNING: no stack is taken from the cache or given back to it, and the P
+ * never idles) until the memory of those stacks is given back: MADV_FREE'd
+ * (LazyFree) or reclaimed (RSS down).
  */
-static void cached_stacks_given_back(bool busy)
+enum after_burst { IDLE, SPAWNING, RUNNING };
+
+static atomic_int spinner_stop;
+
+static void spinner(void *arg)
 {
+	while (!atomic_load(&spinner_stop))
+		weft_yield();
+	weft_wg_done(arg);
+}
+
+static void cached_stacks_given_back(enum after_burst mode)
+{
+	static const char *const names[] = {"idle", "spawning", "running"};
 	const int n = TEST_SIZE(400, 200);
 	ASSERT_LT(n, WEFT_PCACHE);
 	ASSERT_EQ(weft_set_procs(1, NULL), 0);
@@ -379,13 +393,24 @@ static void cached_stacks_given_back(bool busy)
 	long back = 0;
 	int64_t start = weft_now(), end = start + 10000 * TEST_MS * test_slowdown();
 	int spawned = 0;
+	weft_wg spun = WEFT_WG_INIT;
+	if (mode == RUNNING) {
+		atomic_store(&spinner_stop, 0);
+		weft_wg_add(&spun, 1);
+		ASSERT_EQ(weft_go(spinner, &spun), 0);
+	}
 	while (weft_now() < end) {
 		long dropped = rss1 - rss_kib();
 		back = lazyfree_kib() - free0 + (dropped > 0 ? dropped : 0);
 		if (back >= want * 8 / 10)
 			break;
-		if (!busy) {
+		if (mode == IDLE) {
 			weft_sleep(50 * TEST_MS);
+			continue;
+		}
+		if (mode == RUNNING) {
+			for (int i = 0; i < 1000; i++)
+				weft_yield();
 			continue;
 		}
 		weft_wg wg = WEFT_WG_INIT;
@@ -395,9 +420,12 @@ static void cached_stacks_given_back(bool busy)
 		weft_wg_wait(&wg);
 		spawned += 4;
 	}
+	if (mode == RUNNING) {
+		atomic_store(&spinner_stop, 1);
+		weft_wg_wait(&spun);
+	}
 	printf("    %s P: %ld of %ld KiB given back after %lld ms (%d goroutines spawned meanwhile)\n",
-	       busy ? "busy" : "idle", back, want, (long long)((weft_now() - start) / TEST_MS),
-	       spawned);
+	       names[mode], back, want, (long long)((weft_now() - start) / TEST_MS), spawned);
 	if (back < want * 8 / 10)
 		FAIL("%ld of the %ld KiB that ended goroutines used given back in %d s", back, want,
 		     10 * test_slowdown());
@@ -407,14 +435,21 @@ static void cached_stacks_given_back(bool busy)
  * with all it ever touched, kept for good). */
 TEST(idle_p_gives_its_cached_stacks_back)
 {
-	cached_stacks_given_back(false);
+	cached_stacks_given_back(IDLE);
 }
 
 /* Guards: a cache trimmed only while its P is idle (a P that always has
  * work kept the stacks of an earlier burst). */
 TEST(busy_p_gives_its_unused_cached_stacks_back)
 {
-	cached_stacks_given_back(true);
+	cached_stacks_given_back(SPAWNING);
+}
+
+/* Guards: a cache trimmed only as stacks come back to it (a P whose
+ * goroutines never end kept the stacks of an earlier burst for good). */
+TEST(running_p_gives_its_unused_cached_stacks_back)
+{
+	cached_stacks_given_back(RUNNING);
 }
 
 /* ------------------------------------------------------------ the all-G list */
