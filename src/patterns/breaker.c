@@ -215,6 +215,9 @@ static void after(weft_breaker *b, uint64_t generation, bool success)
 		weft_breaker_counts snap = *c;
 		weft_mutex_unlock(&b->mu);
 		bool trip = b->s.ready_to_trip(&snap, b->s.arg);
+		/* The callback took time: an open state lasts timeout from
+		 * when it opens, not from before the callback. */
+		now = now_of(b);
 		weft_mutex_lock(&b->mu);
 		/* Same generation: still closed, and no result has been
 		 * dropped by a clearing since the snapshot. */

@@ -24,13 +24,16 @@
  *   ps->mu      the topic table, each topic's subscription array and
  *               reference count, each subscription's topic pointer, the
  *               broker's counters and closed flag
- *   t->turn     (a semaphore of 1, never taken while holding ps->mu) the
+ *   t's turn    (t->busy, t->stalled and t->turn_cv, under ps->mu) the
  *               publish in progress on topic t; it serialises publishes to a
  *               topic, which gives every subscription the same order and
  *               means only one publisher at a time ever pushes into a given
- *               subscription
+ *               subscription. Waiting for a turn whose holder is only
+ *               pushing is waiting on a lock (no deadline applies); only a
+ *               holder stalled on a full blocking subscription makes it a
+ *               wait that deadlines and contexts bound
  *   sub->mu     a subscription's ring, counters, closed flag, ready channel
- * A publish: take t->turn; snapshot t's subscription array (ps->mu); wait,
+ * A publish: take t's turn; snapshot t's subscription array (ps->mu); wait,
  * under each WEFT_PUBSUB_BLOCK subscription's mu, until it has room (room
  * only grows meanwhile, since no one else pushes into it); then, under ps->mu,
  * check the broker is still open and push into every subscription. The push
@@ -394,7 +397,9 @@ struct topic {
 	uint64_t hash;      /* immutable */
 	size_t refs;        /* publishes between lookup and finish; under ps->mu */
 	struct subs *subs;  /* the current array, NULL when none; under ps->mu */
-	weft_sem turn;      /* capacity 1: held by the publish in progress */
+	bool busy;          /* a publish holds the turn; under ps->mu */
+	bool stalled;       /* ... and has waited for room in a full subscription; under ps->mu */
+	weft_cond turn_cv;  /* with ps->mu: the turn was given back, or its holder stalled */
 	char name[];        /* immutable */
 };
 
@@ -525,8 +530,7 @@ static struct topic *topic_add(weft_pubsub *ps, const char *name, uint64_t h)
 	struct topic *t = calloc(1, sizeof *t + len + 1);
 	if (!t)
 		return NULL;
-	t->hash = h;
-	weft_sem_init(&t->turn, 1);
+	t->hash = h; /* busy, stalled, turn_cv: all-zero is ready */
 	memcpy(t->name, name, len + 1);
 	struct topic **b = &ps->buckets[h & (ps->nbuckets - 1)];
 	t->next = *b;
@@ -611,12 +615,24 @@ static bool sub_offer(weft_sub *sub, const void *msg)
 }
 
 /* Wait while sub is full and open. ctx NULL: until deadline_ns (INT64_MAX:
- * forever). Returns 0 (room, or closed), or why it gave up. */
-static int sub_wait_room(weft_sub *sub, weft_ctx *ctx, int64_t deadline_ns)
+ * forever). Before the first wait, mark t's turn stalled, so that publishers
+ * queued behind, whose wait is now a real one, apply their own deadlines to
+ * it. Returns 0 (room, or closed), or why it gave up. */
+static int sub_wait_room(weft_pubsub *ps, struct topic *t, weft_sub *sub, weft_ctx *ctx,
+                         int64_t deadline_ns)
 {
 	int r = 0;
 	weft_mutex_lock(&sub->mu);
 	while (!sub->closed && sub->count == sub->cap) {
+		if (!t->stalled) { /* only we write it, holding the turn */
+			weft_mutex_unlock(&sub->mu); /* ps->mu comes first */
+			weft_mutex_lock(&ps->mu);
+			t->stalled = true;
+			weft_cond_broadcast(&t->turn_cv);
+			weft_mutex_unlock(&ps->mu);
+			weft_mutex_lock(&sub->mu);
+			continue;
+		}
 		if (ctx)
 			r = weft_cond_wait_ctx(ctx, &sub->nonfull, &sub->mu);
 		else if (deadline_ns == INT64_MAX)
@@ -822,6 +838,40 @@ void weft_pubsub_unsubscribe(weft_sub *sub)
 }
 
 /*
+ * Take t's turn, with ps->mu held (a wait releases it). A turn held by a
+ * publish that is only pushing is a lock, held briefly: wait for it whatever
+ * the deadline or context, so that a try on a topic that needs no wait for
+ * room always goes through. Only a holder stalled on a full blocking
+ * subscription makes the wait one the deadline or context bounds.
+ */
+static int take_turn(weft_pubsub *ps, struct topic *t, weft_ctx *ctx, int64_t deadline_ns)
+{
+	while (t->busy) {
+		int r = 0;
+		if (!t->stalled || (!ctx && deadline_ns == INT64_MAX))
+			weft_cond_wait(&t->turn_cv, &ps->mu);
+		else if (ctx)
+			r = weft_cond_wait_ctx(ctx, &t->turn_cv, &ps->mu);
+		else
+			r = weft_cond_wait_until(&t->turn_cv, &ps->mu, deadline_ns);
+		if (r && t->busy && t->stalled)
+			return r;
+	}
+	t->busy = true;
+	return 0;
+}
+
+/* Give t's turn back. With ps->mu held. One waiter is enough, and none is
+ * lost: a waiter leaves take_turn without the turn only while another
+ * publish holds it, stalled, and that one gives it back in turn. */
+static void give_turn(struct topic *t)
+{
+	t->busy = false;
+	t->stalled = false;
+	weft_cond_signal(&t->turn_cv);
+}
+
+/*
  * The publish behind the three forms. ctx NULL: wait until deadline_ns
  * (INT64_MAX: forever).
  */
@@ -847,33 +897,28 @@ static int publish(weft_pubsub *ps, const char *name, const void *msg, weft_ctx 
 	} else {
 		t->refs++; /* keeps t in the table until we are done */
 	}
-	weft_mutex_unlock(&ps->mu);
-	if (!t)
+	if (!t) {
+		weft_mutex_unlock(&ps->mu);
 		goto out;
+	}
 
 	/* Our turn on the topic. */
-	if (ctx)
-		r = weft_sem_acquire_ctx(ctx, &t->turn, 1);
-	else if (deadline_ns == INT64_MAX)
-		r = weft_sem_acquire(&t->turn, 1);
-	else
-		r = weft_sem_acquire_until(&t->turn, 1, deadline_ns);
+	r = take_turn(ps, t, ctx, deadline_ns);
 	bool have_turn = r == 0;
 
 	struct subs *s = NULL;
 	if (!r) {
-		weft_mutex_lock(&ps->mu);
 		if (ps->closed)
 			r = EPIPE;
 		else if ((s = t->subs) != NULL)
 			s->refs++;
-		weft_mutex_unlock(&ps->mu);
 	}
+	weft_mutex_unlock(&ps->mu);
 	/* Room in every blocking subscription first; nothing is pushed until
 	 * all have it, so giving up here leaves no partial publish. */
 	for (size_t i = 0; !r && s && i < s->n; i++)
 		if (s->v[i]->policy == WEFT_PUBSUB_BLOCK)
-			r = sub_wait_room(s->v[i], ctx, deadline_ns);
+			r = sub_wait_room(ps, t, s->v[i], ctx, deadline_ns);
 
 	weft_mutex_lock(&ps->mu);
 	if (!r && ps->closed)
@@ -887,7 +932,7 @@ static int publish(weft_pubsub *ps, const char *name, const void *msg, weft_ctx 
 	}
 	subs_release(s);
 	if (have_turn)
-		weft_sem_release(&t->turn, 1);
+		give_turn(t);
 	t->refs--;
 	topic_put(ps, t);
 	weft_mutex_unlock(&ps->mu);

@@ -120,11 +120,13 @@ double weft_limit_every(int64_t interval_ns)
 }
 
 /* The heart of allow, reserve and wait (Go's reserveN): take n tokens at
- * now, provided they are due within max_wait ns. now < 0 means "read the
+ * now, provided they are due within max_wait ns and by deadline (INT64_MAX:
+ * none), which is measured from the same now. now < 0 means "read the
  * clock under the lock", so that concurrent callers present their times in
  * the order they take the lock. Fills *r; returns 0, EINVAL (n > burst),
- * EAGAIN (not within max_wait). */
-static int reserve(weft_limiter *l, int64_t now, int64_t n, int64_t max_wait, weft_reservation *r)
+ * EAGAIN (not within max_wait or by deadline). */
+static int reserve(weft_limiter *l, int64_t now, int64_t n, int64_t max_wait, int64_t deadline,
+                   weft_reservation *r)
 {
 	check_n(n);
 	if (n == 0) {
@@ -155,6 +157,8 @@ static int reserve(weft_limiter *l, int64_t now, int64_t n, int64_t max_wait, we
 		return EINVAL;
 	}
 	now = clamp_now(l, now);
+	if (deadline != INT64_MAX && (deadline < now || deadline - now < max_wait))
+		max_wait = deadline < now ? -1 : deadline - now;
 	double tokens = advance(l, now) - (double)n;
 	int64_t wait = tokens < 0 ? duration_from_tokens(l->limit_, -tokens) : 0;
 	/* WEFT_INF_DURATION: a limit of 0, or one so small that the wait does
@@ -179,23 +183,23 @@ static int reserve(weft_limiter *l, int64_t now, int64_t n, int64_t max_wait, we
 bool weft_limiter_allow(weft_limiter *l)
 {
 	weft_reservation r;
-	return reserve(l, -1, 1, 0, &r) == 0;
+	return reserve(l, -1, 1, 0, INT64_MAX, &r) == 0;
 }
 
 bool weft_limiter_allow_n(weft_limiter *l, int64_t now_ns, int64_t n)
 {
 	weft_reservation r;
-	return reserve(l, now_ns < 0 ? 0 : now_ns, n, 0, &r) == 0;
+	return reserve(l, now_ns < 0 ? 0 : now_ns, n, 0, INT64_MAX, &r) == 0;
 }
 
 int weft_limiter_reserve(weft_limiter *l, weft_reservation *r)
 {
-	return reserve(l, -1, 1, WEFT_INF_DURATION, r);
+	return reserve(l, -1, 1, WEFT_INF_DURATION, INT64_MAX, r);
 }
 
 int weft_limiter_reserve_n(weft_limiter *l, int64_t now_ns, int64_t n, weft_reservation *r)
 {
-	return reserve(l, now_ns < 0 ? 0 : now_ns, n, WEFT_INF_DURATION, r);
+	return reserve(l, now_ns < 0 ? 0 : now_ns, n, WEFT_INF_DURATION, INT64_MAX, r);
 }
 
 int64_t weft_reservation_delay(const weft_reservation *r)
@@ -228,8 +232,12 @@ void weft_reservation_cancel_at(weft_reservation *r, int64_t now_ns)
 	}
 	/* The tokens reservations made after r took between r's time and the
 	 * last event were promised to them: only the rest comes back. */
+	/* A later reservation can be due before r (the limit went up in
+	 * between): then it took none of r's time, and r gives back its own
+	 * tokens, never more. */
+	int64_t after_r = l->last_event_ - r->time_to_act;
 	double restore = (double)r->tokens_ -
-	                 tokens_from_duration(r->limit_, l->last_event_ - r->time_to_act);
+	                 tokens_from_duration(r->limit_, after_r > 0 ? after_r : 0);
 	r->tokens_ = 0;
 	if (restore <= 0) {
 		weft_mutex_unlock(&l->mu_);
@@ -276,15 +284,19 @@ int weft_limiter_wait_n(weft_limiter *l, weft_ctx *ctx, int64_t n)
 	int err = ctx ? weft_ctx_err(ctx) : 0;
 	if (err)
 		return err;
-	int64_t max_wait = WEFT_INF_DURATION, deadline;
+	int64_t deadline = INT64_MAX;
 	weft_reservation r;
 	if (ctx && weft_ctx_deadline(ctx, &deadline)) {
 		/* A deadline passed but not yet noticed by ctx's timer is ctx's. */
-		max_wait = deadline - weft_now();
-		if (max_wait < 0)
+		if (deadline < weft_now())
 			return ETIMEDOUT;
+	} else {
+		deadline = INT64_MAX;
 	}
-	err = reserve(l, -1, n, max_wait, &r);
+	/* The deadline is measured from the time reserve reads under the
+	 * lock: a now read here could be stale by then, and tokens granted
+	 * within "max_wait" be due after the deadline. */
+	err = reserve(l, -1, n, WEFT_INF_DURATION, deadline, &r);
 	if (err)
 		return err;
 	int64_t delay = weft_reservation_delay(&r);

@@ -388,6 +388,37 @@ TEST(stale_trip_verdict_dropped)
 	weft_breaker_free(b);
 }
 
+/* Takes 3 s of the test's clock to decide (it logs, or asks someone), then
+ * says "trip". */
+static bool slow_trip(const weft_breaker_counts *c, void *arg)
+{
+	(void)c;
+	(void)arg;
+	advance(3 * SEC);
+	return true;
+}
+
+/*
+ * The open state lasts the timeout from when it opened, which is after a
+ * slow ready_to_trip returned: open until 3 s + 10 s - 1 ns after the
+ * failing call began, half-open at 3 s + 10 s. Guards: the opening stamped
+ * with the time read before the callback (half-open 3 s early; at once for
+ * a callback slower than the timeout).
+ */
+TEST(open_lasts_the_timeout_after_a_slow_trip_verdict)
+{
+	weft_breaker_settings s = fake_settings();
+	s.ready_to_trip = slow_trip;
+	weft_breaker *b = make(&s);
+	run_script(b, "F", "o");
+	advance(10 * SEC - 1);
+	run_script(b, "r", "o");
+	advance(1);
+	ASSERT_EQ(weft_breaker_get_state(b), WEFT_BREAKER_HALF_OPEN);
+	ASSERT_LOG("c>o o>h");
+	weft_breaker_free(b);
+}
+
 static bool not_found_is_fine(int result, void *arg)
 {
 	(void)arg;

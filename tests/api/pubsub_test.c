@@ -874,6 +874,121 @@ TEST(pubsub_publish_gives_up_having_given_nothing)
 	EXPECT_ALL_FREED();
 }
 
+struct hammer {
+	weft_pubsub *ps;
+	atomic_bool stop;
+	weft_wg wg;
+};
+
+static void hammer_run(void *arg)
+{
+	struct hammer *h = arg;
+	int v = 7;
+	while (!atomic_load(&h->stop))
+		ASSERT_EQ(weft_pubsub_publish(h->ps, "t", &v), 0);
+	weft_wg_done(&h->wg);
+}
+
+/*
+ * A topic whose subscriptions all drop makes no publisher wait but briefly
+ * on locks, so a try (a past deadline, a done context) always publishes
+ * there, even while two goroutines on other Ps publish to the same topic
+ * without pause. Guards: the topic's turn taken as a semaphore whose timed
+ * forms fail whenever another publish holds it for its push (1,280,914 of
+ * 1,280,978 tries failed).
+ */
+TEST(pubsub_tries_on_a_drop_only_topic_never_fail)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	weft_pubsub *ps = new_broker(sizeof(int));
+	weft_sub *s1 = subscribe(ps, "t", 1, WEFT_PUBSUB_DROP_NEWEST);
+	weft_sub *s2 = subscribe(ps, "t", 1, WEFT_PUBSUB_DROP_OLDEST);
+	struct hammer h = {.ps = ps, .wg = WEFT_WG_INIT};
+	weft_wg_add(&h.wg, 2);
+	ASSERT_EQ(weft_go(hammer_run, &h), 0);
+	ASSERT_EQ(weft_go(hammer_run, &h), 0);
+	weft_ctx *done = new_cancel();
+	weft_ctx_cancel(done);
+	long tries = 0, failed_until = 0, failed_ctx = 0;
+	int v = 1;
+	int64_t end = weft_now() + 200 * TEST_MS;
+	while (weft_now() < end) {
+		tries++;
+		failed_until += weft_pubsub_publish_until(ps, "t", &v, 0) != 0;
+		failed_ctx += weft_pubsub_publish_ctx(done, ps, "t", &v) != 0;
+		if (tries % 64 == 0)
+			weft_yield();
+	}
+	atomic_store(&h.stop, true);
+	wg_wait_bounded(&h.wg, "publishers");
+	printf("    %ld tries of each kind: %ld past-deadline and %ld done-context publishes "
+	       "failed\n", tries, failed_until, failed_ctx);
+	ASSERT_EQ(failed_until, 0);
+	ASSERT_EQ(failed_ctx, 0);
+	weft_ctx_release(done);
+	weft_sub_free(s1);
+	weft_sub_free(s2);
+	weft_pubsub_free(ps);
+	EXPECT_ALL_FREED();
+}
+
+struct stalled_publish {
+	weft_pubsub *ps;
+	int result;
+	weft_wg wg;
+};
+
+static void stalled_publish_run(void *arg)
+{
+	struct stalled_publish *p = arg;
+	int v = 2;
+	p->result = weft_pubsub_publish(p->ps, "t", &v);
+	weft_wg_done(&p->wg);
+}
+
+/*
+ * Behind a publish that holds the topic's turn while it waits for room in a
+ * full blocking subscription, a deadline, a past deadline and a done
+ * context each bound the wait for the turn (ETIMEDOUT at the deadline, at
+ * once, ECANCELED at once); once room is made, the held publish completes
+ * and a try goes through. Guards: a turn waited for as a lock whatever its
+ * holder is doing (a publisher behind a stalled one would wait for room it
+ * was not allowed to wait for).
+ */
+TEST(pubsub_turn_behind_a_stalled_publish_is_bounded)
+{
+	weft_pubsub *ps = new_broker(sizeof(int));
+	weft_sub *s = subscribe(ps, "t", 1, WEFT_PUBSUB_BLOCK);
+	int v = 1;
+	ASSERT_EQ(weft_pubsub_publish(ps, "t", &v), 0); /* full now */
+	struct stalled_publish p = {.ps = ps, .wg = WEFT_WG_INIT};
+	weft_wg_add(&p.wg, 1);
+	ASSERT_EQ(weft_go(stalled_publish_run, &p), 0);
+	weft_sleep(20 * TEST_MS); /* it holds the turn, waiting for room */
+	int64_t t0 = weft_now();
+	ASSERT_EQ(weft_pubsub_publish_until(ps, "t", &v, t0 + 50 * TEST_MS), ETIMEDOUT);
+	int64_t took = weft_now() - t0;
+	ASSERT_GE(took, 50 * TEST_MS);
+	ASSERT_LT(took, 50 * TEST_MS + 500 * TEST_MS * test_slowdown());
+	ASSERT_EQ(weft_pubsub_publish_until(ps, "t", &v, 0), ETIMEDOUT);
+	weft_ctx *done = new_cancel();
+	weft_ctx_cancel(done);
+	ASSERT_EQ(weft_pubsub_publish_ctx(done, ps, "t", &v), ECANCELED);
+	ASSERT_EQ(weft_sub_recv(s, &v), 0);
+	ASSERT_EQ(v, 1);
+	wg_wait_bounded(&p.wg, "the stalled publish");
+	ASSERT_EQ(p.result, 0);
+	ASSERT_EQ(weft_sub_recv(s, &v), 0);
+	ASSERT_EQ(v, 2);
+	v = 3;
+	ASSERT_EQ(weft_pubsub_publish_until(ps, "t", &v, 0), 0); /* room: the try goes */
+	expect_sub_stats(s, 3, 2, 0, 1);
+	weft_ctx_release(done);
+	weft_sub_free(s);
+	weft_pubsub_free(ps);
+	EXPECT_ALL_FREED();
+}
+
 struct publisher {
 	weft_pubsub *ps;
 	const char *topic;

@@ -249,6 +249,27 @@ TEST(reserve_cancel)
 }
 
 /*
+ * A reservation made after r but due before it (the limit went up in
+ * between) took none of r's time: cancelling r gives back r's own token,
+ * not more. Guards: the time from r to the last event taken as negative,
+ * which gave back 1.998 tokens for 1.
+ */
+TEST(cancel_gives_back_at_most_what_it_took)
+{
+	weft_reservation r0, r1, r2;
+	weft_limiter l = make(1, 10);
+	ASSERT_EQ(weft_limiter_reserve_n(&l, T0, 10, &r0), 0); /* the bucket, emptied */
+	ASSERT_EQ(weft_limiter_reserve_n(&l, T0, 1, &r1), 0);
+	ASSERT_EQ(r1.time_to_act, T0 + 1000 * TEST_MS);
+	weft_limiter_set_limit_at(&l, T0, 1000);
+	ASSERT_EQ(weft_limiter_reserve_n(&l, T0, 1, &r2), 0);
+	ASSERT_EQ(r2.time_to_act, T0 + 2 * TEST_MS);
+	double before = weft_limiter_tokens_at(&l, T0);
+	weft_reservation_cancel_at(&r1, T0);
+	ASSERT_NEAR(weft_limiter_tokens_at(&l, T0) - before, 1);
+}
+
+/*
  * Cancelling every outstanding reservation newest first puts the bucket
  * back where it was: all the tokens, and the queue (a new reservation gets
  * the first one's time again). The reservations are made
