@@ -265,7 +265,9 @@ WEFT_API int weft_after(weft_chan **out, int64_t duration_ns);
 typedef struct weft_timer weft_timer;
 
 /* weft_timer_new - a timer firing duration_ns from now (<= 0: at once).
- * Errors: EINVAL (out NULL), ENOMEM; *out is untouched on error.
+ * Errors: EINVAL (out NULL), ENOMEM (also when the timer heap cannot grow;
+ * a reset that finds no room there is a fatal error); *out is untouched on
+ * error.
  * Blocks: no. Thread-safety: any thread. */
 WEFT_API int weft_timer_new(weft_timer **out, int64_t duration_ns);
 

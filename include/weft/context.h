@@ -15,7 +15,9 @@
  * Errors a context reports, as weft_ctx_err() and the _ctx calls return them:
  *   ECANCELED  it, or an ancestor, was cancelled (Go's context.Canceled)
  *   ETIMEDOUT  its deadline, or an ancestor's, passed (DeadlineExceeded)
- * Everything here may be called from any thread, goroutine or not.
+ * Everything here may be called from any thread, goroutine or not. The
+ * creating calls take a parent that is not NULL (weft_ctx_background() at
+ * the root) and an out that is not NULL: either NULL is a fatal error.
  */
 #ifndef WEFT_CONTEXT_H
 #define WEFT_CONTEXT_H

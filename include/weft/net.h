@@ -240,7 +240,9 @@ WEFT_API int weft_connect_ctx(weft_ctx *ctx, weft_fd *f, const struct sockaddr *
  * weft_dial - connect to address over network, as Go's net.Dial:
  *   "tcp", "tcp4", "tcp6"   address "host:port" ("[::1]:80", ":80" for the
  *                           local host); host a name or a literal; port a
- *                           number or a service name. TCP_NODELAY is set.
+ *                           number from 0 to 65535 (a sign allowed, as in
+ *                           Go: "+80") or a service name; anything else is
+ *                           EINVAL. TCP_NODELAY is set.
  *   "udp", "udp4", "udp6"   a connected datagram socket to "host:port"
  *   "unix", "unixgram"      address a socket path ("@name": abstract)
  * Names are resolved on the blocking path; each address found is tried in

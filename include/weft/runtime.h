@@ -9,7 +9,9 @@
  * thread", such as plain main()); where the two differ, the entry says so.
  *
  * Environment:
- *   WEFT_PROCS=N       the number of Ps (default: the CPUs this process may use)
+ *   WEFT_PROCS=N       the number of Ps (default: the CPUs this process may use;
+ *                      a value outside 1 .. WEFT_MAX_PROCS is ignored, with
+ *                      a warning on stderr)
  *   WEFT_MAX_BLOCKING=N  goroutines inside blocking calls at once (default 128)
  *   WEFT_DEBUG=LIST    comma-separated: chaos (random scheduling order and
  *                      thread moves; seed=N makes it reproducible), hogs
@@ -65,8 +67,9 @@ typedef struct weft_go_options {
  * on the caller's P (Go's runnext), so a producer and the consumer it starts
  * stay cache-warm.
  *
- * Returns 0, or: ENOMEM (no memory for the stack), EAGAIN (the kernel refused
- * more memory mappings: see vm.max_map_count; weft says so on stderr once).
+ * Returns 0, or: EINVAL (fn is NULL), ENOMEM (no memory for the stack),
+ * EAGAIN (the kernel refused more memory mappings: see vm.max_map_count;
+ * weft says so on stderr once).
  * On failure no goroutine was started and fn will never run.
  * Blocks: no. Thread-safety: any thread. arg is borrowed: it must stay valid
  * for as long as fn uses it.
@@ -94,6 +97,7 @@ WEFT_API int weft_go_at(weft_fn fn, void *arg, const weft_go_options *opts,
  * in main(). Other goroutines still running when main_fn returns keep running;
  * the process usually exits right after, as a Go program does.
  * Errors: when the goroutine cannot be started, prints why and returns 1.
+ * main_fn NULL is a fatal error.
  * Blocks: yes, until main_fn returns. Thread-safety: any thread.
  */
 WEFT_API int weft_main(int (*main_fn)(void *arg), void *arg);
@@ -163,8 +167,10 @@ WEFT_API int weft_set_procs(int n, int *old);
 WEFT_API int64_t weft_num_goroutines(void);
 
 /*
- * weft_self_id - the calling goroutine's id (1, 2, ... in creation order), or
- * 0 when the caller is a foreign thread.
+ * weft_self_id - the calling goroutine's id (1, 2, ...: unique, never
+ * reused, increasing in the order any one caller creates goroutines; not
+ * across callers, as each P hands out ids from a batch of its own, like
+ * Go's goid), or 0 when the caller is a foreign thread.
  * Blocks: no. Thread-safety: any thread.
  */
 WEFT_API uint64_t weft_self_id(void);

@@ -71,17 +71,28 @@ static int drain(weft_chan *c)
 	return had;
 }
 
-/* Put t on a heap for `when`. Timer locked. */
-static void arm(struct weft__chantimer *t, int64_t when)
+/* Put t on a heap for `when`: 0, or ENOMEM (t stays disarmed). Timer
+ * locked. */
+static int arm_try(struct weft__chantimer *t, int64_t when)
 {
 	/* For ThreadSanitizer, as Go's resetTimer: what the caller did before
 	 * arming happens before the firing (fire acquires), and so before a
 	 * func timer's goroutine. The runtime's lock is invisible to it. */
 	weft__race_release(t);
+	int err = weft__timer_try_add_here(&t->tm, when);
+	if (err)
+		return err;
 	t->armed = 1;
 	t->when = when;
-	weft__timer_add_here(&t->tm, when);
 	t->pending++;
+	return 0;
+}
+
+/* arm_try where no error can be reported (reset, a firing): fatal. */
+static void arm(struct weft__chantimer *t, int64_t when)
+{
+	if (arm_try(t, when))
+		weft__fatal("out of memory adding a timer");
 }
 
 /* Take t off its heap if it is on one. Timer locked. */
@@ -223,8 +234,13 @@ static int chantimer_new(struct weft__chantimer **out, int64_t period, int64_t f
 	init(t, c, period, fn, arg);
 	if (first != STOP_ONLY) {
 		weft__lock(&t->lock);
-		arm(t, first);
+		err = arm_try(t, first);
 		weft__unlock(&t->lock);
+		if (err) {
+			weft_chan_release(c); /* NULL for a func timer: ignored */
+			weft__free(t);
+			return err;
+		}
 	}
 	*out = t;
 	return 0;
@@ -274,8 +290,12 @@ int weft_after(weft_chan **out, int64_t duration_ns)
 	 * reference. Set before the arming, which its firing sees (fire). */
 	t->c->timer = t;
 	weft__lock(&t->lock);
-	arm(t, after_ns(duration_ns));
+	err = arm_try(t, after_ns(duration_ns));
 	weft__unlock(&t->lock);
+	if (err) {
+		weft_chan_release(t->c); /* frees the timer with it */
+		return err;
+	}
 	*out = t->c;
 	return 0;
 }

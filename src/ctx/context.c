@@ -168,10 +168,17 @@ static int64_t deadline_of(weft_ctx *ctx)
 	return ctx && ctx->kind == CTX_CANCEL ? ctx->deadline : INT64_MAX;
 }
 
-static int new_node(weft_ctx *parent, int kind, weft_ctx **out)
+/* Every creating call checks its out pointer before it does anything (the
+ * ones that build on new_node pass it a pointer of their own). */
+static void need_out(weft_ctx **out)
 {
 	if (!out)
 		weft__fatal("context: NULL out pointer");
+}
+
+static int new_node(weft_ctx *parent, int kind, weft_ctx **out)
+{
+	need_out(out);
 	if (!parent)
 		weft__fatal("context: NULL parent (use weft_ctx_background())");
 	weft_ctx *ctx = weft__calloc(1, sizeof *ctx);
@@ -189,6 +196,7 @@ static int new_node(weft_ctx *parent, int kind, weft_ctx **out)
 /* A cancellable child of parent, cancelled at deadline (INT64_MAX: none). */
 static int with_cancel(weft_ctx *parent, int64_t deadline, int cause, weft_ctx **out)
 {
+	need_out(out);
 	weft_ctx *ctx;
 	int r = new_node(parent, CTX_CANCEL, &ctx);
 	if (r)
@@ -216,7 +224,11 @@ static int with_cancel(weft_ctx *parent, int64_t deadline, int cause, weft_ctx *
 			ctx->tm.arg = ctx;
 			ctx->tm.deletable = 1;
 			ctx->timer_armed = 1;
-			weft__timer_add_here(&ctx->tm, deadline);
+			if (weft__timer_try_add_here(&ctx->tm, deadline)) {
+				ctx->timer_armed = 0;
+				weft_ctx_release(ctx); /* unhooks it from parent */
+				return ENOMEM;
+			}
 		}
 	}
 	*out = ctx;
@@ -228,14 +240,21 @@ int weft_ctx_with_cancel(weft_ctx *parent, weft_ctx **out)
 	return with_cancel(parent, INT64_MAX, 0, out);
 }
 
+/* A caller's deadline: INT64_MAX means "none" inside, so a deadline there
+ * is kept just short of it, as weft_ctx_with_timeout's saturated one is. */
+static int64_t user_deadline(int64_t d)
+{
+	return d > WEFT__TIMER_FAR ? WEFT__TIMER_FAR : d;
+}
+
 int weft_ctx_with_deadline(weft_ctx *parent, int64_t deadline_ns, weft_ctx **out)
 {
-	return with_cancel(parent, deadline_ns, 0, out);
+	return with_cancel(parent, user_deadline(deadline_ns), 0, out);
 }
 
 int weft_ctx_with_deadline_cause(weft_ctx *parent, int64_t deadline_ns, int cause, weft_ctx **out)
 {
-	return with_cancel(parent, deadline_ns, cause, out);
+	return with_cancel(parent, user_deadline(deadline_ns), cause, out);
 }
 
 int weft_ctx_with_timeout_cause(weft_ctx *parent, int64_t timeout_ns, int cause, weft_ctx **out)
@@ -257,6 +276,7 @@ int weft_ctx_without_cancel(weft_ctx *parent, weft_ctx **out)
 
 int weft_ctx_with_value(weft_ctx *parent, const void *key, void *val, weft_ctx **out)
 {
+	need_out(out);
 	weft_ctx *ctx;
 	int r = new_node(parent, CTX_VALUE, &ctx);
 	if (r)

@@ -253,10 +253,12 @@ int weft_fd_close(weft_fd *f)
 
 static int set_deadline(weft_fd *f, int dir, int64_t d)
 {
-	if (f->file)
-		return ENOTSUP;
 	if (fd_ref(f))
 		return EBADF; /* closed: its poll record may be reused already */
+	if (f->file) {
+		fd_unref(f);
+		return ENOTSUP; /* after the closed check, as Go's os.File */
+	}
 	__atomic_store_n(&f->dl[dir], d ? d : INT64_MAX, __ATOMIC_SEQ_CST);
 	weft__pd_rewake(f->pd, dir);
 	fd_unref(f);
@@ -472,6 +474,17 @@ static size_t iov_total(const struct iovec *iov, int n)
 	return t;
 }
 
+/* Whether the lengths of iov[0..n) add up without overflow (readv(2) and
+ * writev(2) refuse a total past SSIZE_MAX with EINVAL). */
+static int iov_fits(const struct iovec *iov, int n)
+{
+	size_t t = 0;
+	for (int i = 0; i < n; i++)
+		if (__builtin_add_overflow(t, iov[i].iov_len, &t) || t > (size_t)SSIZE_MAX)
+			return 0;
+	return 1;
+}
+
 /*
  * A TCP read (one buffer, len > 0) with a byte of read-ahead: readv into the
  * buffer and one byte more. Getting at most len bytes then means the receive
@@ -574,7 +587,7 @@ static int do_readv(weft_fd *f, const struct iovec *iov, int iovcnt, size_t *n, 
                     struct weft__cancel *cs)
 {
 	*n = 0;
-	if (iovcnt < 0 || iovcnt > IOV_MAX)
+	if (iovcnt < 0 || iovcnt > IOV_MAX || !iov_fits(iov, iovcnt))
 		return EINVAL;
 	size_t want = iov_total(iov, iovcnt);
 	int err = call_enter(f, RD, dl, cs);

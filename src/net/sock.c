@@ -6,6 +6,7 @@
 #include "net_impl.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -99,12 +100,24 @@ static int split_hostport(const char *addr, char *host, size_t hlen, char *port,
 	memcpy(port, colon + 1, pl + 1);
 	/* A number must be a port: getaddrinfo takes any and keeps its low
 	 * 16 bits (":65536" would listen on a random port, ":65616" dial 80).
-	 * A name ("http") is looked up as a service. */
-	if (strspn(port, "0123456789") == pl) {
+	 * Its strtoul also takes leading blanks and a sign (": 65616",
+	 * ":+65616"), so a number is, as in Go, an optional sign and digits,
+	 * checked here and passed on as plain digits; a blank or a sign before
+	 * anything else is malformed. A name ("http") is looked up as a
+	 * service. */
+	int sign = port[0] == '+' || port[0] == '-';
+	const char *d = port + sign;
+	size_t dl = pl - (size_t)sign;
+	if (dl && strspn(d, "0123456789") == dl) {
 		long v = 0;
-		for (const char *c = port; *c; c++)
+		for (const char *c = d; *c; c++)
 			if ((v = v * 10 + (*c - '0')) > 65535)
 				return EINVAL;
+		if (port[0] == '-' && v)
+			return EINVAL;
+		snprintf(port, plen, "%ld", v);
+	} else if (sign || isspace((unsigned char)port[0])) {
+		return EINVAL;
 	}
 	return 0;
 }

@@ -1511,7 +1511,7 @@ void weft__inject(struct weft__m *m, struct weft__g **v, int n)
 
 /* ---------------------------------------------------------------- sleep */
 
-void weft__timer_add_here(struct weft__timer *t, int64_t when)
+int weft__timer_try_add_here(struct weft__timer *t, int64_t when)
 {
 	struct weft__m *m = weft__m_get();
 	/* A P in a blocking call may be retaken (and retired) at any moment;
@@ -1520,13 +1520,21 @@ void weft__timer_add_here(struct weft__timer *t, int64_t when)
 	if (!own)
 		weft__start(); /* P 0's heap (a foreign thread's first weft call) */
 	struct weft__timers *h = own ? &m->p->timers : &weft__sched.allp[0]->timers;
-	if (weft__timer_add(h, t, when))
-		weft__fatal("out of memory adding a timer");
+	int err = weft__timer_add(h, t, when);
+	if (err)
+		return err;
 	/* On our own P the timer is seen at our next switch, or by stopm when
 	 * this M goes idle. On P 0 from outside, an idle M may be asleep until
 	 * a later deadline (or with none): wake one to re-read the heaps. */
 	if (!own && when < __atomic_load_n(&weft__sched.timer_wait_until, __ATOMIC_SEQ_CST))
 		wake_timer_m();
+	return 0;
+}
+
+void weft__timer_add_here(struct weft__timer *t, int64_t when)
+{
+	if (weft__timer_try_add_here(t, when))
+		weft__fatal("out of memory adding a timer");
 }
 
 static void sleep_fire(struct weft__timer *t)
@@ -1855,6 +1863,8 @@ static void main_trampoline(void *arg)
 
 int weft_main(int (*main_fn)(void *arg), void *arg)
 {
+	if (!main_fn)
+		weft__fatal("weft_main: NULL main_fn");
 	struct main_call c = { .fn = main_fn, .arg = arg };
 	weft_go_options o = { .name = "main" };
 	weft_wg_add(&c.wg, 1);

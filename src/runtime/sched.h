@@ -480,6 +480,9 @@ int64_t weft__timers_earliest(void);
  * waking an idle M if it sleeps past `when`. Runtime started. Out of memory
  * for the heap is fatal. */
 void weft__timer_add_here(struct weft__timer *t, int64_t when);
+/* weft__timer_add_here that returns ENOMEM (t not added) instead of dying:
+ * for the calls whose contract has an ENOMEM to report it with. */
+int weft__timer_try_add_here(struct weft__timer *t, int64_t when);
 void weft__handoffp(struct weft__p *p);
 void weft__wakep(void);
 void weft__sched_note_foreign_block(int delta);

@@ -2368,3 +2368,53 @@ TEST(last_release_closes_a_retained_done_channel)
 	ASSERT_EQ(weft_chan_tryrecv(done, NULL), EPIPE);
 	weft_chan_release(done);
 }
+
+CHILD(with_cancel_null_out)
+{
+	weft_ctx_with_cancel(weft_ctx_background(), NULL);
+	puts("survived");
+	return 0;
+}
+
+CHILD(with_timeout_null_out)
+{
+	weft_ctx_with_timeout(weft_ctx_background(), WEFT_SECOND, NULL);
+	puts("survived");
+	return 0;
+}
+
+CHILD(with_value_null_out)
+{
+	weft_ctx_with_value(weft_ctx_background(), "k", NULL, NULL);
+	puts("survived");
+	return 0;
+}
+
+/*
+ * A NULL out pointer is a fatal error that names it, in every creating
+ * call. Guards: a constructor that builds the context (registered on its
+ * parent, its timer armed) and then stores through NULL (SIGSEGV).
+ */
+TEST_THREAD(constructors_refuse_a_null_out)
+{
+	EXPECT_FATAL("with_cancel_null_out", NULL, 5000, "context: NULL out pointer");
+	EXPECT_FATAL("with_timeout_null_out", NULL, 5000, "context: NULL out pointer");
+	EXPECT_FATAL("with_value_null_out", NULL, 5000, "context: NULL out pointer");
+}
+
+/*
+ * A context made with a deadline has one, also at INT64_MAX (Go's
+ * Deadline() reports ok), as weft_ctx_with_timeout's saturated one does;
+ * it is not done. Guards: INT64_MAX, weft's "no deadline" inside, taken
+ * from the caller as is.
+ */
+TEST(deadline_at_int64_max_is_a_deadline)
+{
+	weft_ctx *c;
+	ASSERT_EQ(weft_ctx_with_deadline(weft_ctx_background(), INT64_MAX, &c), 0);
+	int64_t d = 0;
+	ASSERT_EQ(weft_ctx_deadline(c, &d), 1);
+	ASSERT_GT(d, weft_now() + (int64_t)100 * 365 * 24 * 3600 * WEFT_SECOND);
+	ASSERT_EQ(weft_ctx_err(c), 0);
+	weft_ctx_release(c);
+}

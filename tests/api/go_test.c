@@ -335,6 +335,20 @@ TEST_THREAD(weft_main_runs_and_returns)
 	ASSERT_EQ(weft_self_id(), 0);
 }
 
+CHILD(main_of_null)
+{
+	weft_main(NULL, NULL);
+	puts("survived");
+	return 0;
+}
+
+/* weft_main(NULL) is a fatal error that names it. Guards: a NULL main_fn
+ * called in the main goroutine (SIGSEGV, with no word of why). */
+TEST_THREAD(weft_main_refuses_null)
+{
+	EXPECT_FATAL("main_of_null", NULL, 5000, "weft_main: NULL main_fn");
+}
+
 /* ---------------------------------------------------------------- ids */
 
 struct id_job {
@@ -351,8 +365,8 @@ static void record_id(void *arg)
 }
 
 /*
- * Ids are unique, non-zero and follow creation order ("1, 2, ... in creation
- * order"). Guards: ids reused from finished goroutines, an id assigned when
+ * Ids are unique, non-zero and follow the order in which one goroutine
+ * creates goroutines. Guards: ids reused from finished goroutines, an id assigned when
  * the goroutine first runs instead of when it is created (run order differs
  * from creation order on 2 Ps), a racy id counter.
  */

@@ -2046,13 +2046,18 @@ TEST(file_io)
  * not listening refuses the connection (ECONNREFUSED); weft_addr_format and
  * weft_fd_local_addr report EAFNOSUPPORT and ENOSPC. Guards: a malformed
  * address taken for a name, a port number past 65535 cut to 16 bits (by
- * getaddrinfo), an error number lost on the way out.
+ * getaddrinfo, also when written with a sign or a blank), an error number
+ * lost on the way out.
  */
 TEST(bad_input)
 {
 	static const char *const bad_tcp[] = {
 		"127.0.0.1", "127.0.0.1:", "::1:80", "[::1", "[::1]80", "", ":",
 		"127.0.0.1:65536", "127.0.0.1:99999", "[::1]:4294967297", ":000065537",
+		/* getaddrinfo's strtoul takes a sign and blanks, then keeps
+		 * 16 bits: 65616 would be port 80. */
+		"127.0.0.1:+65616", "127.0.0.1: 65616", "127.0.0.1: 80", "127.0.0.1:-1",
+		"127.0.0.1:+", "127.0.0.1:-",
 	};
 	weft_fd *f = (weft_fd *)&f; /* a marker: must stay untouched */
 	weft_fd *const mark = f;
@@ -2065,6 +2070,11 @@ TEST(bad_input)
 		char a[WEFT_ADDRSTRLEN];
 		ASSERT_EQ(weft_fd_local_addr(l, a, sizeof a), 0);
 		ASSERT(strcmp(a, "127.0.0.1:0") != 0);
+		ASSERT_EQ(weft_fd_close(l), 0);
+		/* So is a sign, as in Go: "+0" and "-0" are port 0. */
+		ASSERT_EQ(weft_listen("tcp", "127.0.0.1:+0", &l), 0);
+		ASSERT_EQ(weft_fd_close(l), 0);
+		ASSERT_EQ(weft_listen("tcp", "127.0.0.1:-0", &l), 0);
 		ASSERT_EQ(weft_fd_close(l), 0);
 	}
 	ASSERT_EQ(weft_dial("tcp", NULL, &f), EINVAL);
@@ -2129,6 +2139,49 @@ TEST(bad_input)
 	ASSERT_EQ(weft_fd_local_addr(l, addr, 5), ENOSPC);
 	ASSERT_EQ(weft_fd_peer_addr(l, addr, sizeof addr), ENOTCONN);
 	ASSERT_EQ(weft_fd_close(l), 0);
+}
+
+/*
+ * iovec lengths whose sum overflows are EINVAL, as readv(2) says, and the
+ * data waiting stays readable. Guards: the wrapped sum (0) taken for
+ * "nothing asked", which returned 0 with *n = 0: end of file, with data
+ * waiting.
+ */
+TEST(readv_lengths_that_overflow)
+{
+	int p[2];
+	ASSERT_EQ(pipe(p), 0);
+	weft_fd *r, *w;
+	ASSERT_EQ(weft_fd_open(p[0], &r), 0);
+	ASSERT_EQ(weft_fd_open(p[1], &w), 0);
+	ASSERT_EQ(weft_write(w, "hello", 5, NULL), 0);
+	char a[8], b[8];
+	struct iovec v[2] = {{a, 1}, {b, SIZE_MAX}};
+	size_t n = 9;
+	ASSERT_EQ(weft_readv(r, v, 2, &n), EINVAL);
+	ASSERT_EQ(n, 0);
+	ASSERT_EQ(weft_read(r, a, sizeof a, &n), 0);
+	ASSERT_EQ(n, 5);
+	ASSERT_EQ(weft_fd_close(r), 0);
+	ASSERT_EQ(weft_fd_close(w), 0);
+}
+
+/*
+ * A deadline on a regular file is ENOTSUP while it is open and EBADF once
+ * it is closed (the header's order, and Go's os.File's). Guards: the file
+ * check made before the closed check.
+ */
+TEST(deadline_on_a_closed_regular_file)
+{
+	weft_fd *f;
+	ASSERT_EQ(weft_open("/proc/self/exe", O_RDONLY, 0, &f), 0);
+	ASSERT_EQ(weft_fd_set_deadline(f, 1), ENOTSUP);
+	weft_fd_retain(f);
+	ASSERT_EQ(weft_fd_close(f), 0);
+	ASSERT_EQ(weft_fd_set_deadline(f, 1), EBADF);
+	ASSERT_EQ(weft_fd_set_read_deadline(f, 1), EBADF);
+	ASSERT_EQ(weft_fd_set_write_deadline(f, 1), EBADF);
+	weft_fd_release(f);
 }
 
 /* ---------------------------------------------------------------- concurrent writers */

@@ -1106,6 +1106,70 @@ TEST(huge_durations_never_fire)
 	weft_chan_release(fa.done);
 }
 
+void weft__alloc_fail_after(long n, int sticky);
+
+/* The creating calls under test: each makes a timer, or says why not. */
+static int make_timer(void **out)
+{
+	return weft_timer_new((weft_timer **)out, 100 * WEFT_SECOND);
+}
+
+static void free_timer(void *p)
+{
+	weft_timer_free(p);
+}
+
+static int make_ctx(void **out)
+{
+	return weft_ctx_with_timeout(weft_ctx_background(), 100 * WEFT_SECOND, (weft_ctx **)out);
+}
+
+static void free_ctx(void *p)
+{
+	weft_ctx_release(p);
+}
+
+/* Make timers on the caller's heap (a foreign thread: P 0's) one at a time,
+ * with the k-th allocation of each call failing (k: the call's allocations
+ * before the heap's own, so only a call that must grow the heap reaches
+ * it), until one fails; that one must say ENOMEM, having left nothing
+ * behind, and a plain call then succeeds. Returns how many were made. */
+static int fill_until_the_heap_cannot_grow(int (*make)(void **), void (*drop)(void *), long k)
+{
+	enum { MAX = 1000 };
+	static void *made[MAX];
+	int n = 0, r = 0;
+	for (; n < MAX; n++) {
+		weft__alloc_fail_after(k, 0);
+		r = make(&made[n]);
+		weft__alloc_fail_after(0, 0);
+		if (r)
+			break;
+	}
+	ASSERT_EQ(r, ENOMEM);
+	void *more;
+	ASSERT_EQ(make(&more), 0);
+	drop(more);
+	for (int i = 0; i < n; i++)
+		drop(made[i]);
+	return n;
+}
+
+/*
+ * A timer heap that cannot grow makes the creating calls fail with ENOMEM,
+ * as chan.h and context.h document, and the heap has room again for the
+ * next call: a Timer (its record and channel come first), a context with a
+ * timeout (its node first). Guards: "fatal error: out of memory adding a
+ * timer" from a call whose contract has ENOMEM to report.
+ */
+TEST_THREAD(creating_a_timer_on_a_full_heap_is_enomem)
+{
+	int n = fill_until_the_heap_cannot_grow(make_timer, free_timer, 3);
+	int m = fill_until_the_heap_cannot_grow(make_ctx, free_ctx, 2);
+	printf("    the heap could not grow after %d timers, and after %d contexts\n", n, m);
+	EXPECT_ALL_FREED();
+}
+
 /*
  * A ticker created and received from on a foreign thread, and a timer and
  * an after likewise. Guards: time channels that need a P at creation (a
