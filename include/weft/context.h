@@ -233,7 +233,9 @@ typedef int (*weft_errgroup_fn)(weft_ctx *ctx, void *arg);
  */
 WEFT_API int weft_errgroup_init(weft_errgroup *g, weft_ctx *parent, weft_ctx **ctx);
 /* weft_errgroup_set_limit - at most n tasks run at once (n <= 0: no limit).
- * Only before the first weft_errgroup_go(). */
+ * Only while no task runs (before the first weft_errgroup_go(), say): else
+ * a fatal error ("errgroup: modify limit while N goroutines in the group are
+ * still active"). */
 WEFT_API void weft_errgroup_set_limit(weft_errgroup *g, int n);
 /*
  * weft_errgroup_go - run fn(ctx, arg) in a new goroutine. With a limit, waits

@@ -15,6 +15,7 @@
 
 #include "fatal.h"
 #include "sched.h"
+#include "sync_impl.h"
 
 int weft_errgroup_init(weft_errgroup *g, weft_ctx *parent, weft_ctx **ctx)
 {
@@ -29,6 +30,12 @@ int weft_errgroup_init(weft_errgroup *g, weft_ctx *parent, weft_ctx **ctx)
 
 void weft_errgroup_set_limit(weft_errgroup *g, int n)
 {
+	/* As Go's SetLimit: a task started under the old limit would give
+	 * back a token the new semaphore never lent (or none it took). */
+	int32_t active = weft__wg_count(&g->wg_);
+	if (active != 0)
+		weft__fatal("errgroup: modify limit while %d goroutines in the group are still active",
+		            (int)active);
 	weft_sem_init(&g->limit_, n > 0 ? n : 0);
 }
 

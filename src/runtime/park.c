@@ -38,33 +38,33 @@ void weft__waitq_push(struct weft__waitq *q, struct weft__waiter *w, int lifo)
 			head->prev = w;
 		else
 			q->tail_ = w;
-		q->head_ = w;
+		__atomic_store_n(&q->head_, (void *)w, __ATOMIC_RELAXED);
 	} else {
 		w->next = NULL;
 		w->prev = tail;
 		if (tail)
 			tail->next = w;
 		else
-			q->head_ = w;
+			__atomic_store_n(&q->head_, (void *)w, __ATOMIC_RELAXED);
 		q->tail_ = w;
 	}
 	w->queued = 1;
-	q->len_++;
+	__atomic_store_n(&q->len_, q->len_ + 1, __ATOMIC_RELAXED); /* read unlocked too */
 }
 
 void weft__waitq_unlink(struct weft__waitq *q, struct weft__waiter *w)
 {
 	if (w->prev)
 		w->prev->next = w->next;
-	else
-		q->head_ = w->next;
+	else /* atomic: Cond's signal and broadcast look at it unlocked */
+		__atomic_store_n(&q->head_, (void *)w->next, __ATOMIC_RELAXED);
 	if (w->next)
 		w->next->prev = w->prev;
 	else
 		q->tail_ = w->prev;
 	w->next = w->prev = NULL;
 	w->queued = 0;
-	q->len_--;
+	__atomic_store_n(&q->len_, q->len_ - 1, __ATOMIC_RELAXED);
 }
 
 struct weft__waiter *weft__waitq_take(struct weft__waitq *q, uint32_t *unlinked_stale)

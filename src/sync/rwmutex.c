@@ -127,6 +127,9 @@ void weft_rwmutex_lock(weft_rwmutex *rw)
 	if (r != 0 && __atomic_add_fetch(&rw->departing_, r, __ATOMIC_ACQUIRE) != 0)
 		weft__sema_acquire(&rw->wsema_, &rw->wq_, 0, "sync.RWMutex.Lock");
 	weft__race_acquire(&rw->readers_);
+	/* After the last writer's unlock: w_'s lock acquired it only when that
+	 * writer came by w_; a fast one may have unlocked after we took w_. */
+	weft__race_acquire(&rw->w_);
 }
 
 int weft_rwmutex_trylock(weft_rwmutex *rw)

@@ -15,6 +15,8 @@
 #include "park.h"
 
 int weft__wg_wait(weft_wg *wg, int64_t deadline, struct weft__cancel *cs);
+/* wg's counter, a moment's value. */
+int32_t weft__wg_count(weft_wg *wg);
 /* For tests: called by the add that made a counter zero with waiters
  * counted, before it takes the queue lock. */
 extern void (*weft__wg_zero_hook)(void);

@@ -36,6 +36,11 @@ static int32_t counter_of(uint64_t s)
 
 void (*weft__wg_zero_hook)(void);
 
+int32_t weft__wg_count(weft_wg *wg)
+{
+	return counter_of(__atomic_load_n((uint64_t *)&wg->counter_, __ATOMIC_ACQUIRE));
+}
+
 void weft_wg_add(weft_wg *wg, int64_t delta)
 {
 	uint64_t *st = (uint64_t *)&wg->counter_;

@@ -2292,6 +2292,42 @@ TEST(errgroup_limit)
 	EXPECT_ALL_FREED();
 }
 
+static int eg_set_limit_while_active(void *arg)
+{
+	(void)arg;
+	eg = (struct eg){0};
+	weft_wg_add(&eg.gate, 1);
+	weft_errgroup g;
+	ASSERT_EQ(weft_errgroup_init(&g, NULL, NULL), 0);
+	weft_errgroup_set_limit(&g, 2);
+	ASSERT_EQ(weft_errgroup_go(&g, eg_gated, NULL), 0);
+	ASSERT_EQ(weft_errgroup_go(&g, eg_gated, NULL), 0);
+	weft_errgroup_set_limit(&g, 2); /* the misuse: two tasks run */
+	ASSERT_EQ(weft_errgroup_go(&g, eg_gated, NULL), 0);
+	ASSERT_EQ(weft_errgroup_go(&g, eg_gated, NULL), 0);
+	weft_wg_done(&eg.gate);
+	weft_errgroup_wait(&g);
+	puts("survived");
+	return 0;
+}
+
+CHILD(errgroup_set_limit_while_active)
+{
+	return weft_main(eg_set_limit_while_active, NULL);
+}
+
+/*
+ * Changing the limit while tasks run is a fatal error that names it, as
+ * Go's SetLimit panics. Guards: a new semaphore put in place under running
+ * tasks (four ran under a limit of two, then their releases overflowed it:
+ * "semaphore: released more than held", naming the wrong misuse).
+ */
+TEST_THREAD(errgroup_set_limit_while_active_is_fatal)
+{
+	EXPECT_FATAL("errgroup_set_limit_while_active", NULL, 5000,
+	             "errgroup: modify limit while 2 goroutines in the group are still active");
+}
+
 /* ---------------------------------------------------------------- cancel order */
 
 static weft_ctx *race_root;

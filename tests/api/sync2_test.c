@@ -323,6 +323,55 @@ TEST(rwmutex_fast_writers_ordered)
 	ASSERT_EQ(tsan_x, 2);
 }
 
+struct fast_then_slow {
+	weft_rwmutex rw;
+	long x; /* plain, under rw */
+	atomic_int fast_in;
+	weft_wg done;
+};
+
+static void fast_writer_holds(void *arg)
+{
+	struct fast_then_slow *s = arg;
+	weft_rwmutex_lock(&s->rw); /* free: the fast path */
+	s->x = 1;
+	atomic_store(&s->fast_in, 1);
+	weft_sleep(30 * TEST_MS); /* the other writer takes w_ and waits for us */
+	s->x = 2;
+	weft_rwmutex_unlock(&s->rw);
+	weft_wg_done(&s->done);
+}
+
+static void slow_writer_follows(void *arg)
+{
+	struct fast_then_slow *s = arg;
+	while (!atomic_load(&s->fast_in))
+		weft_sleep(TEST_MS);
+	weft_rwmutex_lock(&s->rw); /* a fast writer is in: the slow path */
+	s->x++;
+	weft_rwmutex_unlock(&s->rw);
+	weft_wg_done(&s->done);
+}
+
+/*
+ * A writer that took the free lock by the fast path, and one that comes
+ * while it holds it (the slow path: it takes the writers' mutex first, then
+ * waits for the fast one): under `make race`, no report of the slow
+ * writer's access against the fast one's. Guard: a slow-path lock whose
+ * acquire of what the last writer released happened at the writers' mutex,
+ * before the fast writer's unlock (ThreadSanitizer reports a data race).
+ */
+TEST(rwmutex_slow_writer_after_a_fast_one_ordered)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	struct fast_then_slow s = {.done = WEFT_WG_INIT};
+	weft_wg_add(&s.done, 2);
+	GO(fast_writer_holds, &s);
+	GO(slow_writer_follows, &s);
+	weft_wg_wait(&s.done);
+	ASSERT_EQ(s.x, 3);
+}
+
 /*
  * 12 goroutines and a pthread at 2 Ps write-lock in a loop (lock or
  * trylock), read-locking one time in 4, holding the lock across a yield
