@@ -49,7 +49,8 @@ static struct call **find(weft_flight *f, const void *key, size_t keylen, uint64
 	struct call **pp = bucket(f, h);
 	for (; *pp; pp = &(*pp)->next) {
 		struct call *c = *pp;
-		if (c->hash == h && c->keylen == keylen && memcmp(c->key, key, keylen) == 0)
+		if (c->hash == h && c->keylen == keylen &&
+		    (keylen == 0 || memcmp(c->key, key, keylen) == 0)) /* key may be NULL */
 			break;
 	}
 	return pp;

@@ -37,8 +37,8 @@ struct caller {
 static void call(void *arg)
 {
 	struct caller *c = arg;
-	c->ret =
-		weft_flight_do(c->f, c->key, strlen(c->key), slow_fn, c->s, &c->result, &c->shared);
+	c->ret = weft_flight_do(c->f, c->key, c->key ? strlen(c->key) : 0, slow_fn, c->s,
+	                        &c->result, &c->shared);
 	weft_wg_done(c->wg);
 }
 
@@ -51,10 +51,12 @@ static void settle(void)
 
 /*
  * 100 goroutines call with one key while fn is held: fn runs once, all get
- * its result and return value, all see shared. Guards: a duplicate that
- * runs fn again, a waiter that returns before the result is set.
+ * its result and return value, all see shared; the same with the empty key
+ * given as NULL. Guards: a duplicate that runs fn again, a waiter that
+ * returns before the result is set, an empty key compared with memcmp from
+ * NULL (undefined: UBSan reports it under make asan).
  */
-TEST(duplicates_share_one_run)
+static void duplicates_share_one_run_for(const char *key)
 {
 	enum { N = 100 };
 	static weft_flight f;
@@ -64,7 +66,7 @@ TEST(duplicates_share_one_run)
 	ASSERT_EQ(weft_chan_make(&s.gate, 0, 0), 0);
 	weft_wg_add(&wg, N);
 	for (int i = 0; i < N; i++) {
-		cs[i] = (struct caller){.f = &f, .s = &s, .key = "k", .wg = &wg};
+		cs[i] = (struct caller){.f = &f, .s = &s, .key = key, .wg = &wg};
 		ASSERT_EQ(weft_go(call, &cs[i]), 0);
 	}
 	settle();
@@ -78,6 +80,12 @@ TEST(duplicates_share_one_run)
 	}
 	weft_chan_release(s.gate);
 	weft_flight_destroy(&f);
+}
+
+TEST(duplicates_share_one_run)
+{
+	duplicates_share_one_run_for("k");
+	duplicates_share_one_run_for(NULL);
 }
 
 /* Distinct keys do not wait for each other; a call after the first ended
