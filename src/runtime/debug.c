@@ -11,9 +11,11 @@
  *   fatal error: goroutine 17 stack overflow (stack 64 KiB, created at f.c:42)
  * and aborts. A SIGSEGV that the kernel sends because a signal's frame did
  * not fit on a nearly full goroutine stack (a handler of the program's own
- * without SA_ONSTACK) gets its own fatal error. Any other fault goes to the
- * handler that was installed before ours (a sanitizer's, or the default
- * action).
+ * without SA_ONSTACK) gets its own fatal error. Any other fault (SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL) goes to the handler that was installed before
+ * ours (a sanitizer's, or the program's); where that is the default action
+ * and a goroutine faulted, weft first says which one, where, and what
+ * created it, as Go does, and the process then dies of the signal.
  *
  * Backtraces walk frame pointers (the build keeps them), bounded by the
  * goroutine's stack, and name frames with dladdr (executables need -rdynamic
@@ -41,7 +43,7 @@
 
 volatile sig_atomic_t weft__dump_requested;
 
-static struct sigaction old_segv, old_bus, old_quit;
+static struct sigaction old_segv, old_bus, old_fpe, old_ill, old_quit;
 static int hog_signal = SIGURG;
 
 static const char *status_name(uint32_t st)
@@ -242,6 +244,14 @@ static void dump_for_fatal(void)
 
 /* ---------------------------------------------------------------- signals */
 
+/* Whether old is the default action (no handler of anyone else's). */
+static int is_default(const struct sigaction *old)
+{
+	if (old->sa_flags & SA_SIGINFO)
+		return !old->sa_sigaction;
+	return old->sa_handler == SIG_DFL;
+}
+
 static void chain(int sig, siginfo_t *si, void *uc, struct sigaction *old)
 {
 	if (old->sa_flags & SA_SIGINFO) {
@@ -253,8 +263,13 @@ static void chain(int sig, siginfo_t *si, void *uc, struct sigaction *old)
 		old->sa_handler(sig);
 		return;
 	}
-	/* Default action: restore it and let the fault happen again. */
+	/* Default action: restore it and let the fault happen again. A
+	 * signal that another process or thread sent (kill, tgkill, sigqueue)
+	 * will not happen again by itself: send it once more (not blocked:
+	 * SA_NODEFER). */
 	signal(sig, SIG_DFL);
+	if (si->si_code <= 0)
+		raise(sig);
 }
 
 /* The stack a signal's frame takes, plus some for its handler: the
@@ -275,6 +290,63 @@ static void no_room_for_signal(struct weft__g *g, uintptr_t left)
 	(void)r;
 	signal(SIGABRT, SIG_DFL);
 	abort();
+}
+
+static const char *signal_words(int sig)
+{
+	switch (sig) {
+	case SIGSEGV: return "SIGSEGV: segmentation violation";
+	case SIGBUS: return "SIGBUS: bus error";
+	case SIGFPE: return "SIGFPE: arithmetic exception";
+	case SIGILL: return "SIGILL: illegal instruction";
+	}
+	return "signal";
+}
+
+/*
+ * A fault in goroutine g that no handler of the program's own or a
+ * sanitizer's will report: say which goroutine faulted, where, and what
+ * created it, as Go's crash report does. The default action follows (the
+ * process dies of the signal, with its core dump). The fault is the
+ * thread's own doing, so the locks stdio and dladdr take are free, or held
+ * by this thread (both recursive), as in a dump.
+ */
+static void report_fault(struct weft__g *g, int sig, siginfo_t *si, void *ucv)
+{
+	char name[sizeof g->name];
+	for (size_t i = 0; i < sizeof name; i++)
+		name[i] = g->named ? g->name[i] : 0;
+	name[sizeof name - 1] = 0;
+	char why[64];
+	if (si->si_code > 0) /* a fault: the address it was at */
+		snprintf(why, sizeof why, "code %d, address %p", si->si_code, si->si_addr);
+	else
+		snprintf(why, sizeof why, "sent by process %ld", (long)si->si_pid);
+	fprintf(stderr, "unexpected signal %s (%s) in goroutine %llu%s%s%s:\n", signal_words(sig),
+		why, (unsigned long long)g->id, name[0] ? " \"" : "", name, name[0] ? "\"" : "");
+#if defined(__x86_64__) || defined(__aarch64__)
+	/* The faulting instruction (print_frame looks up the byte before a
+	 * return address), or, for a call through a null pointer, the
+	 * caller's return address: the word at sp (x86-64) or the link
+	 * register (aarch64). Then the frame chain from fp. */
+	uintptr_t pc = uc_pc(ucv), first = pc + 1;
+	if (!pc) {
+#if defined(__x86_64__)
+		uintptr_t sp = uc_sp(ucv);
+		first = sp >= (uintptr_t)g->stack_lo && sp + 8 <= (uintptr_t)g ? *(uintptr_t *)sp : 0;
+#else
+		first = (uintptr_t)((ucontext_t *)ucv)->uc_mcontext.regs[30];
+#endif
+	}
+	void *frames[MAX_FRAMES];
+	int n = walk_chain(g, uc_fp(ucv), (void *)first, frames, MAX_FRAMES);
+	for (int i = 0; i < n; i++)
+		print_frame(stderr, frames[i]);
+#else
+	(void)ucv;
+#endif
+	fprintf(stderr, "created at %s:%d\n", g->file ? g->file : "?", g->line);
+	fflush(stderr);
 }
 
 static void fault_handler(int sig, siginfo_t *si, void *ucv)
@@ -308,7 +380,13 @@ static void fault_handler(int sig, siginfo_t *si, void *ucv)
 			abort();
 		}
 	}
-	chain(sig, si, ucv, sig == SIGBUS ? &old_bus : &old_segv);
+	struct sigaction *old = sig == SIGBUS   ? &old_bus
+	                        : sig == SIGFPE ? &old_fpe
+	                        : sig == SIGILL ? &old_ill
+	                                        : &old_segv;
+	if (g && is_default(old))
+		report_fault(g, sig, si, ucv);
+	chain(sig, si, ucv, old);
 }
 
 static void quit_handler(int sig)
@@ -396,6 +474,8 @@ void weft__debug_init(void)
 	sa.sa_sigaction = fault_handler;
 	sigaction(SIGSEGV, &sa, &old_segv);
 	sigaction(SIGBUS, &sa, &old_bus);
+	sigaction(SIGFPE, &sa, &old_fpe);
+	sigaction(SIGILL, &sa, &old_ill);
 
 	struct sigaction q;
 	memset(&q, 0, sizeof q);

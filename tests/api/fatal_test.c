@@ -426,6 +426,108 @@ TEST_THREAD(stack_overflow_reported)
 	test_child_free(&c);
 }
 
+/* ---------------------------------------------------------------- faults */
+
+static int fault_kind; /* which fault the faulting goroutine makes */
+static int fault_line; /* where it was created */
+
+static void faulter(void *arg)
+{
+	(void)arg;
+	printf("gid=%llu\n", (unsigned long long)weft_self_id());
+	fflush(stdout);
+	if (fault_kind == 0) {
+		void (*volatile fn)(void) = NULL;
+		fn(); /* a call through a null pointer */
+	} else if (fault_kind == 1) {
+		volatile int num = 7, zero = 0; /* 1 / x compiles to no division */
+		printf("%d\n", num / zero);
+	} else {
+		raise(SIGSEGV); /* sent, not a fault: it will not happen again */
+	}
+	printf("survived\n");
+}
+
+static int fault_main(void *arg)
+{
+	(void)arg;
+	weft_wg wg = WEFT_WG_INIT;
+	weft_go_options o = {.name = "faulty"};
+	weft_wg_add(&wg, 1);
+	fault_line = __LINE__ + 1;
+	ASSERT_EQ(weft_go_opts(faulter, NULL, &o), 0);
+	printf("line=%d\n", fault_line);
+	fflush(stdout);
+	weft_wg_wait(&wg);
+	return 0;
+}
+
+CHILD(fault_null_call)
+{
+	fault_kind = 0;
+	return weft_main(fault_main, NULL);
+}
+
+CHILD(fault_divide_by_zero)
+{
+	fault_kind = 1;
+	return weft_main(fault_main, NULL);
+}
+
+CHILD(fault_raised)
+{
+	fault_kind = 2;
+	return weft_main(fault_main, NULL);
+}
+
+/*
+ * A goroutine that faults (a call through a null pointer, an integer
+ * division by zero) or raises SIGSEGV itself: the process dies of that
+ * signal (its core dump kept), and, with no handler of anyone else's (no
+ * sanitizer), stderr first says which signal, which goroutine (id and
+ * name), a backtrace, and the file:line that created it, as Go's crash
+ * report does. Guards: a bare "Segmentation fault" with no word of the
+ * goroutine; a raised SIGSEGV handed to the default action without being
+ * sent again (the goroutine went on: "survived").
+ */
+TEST_THREAD(faults_name_the_goroutine)
+{
+	static const struct {
+		const char *child;
+		int sig;
+		const char *words;
+	} cases[] = {
+		{"fault_null_call", SIGSEGV, "unexpected signal SIGSEGV"},
+		{"fault_divide_by_zero", SIGFPE, "unexpected signal SIGFPE"},
+		{"fault_raised", SIGSEGV, "unexpected signal SIGSEGV"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		test_child c;
+		test_child_run(cases[i].child, NULL, CHILD_TIMEOUT_MS, &c);
+		if (strstr(c.out, "survived"))
+			FAIL("%s: the goroutine went on after the signal", cases[i].child);
+		if (TEST_ASAN || TEST_TSAN) { /* the sanitizer reports, its way */
+			ASSERT(!c.exited || c.exit_code != 0);
+			test_child_free(&c);
+			continue;
+		}
+		ASSERT_CHILD_SIGNAL(&c, cases[i].sig);
+		unsigned long long gid = 0;
+		int line = 0;
+		const char *g = strstr(c.out, "gid=");
+		const char *l = strstr(c.out, "line=");
+		ASSERT(g && sscanf(g, "gid=%llu", &gid) == 1);
+		ASSERT(l && sscanf(l, "line=%d", &line) == 1);
+		char want[128];
+		ASSERT_CONTAINS(c.err, cases[i].words);
+		snprintf(want, sizeof want, "in goroutine %llu \"faulty\":", gid);
+		ASSERT_CONTAINS(c.err, want);
+		snprintf(want, sizeof want, "created at %s:%d", __FILE__, line);
+		ASSERT_CONTAINS(c.err, want);
+		test_child_free(&c);
+	}
+}
+
 /* ---------------------------------------------------------------- misuse */
 
 static int unlock_unlocked_main(void *arg)
