@@ -397,6 +397,15 @@ CHILD(stack_overflow)
 	return weft_main(overflow_main, NULL);
 }
 
+/* The goroutine id and creation line a child printed ("gid=", "line="). */
+static void child_gid_and_line(const test_child *c, unsigned long long *gid, int *line)
+{
+	const char *g = strstr(c->out, "gid=");
+	const char *l = strstr(c->out, "line=");
+	ASSERT(g && sscanf(g, "gid=%llu", gid) == 1);
+	ASSERT(l && sscanf(l, "line=%d", line) == 1);
+}
+
 /*
  * A goroutine with a 64 KiB stack recursing without bound: stderr says
  * "stack overflow" with the goroutine's id, "64 KiB" and the file:line that
@@ -409,12 +418,9 @@ TEST_THREAD(stack_overflow_reported)
 {
 	test_child c;
 	test_child_run("stack_overflow", NULL, CHILD_TIMEOUT_MS, &c);
-	unsigned long long gid = 0;
-	int line = 0;
-	const char *g = strstr(c.out, "gid=");
-	const char *l = strstr(c.out, "line=");
-	ASSERT(g && sscanf(g, "gid=%llu", &gid) == 1);
-	ASSERT(l && sscanf(l, "line=%d", &line) == 1);
+	unsigned long long gid;
+	int line;
+	child_gid_and_line(&c, &gid, &line);
 	ASSERT_CHILD_SIGNAL(&c, SIGABRT);
 	char want[128];
 	ASSERT_CONTAINS(c.err, "stack overflow");
@@ -512,12 +518,9 @@ TEST_THREAD(faults_name_the_goroutine)
 			continue;
 		}
 		ASSERT_CHILD_SIGNAL(&c, cases[i].sig);
-		unsigned long long gid = 0;
-		int line = 0;
-		const char *g = strstr(c.out, "gid=");
-		const char *l = strstr(c.out, "line=");
-		ASSERT(g && sscanf(g, "gid=%llu", &gid) == 1);
-		ASSERT(l && sscanf(l, "line=%d", &line) == 1);
+		unsigned long long gid;
+		int line;
+		child_gid_and_line(&c, &gid, &line);
 		char want[128];
 		ASSERT_CONTAINS(c.err, cases[i].words);
 		snprintf(want, sizeof want, "in goroutine %llu \"faulty\":", gid);
