@@ -68,7 +68,9 @@ typedef struct weft_wg {
 /*
  * weft_wg_add - add delta (which may be negative) to the counter. When it
  * reaches zero, every waiter is released. A counter that goes negative is a
- * fatal error ("sync: negative WaitGroup counter").
+ * fatal error ("sync: negative WaitGroup counter"), and so is a delta beyond
+ * the counter's 32 bits, as in Go ("sync: WaitGroup delta ... out of
+ * range").
  * Blocks: no. Thread-safety: any thread, concurrently with everything.
  */
 WEFT_API void weft_wg_add(weft_wg *wg, int64_t delta);
@@ -269,7 +271,8 @@ typedef struct weft_sem {
 WEFT_API int weft_sem_init(weft_sem *s, int64_t n);
 /*
  * weft_sem_acquire - take n tokens, waiting until they are free and every
- * earlier waiter is served. n must be >= 0; asking for more than the
+ * earlier waiter is served. n must be >= 0 (a negative n, here and in every
+ * acquire and release below, is a fatal error naming it); asking for more than the
  * capacity waits forever (the _until and context forms give up), on its own:
  * it never queues, so it holds up no other waiter. Returns 0.
  * Blocks: yes. Thread-safety: any thread.
