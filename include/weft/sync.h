@@ -271,10 +271,11 @@ typedef struct weft_sem {
 WEFT_API int weft_sem_init(weft_sem *s, int64_t n);
 /*
  * weft_sem_acquire - take n tokens, waiting until they are free and every
- * earlier waiter is served. n must be >= 0 (a negative n, here and in every
- * acquire and release below, is a fatal error naming it); asking for more than the
- * capacity waits forever (the _until and context forms give up), on its own:
- * it never queues, so it holds up no other waiter. Returns 0.
+ * earlier waiter is served. n must be >= 0 (a negative n, here and in
+ * every acquire and release below, is a fatal error naming it); asking for
+ * more than the capacity waits forever (the _until and context forms give
+ * up), on its own: it never queues, so it holds up no other waiter.
+ * Returns 0.
  * Blocks: yes. Thread-safety: any thread.
  */
 WEFT_API int weft_sem_acquire(weft_sem *s, int64_t n);
