@@ -181,8 +181,10 @@ typedef struct weft_workpool_config {
 	 * queued and running job is cancelled and submit fails with ECANCELED;
 	 * the pool must still be shut down or freed. */
 	weft_ctx *ctx;
-	/* A run-time limit for every job that has no deadline of its own: each
-	 * such job's context expires job_timeout_ns after it starts. 0: none. */
+	/* A run-time limit for every job that has no timeout_ns of its own:
+	 * each such job's context expires job_timeout_ns after it starts, or
+	 * at its own deadline (deadline_ns, the submitter's context's) if that
+	 * is earlier. 0: none. */
 	int64_t job_timeout_ns;
 	/* Structured logs: one logfmt line per job start and end, e.g.
 	 *   ts=2026-11-22T18:33:23.123456Z pool=img event=end job=17 worker=3

@@ -317,7 +317,13 @@ static int emit_ordered(weft_pipeline_emitter *em, void *item)
 	weft_pipeline *p = em->p;
 	struct stage *st = em->st;
 	struct slot *s = em->slot;
-	int r = 0;
+	/* As pass_on: a stopping pipeline takes no more items, also not into
+	 * the slot of an item that is ahead of its turn. */
+	int r = weft_ctx_err(p->ctx);
+	if (r) {
+		drop(st->out, item);
+		return r;
+	}
 
 	weft_mutex_lock(&st->mu);
 	for (;;) {

@@ -980,6 +980,10 @@ static void note_producer(struct weft_workpool *p, uintptr_t self, uint64_t pos)
 		try_bias(p, self);
 }
 
+/* For tests: called by a submit right after it has published its job, the
+ * moment from which a shutdown may drain it and the owner free the pool. */
+void (*weft__workpool_published_hook)(void);
+
 /*
  * Every HANDOFF submits: on one P, a woken or spinning worker cannot run
  * until the submitter blocks, which it would do only when the queue is full;
@@ -1074,6 +1078,17 @@ static inline __attribute__((always_inline)) int submit(struct weft_workpool *p,
 	 * CAS (a full barrier); the owner, after publishing (with no barrier:
 	 * a parking worker runs the heavy barrier when it sees BIASED). */
 	bool parked = !biased && atomic_load_explicit(&p->wake_count, SC) < 0;
+	/* Once the job is published, a shutdown may drain it, the workers may
+	 * exit and the owner may free the pool before this call returns: a
+	 * submit that still looks at the pool after publishing (to wake a
+	 * worker, to hand off) holds a reference. Until the publish the pool
+	 * cannot go: no worker leaves while a claimed ticket is unpublished
+	 * (has_jobs), and a close waits for a biased owner (bias_busy). */
+	bool due = UNLIKELY((pos & (HANDOFF - 1)) == HANDOFF - 1);
+	if (!held && (parked || due)) {
+		atomic_fetch_add_explicit(&p->refs, 1, SC);
+		held = true;
+	}
 
 	uint32_t flags = 0;
 	uint64_t sm = atomic_load_explicit(&p->smask, RLX);
@@ -1096,20 +1111,26 @@ static inline __attribute__((always_inline)) int submit(struct weft_workpool *p,
 	atomic_store_explicit(&s->flags, flags, RLX);
 	/* Publish: pairs with the consumer's acquire load of seq. */
 	atomic_store_explicit(&s->seq, (uint32_t)(pos + 1), REL);
+	if (UNLIKELY(weft__workpool_published_hook != NULL))
+		weft__workpool_published_hook();
 	if (biased) {
 		if (UNLIKELY(p->chaos) && (pos & 15) == 0)
 			sched_yield();
 		atomic_store_explicit(&p->tail, (pos + 1) | BIASED, REL);
 		atomic_signal_fence(SC);
+		parked = atomic_load_explicit(&p->wake_count, SC) < 0;
+		if (parked && !held) {
+			atomic_fetch_add_explicit(&p->refs, 1, SC);
+			held = true;
+		}
 		/* Pairs with revoke_bias()'s acquire load of bias_busy. */
 		atomic_store_explicit(&p->bias_busy, 0, REL);
-		parked = atomic_load_explicit(&p->wake_count, SC) < 0;
 	}
 	/* (wake_worker looks at nspinning again; this look saves the call.
 	 * Sequentially consistent: it is part of the Dekker pair.) */
 	if (parked && atomic_load_explicit(&p->nspinning, SC) == 0)
 		wake_worker(p);
-	if (UNLIKELY((pos & (HANDOFF - 1)) == HANDOFF - 1))
+	if (due)
 		handoff(p);
 	if (id)
 		*id = pos + 1;
@@ -1318,7 +1339,10 @@ static void steer_sampling(struct weft_workpool *p, struct worker *w, int64_t ru
 static int classify(int err, int64_t deadline, int64_t end, weft_ctx *jc, int *out_err)
 {
 	int ce = weft_ctx_err(jc);
-	if ((deadline && end >= deadline) || ce == ETIMEDOUT) {
+	/* The job's deadline: its own, its timeout's, its submitter's
+	 * context's (all in deadline). A deadline of the pool's parent context
+	 * also expires jc, but that is the pool shutting down: cancelled. */
+	if (deadline && end >= deadline) {
 		*out_err = ETIMEDOUT;
 		return WEFT_WORKPOOL_TIMED_OUT;
 	}
@@ -1990,7 +2014,10 @@ static bool is_idle(struct weft_workpool *p)
 		for (int s = 1; s < NSTAT; s++)
 			fin += atomic_load_explicit(&w->count[s], SC);
 	uint64_t t = atomic_load_explicit(&p->tail, SC) & TICKETS;
-	return (uint64_t)fin == t;
+	/* More finished than tail says: the biased owner has published a
+	 * job (which has run) and not yet stored tail; nobody notifies
+	 * after that store, so this is idle too. */
+	return (uint64_t)fin >= t;
 }
 
 static int wait_idle(weft_workpool *p, int64_t deadline, weft_ctx *ctx)

@@ -883,6 +883,64 @@ TEST(external_cancellation)
 	EXPECT_ALL_FREED();
 }
 
+static atomic_int late_emit = -1; /* what the emit after the cancel said */
+
+static int gen_two(weft_ctx *ctx, void *arg, weft_pipeline_emitter *em)
+{
+	(void)ctx;
+	(void)arg;
+	for (int i = 0; i < 2; i++)
+		if (weft_pipeline_emit(em, &i))
+			return 0;
+	return 0;
+}
+
+/* Item 0 holds the head of the ordered window until item 1, ahead of its
+ * turn, has emitted after the cancel. */
+static int flat_emit_late(weft_ctx *ctx, void *arg, void *in, weft_pipeline_emitter *em)
+{
+	(void)arg;
+	int v = *(int *)in;
+	if (v == 0) {
+		while (atomic_load(&late_emit) == -1)
+			weft_sleep(TEST_MS);
+		return 0;
+	}
+	while (!weft_ctx_err(ctx))
+		weft_sleep(TEST_MS);
+	atomic_store(&late_emit, weft_pipeline_emit(em, &v));
+	return 0;
+}
+
+static void cancel_after_20ms(void *arg)
+{
+	weft_sleep(20 * TEST_MS);
+	weft_pipeline_cancel(arg);
+}
+
+/*
+ * An emit in an ordered flatmap stage, by an item that is not at the head of
+ * the window, once the pipeline is cancelled, returns the context's error,
+ * as every emit on a stopping pipeline does. Guards: the item stored in its
+ * slot regardless (emit said 0, and the item was dropped later).
+ */
+TEST(ordered_emit_after_cancel_fails)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	weft_pipeline *p = NULL;
+	weft_pipeline_source src = {.gen = gen_two, .item_size = sizeof(int)};
+	ASSERT_EQ(weft_pipeline_new(&p, NULL, &src), 0);
+	weft_pipeline_stage st = {.flatmap = flat_emit_late, .out_size = sizeof(int), .workers = 2,
+	                          .ordered = true};
+	ASSERT_EQ(weft_pipeline_add(p, &st), 0);
+	ASSERT_EQ(weft_pipeline_start(p, NULL), 0);
+	ASSERT_EQ(weft_go(cancel_after_20ms, p), 0);
+	ASSERT_EQ(weft_pipeline_wait(p), ECANCELED);
+	weft_pipeline_free(p);
+	ASSERT_EQ(atomic_load(&late_emit), ECANCELED);
+	EXPECT_ALL_FREED();
+}
+
 static atomic_int cancelled_calls;
 
 static int gen_counting(weft_ctx *ctx, void *arg, weft_pipeline_emitter *em)

@@ -1112,6 +1112,46 @@ TEST(parent_context_cancels_the_pool)
 	EXPECT_ALL_FREED();
 }
 
+static int wait_for_its_context(weft_ctx *ctx, void *arg, void **result)
+{
+	(void)arg;
+	(void)result;
+	weft_ctx_wait(ctx);
+	return weft_ctx_err(ctx);
+}
+
+static _Atomic int parent_status[3];
+
+static void note_status(const weft_workpool_result *r, void *arg)
+{
+	(void)arg;
+	atomic_store(&parent_status[(uintptr_t)r->arg], r->status);
+}
+
+/*
+ * The pool's parent context reaching its deadline shuts the pool down at
+ * once: the running jobs are CANCELED, also one with a timeout of its own
+ * (10 s away). Guards: a job's status taken from its context's error alone
+ * (ETIMEDOUT through the parent), which called that job TIMED_OUT and the
+ * plain one CANCELED.
+ */
+TEST(parent_deadline_cancels_jobs_with_timeouts_too)
+{
+	weft_ctx *parent = NULL;
+	ASSERT_EQ(weft_ctx_with_timeout(weft_ctx_background(), 30 * MS, &parent), 0);
+	weft_workpool_config cfg = {.workers = 2, .on_result = note_status, .ctx = parent};
+	weft_workpool *p = new_pool(&cfg);
+	ASSERT_EQ(weft_workpool_submit(p, wait_for_its_context, (void *)1, NULL), 0);
+	weft_workpool_job j = {.fn = wait_for_its_context, .arg = (void *)2, .timeout_ns = 10 * SEC};
+	ASSERT_EQ(weft_workpool_submit_job(p, &j, NULL), 0);
+	ASSERT_EQ(weft_workpool_shutdown(p, WEFT_WORKPOOL_DRAIN, weft_now() + PROMPT_NS), 0);
+	weft_workpool_free(p);
+	weft_ctx_release(parent);
+	ASSERT_EQ(atomic_load(&parent_status[1]), WEFT_WORKPOOL_CANCELED);
+	ASSERT_EQ(atomic_load(&parent_status[2]), WEFT_WORKPOOL_CANCELED);
+	EXPECT_ALL_FREED();
+}
+
 /*
  * A pool given a parent context that is never cancelled answers a submit
  * after its shutdown with EPIPE, as any pool does: after a graceful shutdown
@@ -1216,6 +1256,47 @@ TEST(free_after_shutdown_while_a_submitter_waits)
 			ASSERT_EQ(err, EPIPE);
 		}
 	}
+	EXPECT_ALL_FREED();
+}
+
+extern void (*weft__workpool_published_hook)(void);
+
+static weft_workpool *published_pool;
+
+static void shut_down_and_free(void *arg)
+{
+	(void)arg;
+	ASSERT_EQ(weft_workpool_shutdown(published_pool, WEFT_WORKPOOL_DRAIN,
+	                                 weft_now() + PROMPT_NS), 0);
+	weft_workpool_free(published_pool);
+}
+
+/* Inside the submit, right after it published its job: the owner shuts the
+ * pool down (the job drains) and frees it, all before the submit goes on. */
+static void owner_frees_now(void)
+{
+	weft__workpool_published_hook = NULL;
+	pthread_t th;
+	test_start_thread(&th, shut_down_and_free, NULL);
+	test_join_thread(th);
+}
+
+/*
+ * A submit that finds a parked worker publishes its job and then wakes the
+ * worker; a shutdown that drains the job and a free by the owner may come in
+ * between (the header allows a free while submits are in progress). The
+ * submit must not touch the freed pool: it holds a reference from before the
+ * publish. Guards: a submit that read the pool's spinning count and woke a
+ * worker through freed memory (ASan, make asan: heap-use-after-free).
+ */
+TEST_THREAD(submit_outlives_a_free_right_after_it_published)
+{
+	weft_workpool_config cfg = {.workers = 1};
+	published_pool = new_pool(&cfg);
+	weft_sleep(20 * MS); /* the worker finds nothing and parks */
+	weft__workpool_published_hook = owner_frees_now;
+	ASSERT_EQ(weft_workpool_submit(published_pool, ok_job, NULL, NULL), 0);
+	ASSERT(weft__workpool_published_hook == NULL);
 	EXPECT_ALL_FREED();
 }
 
