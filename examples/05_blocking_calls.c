@@ -16,7 +16,7 @@
  * reads from a pipe that stays empty for 200 ms; a ticker goroutine and main
  * go on running meanwhile, and main is the one that finally writes to the
  * pipe. (A pipe stands in for any call that blocks for a while; for pipes and
- * sockets weft's own I/O functions will park the goroutine instead.)
+ * sockets, weft_fd_open() and weft_read() park only the goroutine instead.)
  *
  * Run: ./05_blocking_calls
  */

@@ -4,11 +4,11 @@
  * weft_ticker (Go's time.After, time.Timer and time.Ticker); and
  * weft_after_func() (time.AfterFunc), a timer that starts a goroutine.
  *
- * Each of them delivers the time on a channel (int64_t elements, the
+ * Each but the last delivers the time on a channel (int64_t elements, the
  * weft_now() reading when it fired), so waiting for a moment is just a
  * receive, and it mixes with other channels in a select.
  *
- * Four parts:
+ * Five parts:
  *  1. weft_after(d): a channel that receives one value d from now.
  *  2. a Timer: the same, but it can be stopped before it fires, and reset to
  *     fire again. After weft_timer_stop() no stale value can be received.

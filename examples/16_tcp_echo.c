@@ -27,7 +27,7 @@
  *    nothing for that long gets ETIMEDOUT on the server side and is dropped.
  *  - shutdown: Go stops the loop with ln.Close() from another goroutine; the
  *    garbage collector keeps the closed listener a valid object whose Accept
- *    says "use of closed connection". weft can do the same when the accept
+ *    says "use of closed network connection". weft can do the same when the accept
  *    loop holds a reference of its own (weft_fd_retain: a call on a closed
  *    weft_fd then returns EBADF). Here the server uses a context instead,
  *    which also reaches the connections: the accept loop and every

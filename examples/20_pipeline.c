@@ -19,7 +19,7 @@
  * worker count, ordered or not, a channel buffer) and a sink.
  *
  *  1. 2,000 orders, as CSV text lines, go through parse (3 workers) and
- *     price (2 workers, one slow order among them); both stages keep input
+ *     price (2 workers; every 199th order is slow); both stages keep input
  *     order, so the aggregating sink sees orders 1, 2, 3, ... although the
  *     workers finish them out of order. The totals are checked against a
  *     plain loop over the same lines.

@@ -16,7 +16,7 @@
  *   sink    prints "<hex>  <path>" as sha256sum does (a file that cannot be
  *           read is reported on stderr, like sha256sum, and the run goes on)
  *
- * Go's equivalent is the "parallel digestion" program of the "Pipelines and
+ * Go's equivalent is the "bounded parallelism" program of the "Pipelines and
  * cancellation" article (a walker goroutine, a fixed number of digesters,
  * results merged), with crypto/sha256 where C uses a well-kept library.
  *

@@ -6,9 +6,12 @@
  * are in weft/context.h.)
  *
  * These are value types: embed them anywhere; all-zero is ready to use (static
- * storage, calloc, or `= {0}`), so no init call exists. As in Go, a value must
- * not be copied after first use. No destroy call is needed either: when no
- * goroutine or thread uses one any more, its memory may simply be reused.
+ * storage, calloc, or `= {0}`), except a Semaphore, which needs its capacity
+ * (WEFT_SEM_INIT(n) or weft_sem_init()), and a Pool its constructor
+ * (WEFT_POOL_INIT). As in Go, a value must not be copied after first use.
+ * Map, Pool and singleflight hold memory, which their _destroy call frees;
+ * the others need no destroy call: when no goroutine or thread uses one any
+ * more, its memory may simply be reused.
  *
  * "Uses" includes a call that has yet to return. As in Go, a call that lets
  * another party in (an unlock, a release, a signal) may still touch the value

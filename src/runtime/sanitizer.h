@@ -11,7 +11,8 @@
  * goroutines are then ordered only by real synchronisation, which the
  * runtime declares with weft__race_release/acquire: weft_go (the spawner
  * before the child), WaitGroup (every Add/Done before the Wait that
- * returns), Mutex (an Unlock before the next Lock). So a race between
+ * returns), Mutex (an Unlock before the next Lock), and likewise every other
+ * sync primitive, channels, timers, contexts and the poller. So a race between
  * goroutines is reported even when both run on one thread, one after the
  * other, exactly as `go test -race` reports it.
  * AddressSanitizer: each switch is bracketed by start/finish_switch_fiber

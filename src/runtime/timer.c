@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * timer.c - per-P timer heaps: the clock behind weft_sleep and, later, every
+ * timer.c - per-P timer heaps: the clock behind weft_sleep and every
  * deadline in weft (channel receives, I/O, contexts).
  *
- * Design. Each P owns one 4-ary min-heap keyed by deadline. Go went from one
+ * Design. Each P owns one 4-ary min-heap keyed by deadline, and a FIFO lane
+ * (below). Go went from one
  * global heap (a contended lock on every sleep) to per-P heaps for the same
  * reason we start there. The heap has its own lock rather than being owned
  * lock-free by the P, because three other parties must be able to fire a P's
