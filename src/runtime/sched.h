@@ -469,6 +469,10 @@ size_t weft__page_size(void);
 /* ---------------------------------------------------------------- internal to runtime */
 
 void weft__sysmon_start(void);
+/* sysmon's tick now, in us (20 while busy, up to 10,000 after a quiet
+ * spell); and a wake for it, which puts its tick back to 20 us. */
+extern uint32_t weft__sysmon_tick_us;
+void weft__sysmon_kick(void);
 void weft__debug_init(void);
 void weft__signals_init_thread(struct weft__m *m);
 /* Give back what weft__signals_init_thread took, as the M's thread exits. */

@@ -5,7 +5,9 @@
  *
  * Each tick it:
  *  - retakes the P of an M blocked in a weft_blocking_begin/end call that
- *    has lasted a whole tick (>= 20 us) and hands it to another M;
+ *    has lasted a whole tick (>= 20 us) and hands it to another M (a call
+ *    that starts with goroutines queued on its P, while the tick has backed
+ *    off, wakes sysmon to tick fast: weft__sysmon_kick);
  *  - notices a P that has run the same G for over 10 ms: it cannot preempt C
  *    code, so it moves that P's queued goroutines to the global queue and
  *    fires its overdue timers, so the others run elsewhere and sleepers wake
@@ -348,6 +350,15 @@ static void schedtrace(int64_t now, int64_t start)
 	fputs(line, stderr);
 }
 
+uint32_t weft__sysmon_tick_us = 20; /* atomic */
+static uint32_t kicked;              /* atomic: a futex word sysmon sleeps on */
+
+void weft__sysmon_kick(void)
+{
+	if (!__atomic_exchange_n(&kicked, 1, __ATOMIC_SEQ_CST))
+		weft__futex_wake(&kicked, 1);
+}
+
 static void *sysmon_main(void *arg)
 {
 	(void)arg;
@@ -356,8 +367,15 @@ static void *sysmon_main(void *arg)
 	int64_t delay_us = 20;
 	int idle_ticks = 0;
 	for (;;) {
+		__atomic_store_n(&weft__sysmon_tick_us, (uint32_t)delay_us, __ATOMIC_RELAXED);
 		struct timespec ts = { 0, delay_us * 1000 };
-		nanosleep(&ts, NULL);
+		weft__futex_wait(&kicked, 0, &ts);
+		/* Kicked by a blocking call with goroutines queued behind it:
+		 * tick fast again, so its P is retaken within ~20 us. */
+		if (__atomic_exchange_n(&kicked, 0, __ATOMIC_SEQ_CST)) {
+			delay_us = 20;
+			idle_ticks = 0;
+		}
 		int64_t now = weft_now();
 		__atomic_store_n(&weft__coarse_now, now, __ATOMIC_RELAXED);
 		if (weft__dump_requested) {
