@@ -50,6 +50,13 @@ static inline __attribute__((always_inline)) int case_ok(const weft_case *cs)
 	return cs->dir == WEFT_SEND && (cs->elem || !cs->chan->elemsize);
 }
 
+/* A send case without an element (to be looked at more closely): the quick
+ * test of the two-case path, without a branch. */
+static inline __attribute__((always_inline)) int no_elem(const weft_case *cs)
+{
+	return (cs->dir == WEFT_SEND) & (cs->elem == NULL);
+}
+
 static int case_cmp_chan(const weft_case *cases, int a, int b)
 {
 	uintptr_t x = (uintptr_t)cases[a].chan, y = (uintptr_t)cases[b].chan;
@@ -164,7 +171,10 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 	struct weft__m *m = weft__m_get();
 	int np = 0;
 	uint64_t rnd = 0;
-	if (n == 2 && cases[0].chan && cases[1].chan && case_ok(&cases[0]) && case_ok(&cases[1])) {
+	if (n == 2 && cases[0].chan && cases[1].chan &&
+	    (cases[0].dir == WEFT_RECV || cases[0].dir == WEFT_SEND) &&
+	    (cases[1].dir == WEFT_RECV || cases[1].dir == WEFT_SEND) &&
+	    WEFT_LIKELY(!no_elem(&cases[0]) & !no_elem(&cases[1]))) {
 		/* The common select of two: one random bit orders them. */
 		int first = (int)(weft__fastrand_m(m) >> 63);
 		s->poll[0] = first;
