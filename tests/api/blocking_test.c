@@ -718,6 +718,18 @@ TEST(regular_files_on_blocking_path)
 
 static atomic_llong func_ran_at;
 
+/* The time a goroutine stored at *at, waiting up to 2 s for it to run;
+ * fails if it never does. */
+static int64_t wait_for_stamp(atomic_llong *at)
+{
+	int64_t ran;
+	for (int64_t give_up = weft_now() + 2000 * TEST_MS;
+	     (ran = atomic_load(at)) == 0 && weft_now() < give_up;)
+		weft_sleep(TEST_MS);
+	ASSERT(ran != 0);
+	return ran;
+}
+
 static void note_when(void *arg)
 {
 	(void)arg;
@@ -733,7 +745,10 @@ static void note_when(void *arg)
  * the deadline). It must fire on time: entering the call hands the P's
  * timers to the timer M's watch. The median of 7 trials; the bound holds in
  * release builds only (a sanitizer's or an emulator's slowdown is larger
- * than the lateness it guards against).
+ * than the lateness it guards against). One trial may run past the call's
+ * end on a loaded machine (chaos soak, load 3-4 on 2 CPUs: 6 of about 300
+ * runs had one trial whose function had not run 37 ms after its deadline,
+ * the other trials 0.1 ms late): it is waited for and counted as late.
  */
 static int cmp_i64(const void *a, const void *b)
 {
@@ -760,8 +775,11 @@ TEST(timer_started_before_a_blocking_call_fires_on_time)
 		weft_blocking_begin();
 		usleep(40000);
 		weft_blocking_end();
-		int64_t ran = atomic_load(&func_ran_at);
-		ASSERT(ran != 0);
+		/* Normally it ran long ago; on a loaded machine the threads that
+		 * fire it (the timer M, sysmon's retake) may wait for a CPU past
+		 * the call's end: then it is late, which the median judges, and
+		 * only a function that never runs fails here. */
+		int64_t ran = wait_for_stamp(&func_ran_at);
 		late[r] = ran - t0 - d;
 		printf("    the timer's function ran %.2f ms late\n", late[r] / 1e6);
 		weft_timer_free(t);
@@ -803,9 +821,7 @@ TEST(blocking_call_after_a_quiet_spell_hands_off_promptly)
 		weft_blocking_begin();
 		usleep(40000);
 		weft_blocking_end();
-		int64_t ran = atomic_load(&queued_ran_at);
-		ASSERT(ran != 0);
-		int64_t wait = ran - t0;
+		int64_t wait = wait_for_stamp(&queued_ran_at) - t0; /* as above */
 		printf("    the queued goroutine ran %.2f ms into the call\n", wait / 1e6);
 		if (wait < best)
 			best = wait;

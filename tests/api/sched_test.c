@@ -291,40 +291,61 @@ TEST(yield_round_robin_at_1p)
 struct spread {
 	_Atomic int64_t from, until; /* count yields in [from, until), then stop */
 	atomic_long yields[WEFT_MAX_PROCS];
+	_Atomic int64_t gap; /* the longest a yielder did not run in [from, until) */
 	weft_wg wg;
 };
 
 static void spread_yielder(void *arg)
 {
 	struct spread *s = arg;
+	int64_t from = atomic_load(&s->from), until = atomic_load(&s->until);
+	int64_t last = from;
 	for (;;) {
 		int64_t now = weft_now();
-		if (now >= atomic_load(&s->until))
+		if (now >= from) {
+			int64_t seen = now < until ? now : until;
+			int64_t gap = atomic_load(&s->gap);
+			while (seen - last > gap &&
+			       !atomic_compare_exchange_weak(&s->gap, &gap, seen - last)) {
+			}
+			last = seen;
+		}
+		if (now >= until)
 			break;
 		int p = weft_self_proc();
-		if (now >= atomic_load(&s->from) && p >= 0 && p < WEFT_MAX_PROCS)
+		if (now >= from && p >= 0 && p < WEFT_MAX_PROCS)
 			atomic_fetch_add(&s->yields[p], 1);
 		weft_yield();
 	}
 	weft_wg_done(&s->wg);
 }
 
+enum { SPREAD_FROM_MS = 3, SPREAD_UNTIL_MS = 25 };
+
 /* One trial: two yielders spawned here, counted from 3 to 25 ms after the
  * spawns while this goroutine waits for them. Returns 1 if one P ran none
- * of the counted yields. */
+ * of the counted yields, 0 if both did, -1 if the trial tells nothing: a
+ * yielder went half the window or more without running. Two yielders
+ * taking turns on one P each run every microsecond or so; a gap that long
+ * is the OS keeping a thread that owns a P off the CPU (a loaded machine:
+ * the yielder on the other P waited with its thread in the kernel's run
+ * queue, in state R, while the first yielded alone). */
 static int spread_trial(void)
 {
 	static struct spread s;
 	for (int i = 0; i < WEFT_MAX_PROCS; i++)
 		atomic_store(&s.yields[i], 0);
+	atomic_store(&s.gap, 0);
 	s.wg = (weft_wg)WEFT_WG_INIT;
 	weft_wg_add(&s.wg, 2);
 	int64_t now = weft_now();
-	atomic_store(&s.from, now + 3 * WEFT_MILLISECOND);
-	atomic_store(&s.until, now + 25 * WEFT_MILLISECOND);
+	atomic_store(&s.from, now + SPREAD_FROM_MS * WEFT_MILLISECOND);
+	atomic_store(&s.until, now + SPREAD_UNTIL_MS * WEFT_MILLISECOND);
 	GO(spread_yielder, &s);
 	GO(spread_yielder, &s);
 	weft_wg_wait(&s.wg);
+	if (atomic_load(&s.gap) * 2 >= (SPREAD_UNTIL_MS - SPREAD_FROM_MS) * WEFT_MILLISECOND)
+		return -1;
 	long y0 = atomic_load(&s.yields[0]), y1 = atomic_load(&s.yields[1]);
 	return y0 + y1 > 0 && (y0 == 0 || y1 == 0);
 }
@@ -338,19 +359,33 @@ static int spread_trial(void)
  * from 3 to 25 ms (with the yields waking it, a split takes microseconds;
  * the 22 ms window is there for a loaded machine, where the woken P's
  * thread may wait for a CPU: CI's asan step once saw 5 of 40 trials with a
- * 7 ms window). Guards: a yield that never wakes an idle P: 27% of trials
- * then stay on one P (33 of 120 measured), and 7 or more of 60 do with
- * probability 0.999.
+ * 7 ms window). A trial in which a yielder went half the window without
+ * running is not counted and is run again (at most 4 x 60 trials in all):
+ * at a load of 4 on 2 CPUs, the thread owning the other P, with a yielder
+ * on it, sat in the kernel's run queue for over 20 ms in 7 of 60 trials of
+ * a chaos soak run (seed 20), which failed. Guards: a yield that never
+ * wakes an idle P: 27% of trials then stay on one P (33 of 120 measured),
+ * and 7 or more of 60 do with probability 0.999.
  */
 TEST(yielders_spread_to_an_idle_p)
 {
 	ASSERT_EQ(weft_set_procs(2, NULL), 0);
 	enum { TRIALS = 60 };
-	int stuck = 0;
-	for (int t = 0; t < TRIALS; t++)
-		stuck += spread_trial();
-	printf("    trials with one P idle: %d of %d\n", stuck, TRIALS);
-	ASSERT_LE(stuck, 6);
+	int stuck = 0, counted = 0, disturbed = 0;
+	while (counted < TRIALS && counted + disturbed < 4 * TRIALS) {
+		int r = spread_trial();
+		if (r < 0) {
+			disturbed++;
+			continue;
+		}
+		counted++;
+		stuck += r;
+	}
+	printf("    trials with one P idle: %d of %d (and %d not counted: a yielder "
+	       "off the CPU)\n",
+	       stuck, counted, disturbed);
+	ASSERT_GE(counted, TRIALS / 2);
+	ASSERT_LE(stuck * TRIALS, 6 * counted); /* at most 6 of 60 */
 }
 
 /* ---------------------------------------------------------------- runnext fairness */
