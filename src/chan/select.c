@@ -174,7 +174,7 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 	if (n == 2 && cases[0].chan && cases[1].chan &&
 	    (cases[0].dir == WEFT_RECV || cases[0].dir == WEFT_SEND) &&
 	    (cases[1].dir == WEFT_RECV || cases[1].dir == WEFT_SEND) &&
-	    WEFT_LIKELY(!no_elem(&cases[0]) & !no_elem(&cases[1]))) {
+	    WEFT_LIKELY(!(no_elem(&cases[0]) | no_elem(&cases[1])))) {
 		/* The common select of two: one random bit orders them. */
 		int first = (int)(weft__fastrand_m(m) >> 63);
 		s->poll[0] = first;
