@@ -41,20 +41,20 @@ struct sel_scratch {
 	struct weft__sudog *sg; /* one per case */
 };
 
-/* Whether a case with a channel is well formed: a known direction, and a
- * send case has an element to send unless the elements are empty. */
-static inline __attribute__((always_inline)) int case_ok(const weft_case *cs)
-{
-	if (cs->dir == WEFT_RECV)
-		return 1;
-	return cs->dir == WEFT_SEND && (cs->elem || !cs->chan->elemsize);
-}
-
-/* A send case without an element (to be looked at more closely): the quick
- * test of the two-case path, without a branch. */
+/* A send case without an element: an error unless the channel's elements
+ * are empty (case_ok). The two-case path tests it for both cases at once,
+ * without a branch or a load of the channel. */
 static inline __attribute__((always_inline)) int no_elem(const weft_case *cs)
 {
 	return (cs->dir == WEFT_SEND) & (cs->elem == NULL);
+}
+
+/* Whether a case with a channel is well formed: a known direction, and an
+ * element to send unless the elements are empty. */
+static inline __attribute__((always_inline)) int case_ok(const weft_case *cs)
+{
+	return (cs->dir == WEFT_RECV || cs->dir == WEFT_SEND) &&
+	       !(no_elem(cs) && cs->chan->elemsize);
 }
 
 static int case_cmp_chan(const weft_case *cases, int a, int b)
