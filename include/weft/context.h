@@ -239,9 +239,10 @@ WEFT_API int weft_errgroup_init(weft_errgroup *g, weft_ctx *parent, weft_ctx **c
 WEFT_API void weft_errgroup_set_limit(weft_errgroup *g, int n);
 /*
  * weft_errgroup_go - run fn(ctx, arg) in a new goroutine. With a limit, waits
- * first until fewer than the limit run. Returns 0, or EINVAL (fn is NULL) or
- * an error from weft_go() (EAGAIN, ENOMEM): then fn is not run, and the error
- * also counts as the group's (cancelling it). Blocks: yes, with a limit.
+ * first until fewer than the limit run. Returns 0, or EINVAL (fn is NULL: at
+ * once, without waiting for a slot) or an error from weft_go() (EAGAIN,
+ * ENOMEM): then fn is not run, and the error also counts as the group's
+ * (cancelling it). Blocks: yes, with a limit.
  */
 WEFT_API int weft_errgroup_go(weft_errgroup *g, weft_errgroup_fn fn, void *arg);
 /* weft_errgroup_trygo - weft_errgroup_go() that returns EAGAIN instead of

@@ -62,10 +62,10 @@ static void run(void *arg)
 	weft_wg_done(&g->wg_);
 }
 
-static int start(weft_errgroup *g, weft_errgroup_fn fn, void *arg)
+/* Start fn, a slot of the limit already held when held: given back if fn
+ * does not start. */
+static int start(weft_errgroup *g, weft_errgroup_fn fn, void *arg, bool held)
 {
-	if (!g->ctx_)
-		weft__fatal("errgroup: go on a group that is not initialised");
 	int r = EINVAL;
 	if (fn) {
 		weft_wg_add(&g->wg_, 1);
@@ -74,24 +74,35 @@ static int start(weft_errgroup *g, weft_errgroup_fn fn, void *arg)
 			return 0;
 		weft_wg_done(&g->wg_);
 	}
-	if (g->limit_.size_)
+	if (held)
 		weft_sem_release(&g->limit_, 1);
 	fail(g, r);
 	return r;
 }
 
+static void check_init(const weft_errgroup *g)
+{
+	if (!g->ctx_)
+		weft__fatal("errgroup: go on a group that is not initialised");
+}
+
+/* A NULL fn fails at once: it takes no slot, so it never waits for one. */
 int weft_errgroup_go(weft_errgroup *g, weft_errgroup_fn fn, void *arg)
 {
-	if (g->limit_.size_)
+	check_init(g);
+	bool held = fn && g->limit_.size_;
+	if (held)
 		weft_sem_acquire(&g->limit_, 1);
-	return start(g, fn, arg);
+	return start(g, fn, arg, held);
 }
 
 int weft_errgroup_trygo(weft_errgroup *g, weft_errgroup_fn fn, void *arg)
 {
-	if (g->limit_.size_ && weft_sem_tryacquire(&g->limit_, 1) != 0)
+	check_init(g);
+	bool held = fn && g->limit_.size_;
+	if (held && weft_sem_tryacquire(&g->limit_, 1) != 0)
 		return EAGAIN;
-	return start(g, fn, arg);
+	return start(g, fn, arg, held);
 }
 
 int weft_errgroup_wait(weft_errgroup *g)

@@ -2206,11 +2206,34 @@ TEST(errgroup_ok_reuse_parent)
 	EXPECT_ALL_FREED();
 }
 
+static atomic_int eg_gate_opened;
+
+static void eg_open_gate(void)
+{
+	if (!atomic_exchange(&eg_gate_opened, 1))
+		weft_wg_done(&eg.gate);
+}
+
+/* Opens the gate after 300 ms if the test has not: bounds the wait of a go
+ * that waits for a slot when it should not. */
+static void eg_gate_backstop(void *arg)
+{
+	(void)arg;
+	weft_sleep(300 * TEST_MS);
+	eg_open_gate();
+}
+
+static int eg_gated(weft_ctx *ctx, void *arg);
+
 /*
  * A NULL task function is EINVAL: nothing runs, the error is the group's
  * (its context is cancelled with it as the cause), and a limited group's
- * slot is given back (a trygo after it finds one free). Guards: a NULL fn
- * started (a crash), a slot kept, the error lost.
+ * slot is given back (a trygo after it finds one free). A NULL function
+ * takes no slot, so with every slot taken go and trygo still return EINVAL
+ * at once, go without waiting for a task to end. Guards: a NULL fn started
+ * (a crash), a slot kept, the error lost, a go(NULL) that waits for a slot
+ * (it returns only after the gated task ran: ran is 1), a trygo(NULL) that
+ * says EAGAIN.
  */
 TEST(errgroup_null_fn)
 {
@@ -2226,6 +2249,22 @@ TEST(errgroup_null_fn)
 	ASSERT_EQ(weft_errgroup_wait(&g), EINVAL);
 	ASSERT_EQ(atomic_load(&eg.ran), 1);
 	weft_ctx_release(gctx);
+
+	eg = (struct eg){0};
+	eg.gate = (weft_wg)WEFT_WG_INIT;
+	weft_wg_add(&eg.gate, 1);
+	atomic_store(&eg_gate_opened, 0);
+	ASSERT_EQ(weft_errgroup_init(&g, NULL, NULL), 0);
+	weft_errgroup_set_limit(&g, 1);
+	ASSERT_EQ(weft_errgroup_go(&g, eg_gated, NULL), 0); /* holds the slot */
+	GO(eg_gate_backstop, NULL);
+	ASSERT_EQ(weft_errgroup_go(&g, NULL, NULL), EINVAL);
+	ASSERT_EQ(weft_errgroup_trygo(&g, NULL, NULL), EINVAL);
+	ASSERT_EQ(atomic_load(&eg.ran), 0);
+	eg_open_gate();
+	ASSERT_EQ(weft_errgroup_wait(&g), EINVAL);
+	ASSERT_EQ(atomic_load(&eg.ran), 1);
+	weft_sleep(400 * TEST_MS); /* the backstop ends */
 	EXPECT_ALL_FREED();
 }
 
