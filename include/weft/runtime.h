@@ -168,9 +168,10 @@ WEFT_API int64_t weft_num_goroutines(void);
 
 /*
  * weft_self_id - the calling goroutine's id (1, 2, ...: unique, never
- * reused, increasing in the order any one caller creates goroutines; not
- * across callers, as each P hands out ids from a batch of its own, like
- * Go's goid), or 0 when the caller is a foreign thread.
+ * reused; not in the order of creation: each P hands out ids from a batch
+ * of its own, like Go's goid, so even one caller that moves between Ps
+ * may create a goroutine with a lower id after one with a higher id), or
+ * 0 when the caller is a foreign thread.
  * Blocks: no. Thread-safety: any thread.
  */
 WEFT_API uint64_t weft_self_id(void);

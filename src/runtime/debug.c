@@ -254,13 +254,19 @@ static int is_default(const struct sigaction *old)
 
 static void chain(int sig, siginfo_t *si, void *uc, struct sigaction *old)
 {
-	if (old->sa_flags & SA_SIGINFO) {
-		if (old->sa_sigaction) {
-			old->sa_sigaction(sig, si, uc);
+	/* SIG_IGN and SIG_DFL are values of the handler, SA_SIGINFO or not
+	 * (sa_handler and sa_sigaction share their storage). */
+	if (old->sa_handler == SIG_IGN) {
+		/* Sent to a program that ignores it: ignored, as without us.
+		 * (A fault, which the kernel forces through an ignoring
+		 * action, comes again below, to the default action.) */
+		if (si->si_code <= 0)
 			return;
-		}
-	} else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
-		old->sa_handler(sig);
+	} else if (old->sa_handler != SIG_DFL) {
+		if (old->sa_flags & SA_SIGINFO)
+			old->sa_sigaction(sig, si, uc);
+		else
+			old->sa_handler(sig);
 		return;
 	}
 	/* Default action: restore it and let the fault happen again. A
@@ -275,6 +281,20 @@ static void chain(int sig, siginfo_t *si, void *uc, struct sigaction *old)
 /* The stack a signal's frame takes, plus some for its handler: the
  * kernel's own figure where it gives one (AVX-512 state makes it ~3.5 KiB). */
 static uintptr_t sigframe_room = 4096 + 1024;
+
+/* A general-protection fault (x86-64: a non-canonical address such as
+ * 0xdeadbeefdeadbeef, a privileged instruction): also SIGSEGV with SI_KERNEL
+ * and no address, but the program's own doing, not a signal frame that did
+ * not fit. */
+static int general_protection(void *ucv)
+{
+#if defined(__x86_64__)
+	return ((ucontext_t *)ucv)->uc_mcontext.gregs[REG_TRAPNO] == 13;
+#else
+	(void)ucv;
+	return 0;
+#endif
+}
 
 /* fatal error for a signal that had no room: see fault_handler. */
 static void no_room_for_signal(struct weft__g *g, uintptr_t left)
@@ -362,7 +382,8 @@ static void fault_handler(int sig, siginfo_t *si, void *ucv)
 		 * current stack. Returning would resume the goroutine with that
 		 * signal lost; say what happened instead. (weft's own handlers
 		 * use the M's signal stack.) */
-		if (sig == SIGSEGV && si->si_code == SI_KERNEL && sp >= (uintptr_t)g->stack_lo &&
+		if (sig == SIGSEGV && si->si_code == SI_KERNEL && !general_protection(ucv) &&
+		    sp >= (uintptr_t)g->stack_lo &&
 		    sp < (uintptr_t)g->stack_lo + sigframe_room)
 			no_room_for_signal(g, sp - (uintptr_t)g->stack_lo);
 		if (weft__stack_is_guard(g, si->si_addr) ||
@@ -484,12 +505,18 @@ void weft__debug_init(void)
 	q.sa_flags = SA_RESTART | SA_ONSTACK;
 	sigaction(SIGQUIT, &q, &old_quit);
 
-	struct sigaction h;
-	memset(&h, 0, sizeof h);
-	sigemptyset(&h.sa_mask);
-	h.sa_sigaction = hog_handler;
-	h.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
-	sigaction(hog_signal, &h, NULL);
+	/* Only in WEFT_DEBUG=hogs mode, the one that sends it: otherwise a
+	 * SIGURG (out-of-band data, kill -URG) is the program's, ignored by
+	 * default, and a handler here would print a stray backtrace and cut
+	 * a nanosleep or poll short with EINTR. */
+	if (weft__sched.hogs) {
+		struct sigaction h;
+		memset(&h, 0, sizeof h);
+		sigemptyset(&h.sa_mask);
+		h.sa_sigaction = hog_handler;
+		h.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+		sigaction(hog_signal, &h, NULL);
+	}
 
 	weft__fatal_hook = dump_for_fatal;
 	/* Make sure backtrace_symbols_fd has loaded libgcc before a signal

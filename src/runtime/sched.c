@@ -1755,11 +1755,17 @@ void weft_blocking_begin(void)
 	/* From here sysmon may CAS the P away (release pairs with its acquire). */
 	__atomic_store_n(&p->status, P_SYSCALL, __ATOMIC_RELEASE);
 	/* Goroutines queued behind the call wait for sysmon to retake the P:
-	 * two of its ticks, up to 10 ms each after a quiet spell. Wake it to
-	 * tick fast (at most one wake per backed-off spell: it stays at 20 us
-	 * for a millisecond after). */
-	if (__atomic_load_n(&weft__sysmon_tick_us, __ATOMIC_RELAXED) > 20 && weft__runq_len(p))
-		weft__sysmon_kick();
+	 * two of its ticks, up to 10 ms each after a quiet spell; so does a
+	 * timer of the P due within them when no P is idle (no timer M
+	 * watches it then: below). Wake sysmon to tick fast (at most one wake
+	 * per backed-off spell: it stays at 20 us for a millisecond after). */
+	uint32_t tick_us = __atomic_load_n(&weft__sysmon_tick_us, __ATOMIC_RELAXED);
+	if (tick_us > 20) {
+		int64_t when = weft__timers_peek(&p->timers);
+		if (weft__runq_len(p) ||
+		    when < weft_now() + 3 * (int64_t)tick_us * 1000)
+			weft__sysmon_kick();
+	}
 	/* Our P's timers were left for our next switch, which the call now
 	 * delays: an idle M sleeping past them (or untimed) would leave them
 	 * to sysmon's retake, up to two of its (backed-off, 10 ms) ticks

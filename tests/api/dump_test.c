@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 struct dump_ctx {
@@ -403,5 +404,59 @@ TEST_THREAD(hogs_mode_reports_hogs_and_stuck_calls)
 	ASSERT_CONTAINS(c.err, "\"the-stuck\" (created at ");
 	ASSERT_CONTAINS(c.err, "in a blocking call for");
 	ASSERT_CONTAINS(c.err, "dump_test_stuck");
+	test_child_free(&c);
+}
+
+/* ---------------------------------------------------------------- stray SIGURG */
+
+static _Atomic int urg_tid;
+
+static void urg_sleeper(void *wg)
+{
+	atomic_store(&urg_tid, (int)syscall(SYS_gettid));
+	weft_blocking_begin();
+	struct timespec ts = {0, 200 * 1000 * 1000};
+	int r = nanosleep(&ts, NULL);
+	int e = errno;
+	weft_blocking_end();
+	printf("nanosleep: %s\n", r == 0 ? "ok" : e == EINTR ? "EINTR" : "failed");
+	weft_wg_done(wg);
+}
+
+static int urg_main(void *arg)
+{
+	(void)arg;
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 1);
+	ASSERT_EQ(weft_go(urg_sleeper, &wg), 0);
+	while (!atomic_load(&urg_tid))
+		weft_sleep(WEFT_MILLISECOND);
+	weft_sleep(50 * WEFT_MILLISECOND); /* into its nanosleep */
+	syscall(SYS_tgkill, getpid(), atomic_load(&urg_tid), SIGURG);
+	weft_wg_wait(&wg);
+	return 0;
+}
+
+CHILD(stray_sigurg)
+{
+	return weft_main(urg_main, NULL);
+}
+
+/*
+ * Without WEFT_DEBUG=hogs, a SIGURG that weft did not send (out-of-band
+ * data on a socket the program owns, kill -URG) is ignored, as SIGURG's
+ * default action does: weft's hog handler, installed in every mode, printed
+ * a backtrace line on stderr for it and, being a handler, cut the thread's
+ * nanosleep short with EINTR.
+ */
+TEST_THREAD(stray_sigurg_without_hogs_mode_is_ignored)
+{
+	test_child c;
+	const char *env[] = {"WEFT_DEBUG=", NULL};
+	test_child_run("stray_sigurg", env, 5000, &c);
+	ASSERT_CHILD_EXIT(&c, 0);
+	ASSERT_CONTAINS(c.out, "nanosleep: ok");
+	if (c.err[0] && !strstr(c.err, "chaos mode"))
+		FAIL("stderr: %s", c.err);
 	test_child_free(&c);
 }

@@ -533,6 +533,72 @@ TEST_THREAD(faults_name_the_goroutine)
 	}
 }
 
+/* A program that ignores a fault signal (SIG_IGN, its own or inherited
+ * across exec) before weft starts, and then gets one sent by kill: it goes
+ * on, as it would without weft. */
+static int ignored_sig;
+
+static int ignored_sent_main(void *arg)
+{
+	(void)arg;
+	kill(getpid(), ignored_sig);
+	weft_sleep(20 * WEFT_MILLISECOND);
+	printf("survived\n");
+	return 0;
+}
+
+CHILD(ignored_fpe_sent)
+{
+	ignored_sig = SIGFPE;
+	signal(SIGFPE, SIG_IGN);
+	return weft_main(ignored_sent_main, NULL);
+}
+
+/* Ignored with SA_SIGINFO among the flags: the handler's value is still
+ * SIG_IGN (sa_sigaction reads it as the address 1). */
+CHILD(ignored_fpe_siginfo_sent)
+{
+	ignored_sig = SIGFPE;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_IGN;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGFPE, &sa, NULL);
+	return weft_main(ignored_sent_main, NULL);
+}
+
+CHILD(ignored_segv_sent)
+{
+	ignored_sig = SIGSEGV;
+	signal(SIGSEGV, SIG_IGN);
+	return weft_main(ignored_sent_main, NULL);
+}
+
+/*
+ * A fault signal the program ignores, sent by kill (to whichever thread),
+ * is ignored: weft's fault handler took SIG_IGN for the default action,
+ * restored that and sent the signal again, so the process died of it (and
+ * of SIGFPE and SIGILL, which weft did not handle before, at all); with
+ * SA_SIGINFO among the ignoring action's flags it called the address 1.
+ */
+TEST_THREAD(ignored_fault_signal_sent_is_ignored)
+{
+	const char *children[] = {"ignored_fpe_sent", "ignored_fpe_siginfo_sent",
+				  "ignored_segv_sent"};
+	for (size_t i = 0; i < sizeof children / sizeof children[0]; i++) {
+		test_child c;
+		test_child_run(children[i], NULL, CHILD_TIMEOUT_MS, &c);
+		if (TEST_ASAN || TEST_TSAN) { /* a sanitizer's handler may take it */
+			test_child_free(&c);
+			continue;
+		}
+		ASSERT_CHILD_EXIT(&c, 0);
+		ASSERT_CONTAINS(c.out, "survived");
+		test_child_free(&c);
+	}
+}
+
 /* ---------------------------------------------------------------- misuse */
 
 static int unlock_unlocked_main(void *arg)

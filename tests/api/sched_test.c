@@ -322,6 +322,53 @@ static void spread_yielder(void *arg)
 
 enum { SPREAD_FROM_MS = 3, SPREAD_UNTIL_MS = 25 };
 
+/* The process's threads' time in the kernel's run queue (runnable, not
+ * running: /proc/self/task/N/schedstat, second field), by thread id, into
+ * ids/waits (at most n); returns how many. The kernel adds a wait when the
+ * thread gets the CPU. */
+enum { SPREAD_THREADS = 64 };
+static int run_queue_waits(int *ids, int64_t *waits, int n)
+{
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return 0;
+	int k = 0;
+	struct dirent *e;
+	while (k < n && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[320];
+		snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		long long run, wait;
+		if (fscanf(f, "%lld %lld", &run, &wait) == 2) {
+			ids[k] = atoi(e->d_name);
+			waits[k++] = wait;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return k;
+}
+
+/* The longest any thread waited in the run queue between two snapshots. */
+static int64_t longest_run_queue_wait(const int *ids0, const int64_t *w0, int n0, const int *ids1,
+				      const int64_t *w1, int n1)
+{
+	int64_t longest = 0;
+	for (int i = 0; i < n1; i++) {
+		int64_t before = 0;
+		for (int j = 0; j < n0; j++)
+			if (ids0[j] == ids1[i])
+				before = w0[j];
+		if (w1[i] - before > longest)
+			longest = w1[i] - before;
+	}
+	return longest;
+}
+
 /* One trial: two yielders spawned here, counted from 3 to 25 ms after the
  * spawns while this goroutine waits for them. Returns 1 if one P ran none
  * of the counted yields, 0 if both did, -1 if the trial tells nothing: a
@@ -333,6 +380,9 @@ enum { SPREAD_FROM_MS = 3, SPREAD_UNTIL_MS = 25 };
 static int spread_trial(void)
 {
 	static struct spread s;
+	static int ids0[SPREAD_THREADS], ids1[SPREAD_THREADS];
+	static int64_t w0[SPREAD_THREADS], w1[SPREAD_THREADS];
+	int n0 = run_queue_waits(ids0, w0, SPREAD_THREADS);
 	for (int i = 0; i < WEFT_MAX_PROCS; i++)
 		atomic_store(&s.yields[i], 0);
 	atomic_store(&s.gap, 0);
@@ -347,7 +397,20 @@ static int spread_trial(void)
 	if (atomic_load(&s.gap) * 2 >= (SPREAD_UNTIL_MS - SPREAD_FROM_MS) * WEFT_MILLISECOND)
 		return -1;
 	long y0 = atomic_load(&s.yields[0]), y1 = atomic_load(&s.yields[1]);
-	return y0 + y1 > 0 && (y0 == 0 || y1 == 0);
+	int stuck = y0 + y1 > 0 && (y0 == 0 || y1 == 0);
+	if (stuck) {
+		/* The thread woken to take the idle P (counted as spinning and
+		 * handed that P, so no other wake-up is made meanwhile) may
+		 * have sat in the kernel's run queue all along (seen at a load
+		 * of 3-5 on 2 CPUs: its schedstat frozen for over 20 ms, in
+		 * state R): let every thread run, then look. */
+		weft_sleep(5 * WEFT_MILLISECOND);
+		int n1 = run_queue_waits(ids1, w1, SPREAD_THREADS);
+		if (longest_run_queue_wait(ids0, w0, n0, ids1, w1, n1) * 2 >=
+		    (SPREAD_UNTIL_MS - SPREAD_FROM_MS) * WEFT_MILLISECOND)
+			return -1;
+	}
+	return stuck;
 }
 
 /*

@@ -224,3 +224,70 @@ TEST_THREAD(own_handler_without_onstack_is_reported)
 	ASSERT_NOT_CONTAINS(c.out, "lost");
 	test_child_free(&c);
 }
+
+#if defined(__x86_64__)
+/* ---------------------------------------------------------------- a fault that looks alike */
+
+/* A dereference of a non-canonical address (0xdeadbeefdeadbeef, as freed
+ * memory often holds) is a general-protection fault: SIGSEGV with si_code
+ * SI_KERNEL and no address, as the kernel also sends when a signal's frame
+ * does not fit; made here with under LEAVE bytes of stack left. */
+static volatile long gp_sink;
+static uintptr_t gp_lo;
+
+__attribute__((noinline)) static void gp_dive(int depth)
+{
+	volatile char pad[128];
+	pad[0] = (char)depth;
+	if ((uintptr_t)pad - gp_lo > LEAVE) {
+		gp_dive(depth + 1);
+		gp_sink += pad[0];
+		return;
+	}
+	gp_sink = *(volatile long *)0xdeadbeefdeadbeefULL;
+}
+
+static void gp_body(void *arg)
+{
+	(void)arg;
+	gp_lo = (uintptr_t)weft__m_get()->curg->stack_lo;
+	gp_dive(0);
+	printf("survived\n");
+}
+
+static int gp_main(void *arg)
+{
+	(void)arg;
+	weft_go_options o = {.stack_size = DEEP_STACK, .name = "gp"};
+	ASSERT_EQ(weft_go_opts(gp_body, NULL, &o), 0);
+	weft_sleep(2000 * TEST_MS);
+	return 0;
+}
+
+CHILD(gp_deep)
+{
+	return weft_main(gp_main, NULL);
+}
+
+/*
+ * A general-protection fault near the end of a goroutine's stack is an
+ * unexpected SIGSEGV, reported as one, and the process dies of it. Guards:
+ * taking it for a signal whose frame did not fit ("too few for its frame: a
+ * handler installed without SA_ONSTACK? (the signal is lost)"), then
+ * SIGABRT.
+ */
+TEST_THREAD(general_protection_near_the_end_is_a_fault)
+{
+	test_child c;
+	test_child_run("gp_deep", NULL, 30000, &c);
+	if (TEST_ASAN || TEST_TSAN) { /* the sanitizer reports, its way */
+		ASSERT(!c.exited || c.exit_code != 0);
+		test_child_free(&c);
+		return;
+	}
+	ASSERT_CHILD_SIGNAL(&c, SIGSEGV);
+	ASSERT_CONTAINS(c.err, "unexpected signal SIGSEGV");
+	ASSERT_NOT_CONTAINS(c.err, "SA_ONSTACK");
+	test_child_free(&c);
+}
+#endif
