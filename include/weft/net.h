@@ -102,8 +102,10 @@ WEFT_API void weft_fd_release(weft_fd *f);
  * non-blocking mode), or -1 once f is closed. A TCP read through weft may
  * keep one byte read ahead for the next weft read (it tells weft the socket
  * is drained without an extra system call); from this call on no byte is
- * read ahead, so reads of the raw descriptor see the whole stream. Call it
- * before the first weft read if another library will read the socket. */
+ * read ahead, so reads of the raw descriptor see the whole stream, and each
+ * call tries the system call first (options set through the descriptor,
+ * such as SO_RCVLOWAT, change what epoll reports). Call it before the first
+ * weft read if another library will read the socket. */
 WEFT_API int weft_fd_get(const weft_fd *f);
 
 /*
@@ -260,8 +262,9 @@ WEFT_API int weft_dial_ctx(weft_ctx *ctx, const char *network, const char *addre
 /*
  * weft_listen - a socket bound to address and, for stream networks,
  * listening (backlog SOMAXCONN; SO_REUSEADDR for TCP), as Go's net.Listen
- * and net.ListenPacket: "tcp", "tcp4", "tcp6" ("host:port"; an empty host
- * or "0.0.0.0" means every address; port 0 picks a free one: see
+ * and net.ListenPacket: "tcp", "tcp4", "tcp6" ("host:port"; an empty host,
+ * "0.0.0.0" or "[::]" means every address, with "tcp" and "udp" IPv4 and
+ * IPv6 both where IPv6 works, as in Go; port 0 picks a free one: see
  * weft_fd_local_addr), "udp", "udp4", "udp6" (a bound datagram socket),
  * "unix", "unixgram" (a path; a stale socket file is not removed for you).
  * Returns 0, a negative EAI_* code, EINVAL, or the error of socket, bind or

@@ -67,6 +67,14 @@ int weft__fd_wrap(int fd, int sock, int stream, int tcp, weft_fd **out)
 	f->fd = fd;
 	f->sock = (uint8_t)sock;
 	f->stream = (uint8_t)stream;
+	if (tcp) {
+		/* A receive low-water mark (set before, or inherited from a
+		 * listener) makes epoll skip arrivals below it: try first. */
+		int lw = 1;
+		socklen_t l = sizeof lw;
+		if (getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lw, &l) == 0 && lw > 1)
+			tcp = 0;
+	}
 	f->tcp = (uint8_t)tcp;
 	f->refs = 1;
 	f->handles = 1;
@@ -215,11 +223,21 @@ static int do_close(weft_fd *f)
 	if (f->pd)
 		weft__pd_free(f->pd);
 	int err = 0;
-	if (f->file)
-		weft_blocking_begin(); /* close of a file may flush (NFS) */
+	/* close of a file may flush (NFS); a stream socket with SO_LINGER on
+	 * sleeps in close(2) until its data is sent or the linger time ends,
+	 * non-blocking or not: both on the blocking path. */
+	int slow = f->file;
+	if (!slow && f->sock && f->stream) {
+		struct linger lg;
+		socklen_t ll = sizeof lg;
+		slow = getsockopt(f->fd, SOL_SOCKET, SO_LINGER, &lg, &ll) == 0 && lg.l_onoff &&
+		       lg.l_linger > 0;
+	}
+	if (slow)
+		weft_blocking_begin();
 	if (close(f->fd) < 0 && errno != EINTR)
 		err = errno;
-	if (f->file)
+	if (slow)
 		weft_blocking_end();
 	return err;
 }
@@ -413,7 +431,8 @@ static int run(weft_fd *f, int dir, int64_t dl, struct weft__cancel *cs, sys_fn 
 	for (;;) {
 		/* Read each time: a hang-up or an error is reported once, and
 		 * the data before it may be read in several calls. */
-		int inferring = infer && !__atomic_load_n(&pd->sticky, __ATOMIC_SEQ_CST);
+		int inferring = infer && !__atomic_load_n(&pd->sticky, __ATOMIC_SEQ_CST) &&
+		                !__atomic_load_n(&f->no_ra, __ATOMIC_RELAXED);
 		if (inferring && !weft__pd_ready(pd, dir)) {
 			int w = fd_wait(f, dir, dl, cs);
 			if (w)
@@ -504,8 +523,12 @@ static int tcp_read(weft_fd *f, char *buf, size_t len, size_t *n, int64_t dl,
 		f->ra_have = 0;
 	}
 	while (got < len) {
-		int inferring = !__atomic_load_n(&pd->sticky, __ATOMIC_SEQ_CST);
-		int ra = inferring && !__atomic_load_n(&f->no_ra, __ATOMIC_RELAXED);
+		/* Not once the raw descriptor was handed out: its options may
+		 * have changed (SO_RCVLOWAT: epoll then skips arrivals below
+		 * the mark, and a short read no longer tells of the next). */
+		int inferring = !__atomic_load_n(&pd->sticky, __ATOMIC_SEQ_CST) &&
+		                !__atomic_load_n(&f->no_ra, __ATOMIC_RELAXED);
+		int ra = inferring;
 		if (inferring && !weft__pd_ready(pd, RD)) {
 			if (got)
 				break; /* drained: return what we have */
@@ -659,7 +682,21 @@ static int do_recvfrom(weft_fd *f, void *buf, size_t len, int flags, struct sock
 	if (err)
 		return err;
 	struct iovec v = {buf, len};
-	if (f->tcp && ra_pending(f, &v, 1, flags & MSG_PEEK, n, &err)) {
+	/* Urgent data and the error queue are not the stream: the kernel
+	 * answers them. MSG_TRUNC discards: the kept byte is not stored (buf
+	 * may be NULL). */
+	unsigned char sink;
+	struct iovec k = {(flags & MSG_TRUNC) ? (void *)&sink : buf, len};
+	if (f->tcp && !(flags & (MSG_OOB | MSG_ERRQUEUE)) &&
+	    ra_pending(f, &k, 1, flags & MSG_PEEK, n, &err)) {
+		/* A peek shows what is queued behind the kept byte too, as
+		 * recv(2) does: else a loop that peeks until a whole header is
+		 * there would see one byte for ever. */
+		if ((flags & (MSG_PEEK | MSG_TRUNC)) == MSG_PEEK && !err && *n == 1 && len > 1) {
+			ssize_t r = recv(f->fd, (char *)buf + 1, len - 1, flags | MSG_DONTWAIT);
+			if (r > 0)
+				*n += (size_t)r;
+		}
 		if (salen)
 			*salen = 0; /* a stream: no sender address */
 		call_leave(f, RD);
@@ -832,14 +869,19 @@ static int do_accept(weft_fd *l, weft_fd **conn, struct sockaddr *sa, socklen_t 
 	call_leave(l, RD);
 	if (err)
 		return err;
-	int fd = (int)r, dom = 0;
+	int fd = (int)r, dom = 0, proto = 0;
 	socklen_t dl_ = sizeof dom;
 	getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl_);
-	int tcp = dom == AF_INET || dom == AF_INET6;
-	if (tcp) {
+	int ip = dom == AF_INET || dom == AF_INET6;
+	if (ip) {
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		dl_ = sizeof proto;
+		getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &dl_);
 	}
+	/* As weft_fd_open: only TCP infers readiness (an MPTCP listener's
+	 * connections are MPTCP). */
+	int tcp = ip && proto == IPPROTO_TCP;
 	err = weft__fd_wrap(fd, 1, 1, tcp, conn);
 	if (err)
 		close(fd);

@@ -251,6 +251,11 @@ static int new_socket(int family, int type, int proto, weft_fd **out)
 	if (tcp) {
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		/* Asked, not assumed (as weft_fd_open): mptcpize(8) or a BPF
+		 * program may have made it MPTCP, which must not infer. */
+		int p = 0;
+		socklen_t pl = sizeof p;
+		tcp = getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &p, &pl) == 0 && p == IPPROTO_TCP;
 	}
 	int err = weft__fd_wrap(fd, 1, type == SOCK_STREAM, tcp, out);
 	if (err)
@@ -356,6 +361,18 @@ static int bind_listen(int family, int type, int proto, const struct sockaddr *s
 	return 0;
 }
 
+/* An empty host or an unspecified literal ("0.0.0.0", "::"). */
+static int unspecified(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (!host[0])
+		return 1;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return a4.s_addr == INADDR_ANY;
+	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&a6);
+}
+
 int weft_listen(const char *network, const char *address, weft_fd **out)
 {
 	struct net n;
@@ -375,8 +392,9 @@ int weft_listen(const char *network, const char *address, weft_fd **out)
 	char host[256], port[64];
 	if ((err = split_hostport(address, host, sizeof host, port, sizeof port)) != 0)
 		return err;
-	if (!host[0] && n.family == AF_UNSPEC) {
-		/* Every address, as Go: dual-stack [::] where IPv6 works. */
+	if (n.family == AF_UNSPEC && unspecified(host)) {
+		/* Every address, as Go: dual-stack [::] where IPv6 works (for
+		 * "0.0.0.0" and "::" too, Go's wildcard). */
 		struct addrinfo hints, *res;
 		memset(&hints, 0, sizeof hints);
 		hints.ai_family = AF_INET6;

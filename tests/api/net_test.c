@@ -2367,3 +2367,229 @@ TEST_THREAD(foreign_thread)
 	expect_eof(b);
 	ASSERT_EQ(weft_fd_close(b), 0);
 }
+
+/*
+ * A byte kept by TCP read-ahead is ordinary stream data: weft_recv with
+ * MSG_OOB must return the urgent byte, not the kept one (and must not
+ * consume it). Three bytes queued, a read of 2 keeps the third; then the
+ * peer sends one urgent byte. Guards: ra_pending answering every recv,
+ * whatever its flags.
+ */
+TEST(recv_oob_skips_read_ahead)
+{
+	weft_fd *a, *b;
+	tcp_pair(&a, &b);
+	int64_t dl = weft_now() + 10 * PROMPT_NS;
+	ASSERT_EQ(weft_write_until(a, "abc", 3, NULL, dl), 0);
+	weft_sleep(20 * TEST_MS);
+	uint8_t in[8];
+	size_t n;
+	ASSERT_EQ(weft_read_until(b, in, 2, &n, dl), 0);
+	ASSERT_EQ(n, 2);
+	ASSERT_EQ(weft_send_until(a, "X", 1, MSG_OOB, NULL, dl), 0);
+	weft_sleep(20 * TEST_MS);
+	ASSERT_EQ(weft_recv_until(b, in, 1, MSG_OOB, &n, dl), 0);
+	ASSERT_EQ(n, 1);
+	ASSERT_EQ(in[0], 'X');
+	ASSERT_EQ(weft_read_until(b, in, 1, &n, dl), 0);
+	ASSERT_EQ(n, 1);
+	ASSERT_EQ(in[0], 'c');
+	ASSERT_EQ(weft_fd_close(a), 0);
+	ASSERT_EQ(weft_fd_close(b), 0);
+}
+
+static atomic_llong linger_tick;
+static atomic_int linger_stop;
+
+static void linger_ticker(void *arg)
+{
+	weft_wg *wg = arg;
+	while (!atomic_load(&linger_stop)) {
+		atomic_store(&linger_tick, weft_now());
+		weft_sleep(TEST_MS);
+	}
+	weft_wg_done(wg);
+}
+
+/*
+ * close(2) of a TCP socket with SO_LINGER on and data still unsent sleeps in
+ * the kernel for up to the linger time, non-blocking or not: weft_fd_close
+ * must make that call on the blocking path, as it does for files, so that
+ * the other goroutines of its P run meanwhile. One P; the peer never reads,
+ * so the closer's send queue stays full; linger 1 s. Guards: close(2) made
+ * on the P (the ticker on the same P did not run for the whole second).
+ */
+TEST(close_with_linger_keeps_the_p)
+{
+	int old;
+	ASSERT_EQ(weft_set_procs(1, &old), 0);
+	weft_fd *a, *b;
+	tcp_pair(&a, &b);
+	static char buf[1 << 16];
+	size_t n;
+	while (weft_write_until(a, buf, sizeof buf, &n, weft_now() + 100 * TEST_MS) == 0)
+		;
+	struct linger lg = {1, 1};
+	ASSERT_EQ(setsockopt(weft_fd_get(a), SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 1);
+	atomic_store(&linger_stop, 0);
+	atomic_store(&linger_tick, weft_now());
+	ASSERT_EQ(weft_go(linger_ticker, &wg), 0);
+	weft_sleep(10 * TEST_MS);
+	ASSERT_EQ(weft_fd_close(a), 0);
+	int64_t gap = weft_now() - atomic_load(&linger_tick);
+	atomic_store(&linger_stop, 1);
+	wg_wait_bounded(&wg, PROMPT_NS, "ticker");
+	ASSERT_EQ(weft_fd_close(b), 0);
+	ASSERT_EQ(weft_set_procs(old, NULL), 0);
+	if (gap > 300 * TEST_MS)
+		FAIL("the ticker on the closer's P did not run for %lld ms", (long long)(gap / TEST_MS));
+}
+
+/*
+ * A peek sees what is queued, up to its length, read-ahead or not: a parser
+ * that peeks until a whole header is there (recv(MSG_PEEK) in a loop) must
+ * see it. Ten bytes queued; a read of 4 keeps the fifth; then peeks of 6
+ * must see bytes 5 to 10, however often they are made. Guards: a peek
+ * answered with the kept byte alone, every time (the loop never ends).
+ */
+TEST(peek_sees_past_read_ahead)
+{
+	weft_fd *a, *b;
+	tcp_pair(&a, &b);
+	int64_t dl = weft_now() + 10 * PROMPT_NS;
+	const char *out = "0123456789";
+	ASSERT_EQ(weft_write_until(a, out, 10, NULL, dl), 0);
+	weft_sleep(20 * TEST_MS);
+	char in[16];
+	size_t n;
+	ASSERT_EQ(weft_read_until(b, in, 4, &n, dl), 0);
+	ASSERT_EQ(n, 4);
+	size_t best = 0;
+	for (int i = 0; i < 100 && best < 6; i++) {
+		ASSERT_EQ(weft_recv_until(b, in, 6, MSG_PEEK, &n, dl), 0);
+		ASSERT_EQ(memcmp(in, out + 4, n), 0);
+		if (n > best)
+			best = n;
+		weft_sleep(TEST_MS);
+	}
+	if (best < 6)
+		FAIL("100 peeks of 6 saw at most %zu bytes with 6 queued", best);
+	ASSERT_EQ(weft_read_full_until(b, in, 6, &n, dl), 0);
+	ASSERT_EQ(memcmp(in, out + 4, 6), 0);
+	ASSERT_EQ(weft_fd_close(a), 0);
+	ASSERT_EQ(weft_fd_close(b), 0);
+}
+
+/*
+ * "0.0.0.0" and "::" with network "tcp" are Go's wildcard, as an empty host
+ * is: every address, IPv4 and IPv6 (a dual-stack socket where IPv6 works).
+ * Guards: "0.0.0.0:0" listening on IPv4 only (a dial of [::1] refused) and
+ * "[::]:0" on IPv6 only (127.0.0.1 refused).
+ */
+TEST(wildcard_literals_listen_on_every_address)
+{
+	weft_fd *probe;
+	if (weft_listen("tcp6", "[::1]:0", &probe) != 0)
+		SKIP("no IPv6 loopback here");
+	ASSERT_EQ(weft_fd_close(probe), 0);
+	const char *laddrs[] = {"0.0.0.0:0", "[::]:0"};
+	const char *hosts[] = {"127.0.0.1", "[::1]"};
+	for (int i = 0; i < 2; i++) {
+		weft_fd *l;
+		char a[WEFT_ADDRSTRLEN];
+		ASSERT_EQ(weft_listen("tcp", laddrs[i], &l), 0);
+		ASSERT_EQ(weft_fd_local_addr(l, a, sizeof a), 0);
+		const char *port = strrchr(a, ':') + 1;
+		for (int j = 0; j < 2; j++) {
+			char d[64];
+			snprintf(d, sizeof d, "%s:%s", hosts[j], port);
+			weft_fd *c;
+			int e = weft_dial_until("tcp", d, weft_now() + PROMPT_NS, &c);
+			if (e)
+				FAIL("listen %s, dial %s: %s", laddrs[i], d, weft_strerror(e));
+			ASSERT_EQ(weft_fd_close(c), 0);
+		}
+		ASSERT_EQ(weft_fd_close(l), 0);
+	}
+}
+
+/*
+ * weft_recv with MSG_TRUNC on TCP discards what it would have read, as
+ * recv(2) does, and takes a NULL buffer: a byte kept by read-ahead is
+ * discarded too, never stored. Guards: the kept byte stored through the
+ * NULL buffer (SIGSEGV).
+ */
+TEST(recv_trunc_discards_read_ahead)
+{
+	weft_fd *a, *b;
+	tcp_pair(&a, &b);
+	int64_t dl = weft_now() + 10 * PROMPT_NS;
+	ASSERT_EQ(weft_write_until(a, "0123456789", 10, NULL, dl), 0);
+	weft_sleep(20 * TEST_MS);
+	char in[16];
+	size_t n;
+	ASSERT_EQ(weft_read_until(b, in, 4, &n, dl), 0);
+	ASSERT_EQ(n, 4);
+	ASSERT_EQ(weft_recv_until(b, NULL, 3, MSG_TRUNC, &n, dl), 0);
+	ASSERT_GE(n, 1);
+	size_t skipped = n;
+	ASSERT_EQ(weft_read_full_until(b, in, 6 - skipped, &n, dl), 0);
+	ASSERT_EQ(memcmp(in, "0123456789" + 4 + skipped, 6 - skipped), 0);
+	ASSERT_EQ(weft_fd_close(a), 0);
+	ASSERT_EQ(weft_fd_close(b), 0);
+}
+
+static void expect_prompt_read(weft_fd *f, const char *want, const char *what)
+{
+	char in[64];
+	size_t n;
+	int e = weft_read_until(f, in, sizeof in, &n, weft_now() + 200 * TEST_MS);
+	if (e)
+		FAIL("%s: %s with %zu bytes queued", what, weft_strerror(e), strlen(want));
+	ASSERT_EQ(n, strlen(want));
+	ASSERT_EQ(memcmp(in, want, n), 0);
+}
+
+/*
+ * With SO_RCVLOWAT above 1, epoll reports no arrival below the mark, so a
+ * short TCP read no longer means that the next arrival will be reported: a
+ * read must try first, and return the bytes that are there ("waits until at
+ * least one byte is there"), as read(2) and Go do. The mark set through
+ * weft_fd_get on a connection, and inherited from a listener. Guards: the
+ * second read parked with 10 bytes queued (ETIMEDOUT here; for ever without
+ * a deadline).
+ */
+TEST(rcvlowat_does_not_hide_data)
+{
+	int v = 100;
+	weft_fd *a, *b;
+	tcp_pair(&a, &b);
+	ASSERT_EQ(setsockopt(weft_fd_get(b), SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v), 0);
+	int64_t dl = weft_now() + 10 * PROMPT_NS;
+	ASSERT_EQ(weft_write_until(a, "0123456789", 10, NULL, dl), 0);
+	weft_sleep(20 * TEST_MS);
+	expect_prompt_read(b, "0123456789", "first read");
+	ASSERT_EQ(weft_write_until(a, "abcdefghij", 10, NULL, dl), 0);
+	weft_sleep(20 * TEST_MS);
+	expect_prompt_read(b, "abcdefghij", "read after a short one");
+	ASSERT_EQ(weft_fd_close(a), 0);
+	ASSERT_EQ(weft_fd_close(b), 0);
+
+	weft_fd *l;
+	char addr[WEFT_ADDRSTRLEN];
+	listen_tcp(&l, addr);
+	ASSERT_EQ(setsockopt(weft_fd_get(l), SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v), 0);
+	ASSERT_EQ(weft_dial_until("tcp", addr, dl, &a), 0);
+	ASSERT_EQ(weft_accept_until(l, &b, NULL, NULL, dl), 0);
+	ASSERT_EQ(weft_fd_close(l), 0);
+	ASSERT_EQ(weft_write_until(a, "0123456789", 10, NULL, dl), 0);
+	weft_sleep(20 * TEST_MS);
+	expect_prompt_read(b, "0123456789", "first read (accepted)");
+	ASSERT_EQ(weft_write_until(a, "abcdefghij", 10, NULL, dl), 0);
+	weft_sleep(20 * TEST_MS);
+	expect_prompt_read(b, "abcdefghij", "read after a short one (accepted)");
+	ASSERT_EQ(weft_fd_close(a), 0);
+	ASSERT_EQ(weft_fd_close(b), 0);
+}

@@ -69,3 +69,39 @@ TEST(only_tcp_infers_readiness)
 	if (!seen_other)
 		SKIP("no stream protocol over IP other than TCP here");
 }
+
+/*
+ * A connection taken from an MPTCP listener by weft_accept is an MPTCP
+ * socket too: it must not infer readiness either. Guards: weft_accept
+ * deciding "TCP" from the family alone, as weft_fd_open did before it asked
+ * SO_PROTOCOL.
+ */
+TEST(accepted_mptcp_does_not_infer)
+{
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_MPTCP);
+	if (lfd < 0)
+		SKIP("MPTCP not offered here");
+	struct sockaddr_in sin;
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ASSERT_EQ(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+	ASSERT_EQ(listen(lfd, 8), 0);
+	socklen_t sl = sizeof sin;
+	ASSERT_EQ(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+	weft_fd *l;
+	ASSERT_EQ(weft_fd_open(lfd, &l), 0);
+	int cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_MPTCP);
+	ASSERT(cfd >= 0);
+	ASSERT_EQ(connect(cfd, (struct sockaddr *)&sin, sizeof sin), 0);
+	weft_fd *c;
+	ASSERT_EQ(weft_accept(l, &c, NULL, NULL), 0);
+	int proto = 0;
+	socklen_t pl = sizeof proto;
+	ASSERT_EQ(getsockopt(weft_fd_get(c), SOL_SOCKET, SO_PROTOCOL, &proto, &pl), 0);
+	printf("     accepted socket's protocol: %d, tcp flag %d\n", proto, c->tcp);
+	ASSERT_EQ(c->tcp, proto == IPPROTO_TCP);
+	ASSERT_EQ(weft_fd_close(c), 0);
+	ASSERT_EQ(weft_fd_close(l), 0);
+	close(cfd);
+}
