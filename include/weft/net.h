@@ -147,7 +147,8 @@ WEFT_API int weft_read_full_ctx(weft_ctx *ctx, weft_fd *f, void *buf, size_t len
 /*
  * weft_write - write all len bytes of buf, waiting for room as needed.
  * Returns 0 (*n == len), or an error, *n (may be NULL) then counting the
- * bytes written before it. Blocks: yes.
+ * bytes written before it (EIO when the descriptor took no byte and gave no
+ * error, as a device may). Blocks: yes.
  */
 WEFT_API int weft_write(weft_fd *f, const void *buf, size_t len, size_t *n);
 WEFT_API int weft_write_until(weft_fd *f, const void *buf, size_t len, size_t *n,

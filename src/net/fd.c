@@ -223,11 +223,12 @@ static int do_close(weft_fd *f)
 	if (f->pd)
 		weft__pd_free(f->pd);
 	int err = 0;
-	/* close of a file may flush (NFS); a stream socket with SO_LINGER on
-	 * sleeps in close(2) until its data is sent or the linger time ends,
-	 * non-blocking or not: both on the blocking path. */
-	int slow = f->file;
-	if (!slow && f->sock && f->stream) {
+	/* close of a file may flush (NFS), of a tty wait for its output to
+	 * drain (closing_wait, 30 s by default); a stream socket with
+	 * SO_LINGER on sleeps in close(2) until its data is sent or the linger
+	 * time ends, non-blocking or not: all on the blocking path. */
+	int slow = !f->sock;
+	if (!slow && f->stream) {
 		struct linger lg;
 		socklen_t ll = sizeof lg;
 		slow = getsockopt(f->fd, SOL_SOCKET, SO_LINGER, &lg, &ll) == 0 && lg.l_onoff &&
@@ -746,6 +747,13 @@ static int write_all(weft_fd *f, struct iovec *iov, int iovcnt, int flags, size_
 			err = run(f, WR, dl, cs, sys_writev, &a, iov_total(iov, iovcnt), 1, &r);
 			if (err)
 				break;
+			if (r == 0 && iov_total(iov, iovcnt) > 0) {
+				/* Nothing taken and no error (a device that
+				 * returns 0): another try would take nothing
+				 * again, for ever. Go says io.ErrUnexpectedEOF. */
+				err = EIO;
+				break;
+			}
 			done += (size_t)r;
 			size_t k = (size_t)r;
 			while (iovcnt > 0 && k >= iov[0].iov_len) {
