@@ -418,14 +418,13 @@ bool weft_chan_closed(const weft_chan *c)
 
 enum { MODE_BLOCK, MODE_TRY };
 
-/* Forget a timed-out wait's sudog. It is still queued: the deadline claimed
- * the wait, and other parties skip a claimed sudog without unlinking it, so
- * it also still keeps c alive. Returns whether c's close is the answer
- * (weft__chan_close_is_answer). */
+/* Forget a timed-out wait's sudog. It is still counted (queued, or dropped
+ * by a take that met it claimed), so it also still keeps c alive. Returns
+ * whether c's close is the answer (weft__chan_close_is_answer). */
 static int unqueue(weft_chan *c, struct weft__sudog *sg)
 {
 	weft__chan_lock(c);
-	weft__sudogq_unlink(sg->q, sg);
+	weft__sudog_leave(sg);
 	int closed = weft__chan_close_is_answer(c, sg->dir);
 	int unused = weft__chan_unused(c);
 	weft__chan_unlock(c);

@@ -11,8 +11,9 @@
  * waiter after unlocking. When several parties may race to complete one wait
  * (a select's cases on different channels, a deadline timer), the wait is
  * "claimable": each party must first win a CAS on wait->done, and a loser
- * leaves the wait alone (a channel skips the stale sudog, which its owner
- * unlinks after waking). After the wake-up, nothing but the woken caller
+ * leaves the wait alone (a channel drops the stale sudog from its queue but
+ * keeps counting it, and its owner uncounts it after waking:
+ * weft__sudog_leave). After the wake-up, nothing but the woken caller
  * touches the wait.
  */
 #ifndef WEFT_CHAN_IMPL_H
@@ -191,18 +192,34 @@ static inline int weft__wait_claim(struct weft__wait *w)
 
 /* The first waiter that can still be completed (claimed, when claimable),
  * unlinked; NULL if none. A stale case (another case of its select, or its
- * deadline, won) is skipped and left queued: only its owner unlinks it, so
- * a channel its owner still has to lock stays alive (its queued sudog
- * counts in nwait) however the other parties release it. */
+ * deadline, won) met on the way is dropped from the queue, as Go's dequeue
+ * does, but still counts in nwait: a channel its owner still has to lock
+ * stays alive however the other parties release it, and the owner's
+ * weft__sudog_leave uncounts it. (Left queued, it was skipped again by
+ * every later take: a close's walk, which holds the lock its owner needs to
+ * leave, went quadratic over such waiters.) */
 static inline struct weft__sudog *weft__sudogq_take(struct weft__sudogq *q)
 {
-	for (struct weft__sudog *sg = q->first; sg; sg = sg->next) {
-		if (sg->w->claimable && !weft__wait_claim(sg->w))
-			continue;
+	struct weft__sudog *sg;
+	while ((sg = q->first) != NULL) {
+		int stale = sg->w->claimable && !weft__wait_claim(sg->w);
 		weft__sudogq_unlink(q, sg);
-		return sg;
+		if (!stale)
+			return sg;
+		sg->c->nwait++; /* dropped, still counted (sg->q is NULL) */
 	}
 	return NULL;
+}
+
+/* The owner of sg, whose wait was completed by another of its cases or its
+ * deadline, takes it off its channel (locked): unlinked if still queued,
+ * else (a take dropped it) uncounted. */
+static inline void weft__sudog_leave(struct weft__sudog *sg)
+{
+	if (sg->q)
+		weft__sudogq_unlink(sg->q, sg);
+	else
+		sg->c->nwait--;
 }
 
 /* The first queued sender of c (locked) that a receive can complete, taken

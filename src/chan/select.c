@@ -15,9 +15,10 @@
  *     locks are released once the caller is parked. The first channel
  *     operation (or the deadline timer) to claim the wait completes its
  *     case and wakes the caller.
- *  4. Awake: lock the channels of the cases that did not win and unlink
- *     their sudogs (other parties skip stale sudogs and leave them to us,
- *     so those channels are still alive), then report the case that won.
+ *  4. Awake: lock the channels of the cases that did not win and take
+ *     their sudogs off (other parties drop stale sudogs but leave them
+ *     counted, so those channels are still alive), then report the case
+ *     that won.
  * A select never matches its own send case with its own receive case on one
  * channel: step 2 only looks at other parties' waiters, and in step 3 a
  * channel operation completes only a waiter of another caller.
@@ -294,11 +295,11 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 	}
 	weft__wait_block(m, &w, s->locked, nl, "select");
 
-	/* 4. Unlink our other sudogs: every one but the winner's is still
-	 * queued (other parties skip stale sudogs, never unlink them), and
-	 * keeps its channel alive until we do. The winner's channel we do not
-	 * touch (it may be gone already), unless its close's cascade made us
-	 * a relay: then we hold it until we pass the cascade on. */
+	/* 4. Take our other sudogs off: every one but the winner's is still
+	 * counted (queued, or dropped by another party's take), and keeps its
+	 * channel alive until we do. The winner's channel we do not touch (it
+	 * may be gone already), unless its close's cascade made us a relay:
+	 * then we hold it until we pass the cascade on. */
 	int nf = 0;
 	for (int k = 0; k < np; k++) {
 		struct weft__sudog *sg = &s->sg[s->lockidx[k]];
@@ -314,7 +315,7 @@ static inline __attribute__((always_inline)) int select_run(const weft_case *cas
 			struct weft__sudog *sg = &s->sg[s->lockidx[k]];
 			if (sg == w.won)
 				continue;
-			weft__sudogq_unlink(sg->q, sg);
+			weft__sudog_leave(sg);
 		}
 		/* Timed out on a channel whose close's cascade had not reached
 		 * us yet: the close is the answer (a receive once the ring is

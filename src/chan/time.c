@@ -58,16 +58,25 @@ struct weft_ticker {
 	struct weft__chantimer t;
 };
 
-/* Drop a value fired but not received. Timer locked. Returns 1 if one was. */
+/* Drop a value fired but not received. Timer locked. Returns 1 if one was.
+ * A receive that discards it: a sender parked on the full channel (someone
+ * sending on the timer's channel) refills the slot, as a receive has it,
+ * instead of an emptied ring that the next receive takes a stale slot from
+ * while the sender's value is lost. */
 static int drain(weft_chan *c)
 {
 	if (!c)
 		return 0; /* a func timer */
 	weft__chan_lock(c);
-	int had = c->qcount > 0;
-	__atomic_store_n(&c->qcount, 0, __ATOMIC_RELAXED);
-	c->sendx = c->recvx = 0;
+	int had = c->qcount > 0; /* capacity 1: at most one */
+	struct weft__sudog *sg = had ? weft__chan_take_sender(c) : NULL;
+	if (sg)
+		weft__chan_recv_from(c, sg, NULL);
+	else if (had)
+		weft__chan_get(c, NULL);
 	weft__chan_unlock(c);
+	if (sg)
+		weft__wait_wake(weft__m_get(), sg->w);
 	return had;
 }
 

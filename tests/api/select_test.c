@@ -1461,3 +1461,58 @@ TEST(release_during_select_cleanup)
 	}
 	printf("    %d of %d rounds won on b\n", on_b, rounds);
 }
+
+/* ---------------------------------------------------------------- stale cases */
+
+struct twin {
+	weft_chan *c;
+	weft_wg wg;
+};
+
+static void twin_selector(void *arg)
+{
+	struct twin *t = arg;
+	weft_case cs[2] = { WEFT_RECV_CASE(t->c, NULL), WEFT_RECV_CASE(t->c, NULL) };
+	int chosen = -1;
+	ASSERT_EQ(weft_select(cs, 2, &chosen), EPIPE);
+	ASSERT(chosen == 0 || chosen == 1);
+	weft_wg_done(&t->wg);
+}
+
+/*
+ * 20,000 goroutines at 2 Ps each park in a select of two receive cases on
+ * one channel; close wakes them all. The walk completes each select through
+ * its first case, which leaves the second one stale, and the walk holds the
+ * channel's lock, so no select can take its stale case away meanwhile: a
+ * take that skips stale cases without dropping them scans them all again
+ * for every waiter after them (20,000^2 / 2 failed claims: about 3.5 s,
+ * the channel locked throughout). Go's dequeue drops a stale sudog as it
+ * meets it. The bound, 1 s, is far above the linear close (10-20 ms here)
+ * and far below the quadratic one. Guards: a stale case left queued by the
+ * takes that meet it.
+ */
+TEST(close_walk_drops_stale_cases)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	int n = TEST_SIZE(20000, 4000);
+	static struct twin t;
+	t = (struct twin){ NULL, WEFT_WG_INIT };
+	t.c = make_chan(0, 0);
+	weft_stats before;
+	weft_stats_get(&before);
+	weft_wg_add(&t.wg, n);
+	for (int i = 0; i < n; i++)
+		GO(twin_selector, &t);
+	WAIT_FOR(({
+		weft_stats now;
+		weft_stats_get(&now);
+		now.parks >= before.parks + n;
+	}));
+	int64_t t0 = test_now_ns();
+	weft_chan_close(t.c);
+	weft_wg_wait(&t.wg);
+	int64_t took = test_now_ns() - t0;
+	printf("    %d selects woken in %lld us\n", n, (long long)took / 1000);
+	ASSERT_LT(took, 1000 * TEST_MS * test_slowdown());
+	weft_chan_release(t.c);
+}

@@ -846,6 +846,55 @@ TEST(timer_no_stale_values_under_race)
 	ASSERT_EQ(atomic_load(&x.stale), 0);
 }
 
+struct chan_poke {
+	weft_chan *c;
+	int64_t v;
+	int result;
+	weft_wg wg;
+};
+
+static void poke_timer_chan(void *arg)
+{
+	struct chan_poke *p = arg;
+	p->result = weft_chan_send(p->c, &p->v);
+	weft_wg_done(&p->wg);
+}
+
+/*
+ * A goroutine sends its own value on a timer's channel that holds a fired
+ * value (the send parks: the channel is full); then the timer is stopped,
+ * and reset. Each must discard the fired value only: no receive after it
+ * gets the stale firing time, and the parked send completes with its value
+ * received, not lost. Guards: a stop that empties the ring under a parked
+ * sender (the next receive took the stale slot, as a receive from a full
+ * ring does, and the sender's value vanished with the count at 0).
+ */
+TEST(timer_stop_with_a_parked_sender_on_its_channel)
+{
+	for (int reset = 0; reset < 2; reset++) {
+		weft_timer *t = new_timer(0);
+		weft_chan *c = weft_timer_chan(t);
+		WAIT_FOR(weft_chan_len(c) == 1); /* fired, not received */
+		static struct chan_poke p;
+		p = (struct chan_poke){ c, -4242, -1, WEFT_WG_INIT };
+		weft_wg_add(&p.wg, 1);
+		GO(poke_timer_chan, &p);
+		weft_sleep(20 * TEST_MS); /* the send parks on the full channel */
+		if (reset)
+			ASSERT(weft_timer_reset(t, 10 * WEFT_SECOND));
+		else
+			ASSERT(weft_timer_stop(t));
+		int64_t v = 0;
+		ASSERT_EQ(weft_chan_recv_until(c, &v, weft_now() + 1000 * TEST_MS), 0);
+		ASSERT_EQ(v, -4242); /* not the stale firing */
+		weft_wg_wait(&p.wg);
+		ASSERT_EQ(p.result, 0);
+		ASSERT_EQ(weft_chan_len(c), 0);
+		ASSERT_EQ(weft_chan_tryrecv(c, &v), EAGAIN);
+		weft_timer_free(t);
+	}
+}
+
 /*
  * A timer's channel retained past weft_timer_free stays valid and silent
  * (the free stopped the timer); the same for a ticker. Guards: free that
