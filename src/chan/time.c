@@ -387,7 +387,7 @@ weft_chan *weft_ticker_chan(weft_ticker *t)
 void weft_ticker_stop(weft_ticker *t)
 {
 	if (t)
-		restart(&t->t, t->t.period, STOP_ONLY);
+		restart(&t->t, 0, STOP_ONLY); /* the period is not read: no race with a reset */
 }
 
 int weft_ticker_reset(weft_ticker *t, int64_t period_ns)
