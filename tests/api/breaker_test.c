@@ -270,8 +270,9 @@ TEST(defaults_are_gobreakers)
  * The failure-ratio rule trips after a failure once at least
  * trip_min_requests calls were let through and failures / requests >=
  * ratio; successes never trip. With a consecutive rule too, either trips.
- * Guards: a ratio over the wrong denominator, a strict comparison, the
- * minimum ignored, a trip checked on success.
+ * Guards: a ratio over the wrong denominator, a strict comparison (of the
+ * ratio, or of the minimum: 2 of exactly 4 trips), the minimum ignored, a
+ * trip checked on success.
  */
 TEST(failure_ratio_trips)
 {
@@ -290,6 +291,11 @@ TEST(failure_ratio_trips)
 	weft_breaker_free(b);
 
 	b = make(&s);
+	/* Exactly the minimum, on a failure: 2 of 4. */
+	run_script(b, "SFSF", "ccco");
+	weft_breaker_free(b);
+
+	b = make(&s);
 	/* Below it forever: 1 failure in 3. */
 	run_script(b, "SSFSSFSSFSSFSSF", "ccccccccccccccc");
 	ASSERT_COUNTS(b, 15, 10, 5, 0, 1);
@@ -302,7 +308,7 @@ TEST(failure_ratio_trips)
 	b = make(&s);
 	run_script(b, "SFSFSFF", "cccccco");
 	weft_breaker_free(b);
-	ASSERT_LOG("c>o c>o c>o");
+	ASSERT_LOG("c>o c>o c>o c>o");
 }
 
 struct trip_arg {

@@ -1361,6 +1361,31 @@ CHILD(deadlock_recv_after_sender_done)
 	return weft_main(lonely_main, (void *)RECV_AFTER_SENDER_DONE);
 }
 
+/* A pthread that receives from c for ever, inside weft (no deadline). */
+static void *foreign_recv_forever(void *arg)
+{
+	weft_chan_recv(arg, NULL);
+	return NULL;
+}
+
+/* The main goroutine and a foreign pthread each wait on a channel nobody
+ * else can reach. */
+static int lonely_with_foreign_main(void *arg)
+{
+	(void)arg;
+	weft_chan *c = make_chan(8, 0), *d = make_chan(8, 0);
+	pthread_t th;
+	ASSERT_EQ(pthread_create(&th, NULL, foreign_recv_forever, c), 0);
+	weft_chan_recv(d, NULL);
+	printf("main returned\n");
+	return 0;
+}
+
+CHILD(deadlock_recv_chan_with_foreign_waiter)
+{
+	return weft_main(lonely_with_foreign_main, NULL);
+}
+
 static void expect_deadlock(const char *child)
 {
 	test_child c;
@@ -1384,6 +1409,19 @@ TEST_THREAD(channel_deadlocks_detected)
 	expect_deadlock("deadlock_send_nil");
 	expect_deadlock("deadlock_recv_chan");
 	expect_deadlock("deadlock_recv_after_sender_done");
+}
+
+/*
+ * A foreign pthread blocked in a channel receive without a deadline is
+ * parked inside weft: when the main goroutine also waits for good, on
+ * another channel, the program is deadlocked and says so (exit status 2).
+ * Guards: a foreign channel waiter not counted as blocked in weft (the
+ * detector then takes it for a thread that may still wake someone, and the
+ * child hangs until the harness kills it).
+ */
+TEST_THREAD(channel_deadlock_with_foreign_waiter_detected)
+{
+	expect_deadlock("deadlock_recv_chan_with_foreign_waiter");
 }
 
 /* ---------------------------------------------------------------- try forms */
@@ -1594,6 +1632,30 @@ TEST(batch_send_fills_receivers_then_buffer)
 		batch_moves_none(c, true, in, EPIPE);
 		weft_chan_release(c);
 	}
+}
+
+/*
+ * weft_chan_trysend_n on a closed channel whose buffer still has room is
+ * EPIPE with *sent 0, as weft_chan_send is: nothing goes into the buffer,
+ * and a receiver drains only what was sent before the close, then EPIPE.
+ * Guards: the closed check skipped when the ring has room (the batch then
+ * buffered values into a closed channel and reported success; the existing
+ * checks close only full channels, where the ring refuses them anyway).
+ */
+TEST(batch_send_to_closed_channel_with_room)
+{
+	weft_chan *c = make_chan(sizeof(int64_t), 4);
+	int64_t in[3] = {7, 8, 9}, v = 1;
+	ASSERT_EQ(weft_chan_trysend(c, &v), 0);
+	weft_chan_close(c);
+	batch_moves_none(c, true, in, EPIPE);
+	ASSERT_EQ(weft_chan_len(c), 1);
+	ASSERT_EQ(weft_chan_recv(c, &v), 0);
+	ASSERT_EQ(v, 1);
+	v = -1;
+	ASSERT_EQ(weft_chan_recv(c, &v), EPIPE);
+	ASSERT_EQ(v, 0);
+	weft_chan_release(c);
 }
 
 /*

@@ -2331,6 +2331,32 @@ TEST(errgroup_limit)
 	EXPECT_ALL_FREED();
 }
 
+/*
+ * set_limit(n) with n <= 0 means no limit, also after a limit was set: with
+ * set_limit(1) then set_limit(0) (and then -1), three gated tasks all start
+ * by trygo at once (none is EAGAIN) and run together. Guards: a limit of 0
+ * taken as a limit of one (or of none at all: every go waiting forever), a
+ * negative n kept as a limit.
+ */
+TEST(errgroup_limit_removed)
+{
+	for (int n = 0; n >= -1; n--) {
+		eg = (struct eg){0};
+		weft_wg_add(&eg.gate, 1);
+		weft_errgroup g;
+		ASSERT_EQ(weft_errgroup_init(&g, NULL, NULL), 0);
+		weft_errgroup_set_limit(&g, 1);
+		weft_errgroup_set_limit(&g, n);
+		for (int i = 0; i < 3; i++)
+			ASSERT_EQ(weft_errgroup_trygo(&g, eg_gated, NULL), 0);
+		WAIT_FOR(atomic_load(&eg.started) == 3);
+		weft_wg_done(&eg.gate);
+		ASSERT_EQ(weft_errgroup_wait(&g), 0);
+		ASSERT_EQ(atomic_load(&eg.ran), 3);
+	}
+	EXPECT_ALL_FREED();
+}
+
 static int eg_set_limit_while_active(void *arg)
 {
 	(void)arg;

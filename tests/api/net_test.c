@@ -1879,6 +1879,36 @@ TEST(read_ahead_boundaries)
 }
 
 /*
+ * A reset that arrives after the byte a TCP read kept ahead: the read that
+ * hands out the kept byte meets the reset and must keep it for the next
+ * read, which fails with ECONNRESET (the kernel reports a reset once; after
+ * that its reads say end of stream). Guards: the error met after the kept
+ * byte dropped (the reset then looked like an orderly end of stream, n 0).
+ */
+TEST(read_ahead_then_reset)
+{
+	weft_fd *a, *b;
+	tcp_pair(&a, &b);
+	uint8_t in[16];
+	size_t n = 99;
+	int64_t dl = weft_now() + 10 * PROMPT_NS;
+	ASSERT_EQ(weft_write_until(a, "xyz", 3, NULL, dl), 0);
+	weft_sleep(20 * TEST_MS); /* all 3 queued: a read of 2 keeps the third */
+	ASSERT_EQ(weft_read_until(b, in, 2, &n, dl), 0);
+	ASSERT_EQ(n, 2);
+	struct linger lg = {1, 0};
+	ASSERT_EQ(setsockopt(weft_fd_get(a), SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+	ASSERT_EQ(weft_fd_close(a), 0); /* a reset */
+	weft_sleep(20 * TEST_MS);
+	ASSERT_EQ(weft_read_until(b, in + 2, 10, &n, dl), 0);
+	ASSERT_EQ(n, 1);
+	ASSERT_EQ(memcmp(in, "xyz", 3), 0);
+	ASSERT_EQ(weft_read_until(b, in, 10, &n, dl), ECONNRESET);
+	ASSERT_EQ(n, 0);
+	ASSERT_EQ(weft_fd_close(b), 0);
+}
+
+/*
  * Regression (src/net/fd.c, run(): the TCP readiness inference; fixed by the
  * sticky flag): the end of a TCP stream was not sticky. A read that returned
  * 0 (end of stream), or fewer bytes than it asked for, left the read-ready
@@ -2044,10 +2074,12 @@ TEST(file_io)
  * which weft_strerror has a message, or ETIMEDOUT at the deadline; a port
  * name that does not exist a negative EAI code; a loopback port bound but
  * not listening refuses the connection (ECONNREFUSED); weft_addr_format and
- * weft_fd_local_addr report EAFNOSUPPORT and ENOSPC. Guards: a malformed
+ * weft_fd_local_addr report EAFNOSUPPORT and ENOSPC (also for a buffer just
+ * one byte short of the text and its NUL). Guards: a malformed
  * address taken for a name, a port number past 65535 cut to 16 bits (by
  * getaddrinfo, also when written with a sign or a blank), an error number
- * lost on the way out.
+ * lost on the way out, a bound check that forgets the NUL (a write one byte
+ * past the caller's buffer).
  */
 TEST(bad_input)
 {
@@ -2137,6 +2169,20 @@ TEST(bad_input)
 	weft_fd *l;
 	listen_tcp(&l, addr);
 	ASSERT_EQ(weft_fd_local_addr(l, addr, 5), ENOSPC);
+	/* The exact bound: room for the text and its NUL, not one byte less
+	 * (a heap buffer of just that size: ASan sees a write past it). */
+	char full[WEFT_ADDRSTRLEN];
+	ASSERT_EQ(weft_fd_local_addr(l, full, sizeof full), 0);
+	size_t alen = strlen(full);
+	char *exact = malloc(alen + 1);
+	ASSERT(exact != NULL);
+	ASSERT_EQ(weft_fd_local_addr(l, exact, alen), ENOSPC);
+	ASSERT_EQ(weft_fd_local_addr(l, exact, alen + 1), 0);
+	ASSERT_EQ(strcmp(exact, full), 0);
+	ASSERT_EQ(weft_addr_format((struct sockaddr *)&sa, sl, full, sizeof full), 0);
+	alen = strlen(full);
+	ASSERT_EQ(weft_addr_format((struct sockaddr *)&sa, sl, exact, alen), ENOSPC);
+	free(exact);
 	ASSERT_EQ(weft_fd_peer_addr(l, addr, sizeof addr), ENOTCONN);
 	ASSERT_EQ(weft_fd_close(l), 0);
 }

@@ -1388,6 +1388,65 @@ TEST(output_channel)
 	EXPECT_ALL_FREED();
 }
 
+/* A map that cancels its own pipeline, then hands its output on anyway. */
+static int map_cancel_then_pass(weft_ctx *ctx, void *arg, void *in, void *out)
+{
+	(void)ctx;
+	weft_pipeline_cancel(arg);
+	*(uint64_t *)out = *(uint64_t *)in + 100;
+	atomic_fetch_add(&cancelled_calls, 1);
+	return 0;
+}
+
+static atomic_int passed_drops;
+
+static void count_drop(void *arg, void *item)
+{
+	(void)arg, (void)item;
+	atomic_fetch_add(&passed_drops, 1);
+}
+
+/*
+ * An output produced after the pipeline was cancelled is not passed on,
+ * even where the output channel has room: the stage looks at the context
+ * before each send (a send to a channel with room would succeed on a
+ * cancelled context), and drops the item instead. A map that cancels the
+ * pipeline and then returns an output, with batch 0 (its outputs go on in
+ * one batch send) and batch 1 (one send per item): wait returns ECANCELED,
+ * the output channel is closed and empty, and the stage's drop took the
+ * item. Guards: a stage that sends without looking at the context first
+ * (the consumer then received an item of a pipeline that had already
+ * stopped).
+ */
+TEST(no_output_after_cancel)
+{
+	int64_t base = weft_num_goroutines();
+	for (size_t batch = 0; batch <= 1; batch++) { /* automatic, then one at a time */
+		uint64_t n = 1;
+		atomic_store(&cancelled_calls, 0);
+		atomic_store(&passed_drops, 0);
+		weft_pipeline_source src = {.gen = gen_count, .arg = &n, .item_size = sizeof n};
+		weft_pipeline *p = new_pipeline(NULL, &src);
+		add(p, (weft_pipeline_stage){.map = map_cancel_then_pass,
+		                             .arg = p,
+		                             .out_size = sizeof(uint64_t),
+		                             .workers = 1,
+		                             .buffer = 4,
+		                             .batch = batch,
+		                             .drop = count_drop});
+		weft_chan *out = NULL;
+		ASSERT_EQ(weft_pipeline_start(p, &out), 0);
+		ASSERT_EQ(weft_pipeline_wait(p), ECANCELED);
+		ASSERT_EQ(atomic_load(&cancelled_calls), 1);
+		uint64_t v = 7;
+		ASSERT_EQ(weft_chan_tryrecv(out, &v), EPIPE);
+		ASSERT_EQ(atomic_load(&passed_drops), 1);
+		weft_pipeline_free(p);
+	}
+	EXPECT_GOROUTINES(base);
+	EXPECT_ALL_FREED();
+}
+
 struct feeder {
 	weft_pipeline *p;
 	weft_chan *ch;

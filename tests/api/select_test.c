@@ -1295,6 +1295,104 @@ TEST(many_cases)
 	}
 }
 
+struct dup_sel {
+	weft_case *cs;
+	int n, chosen, result;
+	weft_wg wg;
+};
+
+static void dup_select(void *arg)
+{
+	struct dup_sel *d = arg;
+	d->result = weft_select(d->cs, d->n, &d->chosen);
+	weft_wg_done(&d->wg);
+}
+
+/*
+ * A select of 40 cases over only 4 channels, each channel in 10 of them
+ * (receive cases, scattered: case i on channel i % 4): above the 24 cases
+ * where the lock order is built by a heap sort. A try and a timed select
+ * find nothing and return; a parked one is woken by a send on one channel,
+ * reports a case of that channel, and leaves no waiter behind. The lock
+ * list must hold each channel once, so the sort must put equal channels
+ * side by side. Guards: a heap sort that misorders (a sift-down that reads
+ * past the heap's end): a channel then appears twice in the lock list and
+ * the select spins forever on its own lock (the test hangs), or two selects
+ * lock in different orders.
+ */
+TEST(many_cases_few_channels)
+{
+	enum { NCH = 4, N = 40 };
+	weft_chan *c[NCH];
+	int64_t vals[N];
+	weft_case cs[N];
+	for (int i = 0; i < NCH; i++)
+		c[i] = make_chan(sizeof(int64_t), 0);
+	for (int i = 0; i < N; i++) {
+		vals[i] = -1;
+		cs[i] = WEFT_RECV_CASE(c[i % NCH], &vals[i]);
+	}
+	int chosen = -1;
+	ASSERT_EQ(weft_select_try(cs, N, &chosen), EAGAIN);
+	ASSERT_EQ(weft_select_until(cs, N, &chosen, weft_now() + TEST_MS), ETIMEDOUT);
+	ASSERT_EQ(chosen, -1);
+
+	struct dup_sel d = { cs, N, -1, -1, WEFT_WG_INIT };
+	weft_wg_add(&d.wg, 1);
+	GO(dup_select, &d);
+	weft_sleep(20 * TEST_MS);
+	int64_t v = 77;
+	ASSERT_EQ(weft_chan_send(c[2], &v), 0);
+	weft_wg_wait(&d.wg);
+	ASSERT_EQ(d.result, 0);
+	ASSERT_EQ(d.chosen % NCH, 2);
+	ASSERT_EQ(vals[d.chosen], 77);
+	for (int i = 0; i < NCH; i++) { /* no waiter left behind */
+		ASSERT_EQ(weft_chan_trysend(c[i], &v), EAGAIN);
+		weft_chan_release(c[i]);
+	}
+}
+
+/*
+ * A channel whose last reference is released while a select is parked on
+ * it (among other channels) lives on until that select leaves, and the
+ * select, leaving by another channel, frees it: the count of live channels
+ * is back where it was. Guards: the cleanup that unlinks the select's
+ * sudogs but never frees an orphaned channel (a leak of each channel
+ * released under a parked select; nothing else notices it).
+ */
+TEST(select_frees_channel_released_while_parked)
+{
+	weft_stats st;
+	weft_chan *a = make_chan(sizeof(int64_t), 0), *b = make_chan(sizeof(int64_t), 0);
+	weft_stats_get(&st);
+	int64_t base = st.channels - 2;
+	int64_t base_parks = st.parks;
+	int64_t va = -1, vb = -1;
+	weft_case cs[2] = { WEFT_RECV_CASE(a, &va), WEFT_RECV_CASE(b, &vb) };
+	struct dup_sel d = { cs, 2, -1, -1, WEFT_WG_INIT };
+	weft_wg_add(&d.wg, 1);
+	GO(dup_select, &d);
+	/* Until it has parked (its waiters are queued on both before that;
+	 * yielding, which parks nobody): releasing b any sooner would free it
+	 * under the select. */
+	YIELD_UNTIL((weft_stats_get(&st), st.parks > base_parks));
+	weft_chan_release(b); /* orphaned: the select still waits on it */
+	weft_stats_get(&st);
+	ASSERT_EQ(st.channels, base + 2);
+	int64_t v = 5;
+	ASSERT_EQ(weft_chan_send(a, &v), 0);
+	weft_wg_wait(&d.wg);
+	ASSERT_EQ(d.result, 0);
+	ASSERT_EQ(d.chosen, 0);
+	ASSERT_EQ(va, 5);
+	weft_stats_get(&st);
+	ASSERT_EQ(st.channels, base + 1); /* b went with the select */
+	weft_chan_release(a);
+	weft_stats_get(&st);
+	ASSERT_EQ(st.channels, base);
+}
+
 /* ---------------------------------------------------------------- EINVAL */
 
 /*

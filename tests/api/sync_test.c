@@ -412,6 +412,139 @@ TEST(mutex_no_starvation)
 	ASSERT_DURATION(waited, 0, 50);
 }
 
+struct starve_once {
+	weft_mutex mu;
+	atomic_int held;
+	int64_t waited_ns;
+	weft_wg wg;
+};
+
+/* Holds the mutex 5 ms, lets it go and at once takes it again (the woken
+ * waiter has not run yet at 1 P: a newcomer barging in), 5 ms more. */
+static void barging_holder(void *arg)
+{
+	struct starve_once *s = arg;
+	weft_mutex_lock(&s->mu);
+	atomic_store(&s->held, 1);
+	weft_sleep(5 * TEST_MS);
+	weft_mutex_unlock(&s->mu);
+	weft_mutex_lock(&s->mu);
+	weft_sleep(5 * TEST_MS);
+	weft_mutex_unlock(&s->mu);
+	weft_wg_done(&s->wg);
+}
+
+static void starved_waiter(void *arg)
+{
+	struct starve_once *s = arg;
+	while (!atomic_load(&s->held))
+		weft_yield();
+	int64_t t0 = test_now_ns();
+	weft_mutex_lock(&s->mu);
+	s->waited_ns = test_now_ns() - t0;
+	weft_mutex_unlock(&s->mu);
+	weft_wg_done(&s->wg);
+}
+
+/*
+ * Leaving starvation mode: at 1 P, a waiter that waited over 1 ms is woken
+ * but loses the mutex to its holder barging back in, so it turns the mutex
+ * to starvation mode; the holder's next unlock hands it over, and the
+ * waiter, the last one, takes it and ends starvation mode. After its unlock
+ * the mutex is free and in normal mode: trylock takes it. Guards: a last
+ * waiter that leaves starvation mode set (a free mutex that trylock then
+ * refuses, and whose next locker must queue for a stored hand-off).
+ */
+TEST(mutex_leaves_starvation_mode)
+{
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	static struct starve_once s;
+	s = (struct starve_once){0};
+	weft_wg_add(&s.wg, 2);
+	GO(barging_holder, &s);
+	GO(starved_waiter, &s);
+	weft_wg_wait(&s.wg);
+	printf("    the waiter waited %.1f ms\n", (double)s.waited_ns / 1e6);
+	ASSERT_GE(s.waited_ns, 2 * TEST_MS); /* it did starve: over 1 ms */
+	ASSERT_EQ(weft_mutex_trylock(&s.mu), 0);
+	weft_mutex_unlock(&s.mu);
+}
+
+struct starve_try {
+	weft_mutex mu;
+	atomic_int inside;
+	atomic_int stop;
+	atomic_long tries_won;
+	atomic_int bad;
+	weft_wg wg;
+};
+
+static void starve_hold(struct starve_try *s)
+{
+	if (atomic_fetch_add(&s->inside, 1) != 0)
+		atomic_store(&s->bad, 1);
+	test_spin_ns(1500000); /* over 1 ms: the waiters starve */
+	atomic_fetch_sub(&s->inside, 1);
+}
+
+static void starving_locker(void *arg)
+{
+	struct starve_try *s = arg;
+	while (!atomic_load(&s->stop)) {
+		weft_mutex_lock(&s->mu);
+		starve_hold(s);
+		weft_mutex_unlock(&s->mu);
+	}
+	weft_wg_done(&s->wg);
+}
+
+static void try_locker(void *arg)
+{
+	struct starve_try *s = arg;
+	while (!atomic_load(&s->stop)) {
+		if (weft_mutex_trylock(&s->mu) == 0) {
+			if (atomic_fetch_add(&s->inside, 1) != 0)
+				atomic_store(&s->bad, 1);
+			atomic_fetch_add(&s->tries_won, 1);
+			atomic_fetch_sub(&s->inside, 1);
+			weft_mutex_unlock(&s->mu);
+		}
+	}
+}
+
+/*
+ * TryLock against a mutex in starvation mode: three goroutines hold it over
+ * 1 ms each time, so their waits turn it to starvation mode and each unlock
+ * hands it to the front waiter; two pthreads hammer weft_mutex_trylock. In
+ * starvation mode the mutex belongs to the front waiter even while its
+ * locked bit is clear, so trylock must fail there (as Go's TryLock). Checked:
+ * never two holders, and everyone finishes (300 ms) with the mutex free.
+ * Guards: a trylock that looks only at the locked bit and takes a mutex
+ * being handed off (its owner and the woken waiter then both hold it, or the
+ * waiter count and the hand-offs drift apart and a locker hangs).
+ */
+TEST(mutex_trylock_in_starvation_mode)
+{
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	static struct starve_try s;
+	s = (struct starve_try){0};
+	weft_wg_add(&s.wg, 3);
+	for (int i = 0; i < 3; i++)
+		GO(starving_locker, &s);
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++)
+		test_start_thread(&th[i], try_locker, &s);
+	weft_sleep(300 * TEST_MS);
+	atomic_store(&s.stop, 1);
+	weft_wg_wait(&s.wg);
+	for (int i = 0; i < 2; i++)
+		test_join_thread(th[i]);
+	printf("    trylock won %ld times\n", atomic_load(&s.tries_won));
+	ASSERT_EQ(atomic_load(&s.bad), 0);
+	ASSERT_EQ(weft_mutex_trylock(&s.mu), 0);
+	weft_mutex_unlock(&s.mu);
+}
+
 struct park_ctx {
 	weft_mutex mu;
 	atomic_int holder_has_it;

@@ -325,6 +325,36 @@ TEST(timer_fires_and_stops)
 }
 
 /*
+ * The result of stop and reset after a firing (Go 1.23's meaning, as the
+ * header says): true when the call kept a value from being received, so
+ * also when it discarded one that fired but was not received; false once
+ * that value was received, or when a stop already took it. Guards: a result
+ * that only looks at whether the timer was armed (false for a discarded
+ * value: a caller that then drains the channel, as with Go <= 1.22, would
+ * wait for ever).
+ */
+TEST(timer_stop_reports_discarded_value)
+{
+	weft_timer *t = new_timer(TEST_MS);
+	weft_chan *c = weft_timer_chan(t);
+	WAIT_FOR(weft_chan_len(c) == 1); /* fired, not received */
+	ASSERT(weft_timer_stop(t));
+	ASSERT(!weft_timer_stop(t));
+
+	ASSERT(!weft_timer_reset(t, TEST_MS));
+	WAIT_FOR(weft_chan_len(c) == 1);
+	ASSERT(weft_timer_reset(t, 3600 * WEFT_SECOND));
+	ASSERT_EQ(weft_chan_len(c), 0);
+	ASSERT(weft_timer_stop(t)); /* pending again */
+
+	ASSERT(!weft_timer_reset(t, TEST_MS));
+	int64_t v;
+	ASSERT_EQ(weft_chan_recv(c, &v), 0);
+	ASSERT(!weft_timer_stop(t)); /* received: nothing kept */
+	weft_timer_free(t);
+}
+
+/*
  * Go 1.23's guarantee: a value that fired but was not received is discarded
  * by stop and by reset, so no stale value can be received after either
  * returns. After stop: the channel is empty and stays silent. After reset:
@@ -687,7 +717,10 @@ static void af_exhaust_here(void *arg)
  * in use: a func timer's firing, or a cancel under weft_ctx_after_func,
  * cannot start fn's goroutine. It must stay pending and try again (a stop
  * meanwhile returns true and cancels it), and start fn once stacks are free
- * again: the timer's fn and the second context's, once each.
+ * again: the timer's fn and the second context's, once each. Meanwhile a
+ * weft_wg_go or an errgroup start fails with ENOMEM and leaves nothing
+ * behind: the WaitGroup's count, and a limited group's slot (a trygo after
+ * a failed go fails the same way, not with EAGAIN for want of a slot).
  */
 CHILD(after_func_without_memory)
 {
@@ -722,6 +755,13 @@ CHILD(after_func_without_memory)
 	ASSERT_EQ(weft_errgroup_init(&eg, NULL, NULL), 0);
 	int r4 = weft_errgroup_go(&eg, af_group_task, NULL);
 	printf("errgroup_go: %d, wait: %d\n", r4, weft_errgroup_wait(&eg));
+	/* A limited group gives the failed start's slot back: a trygo after
+	 * it fails to start too (ENOMEM), not for want of a slot (EAGAIN). */
+	ASSERT_EQ(weft_errgroup_init(&eg, NULL, NULL), 0);
+	weft_errgroup_set_limit(&eg, 1);
+	int r5 = weft_errgroup_go(&eg, af_group_task, NULL);
+	int r6 = weft_errgroup_trygo(&eg, af_group_task, NULL);
+	printf("limited errgroup_go: %d, trygo: %d, wait: %d\n", r5, r6, weft_errgroup_wait(&eg));
 
 	/* Stopped while it cannot start fn: never runs. */
 	weft_timer *t1 = new_func_timer(0, &a);
@@ -774,7 +814,10 @@ TEST_THREAD(after_func_retries_without_memory)
 	ASSERT_CONTAINS(c.out, want);
 	snprintf(want, sizeof want, "wg_go: %d, wait: 0", ENOMEM);
 	ASSERT_CONTAINS(c.out, want);
-	snprintf(want, sizeof want, "errgroup_go: %d, wait: %d", ENOMEM, ENOMEM);
+	snprintf(want, sizeof want, "\nerrgroup_go: %d, wait: %d", ENOMEM, ENOMEM);
+	ASSERT_CONTAINS(c.out, want);
+	snprintf(want, sizeof want, "limited errgroup_go: %d, trygo: %d, wait: %d", ENOMEM, ENOMEM,
+	         ENOMEM);
 	ASSERT_CONTAINS(c.out, want);
 	ASSERT_CONTAINS(c.out, "\nstop while retrying: 1");
 	ASSERT_CONTAINS(c.out, "ctx stop while retrying: 1");

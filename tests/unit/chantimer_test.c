@@ -107,6 +107,50 @@ TEST_THREAD(ticker_reset_with_callback_in_flight)
 	__atomic_store_n(&weft__chantimer_fire_hook, NULL, __ATOMIC_RELAXED);
 }
 
+/*
+ * A ticker whose firing comes late by more than a period (its callback held
+ * in flight for 2.5 periods) sends one tick for the slots it missed and
+ * resumes on its original schedule: the next tick comes at the next slot
+ * after now, half a period later, not at once. Window: from the release
+ * until a quarter period after it. Guards: a catch-up that lands on the
+ * last missed slot (in the past), so the ticker fires again at once and a
+ * receiver gets two ticks back to back.
+ */
+TEST_THREAD(late_ticker_skips_missed_ticks)
+{
+	int64_t period = 100 * MS * test_slowdown();
+	ASSERT_EQ(weft_set_procs(1, NULL), 0);
+	__atomic_store_n(&weft__chantimer_fire_hook, hold_first, __ATOMIC_RELAXED);
+	int64_t t0 = test_now_ns();
+	weft_ticker *tk;
+	ASSERT_EQ(weft_ticker_new(&tk, period), 0);
+	int64_t end = test_now_ns() + 5000 * MS * test_slowdown();
+	while (!atomic_load(&held) && test_now_ns() < end)
+		sleep_ns(MS);
+	ASSERT_EQ(atomic_load(&held), 1);
+
+	static struct tick_log l;
+	l.ticks = weft_ticker_chan(tk);
+	ASSERT_EQ(weft_chan_make(&l.stop, 0, 0), 0);
+	weft_wg_add(&l.done, 1);
+	ASSERT_EQ(weft_go(receiver, &l), 0);
+	while (test_now_ns() < t0 + period * 5 / 2)
+		sleep_ns(MS);
+	int64_t released = test_now_ns();
+	atomic_store(&release, 1);
+	while (test_now_ns() < released + period / 4)
+		sleep_ns(MS);
+	int n = atomic_load(&l.n);
+	weft_ticker_stop(tk);
+	weft_chan_close(l.stop);
+	weft_wg_wait(&l.done);
+	printf("    %d tick(s) in the quarter period after the late firing\n", n);
+	ASSERT_EQ(n, 1);
+	weft_ticker_free(tk);
+	weft_chan_release(l.stop);
+	__atomic_store_n(&weft__chantimer_fire_hook, NULL, __ATOMIC_RELAXED);
+}
+
 /* ---------------------------------------------------------------- func timers without memory */
 
 static atomic_int go_fails; /* starts still to fail */
@@ -155,6 +199,31 @@ TEST_THREAD(func_timer_retries_a_failed_start)
 	ASSERT_EQ(atomic_load(&go_calls), 4);
 	ASSERT(!weft_timer_stop(t));
 	weft_timer_free(t);
+	__atomic_store_n(&weft__chantimer_go_hook, NULL, __ATOMIC_RELAXED);
+}
+
+/*
+ * The retries of a func timer whose starts keep failing back off: 1, 2, 4,
+ * 8 ms and so on, so in 100 ms it tries about 7 times (the first at 1 ms),
+ * never once a millisecond. A late host only makes fewer tries. Guards: a
+ * retry interval that does not double (a timer that cannot start its
+ * goroutine then spins the timer heap every millisecond while memory is
+ * short).
+ */
+TEST_THREAD(func_timer_retries_back_off)
+{
+	atomic_store(&go_fails, 1 << 30);
+	__atomic_store_n(&weft__chantimer_go_hook, failing_go, __ATOMIC_RELAXED);
+	weft_timer *t;
+	ASSERT_EQ(weft_after_func(&t, MS, count_run, NULL), 0);
+	sleep_ns(100 * MS);
+	int calls = atomic_load(&go_calls);
+	printf("    %d tries in 100 ms\n", calls);
+	ASSERT_GE(calls, 1);
+	ASSERT_LE(calls, 10);
+	ASSERT(weft_timer_stop(t)); /* still armed for the next try */
+	weft_timer_free(t);
+	ASSERT_EQ(atomic_load(&fn_runs), 0);
 	__atomic_store_n(&weft__chantimer_go_hook, NULL, __ATOMIC_RELAXED);
 }
 

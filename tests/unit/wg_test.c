@@ -2,7 +2,9 @@
 /*
  * wg_test.c - WaitGroup internals: a waiter that gives up as the counter
  * reaches zero must not return while the add that made it zero has yet to
- * touch the WaitGroup, since its caller may then free it.
+ * touch the WaitGroup, since its caller may then free it; and such a late
+ * add must not wake the waiters of the WaitGroup's next round, once it was
+ * reused.
  */
 #include "test.h"
 
@@ -71,4 +73,95 @@ TEST(timed_waiter_outlasts_the_zeroing_done)
 	ASSERT(err == ETIMEDOUT || err == 0);
 	pthread_join(th, NULL);
 	free(wg);
+}
+
+static atomic_int stall_state; /* 0: not yet; 1: stalling; 2: released */
+
+/* The first add to reach the hook stalls until the test releases it. */
+static void stall_first_zero(void)
+{
+	int zero = 0;
+	if (!atomic_compare_exchange_strong(&stall_state, &zero, 1))
+		return;
+	int64_t end = test_now_ns() + 10000 * TEST_MS * test_slowdown();
+	while (atomic_load(&stall_state) == 1 && test_now_ns() < end)
+		usleep(1000);
+}
+
+struct reuse {
+	weft_wg *wg;
+	int64_t deadline;
+	atomic_int returned;
+	int err;
+	weft_wg done;
+};
+
+/* The waiters the WaitGroup counts (the low half of its state word). */
+static uint32_t waiters(weft_wg *wg)
+{
+	return (uint32_t)__atomic_load_n((uint64_t *)&wg->counter_, __ATOMIC_ACQUIRE);
+}
+
+static void *done_now(void *arg)
+{
+	weft_wg_done(arg);
+	return NULL;
+}
+
+static void timed_waiter(void *arg)
+{
+	struct reuse *r = arg;
+	r->err = weft_wg_wait_until(r->wg, r->deadline);
+	atomic_store(&r->returned, 1);
+	weft_wg_done(&r->done);
+}
+
+static void plain_waiter(void *arg)
+{
+	struct reuse *r = arg;
+	weft_wg_wait(r->wg);
+	atomic_store(&r->returned, 1);
+	weft_wg_done(&r->done);
+}
+
+/*
+ * A WaitGroup reused while the done that made it zero is late: a timed
+ * waiter is counted, the last done makes the counter zero and stalls before
+ * the queue lock; the waiter's deadline passes, the WaitGroup is reused
+ * (add 1) so the waiter leaves, and a new waiter queues for the next zero.
+ * When the stalled done goes on, it finds the counter no longer zero and
+ * must leave the new waiter parked: it returns only after the next done.
+ * Guards: the late done that takes every queued waiter whatever the counter
+ * says (the new waiter returned from weft_wg_wait with the counter at 1).
+ */
+TEST(late_zeroing_done_leaves_next_round_waiters)
+{
+	__atomic_store_n(&weft__wg_zero_hook, stall_first_zero, __ATOMIC_RELEASE);
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 1);
+	struct reuse a = {.wg = &wg, .done = WEFT_WG_INIT}, b = {.wg = &wg, .done = WEFT_WG_INIT};
+	weft_wg_add(&a.done, 1);
+	a.deadline = weft_now() + 100 * TEST_MS * test_slowdown();
+	GO(timed_waiter, &a);
+	WAIT_FOR(waiters(&wg) == 1); /* a counted */
+	pthread_t th;
+	ASSERT_EQ(pthread_create(&th, NULL, done_now, &wg), 0);
+	WAIT_FOR(atomic_load(&stall_state) == 1); /* zero, the done stalled */
+	weft_sleep_until(a.deadline + 10 * TEST_MS); /* a's deadline passes */
+	ASSERT_EQ(atomic_load(&a.returned), 0);    /* it waits for that done */
+	weft_wg_add(&wg, 1);                       /* reused: a leaves */
+	weft_wg_wait(&a.done);
+	ASSERT_EQ(a.err, ETIMEDOUT);
+	weft_wg_add(&b.done, 1);
+	GO(plain_waiter, &b);
+	WAIT_FOR(waiters(&wg) == 1); /* b counted */
+	atomic_store(&stall_state, 2);
+	pthread_join(th, NULL);
+	weft_sleep(20 * TEST_MS);
+	ASSERT_EQ(atomic_load(&b.returned), 0);
+	ASSERT_EQ(weft__wg_count(&wg), 1);
+	weft_wg_done(&wg);
+	weft_wg_wait(&b.done);
+	ASSERT_EQ(atomic_load(&b.returned), 1);
+	__atomic_store_n(&weft__wg_zero_hook, NULL, __ATOMIC_RELEASE);
 }
