@@ -105,8 +105,10 @@ WEFT_API void weft_ctx_cancel(weft_ctx *ctx);
  * number; 0 means ECANCELED) as weft_ctx_cause() (Go's WithCancelCause). */
 WEFT_API void weft_ctx_cancel_cause(weft_ctx *ctx, int cause);
 
-/* weft_ctx_err - 0 while ctx is live, then ECANCELED or ETIMEDOUT.
- * Blocks: no. */
+/* weft_ctx_err - 0 while ctx is live, then ECANCELED or ETIMEDOUT; once it
+ * is nonzero, every descendant of ctx is cancelled too (a cancellation in
+ * progress on another thread is waited for, as Go's Err() waits on the
+ * lock its cancel holds). Blocks: no (but for that). */
 WEFT_API int weft_ctx_err(weft_ctx *ctx);
 
 /* weft_ctx_cause - why ctx was cancelled: the cause given to
@@ -147,7 +149,8 @@ WEFT_API int weft_ctx_wait(weft_ctx *ctx);
  * done already. Registrations on one context are independent of each other;
  * fn is started once at most. If there is no memory for its goroutine when
  * ctx is done, the start is retried as weft_after_func() does: late, never
- * dropped.
+ * dropped (the retry's timer needs a slot in a timer heap: with no memory
+ * for that either, a fatal error, "out of memory adding a timer").
  * Errors: EINVAL (ctx, fn or out NULL), ENOMEM; *out is untouched on error.
  * Blocks: no. Thread-safety: any thread.
  */

@@ -79,6 +79,7 @@ static int fire_one(weft_ctx *ctx, int err, int cause, weft_ctx **queue)
 static void close_done(weft_ctx *ctx)
 {
 	weft__spin_lock(&ctx->cs.lock);
+	ctx->close_passed = 1; /* a channel made from now on is made closed */
 	weft_chan *done = ctx->done_closed ? NULL : ctx->done;
 	if (done)
 		ctx->done_closed = 1; /* else the maker of the channel closes it */
@@ -139,6 +140,24 @@ static void cancel(weft_ctx *ctx, int err, int cause, int wait)
 	} else if (wait) {
 		wait_settled(ctx);
 	}
+}
+
+/* The cancellable node whose source cs is. */
+static weft_ctx *node_of(struct weft__cancel *cs)
+{
+	return (weft_ctx *)((char *)cs - offsetof(weft_ctx, cs));
+}
+
+/* cs's error; once there is one, only after its canceller is through the
+ * subtree (wait_settled), as Go's Err() takes the lock that cancel holds
+ * across the children's: whoever sees a context cancelled sees every
+ * descendant cancelled and their weft_ctx_after_func functions started. */
+static int settled_err(struct weft__cancel *cs)
+{
+	int err = cs ? weft__cancel_err(cs) : 0;
+	if (err)
+		wait_settled(node_of(cs));
+	return err;
 }
 
 /* The hook of a child on its ancestor's source: the ancestor fired. The
@@ -210,9 +229,12 @@ static int with_cancel(weft_ctx *parent, int64_t deadline, int cause, weft_ctx *
 	if (ctx->parent_cs) {
 		err = weft__hook_add(ctx->parent_cs, &ctx->parent_hook);
 		if (err) {
-			/* Born cancelled: the parent's error and cause. */
+			/* Born cancelled: the parent's error and cause, once
+			 * its canceller is through its other children (Go's
+			 * propagateCancel waits on the parent's lock). */
 			struct weft__cancel *pcs = ctx->parent_cs;
 			ctx->parent_cs = NULL;
+			settled_err(pcs);
 			cancel(ctx, err, pcs->cause, 0);
 		}
 	}
@@ -302,7 +324,7 @@ void weft_ctx_cancel(weft_ctx *ctx)
 int weft_ctx_err(weft_ctx *ctx)
 {
 	struct weft__cancel *cs = weft__ctx_source(ctx);
-	int err = cs ? weft__cancel_err(cs) : 0;
+	int err = settled_err(cs);
 	if (err)
 		weft__race_acquire(cs);
 	return err;
@@ -311,7 +333,7 @@ int weft_ctx_err(weft_ctx *ctx)
 int weft_ctx_cause(weft_ctx *ctx)
 {
 	struct weft__cancel *cs = weft__ctx_source(ctx);
-	if (!cs || !weft__cancel_err(cs))
+	if (!settled_err(cs))
 		return 0;
 	return cs->cause; /* written before err was published */
 }
@@ -353,8 +375,9 @@ weft_chan *weft_ctx_done(weft_ctx *ctx)
 		__atomic_store_n(&ctx->done, c, __ATOMIC_RELEASE);
 		done = c;
 		c = NULL;
-		/* Made after the cancellation: nobody else will close it. */
-		if (ctx->cs.err && !ctx->done_closed) {
+		/* Made after the canceller's close_done (which comes after
+		 * the subtree's): nobody else will close it. */
+		if (ctx->close_passed && !ctx->done_closed) {
 			ctx->done_closed = 1;
 			close_it = 1;
 		}

@@ -10,7 +10,9 @@
  * weft_ctx_cancel() has returned, fn has been started. Registering on a
  * context that is already done starts it at once. If weft_go() fails for want
  * of memory, the timer is armed to retry, as a firing func timer is, so a
- * cancellation never loses the call and the hook never allocates.
+ * cancellation never loses the call; the hook allocates nothing but that
+ * arming's heap slot when the heap must grow (with no memory for it either:
+ * a fatal error, "out of memory adding a timer").
  *
  * Stop answers "was fn kept from starting?": weft__hook_del says whether the
  * hook was removed before it ran (then nothing was started: kept). Otherwise

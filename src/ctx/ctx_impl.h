@@ -22,6 +22,7 @@ struct weft_ctx {
 	uint8_t kind;        /* CTX_*; fixed */
 	uint8_t timer_armed; /* tm was added to a heap; fixed after creation */
 	uint8_t done_closed; /* done has been (or is being) closed; under cs.lock */
+	uint8_t close_passed; /* the firer's close_done has run; under cs.lock */
 	weft_ctx *parent;    /* holds a reference; fixed */
 	/* CTX_VALUE */
 	const void *key;

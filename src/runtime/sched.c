@@ -1523,10 +1523,13 @@ int weft__timer_try_add_here(struct weft__timer *t, int64_t when)
 	int err = weft__timer_add(h, t, when);
 	if (err)
 		return err;
-	/* On our own P the timer is seen at our next switch, or by stopm when
-	 * this M goes idle. On P 0 from outside, an idle M may be asleep until
-	 * a later deadline (or with none): wake one to re-read the heaps. */
-	if (!own && when < __atomic_load_n(&weft__sched.timer_wait_until, __ATOMIC_SEQ_CST))
+	/* An idle M may be asleep until a later deadline (or with none): wake
+	 * one to re-read the heaps (Go's wakeNetPoller). On P 0 from outside
+	 * always; on our own P when a P is idle to fire it, since our next
+	 * switch may be far off (a goroutine that computes until its context's
+	 * deadline never makes one), and stopm sees it only if this M idles. */
+	if (when < __atomic_load_n(&weft__sched.timer_wait_until, __ATOMIC_SEQ_CST) &&
+	    (!own || __atomic_load_n(&weft__sched.npidle, __ATOMIC_SEQ_CST) != 0))
 		wake_timer_m();
 	return 0;
 }
