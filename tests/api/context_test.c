@@ -2522,12 +2522,6 @@ TEST(deadline_at_int64_max_is_a_deadline)
 
 /* ---------------------------------------------------------------- review round 2 */
 
-static int cmp_late(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return (x > y) - (x < y);
-}
-
 /*
  * A context with a 3 ms timeout made by a goroutine that then computes
  * (polling weft_ctx_err, Go's `for ctx.Err() == nil { work() }`), at 2 Ps
@@ -2536,18 +2530,23 @@ static int cmp_late(const void *a, const void *b)
  * which the loop never makes; nobody watched it until sysmon found the
  * goroutine hogging its P (10 ms). It must fire on time, as Go's addtimer
  * wakes an idle P for a timer earlier than what the idle Ms sleep until.
- * The median of 7 trials; the bound holds in release builds only.
+ * The best of 7 trials must be under 3 ms late, in release builds: without
+ * the wake-up only the hog check fires the timer, after the goroutine has
+ * run 10 ms (5 ms at the deadline), so every trial is 5 ms late or more;
+ * with it, 0.05-0.3 ms on a quiet machine. (A bound on the median, 1 ms,
+ * failed at a load of 4 on 2 CPUs, where the timer M and the polling
+ * goroutine wait for a CPU: 2-6 ms.)
  */
 TEST(deadline_fires_on_time_while_its_maker_computes)
 {
 	ASSERT_EQ(weft_set_procs(2, NULL), 0);
 	enum { TRIALS = 7 };
-	int64_t late[TRIALS];
+	int64_t best = INT64_MAX;
 	for (int r = 0; r < TRIALS; r++) {
 		weft_sleep(150 * TEST_MS); /* sysmon backs off */
-		/* Busy 5 ms, without a switch: the M that woke us goes back
+		/* Busy 2 ms, without a switch: the M that woke us goes back
 		 * to sleep, with no timer due. */
-		int64_t idle = weft_now() + 5 * TEST_MS;
+		int64_t idle = weft_now() + 2 * TEST_MS;
 		while (weft_now() < idle)
 			;
 		int64_t d = 3 * TEST_MS, t0 = weft_now();
@@ -2555,14 +2554,14 @@ TEST(deadline_fires_on_time_while_its_maker_computes)
 		int64_t give_up = t0 + 100 * TEST_MS;
 		while (weft_ctx_err(c) == 0 && weft_now() < give_up)
 			;
-		late[r] = weft_now() - t0 - d;
-		printf("    the deadline was seen %.2f ms late\n", late[r] / 1e6);
+		int64_t late = weft_now() - t0 - d;
+		printf("    the deadline was seen %.2f ms late\n", late / 1e6);
+		if (late < best)
+			best = late;
 		weft_ctx_release(c);
 	}
-	qsort(late, TRIALS, sizeof late[0], cmp_late);
-	int64_t median = late[TRIALS / 2];
-	if (test_slowdown() == 1 && !test_emulated() && median >= 1000 * 1000)
-		FAIL("median lateness %.2f ms (bound 1 ms)", median / 1e6);
+	if (test_slowdown() == 1 && !test_emulated() && best >= 3 * 1000 * 1000)
+		FAIL("the deadline was seen %.2f ms late at best (bound 3 ms)", best / 1e6);
 	EXPECT_ALL_FREED();
 }
 
