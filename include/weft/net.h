@@ -84,7 +84,9 @@ WEFT_API int weft_open(const char *path, int flags, unsigned mode, weft_fd **out
  * EBADF (f was closed already: only the reference is dropped), or the error
  * of close(2) (the descriptor is gone either way).
  * Blocks: until the calls in progress on f have returned (promptly: they
- * are woken).
+ * are woken); then close(2) of a descriptor that is not a socket (a file
+ * may flush, a tty drain its output) or of a socket with SO_LINGER on runs
+ * as a blocking call (weft_blocking_begin), its P handed on meanwhile.
  *
  * References: the creating call (weft_fd_open, weft_accept, weft_dial, ...)
  * hands out one. A goroutine that may still call on f after someone else
