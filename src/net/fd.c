@@ -115,6 +115,15 @@ int weft_fd_open(int fd, weft_fd **out)
 		/* Inference rests on tcp_recvmsg's rule, so other stream
 		 * protocols over IP (MPTCP, SCTP) try each call first. */
 		tcp = stream && (dom == AF_INET || dom == AF_INET6) && proto == IPPROTO_TCP;
+		if (tcp) {
+			/* An upper-layer protocol (kTLS) hands out records,
+			 * not the stream: a read stops short at a control
+			 * record with more queued. It tries each call first. */
+			char ulp[16] = "";
+			l = sizeof ulp;
+			if (getsockopt(fd, IPPROTO_TCP, TCP_ULP, ulp, &l) == 0 && l > 0 && ulp[0])
+				tcp = 0;
+		}
 	}
 	int fl = fcntl(fd, F_GETFL);
 	if (fl < 0)
