@@ -283,12 +283,26 @@ static int dispatch(struct weft__m *m, struct epoll_event *ev, int n, int blocki
 	return woken;
 }
 
+/* epoll_wait's result n: a failure but a signal's is fatal, as in Go's
+ * netpoll. The one way to it is the program's: weft's epoll descriptor
+ * closed (a closefrom(3), a daemon's close loop) or replaced by dup2. Going
+ * on would leave every goroutine waiting on a descriptor parked for ever,
+ * and the idle Ms spinning on the failing call. */
+static void check_wait(int n)
+{
+	if (n < 0 && errno != EINTR)
+		weft__fatal("netpoll: epoll_wait on descriptor %d failed: %s (weft's epoll "
+			    "descriptor was closed or replaced by the program?)",
+			    epfd, strerror(errno));
+}
+
 int weft__netpoll_now(struct weft__m *m)
 {
 	if (!is_inited())
 		return 0;
 	struct epoll_event ev[NEVENTS];
 	int n = epoll_wait(epfd, ev, NEVENTS, 0);
+	check_wait(n);
 	__atomic_store_n(&weft__netpoll_last, weft_now(), __ATOMIC_RELAXED);
 	if (n <= 0)
 		return 0;
@@ -321,6 +335,7 @@ int weft__netpoll_block(struct weft__m *m, int64_t until, const uint32_t *park)
 		}
 		struct epoll_event ev[NEVENTS];
 		int n = epoll_wait(epfd, ev, NEVENTS, timeout);
+		check_wait(n);
 		__atomic_store_n(&weft__netpoll_last, weft_now(), __ATOMIC_RELAXED);
 		if (n > 0)
 			woken = dispatch(m, ev, n, 1);

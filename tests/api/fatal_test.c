@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DEADLOCK_MSG "fatal error: all goroutines are asleep - deadlock!"
 /* Deadlock detection takes ~20 ms; a child that has not finished in 2 s
@@ -992,4 +993,55 @@ TEST_THREAD(fatal_cancel_of_not_cancellable_context)
 	expect_fatal("cancel_value_goroutine", msg);
 	expect_fatal("cancel_cause_value_over_cancellable_foreign", msg);
 	expect_fatal("cancel_detached_goroutine", msg);
+}
+
+/* ---------------------------------------------------------------- the poller's descriptor */
+
+static void closed_poller_reader(void *arg)
+{
+	char b;
+	size_t n;
+	weft_read_until(arg, &b, 1, &n, weft_now() + 500 * WEFT_MILLISECOND);
+	printf("read returned\n");
+	fflush(stdout);
+}
+
+/* The program closes every descriptor above stderr but a pipe's, weft's
+ * epoll descriptor among them (the pipe's registration made it), as a
+ * daemon's close loop or closefrom(3) would; then a goroutine waits on the
+ * pipe. (Waiting first could leave a poller already blocked in epoll_wait
+ * there until the reader's deadline, and nobody polling after it.) */
+static int closed_poller_main(void *arg)
+{
+	(void)arg;
+	int p[2];
+	ASSERT_EQ(pipe(p), 0);
+	weft_fd *r;
+	ASSERT_EQ(weft_fd_open(p[0], &r), 0);
+	for (int fd = 3; fd < 1024; fd++)
+		if (fd != p[0] && fd != p[1])
+			close(fd);
+	ASSERT_EQ(weft_go(closed_poller_reader, r), 0);
+	for (int i = 0; i < 100; i++)
+		weft_sleep(10 * WEFT_MILLISECOND);
+	printf("survived\n");
+	return 0;
+}
+
+CHILD(closed_poller)
+{
+	return weft_main(closed_poller_main, NULL);
+}
+
+/*
+ * weft's epoll descriptor closed under it by the program is a fatal error
+ * that says so, as Go's netpoll throws. Guards: epoll_wait's EBADF ignored,
+ * so the reader stays parked for ever (here, until its deadline: "read
+ * returned", then "survived") while idle Ms spin on the failing call.
+ */
+TEST_THREAD(closed_poller_descriptor_is_fatal)
+{
+	if (test_emulated())
+		SKIP("closing every descriptor would close the emulator's own");
+	expect_fatal("closed_poller", "fatal error: netpoll: epoll_wait on descriptor ");
 }
