@@ -27,7 +27,9 @@
  * Deadlines are absolute times on weft_now()'s clock (nanoseconds,
  * CLOCK_MONOTONIC): weft_now() + 50 * WEFT_MILLISECOND. With a deadline in the
  * past an _until form does not wait: it completes if it can, else returns
- * ETIMEDOUT.
+ * ETIMEDOUT. An _until form that must wait arms a timer in its P's timer heap,
+ * which grows (doubling) when full: out of memory there is a fatal error
+ * ("out of memory adding a timer"), as an allocation failure is in Go.
  *
  * Ownership: weft_chan_make() returns one reference. weft_chan_retain() adds
  * one, weft_chan_release() drops one; the last release frees the channel and

@@ -123,7 +123,7 @@ WEFT_API int weft_ctx_cause(weft_ctx *ctx);
  * select treats as never ready, as Go does with a nil channel. The channel
  * belongs to ctx: it lives as long as ctx; do not release it. Returns NULL
  * also if the channel cannot be allocated (ENOMEM): use the _ctx calls or
- * weft_ctx_wait() then, which never allocate. Blocks: no.
+ * weft_ctx_wait() then, which allocate no channel. Blocks: no.
  */
 WEFT_API weft_chan *weft_ctx_done(weft_ctx *ctx);
 
@@ -188,9 +188,11 @@ WEFT_API void weft_ctx_release(weft_ctx *ctx);
  * done, having done nothing (a send sent nothing, an acquire holds nothing).
  * A context already done when the call starts fails it without waiting
  * unless it can complete at once, as Go's select would pick either. The sync
- * waits and the sleep never allocate; the channel calls and select, when they
- * must wait, use ctx's done channel, made once per context (ENOMEM if that
- * fails, having done nothing).
+ * waits and the sleep allocate nothing but, with a deadline to wait for, a
+ * slot in the P's timer heap when it must grow (out of memory there is a
+ * fatal error, as for an _until form); the channel calls and select, when
+ * they must wait, use ctx's done channel, made once per context (ENOMEM if
+ * that fails, having done nothing).
  */
 WEFT_API int weft_chan_send_ctx(weft_ctx *ctx, weft_chan *c, const void *elem);
 WEFT_API int weft_chan_recv_ctx(weft_ctx *ctx, weft_chan *c, void *out);
