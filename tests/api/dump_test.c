@@ -328,6 +328,93 @@ TEST(dump_shows_a_blocking_call)
 	close(b.fds[1]);
 }
 
+static void dump_test_ended(void *arg)
+{
+	weft_wg_done(arg);
+}
+
+/*
+ * A goroutine that has ended is not in the dump: 50 of them, named, spawned
+ * and joined, and once they are all gone (the count back to where it was)
+ * the dump names none of them; their records wait in the stack caches, dead,
+ * until a spawn reuses them. Guards: a dump that skips only never-used
+ * records (every ended goroutine listed as "dead", for as long as its stack
+ * is cached).
+ */
+TEST(dump_leaves_out_ended_goroutines)
+{
+	int64_t base = weft_num_goroutines();
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 50);
+	weft_go_options o = { .name = "dump-ended" };
+	for (int i = 0; i < 50; i++)
+		ASSERT_EQ(weft_go_opts(dump_test_ended, &wg, &o), 0);
+	weft_wg_wait(&wg);
+	EXPECT_GOROUTINES(base);
+	/* Past weft_wg_done, an ending goroutine may be on its way out still
+	 * (and dumped as running): look again until it is gone. */
+	char *buf = test_dump();
+	int64_t end = test_now_ns() + 2000 * TEST_MS * test_slowdown();
+	while (strstr(buf, "dump-ended") && test_now_ns() < end) {
+		free(buf);
+		weft_sleep(TEST_MS);
+		buf = test_dump();
+	}
+	ASSERT_NOT_CONTAINS(buf, "dump-ended");
+	ASSERT_NOT_CONTAINS(buf, "[dead");
+	free(buf);
+}
+
+struct runnable_ctx {
+	atomic_ullong id;
+	atomic_int yields;
+	atomic_int stop;
+	weft_wg done;
+};
+
+void dump_test_yielder(void *arg);
+
+void dump_test_yielder(void *arg)
+{
+	struct runnable_ctx *r = arg;
+	atomic_store(&r->id, weft_self_id());
+	while (!atomic_load(&r->stop)) {
+		atomic_fetch_add(&r->yields, 1);
+		weft_yield();
+	}
+	weft_wg_done(&r->done);
+}
+
+/*
+ * At 1 P a goroutine that yields in a loop is runnable (queued) whenever the
+ * dumping goroutine runs: it shows as "runnable", with a backtrace taken
+ * from its saved context that names its function. Guards: backtraces walked
+ * only for waiting goroutines (a runnable one dumped with no frames).
+ */
+TEST(dump_shows_a_runnable_goroutine_with_its_frames)
+{
+	int old;
+	ASSERT_EQ(weft_set_procs(1, &old), 0);
+	static struct runnable_ctx r;
+	r = (struct runnable_ctx){ .done = WEFT_WG_INIT };
+	weft_wg_add(&r.done, 1);
+	weft_go_options o = { .name = "dump-runnable" };
+	ASSERT_EQ(weft_go_opts(dump_test_yielder, &r, &o), 0);
+	YIELD_UNTIL(atomic_load(&r.yields) > 0);
+	/* It yielded back to us: it is queued, not running (one P). */
+	char *buf = test_dump();
+	atomic_store(&r.stop, 1);
+	weft_wg_wait(&r.done);
+	ASSERT_EQ(weft_set_procs(old, NULL), 0);
+	char *sec = section(buf, atomic_load(&r.id));
+	char *l = first_line(sec);
+	ASSERT_CONTAINS(l, "runnable");
+	ASSERT_CONTAINS(sec, "dump_test_yielder");
+	free(l);
+	free(sec);
+	free(buf);
+}
+
 /* ---------------------------------------------------------------- WEFT_DEBUG=hogs */
 
 void dump_test_hog(void *arg);

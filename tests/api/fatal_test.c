@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,77 @@ TEST_THREAD(deadlock_detected_with_declared_host_thread)
 	         d && *d ? "," : "", test_host_threads() + 1);
 	const char *const env[] = { "WEFT_PROCS=2", dbg, NULL };
 	expect_deadlock("deadlock_host_thread", env);
+}
+
+static atomic_int ub_spinning, ub_ending;
+
+/* Holds the only P, without a switch, until the blocker has ended its call
+ * and a while after; then waits for ever. */
+static void ub_spinner(void *arg)
+{
+	(void)arg;
+	atomic_store(&ub_spinning, 1);
+	int64_t end = test_now_ns() + 1000 * TEST_MS * test_slowdown();
+	while (!atomic_load(&ub_ending) && test_now_ns() < end)
+		test_spin_ns(100000);
+	test_spin_ns(20 * TEST_MS);
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 1);
+	weft_wg_wait(&wg);
+}
+
+/* Queues the spinner on its P, enters a blocking call (sysmon hands the P
+ * to another M, which runs the spinner), and ends the call while the
+ * spinner holds that P: no P to return to, so it queues itself. */
+static void ub_blocker(void *arg)
+{
+	(void)arg;
+	GO(ub_spinner, NULL);
+	weft_blocking_begin();
+	int64_t end = test_now_ns() + 1000 * TEST_MS * test_slowdown();
+	while (!atomic_load(&ub_spinning) && test_now_ns() < end)
+		test_os_sleep_ms(1);
+	atomic_store(&ub_ending, 1);
+	weft_blocking_end();
+	printf("unblocked\n");
+	fflush(stdout);
+	weft_wg wg = WEFT_WG_INIT;
+	weft_wg_add(&wg, 1);
+	weft_wg_wait(&wg);
+}
+
+static int unblocked_main(void *arg)
+{
+	(void)arg;
+	weft_wg_add(&wall, 1);
+	GO(ub_blocker, NULL);
+	weft_wg_wait(&wall);
+	printf("main returned\n");
+	return 0;
+}
+
+CHILD(deadlock_after_requeued_blocking_call)
+{
+	return weft_main(unblocked_main, NULL);
+}
+
+/*
+ * At 1 P a goroutine ends a blocking call whose P sysmon has handed to
+ * another goroutine meanwhile, so it goes through the global queue; then
+ * every goroutine waits for ever: the deadlock is reported (the call no
+ * longer counts as under way). Guards: a call ended that way that stays
+ * counted as blocking (the detector waits for it for ever: the child hangs
+ * until the harness kills it).
+ */
+TEST_THREAD(deadlock_detected_after_requeued_blocking_call)
+{
+	test_child c;
+	test_child_run("deadlock_after_requeued_blocking_call", procs1, CHILD_TIMEOUT_MS, &c);
+	ASSERT_CHILD_EXIT(&c, 2);
+	ASSERT_CONTAINS(c.out, "unblocked");
+	ASSERT_CONTAINS(c.err, DEADLOCK_MSG);
+	ASSERT_NOT_CONTAINS(c.out, "main returned");
+	test_child_free(&c);
 }
 
 /* -------------------------------------------------------- live programs */

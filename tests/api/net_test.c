@@ -2230,6 +2230,50 @@ TEST(deadline_on_a_closed_regular_file)
 	weft_fd_release(f);
 }
 
+struct pipe_filler {
+	weft_fd *w;
+	atomic_int started;
+	int err;
+	weft_wg done;
+};
+
+static void fill_pipe(void *arg)
+{
+	struct pipe_filler *pf = arg;
+	static char buf[256 << 10]; /* four times a pipe's default capacity */
+	atomic_store(&pf->started, 1);
+	size_t n;
+	pf->err = weft_write_until(pf->w, buf, sizeof buf, &n,
+				   weft_now() + 2000 * TEST_MS * test_slowdown());
+	weft_wg_done(&pf->done);
+}
+
+/*
+ * A goroutine waiting to write into a full pipe wakes with EPIPE when the
+ * read end is closed: epoll reports EPOLLERR alone then (the pipe is still
+ * full: no EPOLLOUT). The write's deadline, 2 s (scaled), is never reached.
+ * Guards: write waiters woken only by EPOLLOUT (the writer sleeps until its
+ * deadline and reports ETIMEDOUT).
+ */
+TEST(pipe_writer_wakes_when_the_reader_closes)
+{
+	void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+	int p[2];
+	ASSERT_EQ(pipe(p), 0);
+	static struct pipe_filler pf;
+	pf = (struct pipe_filler){ .done = WEFT_WG_INIT };
+	ASSERT_EQ(weft_fd_open(p[1], &pf.w), 0);
+	weft_wg_add(&pf.done, 1);
+	GO(fill_pipe, &pf);
+	WAIT_FOR(atomic_load(&pf.started));
+	weft_sleep(20 * TEST_MS); /* into its wait, most likely: the pipe is full */
+	close(p[0]);
+	weft_wg_wait(&pf.done);
+	signal(SIGPIPE, old);
+	ASSERT_EQ(pf.err, EPIPE);
+	ASSERT_EQ(weft_fd_close(pf.w), 0);
+}
+
 /* ---------------------------------------------------------------- concurrent writers */
 
 #define BLOCK (64 << 10)

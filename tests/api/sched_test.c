@@ -526,6 +526,67 @@ TEST_THREAD(yield_foreign)
 	ASSERT_EQ(weft_self_proc(), -1);
 }
 
+struct starve {
+	atomic_int started; /* yielders running */
+	atomic_int stop;
+	atomic_int ran; /* the late goroutine ran */
+	weft_wg wg;
+};
+
+static void starve_yielder(void *arg)
+{
+	struct starve *s = arg;
+	atomic_fetch_add(&s->started, 1);
+	while (!atomic_load(&s->stop))
+		weft_yield();
+	weft_wg_done(&s->wg);
+}
+
+static void starve_late(void *arg)
+{
+	struct starve *s = arg;
+	atomic_store(&s->ran, 1);
+	weft_wg_done(&s->wg);
+}
+
+/*
+ * At 1 P two goroutines yield to each other without end, so the P's local
+ * queue is never empty; a goroutine spawned from a foreign thread meanwhile
+ * waits in the global queue and must still run, while they go on (the P
+ * looks at the global queue every 61st schedule, as Go does). The yielders
+ * stop only once it has run, or after 2 s (scaled), which fails. Guards: a
+ * scheduler that looks at the global queue only when its local queue runs
+ * dry (the late goroutine then waits for as long as the yielders go on).
+ */
+TEST_THREAD(global_queue_is_not_starved_by_a_busy_local_queue)
+{
+	int old;
+	ASSERT_EQ(weft_set_procs(1, &old), 0);
+	static struct starve s;
+	s = (struct starve){ .wg = WEFT_WG_INIT };
+	weft_wg_add(&s.wg, 3);
+	GO(starve_yielder, &s);
+	GO(starve_yielder, &s);
+	int64_t end = test_now_ns() + 2000 * TEST_MS * test_slowdown();
+	while (atomic_load(&s.started) < 2 && test_now_ns() < end)
+		test_os_sleep_ms(1);
+	int started = atomic_load(&s.started);
+	if (started == 2) {
+		GO(starve_late, &s); /* from this thread: to the global queue */
+		while (!atomic_load(&s.ran) && test_now_ns() < end)
+			test_os_sleep_ms(1);
+	}
+	int ran = atomic_load(&s.ran);
+	atomic_store(&s.stop, 1);
+	if (started < 2)
+		GO(starve_late, &s);
+	weft_wg_wait(&s.wg);
+	ASSERT_EQ(weft_set_procs(old, NULL), 0);
+	ASSERT_EQ(started, 2);
+	if (!ran)
+		FAIL("a goroutine in the global queue did not run while the local queue stayed busy");
+}
+
 /* ---------------------------------------------------------------- set_procs */
 
 /*
@@ -886,6 +947,62 @@ static int64_t fork_join_at_4(void)
 	       atomic_load(&work_per_p[1]), atomic_load(&work_per_p[2]),
 	       atomic_load(&work_per_p[3]));
 	return used >= 3 ? 0 : 3 - used;
+}
+
+struct retired_sleeper {
+	atomic_int proc; /* the sleeper's P; -1 before it runs */
+	atomic_int woke;
+	weft_wg wg;
+};
+
+static void sleep_on_other_p(void *arg)
+{
+	struct retired_sleeper *r = arg;
+	atomic_store(&r->proc, weft_self_proc());
+	weft_sleep(20 * TEST_MS);
+	atomic_store(&r->woke, 1);
+	weft_wg_done(&r->wg);
+}
+
+/*
+ * A goroutine sleeps with its timer on P 1, and weft_set_procs(1) then
+ * retires P 1 (at once if it is idle, else at its M's next trip through the
+ * scheduler, after the timer was armed): the timer moves to P 0 and the
+ * sleeper wakes, well within 2 s (scaled). Guards: a retired P that keeps
+ * its timers (no one runs the timers of a dead P: the sleeper sleeps for
+ * ever, and an idle M wakes again and again for its deadline).
+ */
+TEST(set_procs_down_moves_timers_of_a_retired_p)
+{
+	int old;
+	ASSERT_EQ(weft_set_procs(1, &old), 0); /* we run on P 0 from here */
+	ASSERT_EQ(weft_set_procs(2, NULL), 0);
+	static struct retired_sleeper r;
+	int tries = 0;
+	for (;;) {
+		r = (struct retired_sleeper){ .proc = -1, .wg = WEFT_WG_INIT };
+		weft_wg_add(&r.wg, 1);
+		GO(sleep_on_other_p, &r);
+		/* Hold our P without a switch: the sleeper runs on the other. */
+		int64_t end = test_now_ns() + 2000 * TEST_MS * test_slowdown();
+		while (atomic_load(&r.proc) == -1 && test_now_ns() < end)
+			test_spin_ns(10000);
+		if (atomic_load(&r.proc) == 1)
+			break;
+		weft_wg_wait(&r.wg);
+		if (++tries == 10) {
+			ASSERT_EQ(weft_set_procs(old, NULL), 0);
+			SKIP("the sleeper never ran on P 1");
+		}
+	}
+	ASSERT_EQ(weft_set_procs(1, NULL), 0); /* P 1 goes, with the timer */
+	int64_t end = test_now_ns() + 2000 * TEST_MS * test_slowdown();
+	while (!atomic_load(&r.woke) && test_now_ns() < end)
+		weft_sleep(TEST_MS);
+	if (!atomic_load(&r.woke))
+		FAIL("the sleeper's timer stayed on the retired P: it never woke");
+	weft_wg_wait(&r.wg);
+	ASSERT_EQ(weft_set_procs(old, NULL), 0);
 }
 
 /*

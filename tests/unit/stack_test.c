@@ -609,3 +609,37 @@ TEST(carving_ahead_is_not_a_deadlock)
 	weft_chan_release(b.ch);
 	ASSERT_EQ(weft_set_max_blocking(old_max, NULL), 0);
 }
+
+/*
+ * A P's own stack cache holds at most WEFT_PCACHE stacks: freeing one more
+ * into a full cache first spills the older half to the global cache. 1,100
+ * stacks freed into one P (a private one here) never take the count past the
+ * cap nor write past the array (the field after it keeps its value), and
+ * the newest stays on top (the spill takes the oldest). Guards: a cap check
+ * off by one (the 1,025th stack written past the end of the array, over the
+ * P's goroutine-id cache).
+ */
+TEST_THREAD(p_cache_spills_at_its_cap)
+{
+	enum { NSTACKS = WEFT_PCACHE + 76 };
+	static struct weft__g *gs[NSTACKS];
+	struct weft__p *p = aligned_alloc(WEFT_CACHELINE, sizeof *p);
+	ASSERT(p != NULL);
+	memset(p, 0, sizeof *p);
+	for (int i = 0; i < NSTACKS; i++) {
+		int err = 0;
+		gs[i] = weft__stack_alloc(NULL, 0, &err);
+		ASSERT(gs[i] != NULL);
+	}
+	p->goid_next = 12345; /* the field after the cache */
+	for (int i = 0; i < NSTACKS; i++) {
+		weft__stack_free(p, gs[i]);
+		ASSERT_LE(p->ngfree, WEFT_PCACHE);
+		ASSERT_EQ(p->goid_next, 12345);
+	}
+	ASSERT(p->ngfree > 0);
+	ASSERT(p->gfree[p->ngfree - 1] == gs[NSTACKS - 1]); /* the newest stays */
+	weft__stack_flush(p);
+	ASSERT_EQ(p->ngfree, 0);
+	free(p);
+}

@@ -149,6 +149,43 @@ TEST_THREAD(move_heap)
 }
 
 /*
+ * Moving a heap whose timers sit in both lanes: timers added in falling
+ * deadline order go to the heap lane, in rising order to the FIFO lane.
+ * Every live one arrives, and they fire in deadline order. Guards: a move
+ * that takes only one lane (move_heap above adds in rising order, so its
+ * timers are all in the FIFO lane; a move that left the heap lane behind
+ * lost timers whenever a P retired).
+ */
+TEST_THREAD(move_heap_both_lanes)
+{
+	struct weft__timers a, b;
+	weft__timers_init(&a);
+	weft__timers_init(&b);
+	nfired = 0;
+	for (int i = 0; i < 50; i++) { /* rising: a's FIFO lane */
+		tm[i] = (struct weft__timer){ .fn = record, .deletable = 1 };
+		ASSERT_EQ(weft__timer_add(&a, &tm[i], 1000 + i), 0);
+	}
+	for (int i = 50; i < 100; i++) { /* falling, below the lane: a's heap */
+		tm[i] = (struct weft__timer){ .fn = record, .deletable = 1 };
+		ASSERT_EQ(weft__timer_add(&a, &tm[i], 600 - i), 0);
+	}
+	ASSERT(a.len > 0 && a.qtail != a.qhead); /* both lanes in use */
+	tm[100] = (struct weft__timer){ .fn = record };
+	ASSERT_EQ(weft__timer_add(&b, &tm[100], 5), 0);
+	weft__timers_move(&a, &b);
+	ASSERT_EQ(weft__timers_peek(&a), INT64_MAX);
+	ASSERT_EQ(pending(&a), 0);
+	ASSERT_EQ(pending(&b), 101);
+	ASSERT_EQ(weft__timers_run(&b, 10000, INT_MAX), 101);
+	ASSERT_EQ(nfired, 101);
+	for (int i = 1; i < nfired; i++)
+		ASSERT_LE(fired_when[i - 1], fired_when[i]);
+	weft__timers_destroy(&a);
+	weft__timers_destroy(&b);
+}
+
+/*
  * A timer deleted and re-added later must not fire at its old, earlier
  * deadline. Guards: the deleted slot left in the heap firing the timer early.
  */
