@@ -155,9 +155,10 @@ int weft_open(const char *path, int flags, unsigned mode, weft_fd **out)
 
 int weft_fd_get(const weft_fd *f)
 {
-	/* From now on the raw descriptor may be read directly: no byte may be
-	 * read ahead of it (see tcp_read). */
-	__atomic_store_n(&((weft_fd *)f)->no_ra, 1, __ATOMIC_RELAXED);
+	/* From now on the raw descriptor may be read directly (no byte may be
+	 * read ahead of it) and its options changed (SO_RCVLOWAT hides
+	 * arrivals from epoll): no call infers readiness (run, tcp_read). */
+	__atomic_store_n(&((weft_fd *)f)->raw_out, 1, __ATOMIC_RELAXED);
 	/* After a close the number may belong to someone else now. */
 	return __atomic_load_n(&f->refs, __ATOMIC_ACQUIRE) & CLOSING ? -1 : f->fd;
 }
@@ -442,7 +443,7 @@ static int run(weft_fd *f, int dir, int64_t dl, struct weft__cancel *cs, sys_fn 
 		/* Read each time: a hang-up or an error is reported once, and
 		 * the data before it may be read in several calls. */
 		int inferring = infer && !__atomic_load_n(&pd->sticky, __ATOMIC_SEQ_CST) &&
-		                !__atomic_load_n(&f->no_ra, __ATOMIC_RELAXED);
+		                !__atomic_load_n(&f->raw_out, __ATOMIC_RELAXED);
 		if (inferring && !weft__pd_ready(pd, dir)) {
 			int w = fd_wait(f, dir, dl, cs);
 			if (w)
@@ -537,8 +538,7 @@ static int tcp_read(weft_fd *f, char *buf, size_t len, size_t *n, int64_t dl,
 		 * have changed (SO_RCVLOWAT: epoll then skips arrivals below
 		 * the mark, and a short read no longer tells of the next). */
 		int inferring = !__atomic_load_n(&pd->sticky, __ATOMIC_SEQ_CST) &&
-		                !__atomic_load_n(&f->no_ra, __ATOMIC_RELAXED);
-		int ra = inferring;
+		                !__atomic_load_n(&f->raw_out, __ATOMIC_RELAXED);
 		if (inferring && !weft__pd_ready(pd, RD)) {
 			if (got)
 				break; /* drained: return what we have */
@@ -550,14 +550,14 @@ static int tcp_read(weft_fd *f, char *buf, size_t len, size_t *n, int64_t dl,
 		weft__pd_clear(pd, RD);
 		unsigned char extra;
 		struct iovec v[2] = {{buf + got, len - got}, {&extra, 1}};
-		ssize_t r = sys3(SYS_readv, f->fd, (long)v, ra ? 2 : 1);
+		ssize_t r = sys3(SYS_readv, f->fd, (long)v, inferring ? 2 : 1);
 		if (r > 0) {
 			if ((size_t)r > len - got) {
 				f->ra_byte = extra;
 				f->ra_have = 1;
 				r = (ssize_t)(len - got);
 				weft__pd_set_ready(pd, RD); /* more may be queued */
-			} else if (!inferring || (!ra && (size_t)r == len - got)) {
+			} else if (!inferring) {
 				weft__pd_set_ready(pd, RD); /* not known to be drained */
 			}
 			got += (size_t)r;

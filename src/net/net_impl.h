@@ -28,7 +28,7 @@ struct weft_fd {
 	uint8_t ra_have;
 	unsigned char ra_byte;
 	int ra_err;
-	uint32_t no_ra; /* atomic: weft_fd_get was called: no read-ahead */
+	uint32_t raw_out; /* atomic: weft_fd_get was called: no inference, no read-ahead */
 	weft_sem mu[2];            /* serialise reads, and writes */
 	struct weft__waitq closeq; /* the closer waits here for the calls to leave */
 };

@@ -1762,20 +1762,17 @@ void weft_blocking_begin(void)
 	 * timer of the P due within them when no P is idle (no timer M
 	 * watches it then: below). Wake sysmon to tick fast (at most one wake
 	 * per backed-off spell: it stays at 20 us for a millisecond after). */
+	int64_t next_timer = weft__timers_peek(&p->timers);
 	uint32_t tick_us = __atomic_load_n(&weft__sysmon_tick_us, __ATOMIC_RELAXED);
-	if (tick_us > 20) {
-		int64_t when = weft__timers_peek(&p->timers);
-		if (weft__runq_len(p) ||
-		    when < weft_now() + 3 * (int64_t)tick_us * 1000)
-			weft__sysmon_kick();
-	}
+	if (tick_us > 20 && (weft__runq_len(p) ||
+			     next_timer < weft_now() + 3 * (int64_t)tick_us * 1000))
+		weft__sysmon_kick();
 	/* Our P's timers were left for our next switch, which the call now
 	 * delays: an idle M sleeping past them (or untimed) would leave them
 	 * to sysmon's retake, up to two of its (backed-off, 10 ms) ticks
 	 * late. Have the timer M watch them, as handoffp does. */
 	if (__atomic_load_n(&weft__sched.npidle, __ATOMIC_SEQ_CST) != 0 &&
-	    weft__timers_peek(&p->timers) <
-		    __atomic_load_n(&weft__sched.timer_wait_until, __ATOMIC_SEQ_CST))
+	    next_timer < __atomic_load_n(&weft__sched.timer_wait_until, __ATOMIC_SEQ_CST))
 		wake_timer_m();
 }
 

@@ -6,8 +6,9 @@
  * Each tick it:
  *  - retakes the P of an M blocked in a weft_blocking_begin/end call that
  *    has lasted a whole tick (>= 20 us) and hands it to another M (a call
- *    that starts with goroutines queued on its P, while the tick has backed
- *    off, wakes sysmon to tick fast: weft__sysmon_kick);
+ *    that starts, while the tick has backed off, with goroutines queued on
+ *    its P or a timer of its P due soon wakes sysmon to tick fast:
+ *    weft__sysmon_kick);
  *  - notices a P that has run the same G for over 10 ms: it cannot preempt C
  *    code, so it moves that P's queued goroutines to the global queue and
  *    fires its overdue timers, so the others run elsewhere and sleepers wake
@@ -370,8 +371,9 @@ static void *sysmon_main(void *arg)
 		__atomic_store_n(&weft__sysmon_tick_us, (uint32_t)delay_us, __ATOMIC_RELAXED);
 		struct timespec ts = { 0, delay_us * 1000 };
 		weft__futex_wait(&kicked, 0, &ts);
-		/* Kicked by a blocking call with goroutines queued behind it:
-		 * tick fast again, so its P is retaken within ~20 us. */
+		/* Kicked by a blocking call with goroutines or a timer due
+		 * behind it: tick fast again, so its P is retaken within
+		 * ~20 us. */
 		if (__atomic_exchange_n(&kicked, 0, __ATOMIC_SEQ_CST)) {
 			delay_us = 20;
 			idle_ticks = 0;

@@ -64,6 +64,34 @@ static void receiver(void *arg)
 	weft_wg_done(&l->done);
 }
 
+/* Wait until tk's first callback is held in hold_first; then start a
+ * receiver that counts tk's ticks into l. */
+static void hold_then_log(weft_ticker *tk, struct tick_log *l)
+{
+	int64_t end = test_now_ns() + 5000 * MS * test_slowdown();
+	while (!atomic_load(&held) && test_now_ns() < end)
+		sleep_ns(MS);
+	ASSERT_EQ(atomic_load(&held), 1);
+	l->ticks = weft_ticker_chan(tk);
+	ASSERT_EQ(weft_chan_make(&l->stop, 0, 0), 0);
+	weft_wg_add(&l->done, 1);
+	ASSERT_EQ(weft_go(receiver, l), 0);
+}
+
+/* Stop tk and l's receiver, free both; returns the ticks l counted by the
+ * time of the call. */
+static int stop_log(weft_ticker *tk, struct tick_log *l)
+{
+	int n = atomic_load(&l->n);
+	weft_ticker_stop(tk);
+	weft_chan_close(l->stop);
+	weft_wg_wait(&l->done);
+	weft_ticker_free(tk);
+	weft_chan_release(l->stop);
+	__atomic_store_n(&weft__chantimer_fire_hook, NULL, __ATOMIC_RELAXED);
+	return n;
+}
+
 /*
  * A ticker reset while its previous firing's callback is in flight, that
  * callback delayed past the new period's first tick: that tick comes once.
@@ -79,16 +107,8 @@ TEST_THREAD(ticker_reset_with_callback_in_flight)
 	__atomic_store_n(&weft__chantimer_fire_hook, hold_first, __ATOMIC_RELAXED);
 	weft_ticker *tk;
 	ASSERT_EQ(weft_ticker_new(&tk, 10 * MS), 0);
-	int64_t end = test_now_ns() + 5000 * MS * test_slowdown();
-	while (!atomic_load(&held) && test_now_ns() < end)
-		sleep_ns(MS);
-	ASSERT_EQ(atomic_load(&held), 1);
-
 	static struct tick_log l;
-	l.ticks = weft_ticker_chan(tk);
-	ASSERT_EQ(weft_chan_make(&l.stop, 0, 0), 0);
-	weft_wg_add(&l.done, 1);
-	ASSERT_EQ(weft_go(receiver, &l), 0);
+	hold_then_log(tk, &l);
 
 	int64_t reset_at = test_now_ns();
 	ASSERT_EQ(weft_ticker_reset(tk, period), 0);
@@ -96,15 +116,9 @@ TEST_THREAD(ticker_reset_with_callback_in_flight)
 	atomic_store(&release, 1);
 	while (test_now_ns() < reset_at + period + period * 3 / 4)
 		sleep_ns(MS);
-	int n = atomic_load(&l.n);
-	weft_ticker_stop(tk);
-	weft_chan_close(l.stop);
-	weft_wg_wait(&l.done);
+	int n = stop_log(tk, &l);
 	printf("    %d tick(s) between the release and the next slot\n", n);
 	ASSERT_EQ(n, 1);
-	weft_ticker_free(tk);
-	weft_chan_release(l.stop);
-	__atomic_store_n(&weft__chantimer_fire_hook, NULL, __ATOMIC_RELAXED);
 }
 
 /*
@@ -124,31 +138,17 @@ TEST_THREAD(late_ticker_skips_missed_ticks)
 	int64_t t0 = test_now_ns();
 	weft_ticker *tk;
 	ASSERT_EQ(weft_ticker_new(&tk, period), 0);
-	int64_t end = test_now_ns() + 5000 * MS * test_slowdown();
-	while (!atomic_load(&held) && test_now_ns() < end)
-		sleep_ns(MS);
-	ASSERT_EQ(atomic_load(&held), 1);
-
 	static struct tick_log l;
-	l.ticks = weft_ticker_chan(tk);
-	ASSERT_EQ(weft_chan_make(&l.stop, 0, 0), 0);
-	weft_wg_add(&l.done, 1);
-	ASSERT_EQ(weft_go(receiver, &l), 0);
+	hold_then_log(tk, &l);
 	while (test_now_ns() < t0 + period * 5 / 2)
 		sleep_ns(MS);
 	int64_t released = test_now_ns();
 	atomic_store(&release, 1);
 	while (test_now_ns() < released + period / 4)
 		sleep_ns(MS);
-	int n = atomic_load(&l.n);
-	weft_ticker_stop(tk);
-	weft_chan_close(l.stop);
-	weft_wg_wait(&l.done);
+	int n = stop_log(tk, &l);
 	printf("    %d tick(s) in the quarter period after the late firing\n", n);
 	ASSERT_EQ(n, 1);
-	weft_ticker_free(tk);
-	weft_chan_release(l.stop);
-	__atomic_store_n(&weft__chantimer_fire_hook, NULL, __ATOMIC_RELAXED);
 }
 
 /* ---------------------------------------------------------------- func timers without memory */
